@@ -1,0 +1,180 @@
+"""LegacyFlo settings: the one settings module, every knob read from the environment.
+
+Development (`make run`) gets its secrets from `var/dev.env`, written on first run; tests get
+theirs from the `legacyflo.pytest_env` plugin. Production must set at least SECRET_KEY,
+LEGACYFLO_ENCRYPTION_KEYS, ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from legacyflo.env import ImproperEnv, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("LEGACYFLO_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    raise ImproperEnv("SECRET_KEY is not set (use SECRET_KEY or SECRET_KEY_FILE; `make run` writes one)")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "accounts",
+    "buckets",
+    "requests_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "accounts.middleware.CurrentTenantMiddleware",
+]
+
+ROOT_URLCONF = "legacyflo.urls"
+WSGI_APPLICATION = "legacyflo.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.tenant",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG and env_bool("LEGACYFLO_MANIFEST_STATIC", True)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+# Mail (invitations, password reset). Console backend unless an SMTP URL-ish config is given.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "LegacyFlo <legacyflo@localhost>")
+
+# Security. Production (DEBUG off) gets HTTPS-only cookies and HSTS; override behind plain HTTP.
+_secure = not DEBUG and env_bool("LEGACYFLO_HTTPS", True)
+SESSION_COOKIE_SECURE = _secure
+CSRF_COOKIE_SECURE = _secure
+SECURE_SSL_REDIRECT = _secure and env_bool("SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if _secure else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _secure
+SECURE_HSTS_PRELOAD = _secure and env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("LEGACYFLO_BEHIND_PROXY", False) else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600, minimum=300)
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = ["security.W021"] if not SECURE_HSTS_PRELOAD else []
+
+# Credentials at rest: MultiFernet keys, newest first. `manage.py credentials_rotate` re-encrypts.
+LEGACYFLO_ENCRYPTION_KEYS = env_list("LEGACYFLO_ENCRYPTION_KEYS")
+if not LEGACYFLO_ENCRYPTION_KEYS:
+    raise ImproperEnv(
+        "LEGACYFLO_ENCRYPTION_KEYS is not set: give one or more Fernet keys, newest first, "
+        "comma-separated (or LEGACYFLO_ENCRYPTION_KEYS_FILE). Generate one with "
+        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+    )
+
+# Network policy: loopback/private/link-local targets are refused unless the operator allows them.
+LEGACYFLO_ALLOW_PRIVATE_NETWORKS = env_bool("LEGACYFLO_ALLOW_PRIVATE_NETWORKS", False)
+
+# AWS: the principal that bucket policies must grant when a bucket uses the portal's own credentials.
+LEGACYFLO_AWS_PRINCIPAL_ARN = env_str("LEGACYFLO_AWS_PRINCIPAL_ARN", "")
+
+# Queue.
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("LEGACYFLO_JOB_TIMEOUT", 7 * 24 * 3600)},
+}
+RQ_SHOW_ADMIN_LINK = False
+
+# Transfers.
+LEGACYFLO_PART_SIZE = env_int("LEGACYFLO_PART_SIZE", 16 * 1024 * 1024, minimum=5 * 1024 * 1024)
+LEGACYFLO_PST_SPLIT_BYTES = env_int("LEGACYFLO_PST_SPLIT_BYTES", 20 * 1024**3, minimum=1024 * 1024)
+LEGACYFLO_WORK_DIR = Path(env_str("LEGACYFLO_WORK_DIR", str(VAR_DIR / "work")))
+LEGACYFLO_CSV_MAX_ROWS = env_int("LEGACYFLO_CSV_MAX_ROWS", 10000, minimum=1)
+
+# Provider endpoints (tests and private deployments point these at local fakes).
+GOOGLE_AUTH_URI = env_str("GOOGLE_AUTH_URI", "https://accounts.google.com/o/oauth2/auth")
+GOOGLE_TOKEN_URI = env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token")
+GOOGLE_REVOKE_URI = env_str("GOOGLE_REVOKE_URI", "https://oauth2.googleapis.com/revoke")
+GMAIL_API_URL = env_str("GMAIL_API_URL", "https://gmail.googleapis.com/")
+GMAIL_IMAP_HOST = env_str("GMAIL_IMAP_HOST", "imap.gmail.com")
+MICROSOFT_AUTHORITY_HOST = env_str("MICROSOFT_AUTHORITY_HOST", "https://login.microsoftonline.com")
+MICROSOFT_GRAPH_URL = env_str("MICROSOFT_GRAPH_URL", "https://graph.microsoft.com/v1.0")
+MICROSOFT_IMAP_HOST = env_str("MICROSOFT_IMAP_HOST", "outlook.office365.com")
+LEGACYFLO_CA_BUNDLE = env_str("LEGACYFLO_CA_BUNDLE", "")  # extra CA for provider endpoints (tests)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # imapclient logs every command at DEBUG, including LOGIN arguments: keep it quiet.
+        "imapclient": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
