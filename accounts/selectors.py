@@ -1,0 +1,24 @@
+"""Reads for accounts: always scoped to a tenant or to the person asking."""
+
+from accounts.models import AuditEvent, Invitation, Membership, Tenant
+
+
+def memberships_of_user(user):
+    return Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__name")
+
+
+def members_of(tenant: Tenant):
+    return Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__email")
+
+
+def pending_invitations(tenant: Tenant):
+    from django.utils import timezone
+
+    return Invitation.objects.filter(tenant=tenant, accepted_at__isnull=True, expires_at__gt=timezone.now())
+
+
+def audit_events(tenant: Tenant, *, action_prefix: str = ""):
+    qs = AuditEvent.objects.filter(tenant=tenant)
+    if action_prefix:
+        qs = qs.filter(action__startswith=action_prefix)
+    return qs

@@ -1,0 +1,136 @@
+"""Writes for tenants, members and invitations. Each is atomic and audited."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.access import TenantAccess
+from accounts.audit import audit
+from accounts.models import Invitation, Membership, Role, Tenant, User
+
+INVITATION_DAYS = 7
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def tenant_create(*, slug: str, name: str, owner_email: str, owner_password: str | None) -> Tenant:
+    """Create a tenant and its first owner (an existing user keeps their password)."""
+    if Tenant.objects.filter(slug=slug).exists():
+        raise ValidationError(f"A tenant with the slug {slug!r} already exists.")
+    tenant = Tenant(slug=slug, name=name)
+    tenant.full_clean()
+    tenant.save()
+    user = User.objects.filter(email__iexact=owner_email).first()
+    if user is None:
+        if not owner_password:
+            raise ValidationError("A password is required for a new owner.")
+        user = User.objects.create_user(owner_email, owner_password)
+    Membership.objects.create(tenant=tenant, user=user, role=Role.OWNER)
+    audit(tenant=tenant, actor=None, action="tenant.create", target=slug, detail={"owner": user.email})
+    return tenant
+
+
+def _check_can_grant(access: TenantAccess, role: str) -> None:
+    access.require(Role.ADMIN)
+    if role == Role.OWNER and not access.can(Role.OWNER):
+        raise PermissionDenied("Only an owner can make someone an owner.")
+
+
+@transaction.atomic
+def invitation_create(*, access: TenantAccess, email: str, role: str, base_url: str, request=None) -> Invitation:
+    """Invite ``email`` with ``role``; the link goes by email and is valid for a week."""
+    _check_can_grant(access, role)
+    email = email.strip().lower()
+    if Membership.objects.filter(tenant=access.tenant, user__email__iexact=email).exists():
+        raise ValidationError(f"{email} is already a member of {access.tenant.name}.")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        tenant=access.tenant, email=email, role=role, token_hash=_hash_token(token),
+        invited_by=access.user, expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+    )
+    link = f"{base_url.rstrip('/')}/invite/{token}/"
+    transaction.on_commit(lambda: send_mail(
+        subject=f"You are invited to {access.tenant.name} on LegacyFlo",
+        message=(
+            f"{access.user.email} invited you to join {access.tenant.name} on LegacyFlo as "
+            f"{Role(role).label}.\n\nAccept within {INVITATION_DAYS} days: {link}\n"
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[email],
+    ))
+    audit(tenant=access.tenant, actor=access.user, action="member.invite", target=email,
+          detail={"role": role}, request=request)
+    return invitation
+
+
+def invitation_by_token(token: str) -> Invitation | None:
+    invitation = Invitation.objects.select_related("tenant").filter(token_hash=_hash_token(token)).first()
+    return invitation if invitation and invitation.is_pending else None
+
+
+@transaction.atomic
+def invitation_accept(*, invitation: Invitation, user: User, request=None) -> Membership:
+    """Join the tenant. The accepting account must own the invited email address."""
+    if user.email.lower() != invitation.email.lower():
+        raise PermissionDenied("This invitation was sent to another email address.")
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if not invitation.is_pending:
+        raise ValidationError("This invitation has expired or was already used.")
+    membership, _ = Membership.objects.get_or_create(
+        tenant=invitation.tenant, user=user, defaults={"role": invitation.role}
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    audit(tenant=invitation.tenant, actor=user, action="member.join", target=user.email,
+          detail={"role": membership.role}, request=request)
+    return membership
+
+
+def _other_owners(membership: Membership) -> bool:
+    return Membership.objects.filter(tenant=membership.tenant, role=Role.OWNER).exclude(pk=membership.pk).exists()
+
+
+@transaction.atomic
+def membership_change_role(*, access: TenantAccess, membership: Membership, role: str, request=None) -> Membership:
+    _check_can_grant(access, role)
+    if membership.role == Role.OWNER and not access.can(Role.OWNER):
+        raise PermissionDenied("Only an owner can change an owner's role.")
+    if membership.role == Role.OWNER and role != Role.OWNER and not _other_owners(membership):
+        raise ValidationError("A tenant needs at least one owner.")
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit(tenant=access.tenant, actor=access.user, action="member.role", target=membership.user.email,
+          detail={"from": old, "to": role}, request=request)
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, access: TenantAccess, membership: Membership, request=None) -> None:
+    access.require(Role.ADMIN)
+    if membership.role == Role.OWNER and not access.can(Role.OWNER):
+        raise PermissionDenied("Only an owner can remove an owner.")
+    if membership.role == Role.OWNER and not _other_owners(membership):
+        raise ValidationError("A tenant needs at least one owner.")
+    email = membership.user.email
+    membership.delete()
+    audit(tenant=access.tenant, actor=access.user, action="member.remove", target=email, request=request)
+
+
+@transaction.atomic
+def invitation_revoke(*, access: TenantAccess, invitation: Invitation, request=None) -> None:
+    access.require(Role.ADMIN)
+    email = invitation.email
+    invitation.delete()
+    audit(tenant=access.tenant, actor=access.user, action="member.invite_revoke", target=email, request=request)

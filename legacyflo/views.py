@@ -1,0 +1,28 @@
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import render
+
+from accounts.access import tenant_view
+from accounts.models import Role
+from buckets.models import Bucket
+from requests_app.models import MigrationRequest, State
+
+
+@tenant_view(read=Role.VIEWER)
+def dashboard(request):
+    tenant = request.access.tenant
+    requests = MigrationRequest.objects.for_tenant(tenant)
+    counts = {state: requests.filter(state=state).count() for state in State.values}
+    return render(request, "dashboard.html", {
+        "counts": counts,
+        "states": State.choices,
+        "recent": requests.select_related("bucket")[:10],
+        "buckets": Bucket.objects.for_tenant(tenant),
+    })
+
+
+def healthz(request):
+    """Liveness for load balancers: the database answers."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"ok": True})

@@ -1,0 +1,106 @@
+"""Migration requests: one mailbox, one archive. The row holds the state of a transfer.
+
+Workers come and go; the row is the truth the UI reads: state, counters, checkpoint, error.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from accounts.access import TenantQuerySet
+from accounts.fields import EncryptedTextField
+from accounts.models import Tenant
+from buckets.models import Bucket
+
+
+class State(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors", "Completed with errors"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+FINAL_STATES = (State.COMPLETED, State.COMPLETED_WITH_ERRORS, State.FAILED, State.CANCELLED)
+
+
+class Security(models.TextChoices):
+    SSL = "ssl", "SSL/TLS"
+    STARTTLS = "starttls", "STARTTLS"
+    NONE = "none", "None (plain text)"
+
+
+class MigrationRequest(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="migration_requests")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    request_type = models.CharField(max_length=32)
+    title = models.CharField(max_length=200, blank=True)
+
+    source_server = models.CharField(max_length=255, blank=True)
+    source_port = models.PositiveIntegerField(null=True, blank=True)
+    source_security = models.CharField(max_length=16, choices=Security.choices, default=Security.SSL)
+    source_user = models.CharField(max_length=320, blank=True)
+    source_password = EncryptedTextField(blank=True)
+    options = models.JSONField(default=dict, blank=True)  # type-specific, never secrets
+
+    folders = models.JSONField(default=list, blank=True)
+    exclude_folders = models.JSONField(default=list, blank=True)
+    since = models.DateField(null=True, blank=True)
+    before = models.DateField(null=True, blank=True)
+
+    bucket = models.ForeignKey(Bucket, on_delete=models.PROTECT, related_name="migration_requests")
+    s3_prefix = models.CharField(max_length=500, blank=True)
+    file_name = models.CharField(max_length=200)
+
+    state = models.CharField(max_length=32, choices=State.choices, default=State.QUEUED, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    folders_total = models.PositiveIntegerField(default=0)
+    folders_done = models.PositiveIntegerField(default=0)
+    messages_total = models.PositiveIntegerField(default=0)
+    messages_done = models.PositiveIntegerField(default=0)
+    messages_failed = models.PositiveIntegerField(default=0)
+    messages_skipped = models.PositiveIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    current_folder = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    checkpoint = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    job_id = models.CharField(max_length=64, blank=True)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.request_type} {self.title or self.source_user}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def percent(self) -> int:
+        if self.state == State.COMPLETED:
+            return 100
+        if not self.messages_total:
+            return 0
+        done = self.messages_done + self.messages_failed + self.messages_skipped
+        return min(100, int(100 * done / self.messages_total))

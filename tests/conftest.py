@@ -1,0 +1,96 @@
+"""Shared fixtures: people in every role, real S3 servers, a real Redis.
+
+Roles: ``owner``, ``admin``, ``operator``, ``viewer`` belong to ``tenant``; ``outsider`` owns
+``other_tenant`` and belongs to nothing else.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.servers.s3 import moto_s3, rclone_s3
+
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture(scope="session")
+def rclone(tmp_path_factory):
+    server = rclone_s3(tmp_path_factory.mktemp("rclone-s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    server = moto_s3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(rclone, request):
+    """A fresh, empty bucket on the rclone S3 server."""
+    import re
+    import uuid
+
+    name = ("t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40] + "-" + uuid.uuid4().hex[:8]).strip("-")
+    rclone.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def tenant(db):
+    from accounts.models import Tenant
+
+    return Tenant.objects.create(slug="acme", name="Acme Corp")
+
+
+@pytest.fixture
+def other_tenant(db):
+    from accounts.models import Tenant
+
+    return Tenant.objects.create(slug="globex", name="Globex")
+
+
+def _member(tenant, email, role):
+    from accounts.models import Membership, User
+
+    user = User.objects.create_user(email, PASSWORD)
+    Membership.objects.create(tenant=tenant, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def owner(tenant):
+    return _member(tenant, "owner@acme.test", "owner")
+
+
+@pytest.fixture
+def admin(tenant):
+    return _member(tenant, "admin@acme.test", "admin")
+
+
+@pytest.fixture
+def operator(tenant):
+    return _member(tenant, "operator@acme.test", "operator")
+
+
+@pytest.fixture
+def viewer(tenant):
+    return _member(tenant, "viewer@acme.test", "viewer")
+
+
+@pytest.fixture
+def outsider(other_tenant):
+    return _member(other_tenant, "boss@globex.test", "owner")
+
+
+@pytest.fixture
+def client_for(client):
+    """``client_for(user)`` returns the test client logged in as ``user``."""
+
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login
