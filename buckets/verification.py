@@ -167,7 +167,7 @@ def verify_bucket(target: S3Target, *, purpose_write: bool, purpose_read: bool, 
 def _public_access_check(client, target: S3Target) -> Check:
     label = "Public access"
     try:
-        status = client.get_bucket_policy_status(Bucket=target.bucket)["PolicyStatus"]
+        status = client.get_bucket_policy_status(Bucket=target.bucket).get("PolicyStatus", {})
         if status.get("IsPublic"):
             return Check("public", label, WARN, "The bucket policy makes this bucket public: anyone could read mail archives.",
                          "Remove the public statements and turn on Block Public Access.")
@@ -187,7 +187,9 @@ def _public_access_check(client, target: S3Target) -> Check:
     except (ClientError, BotoCoreError):
         pass
     try:
-        block = client.get_public_access_block(Bucket=target.bucket)["PublicAccessBlockConfiguration"]
+        block = client.get_public_access_block(Bucket=target.bucket).get("PublicAccessBlockConfiguration")
+        if not block:
+            return Check("public", label, SKIP, "This store does not report public access settings.")
         if all(block.get(k) for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")):
             return Check("public", label, PASS, "Block Public Access is on.")
         return Check("public", label, WARN, "Block Public Access is only partly on.",
@@ -204,7 +206,10 @@ def _public_access_check(client, target: S3Target) -> Check:
 def _encryption_check(client, target: S3Target) -> Check:
     label = "Default encryption"
     try:
-        rules = client.get_bucket_encryption(Bucket=target.bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+        answer = client.get_bucket_encryption(Bucket=target.bucket)
+        rules = answer.get("ServerSideEncryptionConfiguration", {}).get("Rules")
+        if not rules:
+            return Check("encryption", label, SKIP, "This store does not report default encryption.")
         algos = sorted({r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm", "") for r in rules} - {""})
         return Check("encryption", label, PASS, f"Objects are encrypted at rest ({', '.join(algos) or 'on'}).")
     except ClientError as exc:

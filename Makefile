@@ -1,0 +1,43 @@
+# LegacyFlo — `make run` serves the portal, `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-postgres bench lint install system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Serve the portal at http://127.0.0.1:8000 with one RQ worker (Ctrl-C stops everything).
+run: install
+	$(BIN)/python -m legacyflo.devkeys var/dev.env
+	set -a && . ./var/dev.env && set +a && $(BIN)/python manage.py devserver
+
+## Install what the tests need (Debian packages when root) and run the suite.
+test: install system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The same suite on PostgreSQL (DATABASE_URL defaults to the local server).
+test-postgres: install system-deps
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/legacyflo} $(BIN)/pytest $(PYTEST_ARGS)
+
+system-deps:
+	@sh scripts/system-deps.sh
+
+## Benchmarks (minutes): ZIP and PST export against mbsync, Gmail API and Graph against the fakes.
+bench: install system-deps
+	$(BIN)/python bench/run_all.py
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache
