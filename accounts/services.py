@@ -47,30 +47,38 @@ def _check_can_grant(access: TenantAccess, role: str) -> None:
         raise PermissionDenied("Only an owner can make someone an owner.")
 
 
-@transaction.atomic
 def invitation_create(*, access: TenantAccess, email: str, role: str, base_url: str, request=None) -> Invitation:
-    """Invite ``email`` with ``role``; the link goes by email and is valid for a week."""
+    """Invite ``email`` with ``role``; the link goes by email and is valid for a week.
+
+    The email is sent after the invitation is committed; if sending fails the invitation is
+    withdrawn again and the error reaches the caller.
+    """
     _check_can_grant(access, role)
     email = email.strip().lower()
     if Membership.objects.filter(tenant=access.tenant, user__email__iexact=email).exists():
         raise ValidationError(f"{email} is already a member of {access.tenant.name}.")
     token = secrets.token_urlsafe(32)
-    invitation = Invitation.objects.create(
-        tenant=access.tenant, email=email, role=role, token_hash=_hash_token(token),
-        invited_by=access.user, expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
-    )
+    with transaction.atomic():
+        invitation = Invitation.objects.create(
+            tenant=access.tenant, email=email, role=role, token_hash=_hash_token(token),
+            invited_by=access.user, expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+        )
+        audit(tenant=access.tenant, actor=access.user, action="member.invite", target=email,
+              detail={"role": role}, request=request)
     link = f"{base_url.rstrip('/')}/invite/{token}/"
-    transaction.on_commit(lambda: send_mail(
-        subject=f"You are invited to {access.tenant.name} on LegacyFlo",
-        message=(
-            f"{access.user.email} invited you to join {access.tenant.name} on LegacyFlo as "
-            f"{Role(role).label}.\n\nAccept within {INVITATION_DAYS} days: {link}\n"
-        ),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        recipient_list=[email],
-    ))
-    audit(tenant=access.tenant, actor=access.user, action="member.invite", target=email,
-          detail={"role": role}, request=request)
+    try:
+        send_mail(
+            subject=f"You are invited to {access.tenant.name} on LegacyFlo",
+            message=(
+                f"{access.user.email} invited you to join {access.tenant.name} on LegacyFlo as "
+                f"{Role(role).label}.\n\nAccept within {INVITATION_DAYS} days: {link}\n"
+            ),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[email],
+        )
+    except Exception as exc:
+        invitation.delete()
+        raise ValidationError(f"The invitation email could not be sent ({exc.__class__.__name__}).") from exc
     return invitation
 
 

@@ -28,6 +28,10 @@ def make_s3_client(target: S3Target, *, connect_timeout: float = 10, read_timeou
         max_pool_connections=max_pool_connections,
         s3={"addressing_style": "path" if target.endpoint_url else "auto"},
         signature_version="s3v4",
+        # S3-compatible stores often lack the newer default checksums (and send whole-object
+        # checksums with ranged GETs): only use them where S3 requires them.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     kwargs = {"config": config, "endpoint_url": target.endpoint_url or None}
     if target.uses_keys:

@@ -95,17 +95,20 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Production serves hashed, compressed files collected by `manage.py collectstatic`; development
+# and tests serve straight from static/ through WhiteNoise's finders.
+_manifest_static = not DEBUG and env_bool("LEGACYFLO_MANIFEST_STATIC", True)
+STATIC_ROOT = BASE_DIR / "staticfiles" if _manifest_static else None
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if not DEBUG and env_bool("LEGACYFLO_MANIFEST_STATIC", True)
+        if _manifest_static
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_USE_FINDERS = not _manifest_static
 
 # Mail (invitations, password reset). Console backend unless an SMTP URL-ish config is given.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -1,0 +1,166 @@
+"""Bucket registration and verification against real S3 servers (rclone's and moto's)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import AuditEvent
+from buckets.models import Bucket
+from buckets.policy import policies_for
+from buckets.rules import bucket_name_problem, region_problem
+from buckets.verification import verify_bucket
+from connectors.s3target import S3Target
+
+
+def statuses(checks):
+    return {c.key: c.status for c in checks}
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("acme-mail-backups", True), ("a.b.c", True), ("ab", False), ("Acme", False), ("acme_mail", False),
+    ("-acme", False), ("acme..mail", False), ("192.168.1.1", False), ("xn--acme", False), ("acme-s3alias", False),
+    ("a" * 64, False),
+])
+def test_bucket_name_rules(name, ok):
+    assert (bucket_name_problem(name) is None) == ok
+
+
+def test_region_rules():
+    assert region_problem("eu-west-1", has_endpoint=False) is None
+    assert "not an AWS region" in region_problem("eu-west-9", has_endpoint=False)
+    assert region_problem("garage-local", has_endpoint=True) is None
+
+
+def test_verification_passes_on_rclone(rclone, s3_bucket):
+    target = S3Target(s3_bucket, "us-east-1", rclone.url, rclone.access_key, rclone.secret_key)
+    checks = verify_bucket(target, purpose_write=True, purpose_read=True, allow_private=True)
+    result = statuses(checks)
+    assert result["name"] == result["region"] == result["location"] == result["list"] == result["write"] == "pass"
+    assert result["read"] == "skip"  # empty bucket: reading can't be proven yet
+    assert rclone.client().list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0  # probe cleaned up
+    rclone.client().put_object(Bucket=s3_bucket, Key="archive/old.zip", Body=b"PK")
+    assert statuses(verify_bucket(target, purpose_write=False, purpose_read=True, allow_private=True))["read"] == "pass"
+
+
+def test_wrong_keys_are_refused(rclone, s3_bucket):
+    target = S3Target(s3_bucket, "us-east-1", rclone.url, rclone.access_key, "not-the-secret-0123456789")
+    checks = verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True)
+    failed = [c for c in checks if c.status == "fail"]
+    assert failed and "credentials" in failed[0].message.lower() or "refused" in failed[0].message.lower()
+
+
+def test_region_mismatch_names_the_actual_region(moto):
+    moto.client().create_bucket(Bucket="acme-eu-archive", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    target = S3Target("acme-eu-archive", "us-east-2", moto.url, moto.access_key, moto.secret_key)
+    checks = verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True)
+    location = next(c for c in checks if c.key == "location")
+    assert location.status == "fail"
+    assert "eu-west-1" in location.message and "eu-west-1" in location.fix
+    assert "write" not in statuses(checks)  # nothing written to a bucket we may not use
+
+
+def test_missing_bucket(moto):
+    target = S3Target("acme-does-not-exist", "us-east-1", moto.url, moto.access_key, moto.secret_key)
+    location = next(c for c in verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True)
+                    if c.key == "location")
+    assert location.status == "fail" and "no bucket named" in location.message
+
+
+def test_public_bucket_and_missing_encryption_are_flagged(moto):
+    s3 = moto.client("eu-central-1")
+    s3.create_bucket(Bucket="acme-public", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    s3.put_bucket_policy(Bucket="acme-public", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::acme-public/*"}]}))
+    target = S3Target("acme-public", "eu-central-1", moto.url, moto.access_key, moto.secret_key)
+    checks = {c.key: c for c in verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True)}
+    assert checks["location"].status == "pass" and checks["write"].status == "pass"
+    assert checks["public"].status == "warn" and "public" in checks["public"].message
+
+    s3.create_bucket(Bucket="acme-private", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    s3.put_public_access_block(Bucket="acme-private", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(Bucket="acme-private", ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+    target = S3Target("acme-private", "eu-central-1", moto.url, moto.access_key, moto.secret_key)
+    checks = {c.key: c for c in verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True)}
+    assert checks["public"].status == "pass"
+    assert checks["encryption"].status == "pass" and "aws:kms" in checks["encryption"].message
+
+
+def test_portal_credentials_use_the_default_chain(moto, monkeypatch):
+    moto.client().create_bucket(Bucket="acme-role-bucket")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
+    target = S3Target("acme-role-bucket", "us-east-1", moto.url, uses_keys=False)
+    assert statuses(verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True))["write"] == "pass"
+
+
+def test_private_endpoints_refused_unless_allowed(rclone, s3_bucket):
+    target = S3Target(s3_bucket, "us-east-1", rclone.url, rclone.access_key, rclone.secret_key)
+    checks = verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=False)
+    assert statuses(checks)["endpoint"] == "fail"
+    assert "LEGACYFLO_ALLOW_PRIVATE_NETWORKS" in next(c.message for c in checks if c.key == "endpoint")
+    assert "location" not in statuses(checks)  # no connection was attempted
+
+
+def test_policy_documents():
+    items = dict(policies_for("acme-mail", purpose="destination", principal="arn:aws:iam::123456789012:role/legacyflo"))
+    write = json.loads(next(v for k, v in items.items() if "read and write" in k or "— write" in k))
+    actions = {a for s in write["Statement"] for a in s["Action"]}
+    assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"} <= actions
+    assert all(s["Principal"] == {"AWS": "arn:aws:iam::123456789012:role/legacyflo"} for s in write["Statement"])
+    assert any("KMS" in k for k in items)
+    no_principal = dict(policies_for("acme-mail", purpose="source", principal=None))
+    read = json.loads(next(iter(no_principal.values())))
+    assert all("Principal" not in s for s in read["Statement"])
+    assert {a for s in read["Statement"] for a in s["Action"]} == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject"}
+
+
+@pytest.mark.django_db
+def test_register_view_shows_checks(client_for, admin, tenant, rclone, s3_bucket):
+    client = client_for(admin)
+    response = client.post(f"/t/{tenant.slug}/buckets/register/", {
+        "name": s3_bucket, "region": "us-east-1", "endpoint_url": rclone.url, "purpose": "destination",
+        "auth_mode": "keys", "access_key_id": rclone.access_key, "secret_access_key": rclone.secret_key,
+    }, follow=True)
+    page = response.content.decode()
+    bucket = Bucket.objects.get(tenant=tenant, name=s3_bucket)
+    assert bucket.status == "verified" and bucket.created_by == admin
+    assert 'data-check="write"' in page and "badge-pass" in page
+    assert "LegacyFloWriteObjects" in page  # the policy to paste
+    assert AuditEvent.objects.filter(tenant=tenant, action="bucket.register", target=s3_bucket).exists()
+
+
+@pytest.mark.django_db
+def test_register_view_rejects_bad_input(client_for, admin, tenant):
+    client = client_for(admin)
+    response = client.post(f"/t/{tenant.slug}/buckets/register/", {
+        "name": "Bad_Bucket", "region": "mars-1", "purpose": "destination", "auth_mode": "keys"})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "lowercase letters" in page and "not an AWS region" in page and "Enter the secret access key" in page
+    assert not Bucket.objects.exists()
+
+
+@pytest.mark.django_db
+def test_bucket_register_command(tenant, rclone, s3_bucket, moto, monkeypatch, capsys):
+    monkeypatch.setenv("TEST_S3_SECRET", rclone.secret_key)
+    call_command("bucket_register", "--tenant", tenant.slug, "--name", s3_bucket, "--region", "us-east-1",
+                 "--endpoint-url", rclone.url, "--access-key-id", rclone.access_key,
+                 "--secret-access-key-env", "TEST_S3_SECRET")
+    out = capsys.readouterr().out
+    assert "[PASS] Write probe" in out and "verified" in out
+    assert rclone.secret_key not in out
+
+    moto.client().create_bucket(Bucket="acme-cli-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    monkeypatch.setenv("MOTO_SECRET", moto.secret_key)
+    with pytest.raises(CommandError, match="failed verification"):
+        call_command("bucket_register", "--tenant", tenant.slug, "--name", "acme-cli-eu", "--region", "us-east-1",
+                     "--endpoint-url", moto.url, "--access-key-id", moto.access_key,
+                     "--secret-access-key-env", "MOTO_SECRET")
+    assert "is in eu-west-1, not in us-east-1" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="No tenant"):
+        call_command("bucket_register", "--tenant", "nope", "--name", "x-y-z", "--region", "us-east-1")
