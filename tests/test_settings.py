@@ -1,0 +1,56 @@
+"""Settings come from the environment, fail loudly on bad values, and pass the deploy checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from legacyflo.env import ImproperEnv, env_bool, env_int, env_list, env_str
+
+ROOT = Path(__file__).resolve().parent.parent
+PROD_ENV = {
+    "PATH": os.environ["PATH"],
+    "DEBUG": "0",
+    "SECRET_KEY": "x" * 20 + "production-like-secret-key-with-enough-entropy-0123456789",
+    "LEGACYFLO_ENCRYPTION_KEYS": "dGVzdC1rZXktbnVtYmVyLW9uZS0wMTIzNDU2Nzg5YWI=",
+    "ALLOWED_HOSTS": "legacyflo.example.com",
+    "DATABASE_URL": "sqlite:////tmp/legacyflo-deploy-check.sqlite3",
+}
+
+
+def manage(*args, env):
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_typed_helpers(monkeypatch, tmp_path):
+    monkeypatch.setenv("X_BOOL", "yes")
+    monkeypatch.setenv("X_INT", "42")
+    monkeypatch.setenv("X_LIST", "a, b,,c")
+    assert env_bool("X_BOOL") is True and env_int("X_INT", 1) == 42 and env_list("X_LIST") == ["a", "b", "c"]
+    monkeypatch.setenv("X_BOOL", "maybe")
+    with pytest.raises(ImproperEnv, match="not a boolean"):
+        env_bool("X_BOOL")
+    monkeypatch.setenv("X_INT", "4x")
+    with pytest.raises(ImproperEnv, match="not an integer"):
+        env_int("X_INT", 1)
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    monkeypatch.setenv("X_SECRET_FILE", str(secret))
+    assert env_str("X_SECRET") == "from-a-file"
+
+
+def test_production_settings_pass_check_deploy():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=PROD_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_missing_secrets_fail_loudly():
+    env = {k: v for k, v in PROD_ENV.items() if k != "LEGACYFLO_ENCRYPTION_KEYS"}
+    result = manage("check", env=env)
+    assert result.returncode != 0 and "LEGACYFLO_ENCRYPTION_KEYS is not set" in result.stderr
+    env = {k: v for k, v in PROD_ENV.items() if k != "SECRET_KEY"}
+    assert "SECRET_KEY is not set" in manage("check", env=env).stderr
