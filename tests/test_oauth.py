@@ -1,0 +1,164 @@
+"""connectors.oauth against the Google and Microsoft fakes, through the real client libraries."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from connectors import oauth
+from tests.fakes.clock import FakeClock
+from tests.fakes.google import GoogleFake
+
+REDIRECT = "http://127.0.0.1:8000/oauth/google/callback"
+ALICE, BOB = "alice@legacyflo.test", "bob@legacyflo.test"
+
+
+@pytest.fixture(autouse=True)
+def _plain_http_oauth(monkeypatch):
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the Google fake speaks http
+
+
+@pytest.fixture(scope="module")
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def google(clock):
+    fake = GoogleFake(mailboxes={ALICE: 3, BOB: 2}, big_message_bytes=0, clock=clock).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def google_client(google):
+    return oauth.GoogleClient(google.client_id, google.client_secret, auth_uri=google.auth_uri,
+                              token_uri=google.token_uri, revoke_uri=google.revoke_uri)
+
+
+def _start(google_client, user=BOB, scopes=(oauth.GMAIL_READONLY_SCOPE,)):
+    return oauth.google_authorization_url(google_client, redirect_uri=REDIRECT, scopes=list(scopes),
+                                          login_hint=user)
+
+
+def _exchange(google_client, start, callback, **overrides):
+    arguments = dict(redirect_uri=REDIRECT, scopes=[oauth.GMAIL_READONLY_SCOPE],
+                     authorization_response=callback, state=start.state,
+                     code_verifier=start.code_verifier)
+    arguments.update(overrides)
+    return oauth.google_exchange_code(google_client, **arguments)
+
+
+def test_google_code_flow_with_pkce_gives_refreshable_credentials(google, google_client):
+    start = _start(google_client)
+    query = parse_qs(urlsplit(start.url).query)
+    assert query["code_challenge_method"] == ["S256"] and query["access_type"] == ["offline"]
+    assert query["prompt"] == ["consent"] and start.code_verifier and start.state
+
+    callback = google.consent(start.url, user=BOB)
+    tokens = _exchange(google_client, start, callback)
+
+    assert tokens.refresh_token and tokens.access_token
+    assert "access_token" not in repr(tokens) and tokens.access_token not in repr(tokens)
+    assert google.auth.access_grant(tokens.access_token).user == BOB
+    credentials = oauth.google_user_credentials(google_client, refresh_token=tokens.refresh_token,
+                                                scopes=[oauth.GMAIL_READONLY_SCOPE])
+    assert oauth.google_account_email(credentials, api_url=google.gmail_api_url) == BOB
+    assert "refresh_token" in google.auth.token_requests
+
+
+def test_wrong_pkce_verifier_is_rejected(google, google_client):
+    start = _start(google_client)
+    callback = google.consent(start.url)
+    with pytest.raises(oauth.AuthorizationCodeRejected, match="Invalid code verifier"):
+        _exchange(google_client, start, callback, code_verifier="x" * 64)
+
+
+def test_denied_consent(google, google_client):
+    start = _start(google_client)
+    callback = google.consent(start.url, allow=False)
+    assert "error=access_denied" in callback
+    with pytest.raises(oauth.ConsentDenied):
+        _exchange(google_client, start, callback)
+
+
+def test_mismatched_state_is_refused_before_any_token_request(google, google_client):
+    start, other = _start(google_client), _start(google_client)
+    callback = google.consent(start.url)
+    before = len(google.auth.token_requests)
+    with pytest.raises(oauth.StateMismatch):
+        _exchange(google_client, other, callback, code_verifier=start.code_verifier)
+    assert len(google.auth.token_requests) == before
+
+
+def test_expired_and_reused_codes_are_rejected(google, google_client, clock):
+    start = _start(google_client)
+    callback = google.consent(start.url)
+    clock.advance(google.auth.code_lifetime + 1)
+    with pytest.raises(oauth.AuthorizationCodeRejected, match="expired"):
+        _exchange(google_client, start, callback)
+
+    start = _start(google_client)
+    callback = google.consent(start.url)
+    _exchange(google_client, start, callback)
+    with pytest.raises(oauth.AuthorizationCodeRejected):
+        _exchange(google_client, start, callback)
+
+
+def test_consent_missing_a_scope_is_reported(google, google_client):
+    start = _start(google_client)
+    callback = google.consent(start.url)
+    with pytest.raises(oauth.OAuthError, match="did not grant"):
+        _exchange(google_client, start, callback,
+                  scopes=[oauth.GMAIL_READONLY_SCOPE, oauth.GMAIL_IMAP_SCOPE])
+
+
+def test_service_account_delegation_uses_a_verified_jwt_bearer_grant(google):
+    credentials = oauth.google_service_account_credentials(
+        google.service_account_info | {"token_uri": "https://oauth2.googleapis.com/token"},
+        subject=ALICE, scopes=[oauth.GMAIL_IMAP_SCOPE], token_uri=google.token_uri)
+    token = oauth.google_access_token(credentials)
+    grant = google.auth.access_grant(token)
+    assert grant.user == ALICE and grant.scopes == (oauth.GMAIL_IMAP_SCOPE,)
+    assert oauth.xoauth2_string(ALICE, token) == f"user={ALICE}\x01auth=Bearer {token}\x01\x01"
+
+
+def test_service_account_errors_are_explained(google):
+    info = google.service_account_info
+
+    def token_for(subject, scopes, key_info=info):
+        credentials = oauth.google_service_account_credentials(key_info, subject=subject, scopes=scopes)
+        return oauth.google_access_token(credentials)
+
+    with pytest.raises(oauth.OAuthError, match="does not know the impersonated user"):
+        token_for("nobody@legacyflo.test", [oauth.GMAIL_READONLY_SCOPE])
+    with pytest.raises(oauth.OAuthError, match="domain-wide delegation"):
+        token_for(ALICE, ["https://www.googleapis.com/auth/drive"])
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with pytest.raises(oauth.OAuthError, match="Invalid JWT Signature"):
+        token_for(ALICE, [oauth.GMAIL_READONLY_SCOPE], info | {"private_key": other_key.decode()})
+    with pytest.raises(oauth.OAuthError, match="not a valid Google JSON key"):
+        oauth.google_service_account_credentials({"type": "service_account"}, subject=ALICE,
+                                                 scopes=[oauth.GMAIL_READONLY_SCOPE])
+
+
+def test_token_status_and_revocation(google, google_client):
+    start = _start(google_client)
+    tokens = _exchange(google_client, start, google.consent(start.url))
+
+    assert oauth.google_token_status(google_client, refresh_token=tokens.refresh_token).state == "valid"
+    assert oauth.google_token_status(google_client, access_token=tokens.access_token).ok
+
+    assert oauth.google_revoke(google_client, tokens.refresh_token) is True
+    assert oauth.google_revoke(google_client, tokens.refresh_token) is False
+    assert oauth.google_token_status(google_client, refresh_token=tokens.refresh_token).state == "revoked"
+    assert oauth.google_token_status(google_client, access_token=tokens.access_token).state == "expired"
+    with pytest.raises(oauth.TokenRevoked):
+        oauth.google_access_token(oauth.google_user_credentials(google_client,
+                                                                refresh_token=tokens.refresh_token))
