@@ -104,15 +104,20 @@ def seed_gmail_mailbox(email_address: str, count: int, *, seed: int = 1,
 @dataclass
 class GmailFaults:
     """Fault injection: ``fail_call(n)`` fails the Nth API call (batch parts count one each);
-    ``throttle_batch_parts(f)`` answers a fraction f of batch parts with a rate-limit error."""
+    ``fail_batches(status, times)`` fails whole batch requests; ``throttle_batch_parts(f)``
+    answers a fraction f of batch parts with a rate-limit error."""
 
     fail_calls: dict[int, tuple[int, str]] = field(default_factory=dict)
+    batch_failures: list[int] = field(default_factory=list)
     throttle_fraction: float = 0.0
     throttle_status: int = 429
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def fail_call(self, n: int, status: int = 500, reason: str = "backendError") -> None:
         self.fail_calls[n] = (status, reason)
+
+    def fail_batches(self, status: int = 503, times: int = 1) -> None:
+        self.batch_failures.extend([status] * times)
 
     def throttle_batch_parts(self, fraction: float, status: int = 429, seed: int = 0) -> None:
         self.throttle_fraction, self.throttle_status = fraction, status
@@ -284,6 +289,11 @@ class GmailApi:
         with self._lock:
             self.batches += 1
             self.max_batch_parts = max(self.max_batch_parts, len(parts))
+            failure = self.faults.batch_failures.pop(0) if self.faults.batch_failures else None
+        if failure in (403, 429):
+            return rate_limit_error(failure, self.quota.clock())
+        if failure:
+            return gmail_error(failure, "Backend Error", "backendError")
         outer_token = request.bearer_token()
         boundary = "batch_" + secrets.token_hex(12)
         chunks: list[bytes] = []
