@@ -186,3 +186,10 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# Recovery: a running request whose heartbeat is older than this is considered interrupted
+# (worker killed) and re-queued by every worker's recovery loop.
+LEGACYFLO_STALE_AFTER_SECONDS = env_int("LEGACYFLO_STALE_AFTER_SECONDS", 180, minimum=10)
+LEGACYFLO_HEARTBEAT_SECONDS = env_int("LEGACYFLO_HEARTBEAT_SECONDS", 10, minimum=1)
+LEGACYFLO_JOB_RETRIES = env_int("LEGACYFLO_JOB_RETRIES", 3, minimum=0)
+LEGACYFLO_MAX_ATTEMPTS = env_int("LEGACYFLO_MAX_ATTEMPTS", 8, minimum=1)

@@ -104,3 +104,60 @@ class MigrationRequest(models.Model):
             return 0
         done = self.messages_done + self.messages_failed + self.messages_skipped
         return min(100, int(100 * done / self.messages_total))
+
+
+class RecordStatus(models.TextChoices):
+    EXPORTED = "exported", "Exported"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class ArchiveRecord(models.Model):
+    """One message (or folder entry) of a request's archive, written when its bytes are safely in S3.
+
+    The ledger of a transfer: a row exists only for an uploaded part (or a message reported as
+    failed/skipped in that part), so after a crash every source id with a row is done and every
+    other one is fetched again: exactly once. ``entry`` keeps what the archive writer needs to
+    rebuild its index (ZIP central directory) on resume.
+    """
+
+    request = models.ForeignKey(MigrationRequest, on_delete=models.CASCADE, related_name="records")
+    seq = models.BigIntegerField()
+    part_number = models.IntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=16, default="message")
+    folder = models.TextField()
+    source_id = models.CharField(max_length=255)
+    message_id = models.TextField(blank=True)
+    date = models.CharField(max_length=64, blank=True)
+    sender = models.TextField(blank=True)
+    recipients = models.TextField(blank=True)
+    subject = models.TextField(blank=True)
+    size = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=RecordStatus.choices, default=RecordStatus.EXPORTED)
+    error = models.TextField(blank=True)
+    labels = models.JSONField(default=list, blank=True)
+    entry = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "seq"], name="record_seq_unique"),
+        ]
+        indexes = [models.Index(fields=["request", "kind", "status"])]
+
+
+class UploadedPart(models.Model):
+    """A multipart-upload part that S3 acknowledged, committed with the records it contains."""
+
+    request = models.ForeignKey(MigrationRequest, on_delete=models.CASCADE, related_name="parts")
+    archive_key = models.CharField(max_length=1024)
+    part_number = models.IntegerField()
+    etag = models.CharField(max_length=128)
+    size = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["archive_key", "part_number"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "archive_key", "part_number"], name="part_unique"),
+        ]

@@ -1,11 +1,182 @@
-from django.shortcuts import render
+"""Request pages: list, new (form or CSV), detail with live progress, cancel, retry, reports."""
 
-from accounts.access import tenant_view
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.access import get_owned_or_404, tenant_view
+from accounts.audit import audit
 from accounts.models import Role
-from requests_app.models import MigrationRequest
+from requests_app import reports, services
+from requests_app.connection_test import test_connection
+from requests_app.csvimport import parse_csv, sample_csv
+from requests_app.forms import RequestForm, destination_buckets
+from requests_app.models import MigrationRequest, State
+from requests_app.types import available_types, get_type
+
+PAGE_SIZE = 50
+
+
+def _requests_page(request):
+    qs = MigrationRequest.objects.for_tenant(request.access.tenant).select_related("bucket")
+    state = request.GET.get("state", "")
+    if state in State.values:
+        qs = qs.filter(state=state)
+    return Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page")), state
 
 
 @tenant_view(read=Role.VIEWER)
 def request_list(request):
-    requests = MigrationRequest.objects.for_tenant(request.access.tenant).select_related("bucket")
-    return render(request, "requests_app/list.html", {"requests": requests})
+    page, state = _requests_page(request)
+    return render(request, "requests_app/list.html", {"page": page, "state": state, "states": State.choices})
+
+
+@tenant_view(read=Role.VIEWER)
+def request_list_rows(request):
+    """The table body alone, polled by the list page for live progress."""
+    page, state = _requests_page(request)
+    return render(request, "requests_app/_rows.html", {"page": page})
+
+
+@tenant_view(read=Role.OPERATOR)
+def request_new(request):
+    return render(request, "requests_app/new.html", {
+        "types": available_types(), "has_bucket": destination_buckets(request.access.tenant).exists()})
+
+
+@tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+def request_create(request, type_code: str):
+    rtype = get_type(type_code)
+    if rtype is None:
+        raise Http404("Unknown request type")
+    form = RequestForm(request.POST or None, rtype=rtype, tenant=request.access.tenant)
+    if request.method == "POST" and form.is_valid():
+        try:
+            req = services.request_submit(tenant=request.access.tenant, actor=request.user, rtype=rtype,
+                                          data=form.cleaned_data, request=request)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "The request is queued.")
+            return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
+    return render(request, "requests_app/create.html", {"form": form, "rtype": rtype})
+
+
+@tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@require_POST
+def request_test_connection(request, type_code: str):
+    """Check the credentials and list the folders with their message counts (an HTML fragment)."""
+    rtype = get_type(type_code)
+    if rtype is None:
+        raise Http404("Unknown request type")
+    form = RequestForm(request.POST, rtype=rtype, tenant=request.access.tenant)
+    form.is_valid()  # the connection fields are checked even if e.g. no bucket is chosen yet
+    source_errors = {k: v for k, v in form.errors.items() if k.startswith("source_")}
+    if source_errors:
+        return render(request, "requests_app/_test_result.html", {"ok": False, "error": "Correct the source fields first: " +
+                      "; ".join(f"{k}: {' '.join(v)}" for k, v in source_errors.items())})
+    result = test_connection(rtype, form.cleaned_data, tenant=request.access.tenant)
+    audit(tenant=request.access.tenant, actor=request.user, action="request.test_connection",
+          target=form.cleaned_data.get("source_user", ""), detail={"type": rtype.code, "ok": result.ok}, request=request)
+    return render(request, "requests_app/_test_result.html", {"ok": result.ok, "error": result.error,
+                                                              "folders": result.folders})
+
+
+@tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+def request_upload(request):
+    errors, rows = [], 0
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        if upload is None:
+            errors = ["Choose a CSV file."]
+        elif upload.size > 20 * 1024 * 1024:
+            errors = ["The file is larger than 20 MB; split it."]
+        else:
+            parsed = parse_csv(upload.read(), tenant=request.access.tenant)
+            errors, rows = parsed.errors, len(parsed.rows)
+            if parsed.ok:
+                try:
+                    created = services.requests_submit_many(tenant=request.access.tenant, actor=request.user,
+                                                            rows=parsed.rows, request=request)
+                except ValidationError as exc:
+                    errors = exc.messages
+                else:
+                    messages.success(request, f"{len(created)} requests are queued.")
+                    return redirect("requests_app:list", tenant_slug=request.access.tenant.slug)
+    return render(request, "requests_app/upload.html", {"errors": errors, "rows": rows, "types": available_types()})
+
+
+@tenant_view(read=Role.VIEWER)
+def request_sample(request, type_code: str):
+    rtype = get_type(type_code)
+    if rtype is None:
+        raise Http404("Unknown request type")
+    response = HttpResponse(sample_csv(rtype), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{rtype.code.lower()}-sample.csv"'
+    return response
+
+
+@tenant_view(read=Role.VIEWER)
+def request_detail(request, request_uuid):
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    return render(request, "requests_app/detail.html", {"req": req, "rtype": get_type(req.request_type)})
+
+
+@tenant_view(read=Role.VIEWER)
+def request_progress(request, request_uuid):
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    if request.GET.get("format") == "json":
+        return JsonResponse(reports.progress_dict(req))
+    return render(request, "requests_app/_progress.html", {"req": req})
+
+
+@tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@require_POST
+def request_cancel(request, request_uuid):
+    req = get_owned_or_404(request.access, MigrationRequest, uuid=request_uuid)
+    try:
+        services.request_cancel(req=req, actor=request.user, request=request)
+        messages.success(request, "Cancellation requested.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
+
+
+@tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@require_POST
+def request_retry(request, request_uuid):
+    req = get_owned_or_404(request.access, MigrationRequest, uuid=request_uuid)
+    try:
+        services.request_retry(req=req, actor=request.user, request=request)
+        messages.success(request, "The request is queued again; it resumes from its last checkpoint.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
+
+
+@tenant_view(read=Role.VIEWER)
+def request_report(request, request_uuid):
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    return render(request, "requests_app/report.html", {"req": req, "report": reports.folder_table(req),
+                                                        "failures": reports.failures(req)[:200]})
+
+
+@tenant_view(read=Role.VIEWER)
+def request_report_download(request, request_uuid, kind: str):
+    if kind not in ("csv", "json"):
+        raise Http404("Unknown report format")
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    audit(tenant=req.tenant, actor=request.user, action="request.report_download", target=str(req.uuid),
+          detail={"kind": kind}, request=request)
+    if kind == "csv":
+        response = StreamingHttpResponse(reports.report_csv_lines(req), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{req.file_name}.report.csv"'
+        return response
+    response = JsonResponse(reports.summary(req), json_dumps_params={"indent": 2, "ensure_ascii": False})
+    response["Content-Disposition"] = f'attachment; filename="{req.file_name}.summary.json"'
+    return response

@@ -13,6 +13,30 @@ from tests.servers.s3 import moto_s3, rclone_s3
 PASSWORD = "correct-horse-battery-staple-42"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_server(tmp_path_factory):
+    """A private Redis for the whole run; the RQ queue points at it (in place, before first use)."""
+    from django.conf import settings
+
+    from legacyflo.localservices import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    settings.RQ_QUEUES["default"]["URL"] = server.url
+    settings.REDIS_URL = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rq_queue(redis_server):
+    """The real RQ queue, emptied before the test."""
+    import django_rq
+
+    queue = django_rq.get_queue("default")
+    queue.connection.flushdb()
+    return queue
+
+
 @pytest.fixture(scope="session")
 def rclone(tmp_path_factory):
     server = rclone_s3(tmp_path_factory.mktemp("rclone-s3"))

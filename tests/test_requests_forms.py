@@ -1,0 +1,143 @@
+"""Request forms and the CSV importer: the same validation for the web page and bulk files."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.core.management import call_command
+
+from buckets.models import Bucket
+from requests_app.csvimport import parse_csv, sample_csv
+from requests_app.forms import RequestForm
+from requests_app.models import MigrationRequest
+from requests_app.types import REQUEST_TYPES, available_types, get_type
+
+
+@pytest.fixture
+def bucket(tenant):
+    return Bucket.objects.create(tenant=tenant, name="acme-backups", region="us-east-1", status="verified",
+                                 purpose="destination", endpoint_url="http://127.0.0.1:9")
+
+
+def row(**overrides):
+    data = {"request_type": "IMAP-S3-ZIP", "title": "Alice", "source_server": "imap.acme.test", "source_port": "993",
+            "source_security": "ssl", "source_user": "alice@acme.test", "source_password": "pw-alice",
+            "folders": "", "exclude_folders": "Trash; Junk", "since": "2020-01-01", "before": "",
+            "bucket": "acme-backups", "s3_prefix": "mail/2026", "file_name": "alice"}
+    data.update(overrides)
+    return data
+
+
+def to_csv(rows) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+@pytest.mark.django_db
+def test_form_applies_provider_defaults(tenant, bucket):
+    form = RequestForm({"source_user": "bob@gmail.com", "source_password": "app-pw", "bucket": str(bucket.uuid)},
+                       rtype=REQUEST_TYPES["GMAIL-S3-ZIP"], tenant=tenant)
+    assert form.is_valid(), form.errors
+    data = form.cleaned_data
+    assert (data["source_server"], data["source_port"], data["source_security"]) == ("imap.gmail.com", 993, "ssl")
+    assert data["bucket"] == bucket and data["file_name"].startswith("bob@gmail.com-")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field,value,message", [
+    ("s3_prefix", "/lead", "cannot start or end"), ("s3_prefix", "a/../b", "'..'"), ("file_name", "a/b", "no '/'"),
+    ("source_server", "bad host!", "not a valid host"), ("source_port", "70000", "less than or equal"),
+    ("since", "2024-13-01", "valid date"), ("bucket", "nope", "No bucket named nope"),
+    ("source_password", "", "required"),
+])
+def test_form_rejects_bad_values(tenant, bucket, field, value, message):
+    form = RequestForm(row(**{field: value}), rtype=REQUEST_TYPES["IMAP-S3-ZIP"], tenant=tenant)
+    assert not form.is_valid()
+    assert message in " ".join(form.errors.get(field, []))
+
+
+@pytest.mark.django_db
+def test_unverified_bucket_is_refused(tenant):
+    Bucket.objects.create(tenant=tenant, name="acme-unverified", region="us-east-1", status="failed")
+    form = RequestForm(row(bucket="acme-unverified"), rtype=REQUEST_TYPES["IMAP-S3-ZIP"], tenant=tenant)
+    assert not form.is_valid() and "not a verified destination" in form.errors["bucket"][0]
+
+
+@pytest.mark.django_db
+def test_another_tenants_bucket_is_invisible(tenant, other_tenant):
+    Bucket.objects.create(tenant=other_tenant, name="globex-backups", region="us-east-1", status="verified")
+    form = RequestForm(row(bucket="globex-backups"), rtype=REQUEST_TYPES["IMAP-S3-ZIP"], tenant=tenant)
+    assert not form.is_valid() and "No bucket named globex-backups" in form.errors["bucket"][0]
+
+
+@pytest.mark.django_db
+def test_csv_all_or_nothing_with_per_row_errors(tenant, bucket):
+    rows = [row(), row(source_user="bob@acme.test", file_name="bob", since="yesterday"),
+            row(request_type="NOPE-S3-ZIP", file_name="c"), row(file_name="alice")]
+    result = parse_csv(to_csv(rows), tenant=tenant)
+    assert not result.ok
+    text = "\n".join(result.errors)
+    assert "Line 3: since: Enter a valid date." in text
+    assert "Line 4: request_type 'NOPE-S3-ZIP' is not one of" in text
+    assert "Line 5: same bucket, prefix and file name as line 2" in text
+
+
+@pytest.mark.django_db
+def test_csv_thousand_rows(tenant, bucket):
+    rows = [row(source_user=f"user{i}@acme.test", file_name=f"user{i}", title=f"User {i}") for i in range(1000)]
+    result = parse_csv(to_csv(rows), tenant=tenant)
+    assert result.ok, result.errors[:3]
+    assert len(result.rows) == 1000 and result.rows[-1].data["source_user"] == "user999@acme.test"
+    assert result.rows[0].data["exclude_folders"] == ["Trash", "Junk"]
+
+
+@pytest.mark.django_db
+def test_csv_structure_errors(tenant, bucket):
+    assert "unknown column(s) colour" in parse_csv(b"request_type,colour\nIMAP-S3-ZIP,red\n", tenant=tenant).errors[0]
+    assert "not UTF-8" in parse_csv("request_type\nÄ".encode("latin-1"), tenant=tenant).errors[0]
+    assert "no requests" in parse_csv(b"request_type,title\n", tenant=tenant).errors[0]
+    assert parse_csv(b"\xef\xbb\xbf" + to_csv([row()]), tenant=tenant).ok  # Excel's BOM
+
+
+@pytest.mark.django_db
+def test_sample_csv_parses_once_bucket_exists(tenant):
+    Bucket.objects.create(tenant=tenant, name="my-backup-bucket", region="us-east-1", status="verified")
+    for rtype in available_types():
+        result = parse_csv(sample_csv(rtype).encode(), tenant=tenant)
+        assert result.ok, (rtype.code, result.errors)
+
+
+def test_request_types_command(capsys):
+    call_command("request_types")
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("IMAP-S3-ZIP\trequest_type,title,source_server") for line in lines)
+    call_command("request_types", "--sample", "YAHOO-S3-ZIP")
+    sample = capsys.readouterr().out
+    assert sample.startswith("request_type,") and "imap.mail.yahoo.com" in sample
+    assert get_type("yahoo-s3-zip") is REQUEST_TYPES["YAHOO-S3-ZIP"]
+
+
+@pytest.mark.django_db
+def test_requests_submit_command(tenant, bucket, tmp_path, rq_queue, capsys):
+    good = tmp_path / "good.csv"
+    good.write_bytes(to_csv([row(), row(source_user="bob@acme.test", file_name="bob")]))
+    call_command("requests_submit", "--tenant", tenant.slug, str(good))
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.endswith(" queued") for line in out)
+    assert MigrationRequest.objects.filter(tenant=tenant).count() == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(to_csv([row(source_user="carol@acme.test", file_name="carol"), row(file_name="x", bucket="zzz")]))
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("requests_submit", "--tenant", tenant.slug, str(bad))
+    assert exit_info.value.code == 2
+    assert "Line 3: bucket: No bucket named zzz" in capsys.readouterr().err
+    assert MigrationRequest.objects.filter(tenant=tenant).count() == 2  # nothing from the bad file
+    # Re-submitting the same file would overwrite the same archives: refused.
+    with pytest.raises(SystemExit):
+        call_command("requests_submit", "--tenant", tenant.slug, str(good))
+    assert "is already written by request" in capsys.readouterr().err
