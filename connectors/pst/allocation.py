@@ -1,0 +1,134 @@
+"""Append-only space allocation and the map pages (AMap, PMap, FMap, FPMap) that describe it.
+
+The writer never frees space, so allocation is a cursor that only moves forward, jumping over
+the map pages that [MS-PST] pins at the start of every AMap span. Once the cursor leaves a
+span, that span's AMap is final and is written at once: memory stays constant however large
+the file grows (one bitmap of 496 bytes, plus one byte per span for the FMaps written at the
+end).
+
+Invariants: every byte range handed out is marked in its span's AMap, nothing else is (map
+pages mark themselves), blocks are 64-byte aligned, pages 512-byte aligned.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from . import layout as L
+from .encoding import pst_crc
+
+
+def map_page(ptype: int, offset: int, data: bytes) -> bytes:
+    """A 512-byte map page: 496 data bytes and a trailer whose bid is the page's offset."""
+    assert len(data) == L.PAGE_DATA_SIZE
+    trailer = struct.pack("<BBHIQ", ptype, ptype, 0, pst_crc(data), offset)
+    return data + trailer
+
+
+def longest_free_run(bitmap: bytes | bytearray) -> int:
+    """Longest run of clear bits (free 64-byte slots), MSB first, capped at 255 (FMap byte)."""
+    best = run = 0
+    for byte in bitmap:
+        if byte == 0:
+            run += 8
+        elif byte == 0xFF:
+            best, run = max(best, run), 0
+        else:
+            for bit in range(8):
+                if byte & (0x80 >> bit):
+                    best, run = max(best, run), 0
+                else:
+                    run += 1
+        if best >= 255:
+            return 255
+    return min(255, max(best, run))
+
+
+class SpaceAllocator:
+    """Hands out file space in order and writes each AMap span's map pages when it is done.
+
+    ``write_at(offset, data)`` writes the map pages; callers write their own data at the
+    offsets they are given.
+    """
+
+    def __init__(self, write_at: Callable[[int, bytes], None]) -> None:
+        self._write = write_at
+        self._span = 0
+        self._bits = bytearray(L.PAGE_DATA_SIZE)
+        self._free_run_per_span = bytearray()
+        self.free_bytes = 0  # cbAMapFree of every finished span
+        self._start_span(0)
+        self.cursor = L.reserved_end(0)
+
+    @property
+    def span_count(self) -> int:
+        return self._span + 1
+
+    def _start_span(self, index: int) -> None:
+        self._span = index
+        self._bits = bytearray(L.PAGE_DATA_SIZE)
+        base = L.amap_offset(index)
+        for _ptype, offset in L.map_pages(index):
+            self._mark(offset - base, L.PAGE_SIZE)
+
+    def _mark(self, relative: int, size: int) -> None:
+        first = relative // L.BLOCK_ALIGN
+        last = (relative + size) // L.BLOCK_ALIGN  # exclusive; sizes are 64-aligned
+        bits = self._bits
+        slot = first
+        while slot < last and slot % 8:
+            bits[slot // 8] |= 0x80 >> (slot % 8)
+            slot += 1
+        while slot + 8 <= last:
+            bits[slot // 8] = 0xFF
+            slot += 8
+        while slot < last:
+            bits[slot // 8] |= 0x80 >> (slot % 8)
+            slot += 1
+
+    def _finish_span(self) -> None:
+        """Write the map pages of the current span; its allocations are final."""
+        index = self._span
+        for ptype, offset in L.map_pages(index):
+            if ptype == L.PTYPE_AMAP:
+                self._write(offset, map_page(ptype, offset, bytes(self._bits)))
+            elif ptype in (L.PTYPE_PMAP, L.PTYPE_FPMAP):
+                # Deprecated maps: all bits set means "nothing reserved here" to old readers.
+                self._write(offset, map_page(ptype, offset, b"\xff" * L.PAGE_DATA_SIZE))
+            # FMap pages describe later spans too: written by finish() once all are known.
+        used = int.from_bytes(self._bits, "big").bit_count()
+        self.free_bytes += (L.PAGE_DATA_SIZE * 8 - used) * L.BLOCK_ALIGN
+        self._free_run_per_span.append(longest_free_run(self._bits))
+
+    def allocate(self, size: int, alignment: int = L.BLOCK_ALIGN) -> int:
+        """Reserve ``size`` bytes (a multiple of 64) aligned to ``alignment``; return the offset."""
+        assert size % L.BLOCK_ALIGN == 0 and 0 < size <= L.AMAP_SPAN // 2
+        start = L.align(self.cursor, alignment)
+        span_end = L.amap_offset(self._span + 1)
+        if start + size > span_end:
+            self._finish_span()
+            self._start_span(self._span + 1)
+            start = L.align(L.reserved_end(self._span), alignment)
+        self._mark(start - L.amap_offset(self._span), size)
+        self.cursor = start + size
+        return start
+
+    def projected_eof(self) -> int:
+        """File size if no more space were allocated: the end of the current span."""
+        return L.amap_offset(self._span + 1)
+
+    def finish(self) -> tuple[int, int, int]:
+        """Finish the last span and write the FMap pages.
+
+        Returns (end of file, offset of the last AMap, free bytes in all AMaps).
+        """
+        self._finish_span()
+        spans = self._span + 1
+        for fmap_span in range(L.FMAP_FIRST_AMAP, spans, L.AMAPS_PER_FMAP):
+            covered = self._free_run_per_span[fmap_span : fmap_span + L.AMAPS_PER_FMAP]
+            data = bytes(covered).ljust(L.PAGE_DATA_SIZE, b"\x00")
+            offset = L.amap_offset(fmap_span) + 2 * L.PAGE_SIZE
+            self._write(offset, map_page(L.PTYPE_FMAP, offset, data))
+        eof = L.amap_offset(spans)
+        return eof, L.amap_offset(spans - 1), self.free_bytes

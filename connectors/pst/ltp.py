@@ -1,0 +1,296 @@
+"""Lists, tables and properties: BTH, property context (PC) and table context (TC) writers.
+
+A PC is a heap whose user root is a BTH of (property id -> type + HNID); values of up to four
+bytes sit in the record, larger ones in the heap, and values over 3,580 bytes in a subnode.
+A TC is a heap whose user root is TCINFO: column descriptors, a BTH of row id -> row index and
+the row matrix (in the heap when small, else in a subnode whose blocks each hold whole rows).
+
+Invariants: BTH keys ascend, so table rows must be added in ascending row id order; every row
+is the same size; the CEB bit of a column is set exactly when the row has a value for it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from . import layout as L
+from . import props as P
+from .heap import CLIENT_BTH, CLIENT_PC, CLIENT_TC, MAX_ALLOCATION, HeapWriter
+from .ndb import NID_TYPE_LTP, NodeDatabaseWriter
+
+SubnodeEntry = tuple[int, int, int]  # (nid, bid_data, bid_sub)
+
+
+@dataclass(frozen=True)
+class StoredValue:
+    """A value already written as a subnode (streamed attachment data): its NID and size.
+
+    ``bid_data`` is the subnode's data tree. ``inline`` holds the bytes instead when the value
+    turned out small enough for the heap, in which case no subnode was written.
+    """
+
+    nid: int
+    bid_data: int
+    size: int
+    inline: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ObjectValue:
+    """A PtypObject value: the subnode holding the object (an embedded message) and its size."""
+
+    nid: int
+    bid_data: int
+    bid_sub: int
+    size: int
+
+
+class BTreeOnHeapWriter:
+    """Streams sorted records into BTH leaf allocations; builds index levels at ``finish``."""
+
+    def __init__(self, heap: HeapWriter, key_size: int, entry_size: int) -> None:
+        self._heap = heap
+        self._key_size = key_size
+        self._entry_size = entry_size
+        self._leaf_capacity = MAX_ALLOCATION // (key_size + entry_size)
+        self._leaf = bytearray()
+        self._leaf_count = 0
+        self._index = bytearray()  # (first key, hid) of each leaf
+        self._previous: int | None = None
+
+    def add(self, key: bytes, entry: bytes) -> None:
+        assert len(key) == self._key_size and len(entry) == self._entry_size
+        value = int.from_bytes(key, "little")
+        if self._previous is not None and value <= self._previous:
+            raise ValueError("BTH keys must be added in strictly ascending order")
+        self._previous = value
+        if self._leaf_count == 0:
+            self._index += key
+        self._leaf += key
+        self._leaf += entry
+        self._leaf_count += 1
+        if self._leaf_count == self._leaf_capacity:
+            self._flush_leaf()
+
+    def _flush_leaf(self) -> None:
+        self._index += struct.pack("<I", self._heap.allocate(self._leaf))
+        self._leaf = bytearray()
+        self._leaf_count = 0
+
+    def finish(self) -> int:
+        """Allocate the BTH header and return its HID."""
+        if self._leaf_count:
+            self._flush_leaf()
+        levels = 0
+        root = 0
+        records = bytes(self._index)
+        record_size = self._key_size + 4
+        if len(records) == record_size:
+            root = struct.unpack_from("<I", records, self._key_size)[0]
+        while len(records) > record_size:
+            levels += 1
+            capacity = MAX_ALLOCATION // record_size
+            chunk_size = capacity * record_size
+            upper = bytearray()
+            for start in range(0, len(records), chunk_size):
+                chunk = records[start : start + chunk_size]
+                upper += chunk[: self._key_size]
+                upper += struct.pack("<I", self._heap.allocate(chunk))
+            records = bytes(upper)
+            if len(records) == record_size:
+                root = struct.unpack_from("<I", records, self._key_size)[0]
+        header = struct.pack("<BBBBI", CLIENT_BTH, self._key_size, self._entry_size, levels, root)
+        return self._heap.allocate(header)
+
+
+def value_size(prop_tag: int, value: object, encoded: bytes | None) -> int:
+    """The size a value counts for in PidTagMessageSize / PidTagAttachSize."""
+    if isinstance(value, StoredValue):
+        return value.size
+    if isinstance(value, ObjectValue):
+        return value.size
+    fixed = P.FIXED_SIZES.get(P.tag_type(prop_tag))
+    if fixed is not None:
+        return fixed
+    assert encoded is not None
+    return len(encoded)
+
+
+@dataclass(frozen=True)
+class NodeParts:
+    """Where a PC or TC landed: its data tree, its subnode tree, and (for a PC) value bytes."""
+
+    bid_data: int
+    bid_sub: int
+    value_bytes: int = 0
+
+
+def write_property_context(
+    ndb: NodeDatabaseWriter,
+    properties: Iterable[tuple[int, object]],
+    extra_subnodes: Sequence[SubnodeEntry] = (),
+) -> NodeParts:
+    """Write a PC holding ``properties`` (tag, value); return its data/subnode bids.
+
+    ``extra_subnodes`` are other subnodes of the same node (recipient and attachment tables,
+    attachments, embedded objects) to put in its subnode tree beside large values.
+    """
+    tree = ndb.data_tree()
+    heap = HeapWriter(CLIENT_PC, tree)
+    subnodes: list[SubnodeEntry] = list(extra_subnodes)
+    ordered = sorted(properties, key=lambda item: P.tag_id(item[0]))
+    bth = BTreeOnHeapWriter(heap, 2, 6)
+    total = 0
+    previous_id = -1
+    for prop_tag, value in ordered:
+        prop_id, prop_type = P.tag_id(prop_tag), P.tag_type(prop_tag)
+        if prop_id == previous_id:
+            raise ValueError(f"property 0x{prop_id:04X} given twice")
+        previous_id = prop_id
+        encoded: bytes | None = None
+        if isinstance(value, StoredValue):
+            if value.inline is not None:
+                hnid = heap.allocate(value.inline) if value.inline else 0
+            else:
+                subnodes.append((value.nid, value.bid_data, 0))
+                hnid = value.nid
+        elif isinstance(value, ObjectValue):
+            subnodes.append((value.nid, value.bid_data, value.bid_sub))
+            hnid = heap.allocate(struct.pack("<II", value.nid, value.size))
+        else:
+            encoded = P.encode_value(prop_tag, value)
+            fixed = P.FIXED_SIZES.get(prop_type)
+            if fixed is not None and fixed <= 4:
+                hnid = int.from_bytes(encoded, "little")
+            else:
+                hnid = _store_variable(ndb, heap, encoded, subnodes)
+        total += value_size(prop_tag, value, encoded)
+        bth.add(struct.pack("<H", prop_id), struct.pack("<HI", prop_type, hnid))
+    heap.finish(bth.finish())
+    return NodeParts(tree.finish(), ndb.write_subnode_tree(subnodes), total)
+
+
+def _store_variable(
+    ndb: NodeDatabaseWriter, heap: HeapWriter, encoded: bytes, subnodes: list[SubnodeEntry]
+) -> int:
+    """HNID of a variable-size value: 0 when empty, a HID when small, else a new subnode."""
+    if not encoded:
+        return 0
+    if len(encoded) <= MAX_ALLOCATION:
+        return heap.allocate(encoded)
+    nid = ndb.nids.allocate(NID_TYPE_LTP)
+    subnodes.append((nid, ndb.write_data(encoded), 0))
+    return nid
+
+
+@dataclass(frozen=True)
+class _Column:
+    tag: int
+    offset: int
+    size: int
+    bit: int
+
+
+class TableWriter:
+    """Streams rows into a TC. Rows must be added in ascending row id order."""
+
+    def __init__(self, ndb: NodeDatabaseWriter, column_tags: Iterable[int]) -> None:
+        self._ndb = ndb
+        self._tree = ndb.data_tree()
+        self._heap = HeapWriter(CLIENT_TC, self._tree)
+        self._subnodes: list[SubnodeEntry] = []
+        tags = {t for t in column_tags if t not in (P.LTP_ROW_ID, P.LTP_ROW_VERSION)}
+        self._columns, self._ends = _layout_columns(sorted(tags))
+        self._by_tag = {c.tag: c for c in self._columns}
+        self.row_size = self._ends[3]
+        self._info_hid = self._heap.allocate(self._tcinfo(0, 0))
+        self._index = BTreeOnHeapWriter(self._heap, 4, 4)
+        self._rows = bytearray()  # rows not yet in a block
+        self._rows_tree = None
+        self._rows_per_block = L.MAX_BLOCK_DATA // self.row_size
+        self.row_count = 0
+
+    def add_row(self, row_id: int, values: dict[int, object], version: int = 1) -> None:
+        """Add a row; ``values`` maps column tags to values (absent or None: no value)."""
+        row = bytearray(self.row_size)
+        ceb_at = self._ends[2]
+        struct.pack_into("<II", row, 0, row_id, version)
+        row[ceb_at] |= 0xC0  # row id and row version always exist
+        for prop_tag, value in values.items():
+            column = self._by_tag.get(prop_tag)
+            if column is None or value is None:
+                continue
+            encoded = P.encode_value(prop_tag, value)
+            if P.tag_type(prop_tag) in P.FIXED_SIZES:
+                row[column.offset : column.offset + column.size] = encoded
+            else:
+                hnid = _store_variable(self._ndb, self._heap, encoded, self._subnodes)
+                struct.pack_into("<I", row, column.offset, hnid)
+            row[ceb_at + column.bit // 8] |= 0x80 >> (column.bit % 8)
+        self._index.add(struct.pack("<I", row_id), struct.pack("<I", self.row_count))
+        self.row_count += 1
+        self._rows += row
+        if self._rows_tree is None and len(self._rows) > MAX_ALLOCATION:
+            self._rows_tree = self._ndb.data_tree()
+        if self._rows_tree is not None:
+            block_bytes = self._rows_per_block * self.row_size
+            while len(self._rows) >= block_bytes:
+                self._rows_tree.add_block(self._rows[:block_bytes])
+                del self._rows[:block_bytes]
+
+    def finish(self) -> NodeParts:
+        row_index = self._index.finish()
+        if self._rows_tree is not None:
+            if self._rows:
+                self._rows_tree.add_block(self._rows)
+            nid = self._ndb.nids.allocate(NID_TYPE_LTP)
+            self._subnodes.append((nid, self._rows_tree.finish(), 0))
+            rows_hnid = nid
+        elif self._rows:
+            rows_hnid = self._heap.allocate(self._rows)
+        else:
+            rows_hnid = 0
+        self._heap.replace(self._info_hid, self._tcinfo(row_index, rows_hnid))
+        self._heap.finish(self._info_hid)
+        return NodeParts(self._tree.finish(), self._ndb.write_subnode_tree(self._subnodes))
+
+    def _tcinfo(self, row_index: int, rows_hnid: int) -> bytes:
+        head = struct.pack(
+            "<BB4HIII", 0x7C, len(self._columns), *self._ends, row_index, rows_hnid, 0
+        )
+        descriptors = b"".join(
+            struct.pack("<IHBB", c.tag, c.offset, c.size, c.bit)
+            for c in sorted(self._columns, key=lambda c: c.tag)
+        )
+        return head + descriptors
+
+
+def _layout_columns(tags: Sequence[int]) -> tuple[list[_Column], tuple[int, int, int, int]]:
+    """Row layout: row id, row version, then 8/4-byte, 2-byte and 1-byte cells, then the CEB."""
+
+    def cell_size(prop_tag: int) -> int:
+        return P.FIXED_SIZES.get(P.tag_type(prop_tag), 4)
+
+    columns = [_Column(P.LTP_ROW_ID, 0, 4, 0), _Column(P.LTP_ROW_VERSION, 4, 4, 1)]
+    offset = 8
+    ordered = [t for t in tags if cell_size(t) == 8] + [t for t in tags if cell_size(t) == 4]
+    for prop_tag in ordered:
+        columns.append(_Column(prop_tag, offset, cell_size(prop_tag), len(columns)))
+        offset += cell_size(prop_tag)
+    end_4b = offset
+    for width in (2, 1):
+        for prop_tag in (t for t in tags if cell_size(t) == width):
+            columns.append(_Column(prop_tag, offset, width, len(columns)))
+            offset += width
+        if width == 2:
+            end_2b = offset
+    end_1b = offset
+    end_bm = end_1b + (len(columns) + 7) // 8
+    return columns, (end_4b, end_2b, end_1b, end_bm)
+
+
+def empty_table(ndb: NodeDatabaseWriter, column_tags: Iterable[int]) -> NodeParts:
+    return TableWriter(ndb, column_tags).finish()
+

@@ -1,0 +1,178 @@
+"""Public API: stream mailbox messages into one Unicode PST file, or into several of bounded size.
+
+``PstWriter`` appends each message to the file as it is added; ``close`` writes the folder
+tables, B-trees, allocation maps and finally the header. ``SplittingPstWriter`` starts a new
+complete PST (with the whole folder tree) whenever the next message would push the current
+one past ``split_bytes``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connectors.base import Message
+
+from .encoding import CRYPT_NONE, CRYPT_PERMUTE
+from .messaging import MessageStore
+from .mime import parse_message
+from .ndb import NodeDatabaseWriter
+
+_CRYPT_METHODS = {"none": CRYPT_NONE, "permute": CRYPT_PERMUTE}
+# What a message adds besides its raw size: node, tables, B-tree entries (a rough upper bound).
+_PER_MESSAGE_OVERHEAD = 4096
+
+
+def _crypt_code(crypt: str) -> int:
+    try:
+        return _CRYPT_METHODS[crypt]
+    except KeyError:
+        raise ValueError(f"crypt must be 'none' or 'permute', not {crypt!r}") from None
+
+
+class PstWriter:
+    """One PST file, written front to back. Not thread-safe; use as a context manager."""
+
+    def __init__(
+        self, path: Path, *, display_name: str = "LegacyFlo archive", crypt: str = "permute"
+    ) -> None:
+        self.path = Path(path)
+        self._ndb = NodeDatabaseWriter(self.path, _crypt_code(crypt))
+        self._store = MessageStore(self._ndb, display_name)
+        self.message_count = 0
+        self._closed = False
+
+    def add_folder(self, path: str) -> None:
+        """Create a folder (and its parents) below "Top of Outlook data file"."""
+        self._check_open()
+        self._store.folder(path)
+
+    def add_message(self, msg: Message) -> int:
+        """Append one message; return roughly how many bytes it added to the file."""
+        self._check_open()
+        before = self._ndb.bytes_written
+        folder = self._store.folder(msg.folder)
+        parsed = parse_message(msg.raw)
+        self._store.add_message(folder, parsed, read=msg.seen, received=msg.internal_date)
+        self.message_count += 1
+        return self._ndb.bytes_written - before
+
+    @property
+    def bytes_written(self) -> int:
+        return self._ndb.bytes_written
+
+    def projected_size(self, extra: int = 0) -> int:
+        """A conservative guess of the closed file's size after ``extra`` more raw bytes."""
+        return self._ndb.projected_size() + (extra * 11) // 10 + _PER_MESSAGE_OVERHEAD
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store.close()
+
+    def abort(self) -> None:
+        """Give up: release resources and leave the file marked unfinished."""
+        if not self._closed:
+            self._closed = True
+            self._store.abort()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("the PST writer is closed")
+
+    def __enter__(self) -> PstWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class SplittingPstWriter:
+    """Several complete PST files of at most about ``split_bytes`` each.
+
+    The first file is ``base_path``; when a second is needed the first is renamed
+    ``<stem>.part001<suffix>`` and the next ones are ``.part002`` and so on. Every part has the
+    whole folder tree known so far. A single message larger than ``split_bytes`` gets a part
+    of its own (which then exceeds the limit).
+    """
+
+    def __init__(
+        self,
+        base_path: Path,
+        *,
+        split_bytes: int,
+        display_name: str = "LegacyFlo archive",
+        crypt: str = "permute",
+    ) -> None:
+        if split_bytes <= 0:
+            raise ValueError("split_bytes must be positive")
+        self.base_path = Path(base_path)
+        self.split_bytes = split_bytes
+        self._display_name = display_name
+        self._crypt = crypt
+        _crypt_code(crypt)
+        self._folders: list[str] = []
+        self._known_folders: set[str] = set()
+        self._part_paths: list[Path] = [self.base_path]
+        self._current = self._open(self.base_path)
+
+    @property
+    def paths(self) -> list[Path]:
+        return list(self._part_paths)
+
+    def _part_path(self, number: int) -> Path:
+        return self.base_path.with_name(
+            f"{self.base_path.stem}.part{number:03d}{self.base_path.suffix or '.pst'}"
+        )
+
+    def _open(self, path: Path) -> PstWriter:
+        writer = PstWriter(path, display_name=self._display_name, crypt=self._crypt)
+        for folder in self._folders:
+            writer.add_folder(folder)
+        return writer
+
+    def add_folder(self, path: str) -> None:
+        if path not in self._known_folders:
+            self._known_folders.add(path)
+            self._folders.append(path)
+        self._current.add_folder(path)
+
+    def add_message(self, msg: Message) -> int:
+        self.add_folder(msg.folder)
+        current = self._current
+        if current.message_count and current.projected_size(len(msg.raw)) > self.split_bytes:
+            self._roll_over()
+        return self._current.add_message(msg)
+
+    def _roll_over(self) -> None:
+        self._current.close()
+        if len(self._part_paths) == 1:
+            first = self._part_path(1)
+            self.base_path.replace(first)
+            self._part_paths[0] = first
+        path = self._part_path(len(self._part_paths) + 1)
+        self._part_paths.append(path)
+        self._current = self._open(path)
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes in all parts so far (closed parts at their final size)."""
+        closed = sum(p.stat().st_size for p in self._part_paths[:-1])
+        return closed + self._current.bytes_written
+
+    def close(self) -> None:
+        self._current.close()
+
+    def abort(self) -> None:
+        self._current.abort()
+
+    def __enter__(self) -> SplittingPstWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
