@@ -304,7 +304,8 @@ class GmailApiSource(Source):
                     raise auth_failure(error)
                 elif kind == "gone":
                     results[message_id] = MessageFailure(
-                        folder.path, message_id, "The message was deleted after it was listed.")
+                        folder.path, message_id, "The message was deleted after it was listed.",
+                        status="skipped")
                 elif kind == "transient" and failures[message_id] < self.max_retries:
                     failures[message_id] += 1
                     retry.append(message_id)

@@ -402,14 +402,17 @@ def _ms_tokens(result: Mapping) -> MicrosoftTokens:
 
 def microsoft_start_auth(client: MicrosoftClient, *, redirect_uri: str,
                          scopes: Sequence[str] = GRAPH_MAIL_SCOPES, login_hint: str | None = None,
-                         prompt: str | None = None) -> dict:
+                         prompt: str | None = None, response_mode: str | None = None) -> dict:
     """Start delegated sign-in; keep the returned dict in the session, send the user to ``["auth_uri"]``.
 
     msal adds ``openid profile offline_access`` itself (passing them is an error) and handles
-    state, nonce and PKCE.
+    state, nonce and PKCE. The default response mode is ``query`` (msal warns that ``form_post``
+    is safer, but a cross-site POST does not carry a SameSite=Lax session cookie, so the view
+    would lose the flow); pass ``response_mode="form_post"`` with a session cookie that allows it.
     """
     return msal_app(client).initiate_auth_code_flow(
-        list(scopes), redirect_uri=redirect_uri, login_hint=login_hint, prompt=prompt)
+        list(scopes), redirect_uri=redirect_uri, login_hint=login_hint, prompt=prompt,
+        response_mode=response_mode)
 
 
 def microsoft_finish_auth(client: MicrosoftClient, flow: Mapping, query: Mapping[str, str]) -> MicrosoftTokens:
