@@ -65,7 +65,11 @@ class TokenRevoked(OAuthError):
     """The stored refresh token no longer works (revoked by the user/admin, or expired)."""
 
 
-class AdminConsentRequired(OAuthError):
+class ConsentRequired(OAuthError):
+    """The permission asked for was never consented (sign in again and accept it)."""
+
+
+class AdminConsentRequired(ConsentRequired):
     """App-only access needs a tenant administrator to grant consent first."""
 
 
@@ -380,9 +384,12 @@ def _ms_error(result: Mapping, *, action: str) -> OAuthError:
     codes = set(result.get("error_codes") or [])
     if error == "access_denied":
         return ConsentDenied(f"Consent was declined on Microsoft's page ({action}).")
-    if codes & {65001, 700016, 7000229, 500011} or "AADSTS65001" in description:
+    if codes & {700016, 7000229, 500011}:
         return AdminConsentRequired(
             f"An administrator of the tenant must grant consent to the app first ({action}): {description}")
+    if 65001 in codes or "AADSTS65001" in description:
+        return ConsentRequired(f"The permission was never consented ({action}): sign in again and accept "
+                               f"it, or ask an administrator to consent for the organization. ({description})")
     if error == "invalid_grant":
         if codes & {70008, 54005, 70002, 9002313} or action == "authorization code":
             return AuthorizationCodeRejected(
@@ -550,7 +557,7 @@ def microsoft_token_status(client: MicrosoftClient, *, refresh_token: str | None
             tokens = microsoft_app_token(client, tenant=tenant)
     except TokenRevoked as exc:
         return TokenStatus("revoked", str(exc))
-    except AdminConsentRequired as exc:
+    except ConsentRequired as exc:
         return TokenStatus("revoked", str(exc))
     return TokenStatus("valid", "Microsoft issued a fresh access token.", tokens.expires_at)
 

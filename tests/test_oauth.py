@@ -162,3 +162,163 @@ def test_token_status_and_revocation(google, google_client):
     with pytest.raises(oauth.TokenRevoked):
         oauth.google_access_token(oauth.google_user_credentials(google_client,
                                                                 refresh_token=tokens.refresh_token))
+
+
+# --- Microsoft ---------------------------------------------------------------------------------
+MS_REDIRECT = "http://localhost:8000/oauth/microsoft/callback"
+ADELE, MEGAN = "adele@legacyflo.onmicrosoft.com", "megan@legacyflo.onmicrosoft.com"
+
+
+@pytest.fixture(scope="module")
+def ms_clock():
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def ms(tmp_path_factory, ms_clock):
+    from tests.fakes.microsoft import MicrosoftFake
+
+    fake = MicrosoftFake(tmp_path_factory.mktemp("ms-ca"), mailboxes={ADELE: 2, MEGAN: 2},
+                         big_message_bytes=0, clock=ms_clock).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _system_ca_in_environment(monkeypatch):
+    """requests would let REQUESTS_CA_BUNDLE win over a session's CA; the helpers must not."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+
+
+def ms_client(ms, tenant: str = "organizations") -> oauth.MicrosoftClient:
+    return oauth.MicrosoftClient(ms.client_id, ms.client_secret, tenant=tenant,
+                                 authority_host=ms.authority_host, ca_bundle=ms.ca_path)
+
+
+def _query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def _sign_in(ms, client, user=MEGAN, scopes=oauth.GRAPH_MAIL_SCOPES, **consent):
+    flow = oauth.microsoft_start_auth(client, redirect_uri=MS_REDIRECT, scopes=scopes, login_hint=user)
+    return flow, _query(ms.consent(flow["auth_uri"], user=user, **consent))
+
+
+def test_microsoft_delegated_flow_over_tls_with_the_test_ca(ms):
+    client = ms_client(ms)
+    flow, callback = _sign_in(ms, client)
+    auth_query = _query(flow["auth_uri"])
+    assert auth_query["code_challenge_method"] == "S256" and auth_query["nonce"]
+    assert "offline_access" in auth_query["scope"]
+
+    tokens = oauth.microsoft_finish_auth(client, flow, callback)
+
+    assert tokens.username == MEGAN and tokens.tenant_id == ms.tenant_id and tokens.refresh_token
+    assert tokens.access_token not in repr(tokens)
+    assert ms.identity.access_token(tokens.access_token).permissions == ("Mail.Read", "User.Read")
+    refreshed = oauth.microsoft_refresh(client, tokens.refresh_token, scopes=oauth.GRAPH_MAIL_SCOPES)
+    assert refreshed.refresh_token and refreshed.refresh_token != tokens.refresh_token
+
+
+def test_microsoft_cancel_state_and_code_errors(ms, ms_clock):
+    client = ms_client(ms)
+    flow, callback = _sign_in(ms, client, accept=False)
+    with pytest.raises(oauth.ConsentDenied):
+        oauth.microsoft_finish_auth(client, flow, callback)
+
+    flow, callback = _sign_in(ms, client)
+    with pytest.raises(oauth.StateMismatch):
+        oauth.microsoft_finish_auth(client, flow, callback | {"state": "forged"})
+
+    flow, callback = _sign_in(ms, client)
+    ms_clock.advance(ms.identity.code_lifetime + 1)
+    with pytest.raises(oauth.AuthorizationCodeRejected, match="AADSTS70008"):
+        oauth.microsoft_finish_auth(client, flow, callback)
+
+    flow, callback = _sign_in(ms, client)
+    oauth.microsoft_finish_auth(client, flow, callback)
+    with pytest.raises(oauth.AuthorizationCodeRejected, match="AADSTS54005"):
+        oauth.microsoft_finish_auth(client, flow, callback)
+
+    flow, callback = _sign_in(ms, client)
+    with pytest.raises(oauth.AuthorizationCodeRejected, match="AADSTS501481"):  # PKCE verifier
+        oauth.microsoft_finish_auth(client, flow | {"code_verifier": "y" * 50}, callback)
+
+
+def test_microsoft_form_post_response_mode(ms):
+    client = ms_client(ms)
+    flow = oauth.microsoft_start_auth(client, redirect_uri=MS_REDIRECT, response_mode="form_post")
+    posted = _query(ms.consent(flow["auth_uri"], user=ADELE))
+    assert oauth.microsoft_finish_auth(client, flow, posted).username == ADELE
+
+
+def test_app_only_token_and_admin_consent_for_a_new_tenant(ms):
+    token = oauth.microsoft_app_token(ms_client(ms, ms.tenant_id))
+    grant = ms.identity.access_token(token.access_token)
+    assert grant.app_only and grant.resource == "https://graph.microsoft.com"
+    assert "Mail.Read" in grant.permissions
+
+    other = ms_client(ms, ms.other_tenant_id)
+    with pytest.raises(oauth.AdminConsentRequired, match="AADSTS700016"):
+        oauth.microsoft_app_token(other)
+    assert oauth.microsoft_token_status(other).state == "revoked"
+
+    url = oauth.admin_consent_url(ms_client(ms), redirect_uri=MS_REDIRECT, state="s-1")
+    assert url.startswith(f"{ms.authority_host}/organizations/v2.0/adminconsent?")
+    denied = _query(ms.admin_consent(url, accept=False, admin="admin@contoso.onmicrosoft.com"))
+    with pytest.raises(oauth.ConsentDenied):
+        oauth.parse_admin_consent(denied, state="s-1")
+
+    granted = _query(ms.admin_consent(url, admin="admin@contoso.onmicrosoft.com"))
+    with pytest.raises(oauth.StateMismatch):
+        oauth.parse_admin_consent(granted, state="s-2")
+    assert granted["admin_consent"] == "True"
+    assert oauth.parse_admin_consent(granted, state="s-1") == ms.other_tenant_id
+    assert oauth.microsoft_app_token(other).access_token
+    assert oauth.microsoft_token_status(other).ok
+
+
+def test_imap_tokens_have_outlook_audience_and_scopes(ms):
+    app_token = oauth.microsoft_imap_token(ms_client(ms, ms.tenant_id))
+    grant = ms.identity.access_token(app_token.access_token)
+    assert grant.resource == "https://outlook.office.com" and grant.permissions == ("IMAP.AccessAsApp",)
+
+    client = ms_client(ms)
+    flow, callback = _sign_in(ms, client, user=ADELE, scopes=[oauth.OUTLOOK_IMAP_DELEGATED_SCOPE])
+    tokens = oauth.microsoft_finish_auth(client, flow, callback)
+    delegated = oauth.microsoft_imap_token(client, refresh_token=tokens.refresh_token)
+    grant = ms.identity.access_token(delegated.access_token)
+    assert grant.user == ADELE and grant.permissions == ("IMAP.AccessAsUser.All",)
+
+    graph_flow, graph_callback = _sign_in(ms, client, user=MEGAN)
+    graph_only = oauth.microsoft_finish_auth(client, graph_flow, graph_callback)
+    with pytest.raises(oauth.ConsentRequired, match="AADSTS65001"):  # IMAP was never consented
+        oauth.microsoft_imap_token(client, refresh_token=graph_only.refresh_token)
+
+
+def test_microsoft_token_status_and_sign_in_revocation(ms):
+    client = ms_client(ms)
+    flow, callback = _sign_in(ms, client)
+    tokens = oauth.microsoft_finish_auth(client, flow, callback)
+    assert oauth.microsoft_token_status(client, refresh_token=tokens.refresh_token).ok
+
+    assert oauth.microsoft_revoke_sessions(tokens.access_token, graph_url=ms.graph_url, ca_bundle=ms.ca_path)
+    status = oauth.microsoft_token_status(client, refresh_token=tokens.refresh_token)
+    assert status.state == "revoked" and "AADSTS50173" in status.detail
+    with pytest.raises(oauth.TokenRevoked):
+        oauth.MicrosoftTokenProvider(client, scopes=oauth.GRAPH_MAIL_SCOPES,
+                                     refresh_token=tokens.refresh_token)()
+
+
+def test_app_only_provider_caches_and_force_refreshes(ms):
+    provider = oauth.MicrosoftTokenProvider(ms_client(ms, ms.tenant_id))
+    first = provider()
+    assert provider() == first
+    before = ms.identity.token_requests.count("client_credentials")
+    assert provider(force_refresh=True) != first
+    assert ms.identity.token_requests.count("client_credentials") == before + 1
+
+
+def test_unknown_tenant_is_reported(ms):
+    with pytest.raises(oauth.OAuthError, match="does not know the tenant"):
+        oauth.microsoft_app_token(ms_client(ms, "nope.onmicrosoft.com"))
