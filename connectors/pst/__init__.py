@@ -2,9 +2,26 @@
 
     from connectors.pst import PstWriter, SplittingPstWriter, check_pst
 
-Written from Microsoft's [MS-PST] specification; see ``writer`` for the API.
+Written from Microsoft's [MS-PST] specification; see ``writer`` for the API and ``checker``
+for what ``check_pst`` verifies.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from .writer import PstWriter, SplittingPstWriter
 
-__all__ = ["PstWriter", "SplittingPstWriter"]
+if TYPE_CHECKING:
+    from .checker import check_pst
+
+__all__ = ["PstWriter", "SplittingPstWriter", "check_pst"]
+
+
+def __getattr__(name: str):
+    # Imported on first use so that ``python -m connectors.pst.checker`` runs the module once.
+    if name == "check_pst":
+        from .checker import check_pst
+
+        return check_pst
+    raise AttributeError(name)
