@@ -18,8 +18,10 @@ from .mime import parse_message
 from .ndb import NodeDatabaseWriter
 
 _CRYPT_METHODS = {"none": CRYPT_NONE, "permute": CRYPT_PERMUTE}
-# What a message adds besides its raw size: node, tables, B-tree entries (a rough upper bound).
+# What a message adds besides its raw size: node, tables, B-tree entries (a rough upper bound),
+# and what its contents-table row will take when the folder tables are written at close.
 _PER_MESSAGE_OVERHEAD = 4096
+_CONTENTS_ROW_ALLOWANCE = 320
 
 
 def _crypt_code(crypt: str) -> int:
@@ -62,7 +64,8 @@ class PstWriter:
 
     def projected_size(self, extra: int = 0) -> int:
         """A conservative guess of the closed file's size after ``extra`` more raw bytes."""
-        return self._ndb.projected_size() + (extra * 11) // 10 + _PER_MESSAGE_OVERHEAD
+        rows = (self.message_count + 1) * _CONTENTS_ROW_ALLOWANCE
+        return self._ndb.projected_size() + (extra * 11) // 10 + _PER_MESSAGE_OVERHEAD + rows
 
     def close(self) -> None:
         if not self._closed:
@@ -94,8 +97,9 @@ class SplittingPstWriter:
 
     The first file is ``base_path``; when a second is needed the first is renamed
     ``<stem>.part001<suffix>`` and the next ones are ``.part002`` and so on. Every part has the
-    whole folder tree known so far. A single message larger than ``split_bytes`` gets a part
-    of its own (which then exceeds the limit).
+    whole folder tree known when it is started, so add every folder first (as the export engine
+    does from ``Source.list_folders``) for all parts to carry all of them. A single message
+    larger than ``split_bytes`` gets a part of its own (which then exceeds the limit).
     """
 
     def __init__(
