@@ -103,15 +103,13 @@ def _split_header(source: bytes, start: int, end: int) -> tuple[int, int]:
     """(end of the header block, start of the body) within [start, end)."""
     if source.startswith((b"\r\n", b"\n"), start):
         return start, start + (2 if source[start] == 0x0D else 1)
-    candidates = []
+    best = (end, end)
     for separator in (b"\r\n\r\n", b"\n\n", b"\n\r\n"):
-        at = source.find(separator, start, end)
-        if at >= 0:
-            candidates.append((at, at + len(separator)))
-    if not candidates:
-        return end, end
-    header_end, body_start = min(candidates)
-    return header_end, body_start
+        # Each search stops where the best blank line so far is: no scan of a large body.
+        at = source.find(separator, start, min(end, best[0] + len(separator)))
+        if 0 <= at < best[0]:
+            best = (at, at + len(separator))
+    return best
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
@@ -401,6 +399,24 @@ def _split_multipart(source: bytes, start: int, end: int, boundary: str) -> list
 
 
 def _decode_base64(view: memoryview) -> Iterator[bytes]:
+    """Decode in chunks cut at line ends; well-formed input takes the fast path (binascii
+    skips line breaks itself), anything else falls back to cleaning and re-aligning quads."""
+    at, total = 0, len(view)
+    while at < total:
+        stop = _line_cut(view, at, total)
+        chunk = bytes(view[at:stop])
+        padding = chunk.find(b"=")
+        try:
+            if padding >= 0 and chunk[padding:].strip(b"= \t\r\n"):
+                raise binascii.Error("data after padding")  # concatenated encodings
+            yield binascii.a2b_base64(chunk)
+        except binascii.Error:
+            yield from _decode_base64_slowly(view[at:])
+            return
+        at = stop
+
+
+def _decode_base64_slowly(view: memoryview) -> Iterator[bytes]:
     carry = b""
     for at in range(0, len(view), CHUNK):
         clean = carry + bytes(view[at : at + CHUNK]).translate(None, _BASE64_JUNK)
@@ -416,28 +432,40 @@ def _decode_base64(view: memoryview) -> Iterator[bytes]:
             yield _a2b_base64(carry + b"=" * (-len(carry) % 4))
 
 
+def _line_cut(view: memoryview, at: int, total: int) -> int:
+    """End of a chunk of about CHUNK bytes starting at ``at``, just after a line break."""
+    stop = min(total, at + CHUNK)
+    if stop < total:
+        window = max(at, stop - 4096)
+        newline = bytes(view[window:stop]).rfind(b"\n")
+        if newline >= 0:
+            stop = window + newline + 1
+    return stop
+
+
 def _a2b_base64(data: bytes) -> bytes:
-    try:
-        return binascii.a2b_base64(data)
-    except binascii.Error:
-        # Padding in the middle (concatenated encodings): decode each padded run on its own.
-        out = []
-        for piece in re.split(rb"(?<==)(?=[^=])", data):
-            piece = piece.rstrip(b"=")
-            piece = piece[: len(piece) - (1 if len(piece) % 4 == 1 else 0)]
-            if piece:
-                out.append(binascii.a2b_base64(piece + b"=" * (-len(piece) % 4)))
-        return b"".join(out)
+    """Decode cleaned base64; runs ended by padding in mid-stream are decoded one by one."""
+    padding = data.find(b"=")
+    if padding < 0 or not data[padding:].strip(b"="):
+        try:
+            return binascii.a2b_base64(data)
+        except binascii.Error:
+            pass
+    out = []
+    for piece in re.split(rb"=+", data):
+        if len(piece) % 4 == 1:
+            piece = piece[:-1]
+        if piece:
+            out.append(binascii.a2b_base64(piece + b"=" * (-len(piece) % 4)))
+    return b"".join(out)
 
 
 def _decode_quoted_printable(view: memoryview) -> Iterator[bytes]:
-    at = 0
-    total = len(view)
+    at, total = 0, len(view)
     while at < total:
-        stop = min(total, at + CHUNK)
-        if stop < total:
-            newline = bytes(view[at:stop]).rfind(b"\n")
-            if newline > 0:
-                stop = at + newline + 1
+        stop = _line_cut(view, at, total)
+        if stop < total and stop - at > 2:
+            tail = bytes(view[stop - 2 : stop])  # never split an "=XX" escape
+            stop -= 1 if tail[1:] == b"=" else 2 if tail[:1] == b"=" else 0
         yield binascii.a2b_qp(bytes(view[at:stop]))
         at = stop
