@@ -33,6 +33,13 @@ class TransientError(SourceError):
     """Worth retrying: dropped connection, server BYE, throttling, 5xx."""
 
 
+class FolderUnavailable(SourceError):
+    """One folder cannot be read (deleted meanwhile, no rights...); the others can.
+
+    The export reports the folder as failed and goes on with the next one.
+    """
+
+
 @dataclass(frozen=True)
 class Folder:
     """A folder of the source.
@@ -66,12 +73,17 @@ class Message:
 
 @dataclass
 class MessageFailure:
-    """A message the source listed but could not serve after retries; it goes in the report."""
+    """A message the source listed but could not serve after retries; it goes in the report.
+
+    ``status`` is ``"failed"`` (the source could not serve it) or ``"skipped"`` (it was deleted
+    from the source between listing and fetching): both are reported, neither silently lost.
+    """
 
     folder: str
     source_id: str
     error: str
     extra: dict = field(default_factory=dict)
+    status: str = "failed"
 
 
 class Source(ABC):

@@ -1,0 +1,213 @@
+"""Benchmark: IMAP → ZIP → S3 with our engine against mbsync IMAP → Maildir, same mailbox.
+
+    python bench/zip_bench.py              # ~3,000 messages, ~575 MB, some 3-8 MB attachments
+    python bench/zip_bench.py --scale 10   # 10x the mailbox: peak RSS must stay flat
+    python bench/zip_bench.py --case 30mb  # one message with a 30 MB attachment (+ a few small)
+
+Builds the seeded mailbox (tests/mailgen.py) straight into a fresh Dovecot's Maildirs, starts
+``rclone serve s3``, warms Dovecot's indexes, then runs each contender as a child process
+(wall time from our clock, peak RSS from wait4): ``mbsync`` pulling every folder into a local
+Maildir, and the engine (``--child``) backing the account up into a ZIP with a SQLite ledger.
+Both talk plain IMAP to the same Dovecot on loopback. Prints both times, the ratio and peak
+RSS, and checks the archive (entry count and sizes; ``--verify`` also compares every entry's
+sha256 with the generated messages).
+
+Targets: ratio ≤ 1.0 and peak RSS ≤ 150 MB, flat as the mailbox grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    ACCESS_KEY,
+    ROOT,
+    SECRET_KEY,
+    Measured,
+    run_measured,
+    warm_up_imap,
+    write_mbsyncrc,
+)
+
+USER, PASSWORD = "bench", "bench-password"
+
+
+def child(config_path: str) -> int:
+    """The measured engine process: one export, prints its result as JSON."""
+    import logging
+
+    from connectors.export import ExportSpec, SqliteLedger, Tuning, run_export
+    from connectors.imap import ImapSource
+    from connectors.s3client import make_client
+    from connectors.s3target import S3Target
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = json.loads(Path(config_path).read_text())
+    client = make_client(S3Target("bench", "us-east-1", cfg["s3_url"], ACCESS_KEY, SECRET_KEY),
+                         allow_private=True)
+    source = ImapSource("127.0.0.1", cfg["imap_port"], "none", USER, PASSWORD, allow_private=True,
+                        batch_bytes=cfg["batch_mb"] * 1024 * 1024)
+    tuning = Tuning(compress_threads=cfg["compress_threads"], upload_threads=cfg["upload_threads"],
+                    queue_bytes=cfg["queue_mb"] * 1024 * 1024, part_bytes=cfg["part_mb"] * 1024 * 1024,
+                    deflate_level=cfg["level"], content_md5=cfg["md5"], tmp_dir=cfg["tmp"])
+    ledger = SqliteLedger(Path(cfg["tmp"]) / "ledger.sqlite")
+    with source:
+        result = run_export(source, client, ExportSpec(bucket="bench", prefix="bench",
+                                                       file_name=cfg["file"]), ledger, tuning)
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"state": result.state, "error": result.error, "parts": result.parts,
+                      "cpu": round(usage.ru_utime + usage.ru_stime, 2),
+                      "exported": result.totals.exported, "bytes": result.totals.bytes,
+                      "archive": result.archives[0].size if result.archives else 0,
+                      "timings": result.timings, "reconnects": source.reconnects}))
+    return 0 if result.state == "completed" else 1
+
+
+def build_mailbox(args, dovecot) -> tuple[int, int, dict]:
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    if args.case == "30mb":
+        import random
+
+        from tests.mailgen import GeneratedMessage, Mailbox, _flat_messages, build_message
+
+        def messages():
+            yield from _flat_messages(7, 20, "INBOX", 3000)
+            rng = random.Random(30)
+            raw, when = build_message(rng, 999, subject=b"30 MB", attachment_bytes=30 * 1024 * 1024)
+            yield GeneratedMessage("INBOX", raw, when)
+
+        mailbox = Mailbox("30mb", 7, ["INBOX"], _factory=messages)
+    else:
+        mailbox = generate_mailbox("bench", seed=args.seed, scale=args.scale)
+    total = write_maildir(dovecot, USER, mailbox)
+    expected: dict = {}
+    count = 0
+    for msg in mailbox.messages():
+        count += 1
+        if args.verify:
+            expected.setdefault(msg.folder, []).append(hashlib.sha256(msg.raw).hexdigest())
+    return count, total, expected
+
+
+def check_archive(path: Path, count: int, total: int, expected: dict) -> str:
+    with zipfile.ZipFile(path) as archive:
+        files = [i for i in archive.infolist() if not i.is_dir()]
+        size = sum(i.file_size for i in files)
+        problems = []
+        if len(files) != count:
+            problems.append(f"{len(files)} entries for {count} messages")
+        if size != total:
+            problems.append(f"{size} bytes in entries for {total} generated")
+        if expected:
+            got: dict = {}
+            for info in files:
+                digest = hashlib.sha256(archive.read(info)).hexdigest()
+                got.setdefault(info.filename.rsplit("/", 1)[0], []).append(digest)
+            for folder, digests in expected.items():
+                if sorted(got.get(folder, [])) != sorted(digests):
+                    problems.append(f"folder {folder}: content differs")
+        return "; ".join(problems) or f"OK ({len(files)} entries, {size / 1e6:.1f} MB)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--case", choices=["bench", "30mb"], default="bench")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each contender (best counts)")
+    parser.add_argument("--no-mbsync", action="store_true")
+    parser.add_argument("--verify", action="store_true", help="compare every entry's sha256")
+    parser.add_argument("--compress-threads", type=int, default=2)
+    parser.add_argument("--upload-threads", type=int, default=3)
+    parser.add_argument("--queue-mb", type=int, default=24)
+    parser.add_argument("--part-mb", type=int, default=8)
+    parser.add_argument("--batch-mb", type=int, default=8)
+    parser.add_argument("--level", type=int, default=1)
+    parser.add_argument("--no-md5", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temp directory")
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child)
+
+    from legacyflo.localservices import start_rclone_s3
+    from tests.servers.dovecot import DovecotServer
+
+    work = Path(tempfile.mkdtemp(prefix="zipbench-"))
+    (work / "s3" / "bench").mkdir(parents=True)
+    dovecot = DovecotServer({USER: PASSWORD}).start()
+    s3 = start_rclone_s3(work / "s3", access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    try:
+        t = time.perf_counter()
+        count, total, expected = build_mailbox(args, dovecot)
+        print(f"mailbox: {count} messages, {total / 1e6:.1f} MB "
+              f"(generated in {time.perf_counter() - t:.1f}s); warming Dovecot up...", flush=True)
+        warm_up_imap(dovecot.port, USER, PASSWORD)
+        results: dict[str, list[Measured]] = {"mbsync": [], "engine": []}
+        for run in range(args.repeat):
+            if not args.no_mbsync:
+                rc = write_mbsyncrc(work / f"mbsync{run}", port=dovecot.port, user=USER,
+                                    password=PASSWORD)
+                m = run_measured("mbsync", ["mbsync", "-q", "-c", str(rc), "bench"])
+                results["mbsync"].append(m)
+                print(f"mbsync run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB"
+                      + (f", exit {m.returncode}: {m.output[-500:]}" if m.returncode else ""), flush=True)
+                shutil.rmtree(work / f"mbsync{run}", ignore_errors=True)
+            tmp = work / f"engine{run}"
+            tmp.mkdir()
+            cfg = {"s3_url": s3.url, "imap_port": dovecot.port, "file": f"run{run}",
+                   "compress_threads": args.compress_threads, "upload_threads": args.upload_threads,
+                   "queue_mb": args.queue_mb, "part_mb": args.part_mb, "batch_mb": args.batch_mb,
+                   "level": args.level, "md5": not args.no_md5, "tmp": str(tmp)}
+            (tmp / "config.json").write_text(json.dumps(cfg))
+            m = run_measured("engine", [sys.executable, str(Path(__file__).resolve()), "--child",
+                                        str(tmp / "config.json")], cwd=str(ROOT),
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+            results["engine"].append(m)
+            last = m.output.strip().splitlines()[-1] if m.output.strip() else ""
+            print(f"engine run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB, {last}",
+                  flush=True)
+            if m.returncode:
+                print(m.output[-3000:])
+                return 1
+            archive = work / "s3" / "bench" / "bench" / f"run{run}.zip"
+            print("archive check:", check_archive(archive, count, total, expected), flush=True)
+            archive.unlink()
+        best_engine = min(results["engine"], key=lambda m: m.wall)
+        print()
+        print(f"{'':10}{'wall s':>10}{'peak RSS MB':>14}")
+        if results["mbsync"]:
+            best_mbsync = min(results["mbsync"], key=lambda m: m.wall)
+            print(f"{'mbsync':10}{best_mbsync.wall:>10.2f}{best_mbsync.peak_rss_mb:>14.0f}")
+        print(f"{'engine':10}{best_engine.wall:>10.2f}{best_engine.peak_rss_mb:>14.0f}")
+        if results["mbsync"]:
+            ratio = best_engine.wall / best_mbsync.wall
+            print(f"ratio engine/mbsync: {ratio:.2f} (target ≤ 1.0)")
+        peak = max(m.peak_rss_mb for m in results["engine"])
+        print(f"engine peak RSS: {peak:.0f} MB (target ≤ 150)")
+        return 0
+    finally:
+        s3.stop()
+        dovecot.stop()
+        if args.keep:
+            print("kept", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

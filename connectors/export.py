@@ -1,0 +1,876 @@
+"""The export engine: Source → ZIP (or PST) → S3, reported to a Ledger, exactly once.
+
+    result = run_export(source, s3_client, ExportSpec(bucket=..., prefix=..., file_name=...),
+                        ledger)
+
+ZIP pipeline (threads; memory bounded by bytes, never by the mailbox size):
+
+    fetcher ──messages──► compress pool (isal deflate, sha256, headers) ──► assembler
+    (Source, 1 thread)    (``compress_threads``)                            (ZIP entries → parts)
+        ▲ bounded by ``queue_bytes``                                            │ parts ≥ 5 MiB
+        │                                                                       ▼
+    coordinator (the calling thread) ◄──uploaded── upload pool (``upload_threads`` UploadPart)
+      commits parts in order to the Ledger, reports progress, polls cancel, builds the last part
+      (rest of the entries + labels.csv + central directory), completes, writes the report.
+
+Invariants:
+- Parts are cut at entry boundaries: every part holds whole ZIP entries. Every part but the
+  last is at least ``part_bytes`` (≥ 5 MiB on S3) and the target doubles every 1,000 parts, so
+  10,000 parts reach ~8 TB; a part bigger than ``spill_bytes`` lives in a temp file.
+- After part N is uploaded, ONE ``ledger.commit_part`` stores it with the records of every
+  entry whose bytes it holds (and of failures noted meanwhile); N is committed only after N-1.
+- A rerun with the same ledger after a kill (SIGKILL anywhere) reuses the upload id and the
+  committed parts, rebuilds the ZIP offset and central directory from committed records,
+  skips committed source ids and produces everything else again (an uploaded but uncommitted
+  part is simply overwritten under the same number). See ``ZipExport._resume``.
+- Every ending but a kill leaves no incomplete multipart upload: completed → completed;
+  failed or cancelled → aborted, and the ledger is reset so a retry starts cleanly (a failed
+  export's partial archive cannot be trusted to match a later listing, and keeping an upload
+  nobody resumes would cost the customer storage).
+- Per folder: source count at start = exported + failed + skipped; a message that could not be
+  read makes the result ``completed_with_errors``, never ``completed``.
+- All Ledger methods are called from the thread that called ``run_export``.
+
+PST: see ``connectors.pstexport`` (written locally, uploaded at the end, restarts from scratch
+after a kill).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import chain
+
+from connectors import mimeinfo, zipwriter
+from connectors.base import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    Folder,
+    FolderUnavailable,
+    Message,
+    MessageFailure,
+    Source,
+    SourceError,
+)
+from connectors.folderfilter import FolderFilter
+from connectors.ledger import (
+    DIRECTORY,
+    EXPORTED,
+    FAILED,
+    MANIFEST,
+    MESSAGE,
+    SKIPPED,
+    EntryRecord,
+    Ledger,
+    MemoryLedger,
+    PartRecord,
+    Progress,
+    SqliteLedger,
+    UploadState,
+)
+from connectors.naming import clean_file_name, directory_entry_name, message_entry_name, object_key
+from connectors.report import (
+    ArchiveFile,
+    FolderError,
+    FolderStats,
+    Summary,
+    Totals,
+    labels_manifest,
+    write_report,
+)
+from connectors.s3sink import (
+    MAX_PARTS,
+    MIN_PART_BYTES,
+    MultipartSink,
+    RetryPolicy,
+    S3Failure,
+    UploadedPart,
+    UploadGone,
+    abort_incomplete_uploads,
+    head_object,
+    multipart_etag,
+    put_file,
+)
+
+__all__ = [
+    "COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED_STATE", "CANCELLED", "EntryRecord", "ExportResult",
+    "ExportSpec", "Ledger", "MemoryLedger", "PartRecord", "Progress", "SqliteLedger", "Tuning",
+    "UploadState", "run_export",
+]
+
+log = logging.getLogger(__name__)
+
+COMPLETED, COMPLETED_WITH_ERRORS, FAILED_STATE, CANCELLED = (
+    "completed", "completed_with_errors", "failed", "cancelled")
+
+
+@dataclass
+class ExportSpec:
+    """What to export and where (the request's fields)."""
+
+    bucket: str
+    file_name: str
+    prefix: str = ""
+    format: str = "zip"  # "zip" | "pst"
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    since: dt.date | None = None
+    before: dt.date | None = None
+    split_bytes: int | None = None  # PST only: start a new .partNNN.pst beyond this size
+    display_name: str = ""  # PST store name
+    source_description: dict = field(default_factory=dict)  # goes into summary.json (no secrets!)
+
+    def key(self, suffix: str) -> str:
+        ext = "pst" if self.format == "pst" else "zip"
+        return object_key(self.prefix, clean_file_name(self.file_name, ext), suffix)
+
+
+@dataclass
+class Tuning:
+    """Engine knobs; defaults measured with bench/zip_bench.py on 2 cores (see its docstring)."""
+
+    compress_threads: int = 2
+    upload_threads: int = 3
+    queue_bytes: int = 24 * 1024 * 1024  # messages fetched but not yet in a part
+    part_bytes: int = 8 * 1024 * 1024  # first parts' target size; doubles every 1,000 parts
+    min_part_bytes: int = MIN_PART_BYTES  # S3's floor; tests against rclone lower it
+    spill_bytes: int = 16 * 1024 * 1024  # a part buffer bigger than this goes to a temp file
+    deflate_level: int = zipwriter.DEFAULT_LEVEL
+    progress_interval: float = 1.0
+    cancel_interval: float = 0.5
+    content_md5: bool = False  # TLS already guards transit; MD5 costs ~1 s CPU per 500 MB
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tmp_dir: str | None = None
+
+    def part_target(self, number: int) -> int:
+        return max(self.part_bytes, self.min_part_bytes) * 2 ** ((number - 1) // 1000)
+
+
+@dataclass
+class ExportResult:
+    state: str  # completed | completed_with_errors | failed | cancelled
+    error: str = ""
+    folders: list[FolderStats] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
+    archives: list[ArchiveFile] = field(default_factory=list)
+    report_key: str = ""
+    summary_key: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
+    resumed: bool = False
+    parts: int = 0
+
+
+class Cancelled(Exception):
+    pass
+
+
+class _Stopped(Exception):
+    """A worker thread noticed the stop flag."""
+
+
+# ---- small building blocks ----------------------------------------------------------------------
+
+class ByteBudget:
+    """Blocks producers while more than ``limit`` bytes are in flight (one oversized item may
+    pass alone, so a 30 MB message never deadlocks a 24 MB budget)."""
+
+    def __init__(self, limit: int, stop: threading.Event) -> None:
+        self.limit, self.used, self.peak = limit, 0, 0
+        self._cond = threading.Condition()
+        self._stop = stop
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            while self.used and self.used + n > self.limit:
+                if self._stop.is_set():
+                    raise _Stopped()
+                self._cond.wait(0.2)
+            self.used += n
+            self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class PartBuffer:
+    """The bytes of one part being assembled and the records of everything in it.
+
+    Small parts are a list of the entries' own bytes objects (no copying while assembling);
+    past ``spill_bytes`` everything moves to a temp file, so a 30 MB message or a 100 MB
+    central directory never sits in memory twice.
+    """
+
+    def __init__(self, number: int, spill_bytes: int, tmp_dir: str | None) -> None:
+        self.number = number
+        self.size = 0
+        self.records: list[EntryRecord] = []
+        self._chunks: list[bytes] = []
+        self._file = None
+        self._spill_bytes, self._tmp_dir = spill_bytes, tmp_dir
+
+    def write(self, data: bytes) -> None:
+        if self._file is None and self.size + len(data) > self._spill_bytes:
+            self._file = tempfile.TemporaryFile(dir=self._tmp_dir)
+            for chunk in self._chunks:
+                self._file.write(chunk)
+            self._chunks = []
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            self._chunks.append(data)
+        self.size += len(data)
+
+    @property
+    def spilled(self) -> bool:
+        return self._file is not None
+
+    def body(self):
+        """What to upload: one bytes object (sent with a single sendall), or the temp file."""
+        if self._file is not None:
+            self._file.flush()
+            self._file.seek(0)
+            return self._file
+        if len(self._chunks) != 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0]
+
+    def close(self) -> None:
+        self._chunks = []
+        if self._file is not None:
+            self._file.close()
+
+
+@dataclass
+class Prepared:
+    """A message after the compress pool: everything but its place in the archive."""
+
+    folder: str
+    source_id: str
+    method: int
+    crc32: int
+    payload: bytes
+    size: int
+    sha256: str
+    info: mimeinfo.HeaderInfo
+    when: dt.datetime | None
+    labels: tuple[str, ...]
+
+
+def prepare_message(msg: Message, level: int) -> Prepared:
+    raw = msg.raw
+    digest = hashlib.sha256(raw).hexdigest()
+    method, crc, payload = zipwriter.compress_entry(raw, level)
+    return Prepared(msg.folder, msg.source_id, method, crc, payload, len(raw), digest,
+                    mimeinfo.extract(raw), msg.internal_date, tuple(msg.labels))
+
+
+@dataclass
+class _FolderStart:
+    folder: Folder
+    last_sequence: int
+    needs_directory: bool
+
+
+@dataclass
+class _FolderEnd:
+    folder: Folder
+
+
+@dataclass
+class _Queued:
+    future: Future
+    size: int
+
+
+@dataclass
+class _FolderFailed:
+    folder: Folder
+    error: str
+
+
+_END = object()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def unique_paths(folders: Iterable[Folder]) -> list[Folder]:
+    """Folders with distinct paths (a source that maps two names to one path gets " (2)")."""
+    seen: dict[str, int] = {}
+    out = []
+    for f in folders:
+        path = f.path
+        if path in seen:
+            seen[path] += 1
+            f = dataclasses.replace(f, path=f"{path} ({seen[path]})")
+        else:
+            seen[path] = 1
+        out.append(f)
+    return out
+
+
+# ---- the ZIP export ---------------------------------------------------------------------------
+
+class ZipExport:
+    """One run of a ZIP export (see the module docstring). Use ``run()`` once."""
+
+    def __init__(self, source: Source, s3_client, spec: ExportSpec, ledger: Ledger,
+                 tuning: Tuning | None = None) -> None:
+        self.source, self.client, self.spec, self.ledger = source, s3_client, spec, ledger
+        self.t = tuning or Tuning()
+        self.key = spec.key(".zip")
+        self.stop = threading.Event()
+        self.events: queue.Queue = queue.Queue()
+        self.items: queue.Queue = queue.Queue(maxsize=100_000)
+        self.budget = ByteBudget(self.t.queue_bytes, self.stop)
+        self.part_slots = threading.Semaphore(self.t.upload_threads + 1)
+        self.progress = Progress()
+        self.stats: dict[str, FolderStats] = {}
+        self.folder_errors: list[FolderError] = []
+        self.parts: list[PartRecord] = []
+        self.sink: MultipartSink | None = None
+        self.compress_pool: ThreadPoolExecutor | None = None
+        self.threads: list[threading.Thread] = []
+        self.open_parts: dict[int, PartBuffer] = {}
+        self.offset = 0
+        self.resumed = False
+        self._timings: dict[str, float] = {}
+        self._last_progress = self._last_cancel = 0.0
+        self._processed = 0
+
+    # ---- driver -------------------------------------------------------------------------------
+    def run(self) -> ExportResult:
+        started, t0 = _now(), time.monotonic()
+        result = ExportResult(state=FAILED_STATE, started_at=started)
+        try:
+            self._check_cancel(force=True)
+            folders = self._list_and_count()
+            self._timings["listing"] = time.monotonic() - t0
+            upload = self._resume_or_create()
+            t1 = time.monotonic()
+            if not upload.archive_complete:
+                if not (self.parts and self.parts[-1].final):
+                    self._transfer(folders)
+                self._complete_archive(upload)
+            self._timings["transfer"] = time.monotonic() - t1
+            t2 = time.monotonic()
+            self._phase("finishing")
+            result = self._write_report_and_summary(result)
+            self._timings["finishing"] = time.monotonic() - t2
+        except Cancelled:
+            self._shutdown_and_abort()
+            result.state, result.error = CANCELLED, "The export was cancelled."
+            self._report_final_progress(result)
+        except Exception as exc:  # noqa: BLE001 - every failure ends the same, cleanly
+            if isinstance(exc, SourceError | S3Failure):
+                log.warning("export of %s failed: %s", self.key, exc)
+            else:
+                log.exception("export of %s failed", self.key)
+            self._shutdown_and_abort()
+            result.state, result.error = FAILED_STATE, _user_message(exc)
+            self._report_final_progress(result)
+        finally:
+            self.stop.set()
+            self._close_parts()
+        result.finished_at = _now()
+        self._timings["total"] = time.monotonic() - t0
+        result.timings = {k: round(v, 3) for k, v in self._timings.items()}
+        result.progress = self.progress
+        result.resumed = self.resumed
+        result.parts = len(self.parts)
+        return result
+
+    # ---- phase 1: listing ---------------------------------------------------------------------
+    def _list_and_count(self) -> list[Folder]:
+        """List folders and count messages before any S3 object exists (a wrong password or an
+        unreadable mailbox then leaves nothing behind)."""
+        flt = FolderFilter(self.spec.include, self.spec.exclude)
+        folders = unique_paths(f for f in self.source.list_folders() if flt.accepts(f.path))
+        self.progress.folders_total = len(folders)
+        for folder in folders:
+            self._check_cancel()
+            try:
+                ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
+            except FolderUnavailable:
+                continue  # reported when the transfer reaches it (it may have come back)
+            committed = self.ledger.committed_source_ids(folder.path)
+            self.progress.messages_total += len(set(ids) | (committed - {""}))
+            self.progress.messages_done += len(committed - {""})
+        self._report_progress(force=True)
+        return folders
+
+    # ---- phase 2: the upload ------------------------------------------------------------------
+    def _new_sink(self, upload_id: str | None) -> MultipartSink:
+        return MultipartSink(self.client, self.spec.bucket, self.key, upload_id=upload_id,
+                             threads=self.t.upload_threads, retry=self.t.retry,
+                             content_md5=self.t.content_md5)
+
+    def _resume_or_create(self) -> UploadState:
+        state = self.ledger.load_upload()
+        if state is not None and (state.key != self.key or state.format != "zip"):
+            log.warning("ledger holds an upload of %s; starting %s afresh", state.key, self.key)
+            self._new_sink(state.upload_id).abort()
+            self.ledger.reset()
+            state = None
+        if state is not None and self._resume(state):
+            self.resumed = True
+            return state
+        if state is not None:
+            self.ledger.reset()
+        abort_incomplete_uploads(self.client, self.spec.bucket, self.key, retry=self.t.retry)
+        self.sink = self._new_sink(None)
+        upload_id = self.sink.create()
+        self.ledger.begin_upload(self.key, upload_id, "zip")
+        self.parts, self.offset = [], 0
+        return UploadState(self.key, upload_id, "zip")
+
+    def _resume(self, state: UploadState) -> bool:
+        """Pick up a killed run's upload; False when it cannot be trusted (start afresh)."""
+        self.sink = self._new_sink(state.upload_id)
+        self.parts = list(state.parts)
+        self.offset = sum(p.size for p in self.parts)
+        if state.archive_complete or (self.parts and self.parts[-1].final):
+            return True  # nothing left to upload; _complete_archive copes with a finished upload
+        try:
+            on_server = self.sink.parts_on_server()
+        except UploadGone:
+            log.warning("upload %s of %s is gone; starting afresh", state.upload_id, self.key)
+            self.sink.close()
+            return False
+        for part in self.parts:
+            found = on_server.get(part.number)
+            if found is None or found.etag.strip('"') != part.etag.strip('"'):
+                log.warning("committed part %d of %s is missing on S3; starting afresh", part.number, self.key)
+                self.sink.abort()
+                return False
+        abort_incomplete_uploads(self.client, self.spec.bucket, self.key, keep=state.upload_id,
+                                 retry=self.t.retry)
+        log.info("resuming %s: %d parts, %d bytes committed", self.key, len(self.parts), self.offset)
+        return True
+
+    def _transfer(self, folders: list[Folder]) -> None:
+        self._phase("transferring")
+        self.compress_pool = ThreadPoolExecutor(self.t.compress_threads, thread_name_prefix="deflate")
+        first_part = len(self.parts) + 1
+        self.threads = [
+            threading.Thread(target=self._fetch_loop, args=(folders,), name="fetch", daemon=True),
+            threading.Thread(target=self._assemble_loop, args=(first_part,), name="assemble", daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+        waiting: dict[int, tuple[PartBuffer, UploadedPart]] = {}
+        next_commit, final_part = first_part, None
+        while True:
+            try:
+                event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                kind = event[0]
+                if kind == "call":
+                    event[1].run()
+                elif kind == "uploaded":
+                    part, future = event[1], event[2]
+                    if future.exception() is not None:
+                        raise future.exception()
+                    waiting[part.number] = (part, future.result())
+                elif kind == "final":
+                    final_part = event[1]
+                elif kind == "error":
+                    raise event[1]
+            while next_commit in waiting:
+                part, uploaded = waiting.pop(next_commit)
+                self._commit(part, uploaded, final=False)
+                self.part_slots.release()
+                next_commit += 1
+            self._report_progress()
+            self._check_cancel()
+            if final_part is not None and next_commit == final_part.number:
+                break
+        for thread in self.threads:
+            thread.join()
+        self.compress_pool.shutdown(wait=True)
+        self._finish_final_part(final_part)
+
+    def _commit(self, part: PartBuffer, uploaded: UploadedPart, *, final: bool) -> None:
+        record = PartRecord(part.number, uploaded.etag, part.size, final)
+        self.ledger.commit_part(record, part.records)
+        self.parts.append(record)
+        self.progress.archive_bytes += part.size
+        for r in part.records:
+            if r.kind == MESSAGE:
+                self.progress.messages_done += 1
+                self.progress.messages_failed += r.status == FAILED
+                self.progress.messages_skipped += r.status == SKIPPED
+        part.close()
+        self.open_parts.pop(part.number, None)
+
+    # ---- worker threads -----------------------------------------------------------------------
+    def _in_main(self, fn: Callable, *args):
+        call = _MainCall(fn, args)
+        self.events.put(("call", call))
+        return call.wait(self.stop)
+
+    def _fetch_loop(self, folders: list[Folder]) -> None:
+        try:
+            for folder in folders:
+                if self.stop.is_set():
+                    return
+                self._fetch_folder(folder)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator
+            self.events.put(("error", exc))
+        finally:
+            self.items.put(_END)
+
+    def _fetch_folder(self, folder: Folder) -> None:
+        committed = self._in_main(self.ledger.committed_source_ids, folder.path)
+        last_sequence = self._in_main(self.ledger.last_sequence, folder.path)
+        self.items.put(_FolderStart(folder, last_sequence, "" not in committed))
+        committed.discard("")
+        stats = self.stats.setdefault(folder.path, FolderStats(folder.path))
+        ids: list[str] = []
+        if folder.selectable:
+            try:
+                ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
+            except FolderUnavailable as exc:
+                self.items.put(_FolderFailed(folder, str(exc)))
+                self.items.put(_FolderEnd(folder))
+                return
+        stats.source_count = len(set(ids) | committed)
+        todo = [i for i in ids if i not in committed]
+        del committed
+        expected = set(todo)
+        for item in self.source.fetch_messages(folder, todo):
+            if self.stop.is_set():
+                raise _Stopped()
+            if item.source_id not in expected:
+                continue  # a duplicate or an id we did not ask for: never store twice
+            expected.discard(item.source_id)
+            if isinstance(item, Message):
+                size = len(item.raw)
+                self.budget.acquire(size)
+                future = self.compress_pool.submit(prepare_message, item, self.t.deflate_level)
+                self.progress.bytes_done += size
+                self.items.put(_Queued(future, size))
+            else:
+                self.items.put(item)
+            del item
+        for missing in [i for i in todo if i in expected]:
+            self.items.put(MessageFailure(folder.path, missing, "The source did not return this message."))
+        self.items.put(_FolderEnd(folder))
+
+    def _assemble_loop(self, first_part: int) -> None:
+        try:
+            part = self._new_part(first_part)
+            sequence = 0
+            while True:
+                item = self.items.get()
+                if item is _END:
+                    break
+                if isinstance(item, _FolderStart):
+                    sequence = item.last_sequence
+                    self.progress.current_folder = item.folder.path
+                    if item.needs_directory:
+                        self._add_directory(part, item.folder)
+                elif isinstance(item, _Queued):
+                    prepared = item.future.result()
+                    sequence += 1
+                    self._add_message(part, prepared, sequence)
+                    self.budget.release(item.size)
+                    self._processed += 1
+                elif isinstance(item, MessageFailure):
+                    status = SKIPPED if item.status == SKIPPED else FAILED
+                    part.records.append(EntryRecord(MESSAGE, item.folder, item.source_id, status,
+                                                    error=item.error))
+                    self._processed += 1
+                elif isinstance(item, _FolderFailed):
+                    self.folder_errors.append(FolderError(item.folder.path, item.error))
+                    self.stats.setdefault(item.folder.path, FolderStats(item.folder.path)).error = item.error
+                elif isinstance(item, _FolderEnd):
+                    self.progress.folders_done += 1
+                if part.size >= self.t.part_target(part.number) and part.number < MAX_PARTS:
+                    self._ship(part)
+                    part = self._new_part(part.number + 1)
+            if self.stop.is_set():
+                return
+            self.events.put(("final", part))
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator
+            self.events.put(("error", exc))
+
+    def _new_part(self, number: int) -> PartBuffer:
+        part = PartBuffer(number, self.t.spill_bytes, self.t.tmp_dir)
+        self.open_parts[number] = part
+        return part
+
+    def _add_directory(self, part: PartBuffer, folder: Folder) -> None:
+        entry = zipwriter.directory_entry(directory_entry_name(folder.path), self.offset)
+        header = zipwriter.local_header(entry)
+        part.write(header)
+        self.offset += len(header)
+        part.records.append(_record_from_entry(entry, DIRECTORY, folder.path))
+
+    def _add_message(self, part: PartBuffer, p: Prepared, sequence: int) -> None:
+        dos_time, dos_date = zipwriter.dos_datetime(p.when)
+        entry = zipwriter.ZipEntry(message_entry_name(p.folder, sequence, p.info.subject),
+                                   self.offset, p.crc32, len(p.payload), p.size, p.method,
+                                   dos_time, dos_date)
+        header = zipwriter.local_header(entry)
+        part.write(header)
+        part.write(p.payload)
+        self.offset += len(header) + len(p.payload)
+        record = _record_from_entry(entry, MESSAGE, p.folder)
+        record.source_id, record.sequence, record.sha256, record.labels = (
+            p.source_id, sequence, p.sha256, p.labels)
+        record.message_id, record.date, record.from_, record.to, record.subject = (
+            p.info.message_id, p.info.date, p.info.from_, p.info.to, p.info.subject)
+        part.records.append(record)
+
+    def _ship(self, part: PartBuffer) -> None:
+        while not self.part_slots.acquire(timeout=0.2):
+            if self.stop.is_set():
+                raise _Stopped()
+        future = self.sink.submit(part.number, part, part.size)
+        future.add_done_callback(lambda f, p=part: self.events.put(("uploaded", p, f)))
+
+    # ---- the last part, completion ------------------------------------------------------------
+    def _finish_final_part(self, part: PartBuffer) -> None:
+        """Append labels.csv (if any message has labels) and the central directory, upload,
+        commit. Runs after every earlier part is committed, so the ledger has all records."""
+        self._phase("finishing")
+
+        def all_records() -> Iterator[EntryRecord]:
+            return chain(self.ledger.iter_records(), list(part.records))
+
+        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as labels:
+            if labels_manifest(all_records(), labels):
+                self._add_file_from(part, "labels.csv", labels)
+        cd_offset = self.offset
+        written = zipwriter.central_directory(
+            (_entry_from_record(r) for r in all_records() if r.name), cd_offset, _Counter(part))
+        self.offset += written
+        uploaded = self.sink.upload_part(part.number, part, part.size)
+        self._commit(part, uploaded, final=True)
+
+    def _add_file_from(self, part: PartBuffer, name: str, source) -> None:
+        """A manifest entry streamed from a temp file (deflated in chunks)."""
+        source.seek(0)
+        crc, size = 0, 0
+        deflater = zipwriter.deflater(self.t.deflate_level)
+        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as packed:
+            while chunk := source.read(1024 * 1024):
+                crc = zipwriter.crc32_update(chunk, crc)
+                size += len(chunk)
+                packed.write(deflater.compress(chunk))
+            packed.write(deflater.flush())
+            compressed = packed.tell()
+            dos_time, dos_date = zipwriter.dos_datetime(None)
+            entry = zipwriter.ZipEntry(name, self.offset, crc, compressed, size, zipwriter.DEFLATED,
+                                       dos_time, dos_date)
+            header = zipwriter.local_header(entry)
+            part.write(header)
+            packed.seek(0)
+            while chunk := packed.read(1024 * 1024):
+                part.write(chunk)
+        self.offset += len(header) + compressed
+        part.records.append(_record_from_entry(entry, MANIFEST, ""))
+
+    def _complete_archive(self, upload: UploadState) -> None:
+        if upload.archive_complete:
+            return
+        parts = [UploadedPart(p.number, p.etag, p.size) for p in self.parts]
+        try:
+            etag = self.sink.complete(parts)
+        except UploadGone:
+            head = head_object(self.client, self.spec.bucket, self.key)
+            if not (head and head.get("ETag") == multipart_etag(parts)):
+                raise S3Failure(f"The upload of {self.key} disappeared before it was completed "
+                                "(a lifecycle rule?); run the export again.") from None
+            etag = head["ETag"]
+        self.ledger.mark_archive_complete(sum(p.size for p in self.parts), etag)
+        self.sink.close()
+
+    # ---- report -------------------------------------------------------------------------------
+    def _write_report_and_summary(self, result: ExportResult) -> ExportResult:
+        stats = {path: FolderStats(path, source_count=s.source_count, error=s.error)
+                 for path, s in self.stats.items()}
+        seen_in_run = set(stats)
+
+        def counted(records: Iterable[EntryRecord]) -> Iterator[EntryRecord]:
+            for r in records:
+                if r.kind in (MESSAGE, DIRECTORY):
+                    stats.setdefault(r.folder, FolderStats(r.folder)).add(r)
+                yield r
+
+        report_key = self.spec.key(".report.csv")
+        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
+            write_report(counted(self.ledger.iter_records()), self.folder_errors, out)
+            put_file(self.client, self.spec.bucket, report_key, out, content_type="text/csv; charset=utf-8",
+                     retry=self.t.retry)
+        for path, s in stats.items():
+            if path not in seen_in_run:  # resumed after the transfer finished: counts are final
+                s.source_count = s.exported + s.failed + s.skipped
+        folders = sorted(stats.values(), key=lambda s: s.folder.split("/"))
+        result.folders, result.totals = folders, Totals.of(folders)
+        result.archives = [ArchiveFile(self.key, sum(p.size for p in self.parts))]
+        result.report_key, result.summary_key = report_key, self.spec.key(".summary.json")
+        clean = (result.totals.failed == 0 and result.totals.skipped == 0
+                 and not self.folder_errors and all(f.reconciles for f in folders))
+        result.state = COMPLETED if clean else COMPLETED_WITH_ERRORS
+        if not all(f.reconciles for f in folders):
+            result.error = "Some folders' counts do not reconcile; see summary.json."
+        self._put_summary(result)
+        self.progress.phase = "done"
+        self._report_progress(force=True)
+        return result
+
+    def _put_summary(self, result: ExportResult) -> None:
+        timings = {k: round(v, 3) for k, v in self._timings.items()}
+        summary = Summary(file=clean_file_name(self.spec.file_name, "zip"), format="zip",
+                          state=result.state, error=result.error, folders=result.folders,
+                          totals=result.totals,
+                          timings={"started_at": result.started_at, "finished_at": _now(),
+                                   "resumed": self.resumed, **timings},
+                          archives=result.archives, report_key=result.report_key,
+                          source=dict(self.spec.source_description))
+        body = summary.to_json()
+        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
+            out.write(body)
+            put_file(self.client, self.spec.bucket, self.spec.key(".summary.json"), out,
+                     content_type="application/json", retry=self.t.retry)
+
+    def _report_final_progress(self, result: ExportResult) -> None:
+        """A failed or cancelled export writes no report or summary object (there is no archive
+        they could describe); its result (state, error) goes to the portal."""
+        self.progress.phase = result.state
+        try:
+            self._report_progress(force=True)
+        except Exception:  # noqa: BLE001 - the ledger may be what failed
+            log.warning("could not report the final progress", exc_info=True)
+
+    # ---- control ------------------------------------------------------------------------------
+    def _phase(self, phase: str) -> None:
+        self.progress.phase = phase
+        self._report_progress(force=True)
+
+    def _report_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_progress >= self.t.progress_interval:
+            self._last_progress = now
+            self.ledger.report_progress(dataclasses.replace(self.progress))
+
+    def _check_cancel(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_cancel >= self.t.cancel_interval:
+            self._last_cancel = now
+            if self.ledger.cancel_requested():
+                raise Cancelled()
+
+    def _shutdown_and_abort(self) -> None:
+        """Stop the workers, abort the upload (after in-flight parts), forget it in the ledger."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        if self.compress_pool is not None:
+            self.compress_pool.shutdown(wait=True, cancel_futures=True)
+        sink = self.sink
+        if sink is None:
+            state = self.ledger.load_upload()
+            if state is not None and state.format == "zip":
+                sink = self._new_sink(state.upload_id)
+        if sink is not None and sink.upload_id:
+            try:
+                sink.abort()
+            except Exception:  # noqa: BLE001 - report the original failure, log this one
+                log.warning("could not abort the upload of %s", self.key, exc_info=True)
+        try:
+            self.ledger.reset()
+        except Exception:  # noqa: BLE001
+            log.warning("could not reset the ledger of %s", self.key, exc_info=True)
+
+    def _close_parts(self) -> None:
+        for part in list(self.open_parts.values()):
+            part.close()
+        self.open_parts.clear()
+
+
+class _MainCall:
+    """A function the coordinator thread runs on a worker's behalf (Ledger calls stay on one thread)."""
+
+    def __init__(self, fn: Callable, args: tuple) -> None:
+        self.fn, self.args = fn, args
+        self.done = threading.Event()
+        self.result = self.error = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the worker
+            self.error = exc
+        self.done.set()
+
+    def wait(self, stop: threading.Event):
+        while not self.done.wait(0.2):
+            if stop.is_set():
+                raise _Stopped()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _Counter:
+    """File-like adapter: central_directory() writes into a part buffer."""
+
+    def __init__(self, part: PartBuffer) -> None:
+        self.part = part
+
+    def write(self, data: bytes) -> int:
+        self.part.write(data)
+        return len(data)
+
+
+def _record_from_entry(entry: zipwriter.ZipEntry, kind: str, folder: str) -> EntryRecord:
+    return EntryRecord(kind, folder, "", EXPORTED, entry.name, entry.offset, entry.crc32,
+                       entry.compressed_size, entry.size, entry.method, entry.dos_time,
+                       entry.dos_date, entry.flags)
+
+
+def _entry_from_record(r: EntryRecord) -> zipwriter.ZipEntry:
+    return zipwriter.ZipEntry(r.name, r.offset, r.crc32, r.compressed_size, r.size, r.method,
+                              r.dos_time, r.dos_date, r.flags, is_dir=r.kind == DIRECTORY)
+
+
+def _user_message(exc: BaseException) -> str:
+    if isinstance(exc, AuthenticationFailed | ConnectionFailed | SourceError | S3Failure):
+        return str(exc)
+    return f"Internal error: {type(exc).__name__}: {exc}"
+
+
+def run_export(source: Source, s3_client, spec: ExportSpec, ledger: Ledger,
+               tuning: Tuning | None = None) -> ExportResult:
+    """Run (or resume) one export to its end; never raises for export failures (see result.state)."""
+    if spec.format == "pst":
+        from connectors.pstexport import PstExport
+
+        return PstExport(source, s3_client, spec, ledger, tuning or Tuning()).run()
+    if spec.format != "zip":
+        raise ValueError(f"unknown archive format {spec.format!r}")
+    return ZipExport(source, s3_client, spec, ledger, tuning).run()

@@ -1,0 +1,45 @@
+"""boto3 S3 clients for exports: endpoint, region, keys, timeouts and retries in one place.
+
+Builds on ``connectors.s3target.S3Target`` (the bucket description the portal stores) and adds
+what a long transfer needs:
+- the network policy check on custom endpoints (no SSRF through a user-typed endpoint URL);
+- botocore "standard" retries (5xx, throttling, timeouts), on top of which the sink adds its
+  own retries around UploadPart / CompleteMultipartUpload;
+- request checksums only when an API requires them: S3-compatible stores (rclone, MinIO,
+  Ceph...) do not all understand the flexible-checksum trailers newer botocore sends by
+  default; a part's integrity is checked against its ETag instead (see ``s3sink``);
+- a connection pool large enough for the concurrent part uploads.
+"""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config
+
+from connectors.netpolicy import ensure_public_url
+from connectors.s3target import S3Target
+
+
+def make_client(target: S3Target, *, allow_private: bool = False, connect_timeout: float = 10,
+                read_timeout: float = 120, max_attempts: int = 4, max_pool_connections: int = 16):
+    """A thread-safe boto3 S3 client for ``target`` (one per export; clients are cheap to share)."""
+    if target.endpoint_url:
+        ensure_public_url(target.endpoint_url, allow_private=allow_private)
+    config = Config(
+        region_name=target.region or None,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
+        max_pool_connections=max_pool_connections,
+        s3={"addressing_style": "path" if target.endpoint_url else "auto",
+            "payload_signing_enabled": False},
+        signature_version="s3v4",
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        tcp_keepalive=True,
+    )
+    kwargs: dict = {"config": config, "endpoint_url": target.endpoint_url or None}
+    if target.uses_keys:
+        kwargs.update(aws_access_key_id=target.access_key_id,
+                      aws_secret_access_key=target.secret_access_key)
+    return boto3.session.Session().client("s3", **kwargs)
