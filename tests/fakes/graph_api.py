@@ -141,13 +141,31 @@ def seed_graph_mailbox(upn: str, count: int, *, seed: int = 1, big_message_bytes
 
 @dataclass
 class GraphFaults:
-    """Injected answers: the next ``count`` requests (whose path contains ``match``) get ``status``."""
+    """Injected answers: the next ``count`` requests (whose path contains ``match``) get ``status``;
+    ``throttle_randomly(f)`` answers a fraction f of all requests with 429 + Retry-After."""
 
     queue: list[tuple[int, float, str]] = field(default_factory=list)
     injected: int = 0
+    fraction: float = 0.0
+    fraction_retry_after: float = 1.0
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def throttle(self, count: int = 1, *, retry_after: float = 1, status: int = 429, match: str = "") -> None:
         self.queue.extend([(status, retry_after, match)] * count)
+
+    def throttle_randomly(self, fraction: float, *, retry_after: float = 1, seed: int = 0) -> None:
+        self.fraction, self.fraction_retry_after, self.rng = fraction, retry_after, random.Random(seed)
+
+    def pick(self, target: str) -> tuple[int, float, str] | None:
+        """The injected answer for this request, if any (call under the API's lock)."""
+        for i, (_status, _retry_after, match) in enumerate(self.queue):
+            if match in target:
+                self.injected += 1
+                return self.queue.pop(i)
+        if self.fraction and self.rng.random() < self.fraction:
+            self.injected += 1
+            return (429, self.fraction_retry_after, "")
+        return None
 
 
 _FILTER_TERM = re.compile(r"^receivedDateTime\s+(ge|gt|le|lt)\s+(\S+)$", re.IGNORECASE)
@@ -246,12 +264,7 @@ class GraphApi:
             self._inflight[slot] += 1
             self.peak_concurrency[mailbox.upn] = max(self.peak_concurrency.get(mailbox.upn, 0),
                                                      self._inflight[slot])
-            injected = None
-            for i, (_status, _retry_after, match) in enumerate(self.faults.queue):
-                if match in request.target:
-                    injected = self.faults.queue.pop(i)
-                    self.faults.injected += 1
-                    break
+            injected = self.faults.pick(request.target)
         released = False
 
         def release() -> None:
