@@ -349,6 +349,31 @@ def test_a_thousand_messages_in_one_folder(tmp_path):
         assert subjects_in_table == {f"Bulk message {i:05d}" for i in range(1200)}
 
 
+def test_hundreds_of_recipients_and_attachments(tmp_path):
+    from tests.pst_corpus import as_bytes, build_email
+
+    recipients = [(f"Person {i} ü", f"p{i}@example.com") for i in range(520)]
+    files = [(f"f{i}.txt", f"file {i}".encode(), "text/plain") for i in range(460)]
+    msg, _ = build_email("Crowded", to=recipients[:300], cc=recipients[300:], attachments=files)
+    path = _write(tmp_path / "crowded.pst", [Message(folder="INBOX", source_id="1",
+                                                     raw=as_bytes(msg))])  # fmt: skip
+    assert check_pst(path) == []
+    read = read_pst_with_pypff(path)["INBOX"][0]
+    assert sorted(read.recipients) == sorted(
+        [(1, n, a) for n, a in recipients[:300]] + [(2, n, a) for n, a in recipients[300:]]
+    )
+    assert [(a.name, a.data) for a in read.attachments] == [(n, d) for n, d, _ in files]
+    with PstReader(path) as reader:
+        node = next(n for nid, n in reader.nodes.items() if nid & 0x1F == 0x04)
+        subnodes = reader.subnodes(node.bid_sub)
+        table = reader.heap(subnodes[0x692].bid_data, subnodes[0x692].bid_sub)
+        assert len(table.table_context().rows()) == 520
+        row_index = struct.unpack_from("<I", table.get(table.user_root), 10)[0]
+        _type, key_size, entry_size, levels = table.get(row_index)[:4]
+        assert (key_size, entry_size, levels) == (4, 4, 1)  # 520 rows: a two-level index
+        assert len(table.bth_records(row_index)[2]) == 520
+
+
 def test_many_folders(tmp_path):
     folders = [f"Root{i % 7}/Sub {i} ü/日本{i}" for i in range(250)]
     path = _write(tmp_path / "folders.pst", [], folders=folders)
@@ -375,6 +400,16 @@ def test_deleted_items_folder_is_reused(tmp_path):
     folders = read_pst_with_pypff(path)
     assert [m.subject for m in folders["Deleted Items"]] == ["deleted"]
     assert list(folders).count("Deleted Items") == 1
+
+
+def test_sibling_folders_differing_only_in_case_get_distinct_names(tmp_path):
+    raw = b"Subject: s\r\nFrom: a@b.c\r\n\r\nbody\r\n"
+    messages = [Message(folder=f, source_id=f, raw=raw) for f in ("INBOX", "Inbox", "inbox/x")]
+    path = _write(tmp_path / "case.pst", messages)
+    assert check_pst(path) == []
+    folders = read_pst_with_pypff(path)
+    assert {"INBOX", "Inbox (2)", "inbox (3)", "inbox (3)/x"} <= set(folders)
+    assert all(len(folders[f]) == 1 for f in ("INBOX", "Inbox (2)", "inbox (3)/x"))
 
 
 def test_add_message_reports_growth_and_close_is_final(tmp_path):

@@ -105,6 +105,17 @@ class FolderRecord:
         return self.parent.nid if self.parent else self.nid  # the root is its own parent
 
 
+def _unique_sibling_name(name: str, parent: FolderRecord) -> str:
+    """Outlook treats sibling folder names case-insensitively: "Inbox" next to "INBOX"
+    becomes "Inbox (2)" rather than a second folder Outlook would take for the first."""
+    taken = {child.name.casefold() for child in parent.children}
+    candidate, number = name, 1
+    while candidate.casefold() in taken:
+        number += 1
+        candidate = f"{name} ({number})"
+    return candidate
+
+
 class _RowSpill:
     """Contents-table rows kept on disk until the folder's table is written."""
 
@@ -176,7 +187,8 @@ class MessageStore:
         for table_type in (NID_TYPE_HIERARCHY_TABLE, NID_TYPE_CONTENTS_TABLE,
                            NID_TYPE_ASSOC_CONTENTS_TABLE):  # fmt: skip
             self.ndb.nids.observe(make_nid(table_type, nid_index(nid)))
-        record = FolderRecord(nid, parts[-1], parent, container_class=MAIL_CONTAINER_CLASS)
+        name = _unique_sibling_name(parts[-1].strip(), parent)
+        record = FolderRecord(nid, name, parent, container_class=MAIL_CONTAINER_CLASS)
         parent.children.append(record)
         self._folders[parts] = record
         self._all_folders.append(record)
