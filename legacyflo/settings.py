@@ -78,6 +78,13 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The portal and its workers are separate processes: WAL lets readers and one writer work
+    # together, IMMEDIATE transactions avoid lock-upgrade deadlocks, and waits are generous.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"})
+    # A file (not memory) so that worker subprocesses started by tests share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -193,3 +200,5 @@ LEGACYFLO_STALE_AFTER_SECONDS = env_int("LEGACYFLO_STALE_AFTER_SECONDS", 180, mi
 LEGACYFLO_HEARTBEAT_SECONDS = env_int("LEGACYFLO_HEARTBEAT_SECONDS", 10, minimum=1)
 LEGACYFLO_JOB_RETRIES = env_int("LEGACYFLO_JOB_RETRIES", 3, minimum=0)
 LEGACYFLO_MAX_ATTEMPTS = env_int("LEGACYFLO_MAX_ATTEMPTS", 8, minimum=1)
+# Extra CA certificates (PEM file) trusted for IMAP servers, e.g. an on-premises server's own CA.
+LEGACYFLO_IMAP_CA_FILE = env_str("LEGACYFLO_IMAP_CA_FILE", "")

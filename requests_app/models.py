@@ -127,6 +127,7 @@ class ArchiveRecord(models.Model):
     kind = models.CharField(max_length=16, default="message")
     folder = models.TextField()
     source_id = models.CharField(max_length=255)
+    folder_seq = models.IntegerField(default=0)  # the NNNNNN of the entry name within its folder
     message_id = models.TextField(blank=True)
     date = models.CharField(max_length=64, blank=True)
     sender = models.TextField(blank=True)
@@ -144,7 +145,7 @@ class ArchiveRecord(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["request", "seq"], name="record_seq_unique"),
         ]
-        indexes = [models.Index(fields=["request", "kind", "status"])]
+        indexes = [models.Index(fields=["request", "kind", "status"]), models.Index(fields=["request", "folder"])]
 
 
 class UploadedPart(models.Model):
@@ -155,6 +156,7 @@ class UploadedPart(models.Model):
     part_number = models.IntegerField()
     etag = models.CharField(max_length=128)
     size = models.BigIntegerField()
+    final = models.BooleanField(default=False)  # holds the central directory
 
     class Meta:
         ordering = ["archive_key", "part_number"]

@@ -122,11 +122,16 @@ def request_retry(*, req: MigrationRequest, actor, request=None) -> MigrationReq
     if req.state not in TERMINAL_RETRYABLE and not is_interrupted(req):
         raise ValidationError(f"The request is {req.get_state_display().lower()}; only failed, cancelled, "
                               "incomplete or interrupted requests can be retried.")
+    if req.state == State.COMPLETED_WITH_ERRORS:
+        # The archive is complete and cannot be appended to: export again from scratch.
+        req.records.all().delete()
+        req.parts.all().delete()
+        req.checkpoint = {k: v for k, v in req.checkpoint.items() if k != "upload"}
     req.state = State.QUEUED
     req.cancel_requested = False
     req.error = ""
     req.finished_at = None
-    req.save(update_fields=["state", "cancel_requested", "error", "finished_at"])
+    req.save(update_fields=["state", "cancel_requested", "error", "finished_at", "checkpoint"])
     audit(tenant=req.tenant, actor=actor, action="request.retry", target=str(req.uuid), request=request)
     _enqueue_on_commit(req)
     return req

@@ -1,0 +1,24 @@
+import json
+
+from django.core.management.base import BaseCommand
+
+from requests_app import reports
+from requests_app.management.commands._lookup import request_by_id
+
+
+class Command(BaseCommand):
+    help = "Print a request's state, counters and report (json: summary + progress; csv: report.csv)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("id")
+        parser.add_argument("--format", choices=["json", "csv"], default="json")
+
+    def handle(self, *args, id, format, **options):
+        req = request_by_id(id)
+        if format == "csv":
+            for chunk in reports.report_csv_lines(req):
+                self.stdout.write(chunk, ending="")
+            return
+        document = {**reports.progress_dict(req), "type": req.request_type, "tenant": req.tenant.slug,
+                    "report": reports.folder_table(req), "summary": reports.summary(req)}
+        self.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str))

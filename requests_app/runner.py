@@ -1,0 +1,218 @@
+"""Carrying out one request: claim the row, run the export engine, record how it ended.
+
+Invariants:
+- At most one run owns a request: ``claim`` writes a fresh ``run_token`` under a row lock, and
+  every ledger commit re-checks it (``DatabaseLedger``). A run that lost ownership stops.
+- The row's heartbeat is refreshed by a thread of the owning process, independent of the
+  engine's progress, so a long listing or a 40 MB message never looks like a dead worker.
+- The engine never raises for export failures; anything else (a bug, the database going away)
+  still ends the request as ``failed`` with a generic message and the traceback in the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import uuid
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from requests_app.models import FINAL_STATES, MigrationRequest, State
+from requests_app.recovery import is_interrupted
+from requests_app.types import get_type
+
+log = logging.getLogger(__name__)
+
+
+def _current_job_id() -> str:
+    try:
+        from rq import get_current_job
+
+        job = get_current_job()
+        return job.id if job else ""
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+@transaction.atomic
+def claim(pk: int) -> str | None:
+    """Take ownership of the request; None when there is nothing to do (ended, or owned elsewhere)."""
+    row = MigrationRequest.objects.select_for_update().filter(pk=pk).first()
+    if row is None or row.state in FINAL_STATES:
+        return None
+    if row.cancel_requested and not row.checkpoint.get("upload"):
+        row.state, row.finished_at = State.CANCELLED, timezone.now()
+        row.save(update_fields=["state", "finished_at"])
+        return None
+    job_id = _current_job_id()
+    # A running row is taken over only if its worker is gone: stale heartbeat, or RQ re-running
+    # the very job whose previous execution died (RQ retries a job only after its horse ended).
+    if row.state == State.RUNNING and not is_interrupted(row) and not (job_id and row.checkpoint.get("job_id") == job_id):
+        log.info("request %s is already running elsewhere; skipping", pk)
+        return None
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    row.state = State.RUNNING
+    row.attempts += 1
+    row.started_at = row.started_at or now
+    row.heartbeat_at = now
+    row.finished_at = None
+    row.error = ""
+    row.checkpoint = {**row.checkpoint, "run_token": token, "job_id": job_id}
+    row.save(update_fields=["state", "attempts", "started_at", "heartbeat_at", "finished_at", "error", "checkpoint"])
+    return token
+
+
+class Heartbeat(threading.Thread):
+    """Refresh ``heartbeat_at`` every few seconds while this process runs the request."""
+
+    def __init__(self, pk: int, token: str) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{pk}")
+        self.pk, self.token, self.stop_event = pk, token, threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.wait(settings.LEGACYFLO_HEARTBEAT_SECONDS):
+                try:
+                    MigrationRequest.objects.filter(pk=self.pk, checkpoint__run_token=self.token).update(
+                        heartbeat_at=timezone.now())
+                except Exception:  # noqa: BLE001 - a missed beat is retried next time
+                    log.warning("heartbeat of request %s failed", self.pk, exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=5)
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def result_document(result) -> dict:
+    folders = [_jsonable(f) for f in result.folders]
+    return {
+        "state": result.state, "error": result.error, "folders": folders,
+        "folder_counts": {f["folder"]: f["source_count"] for f in folders},
+        "totals": _jsonable(result.totals), "archives": _jsonable(result.archives),
+        "report_key": result.report_key, "summary_key": result.summary_key,
+        "started_at": result.started_at, "finished_at": result.finished_at,
+        "timings": result.timings, "resumed": result.resumed, "parts": result.parts,
+    }
+
+
+@transaction.atomic
+def finish(pk: int, token: str, *, state: str, error: str = "", result: dict | None = None,
+           progress=None) -> bool:
+    row = MigrationRequest.objects.select_for_update().get(pk=pk)
+    if row.checkpoint.get("run_token") != token:
+        return False
+    row.state = state
+    row.error = error[:4000]
+    row.finished_at = timezone.now()
+    row.heartbeat_at = row.finished_at
+    if result is not None:
+        row.result = result
+        totals = result.get("totals") or {}
+        row.messages_total = totals.get("source_count", row.messages_total)
+        row.messages_done = totals.get("exported", row.messages_done)
+        row.messages_failed = totals.get("failed", row.messages_failed)
+        row.messages_skipped = totals.get("skipped", row.messages_skipped)
+        row.folders_total = row.folders_done = totals.get("folders", row.folders_total)
+        row.bytes_done = sum(a.get("size", 0) for a in result.get("archives", [])) or row.bytes_done
+    row.current_folder = ""
+    row.checkpoint = {k: v for k, v in row.checkpoint.items() if k not in ("run_token",)}
+    row.save()
+    return True
+
+
+def fail_request(row: MigrationRequest, error: str) -> None:
+    """End a request as failed outside a run (recovery giving up); aborts a leftover upload."""
+    _abort_leftover_upload(row)
+    row.state, row.error, row.finished_at = State.FAILED, error, timezone.now()
+    row.checkpoint = {k: v for k, v in row.checkpoint.items() if k not in ("run_token", "upload")}
+    row.save(update_fields=["state", "error", "finished_at", "checkpoint"])
+
+
+def _abort_leftover_upload(row: MigrationRequest) -> None:
+    upload = row.checkpoint.get("upload")
+    if not upload or upload.get("archive_complete"):
+        return
+    try:
+        from buckets.services import bucket_target
+        from connectors.s3client import make_client
+
+        client = make_client(bucket_target(row.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
+        client.abort_multipart_upload(Bucket=row.bucket.name, Key=upload["key"], UploadId=upload["upload_id"])
+    except Exception:  # noqa: BLE001 - best effort; the bucket's lifecycle rule is the backstop
+        log.warning("could not abort the upload of request %s", row.pk, exc_info=True)
+
+
+def tuning():
+    from connectors.export import Tuning
+
+    settings.LEGACYFLO_WORK_DIR.mkdir(parents=True, exist_ok=True)
+    return Tuning(part_bytes=settings.LEGACYFLO_PART_SIZE, tmp_dir=str(settings.LEGACYFLO_WORK_DIR))
+
+
+def run_request(pk: int) -> str:
+    """The job: run (or resume) request ``pk`` to its end. Returns the final state (or why not)."""
+    token = claim(pk)
+    if token is None:
+        return "skipped"
+    heartbeat = Heartbeat(pk, token)
+    heartbeat.start()
+    try:
+        return _run(pk, token)
+    finally:
+        heartbeat.stop()
+
+
+def _run(pk: int, token: str) -> str:
+    from buckets.services import bucket_target
+    from connectors.export import ExportSpec, run_export
+    from connectors.s3client import make_client
+    from requests_app.ledger import DatabaseLedger, Superseded
+    from requests_app.sources import source_for_request
+
+    req = MigrationRequest.objects.select_related("bucket", "tenant").get(pk=pk)
+    rtype = get_type(req.request_type)
+    if rtype is None:
+        finish(pk, token, state=State.FAILED, error=f"The request type {req.request_type} is not available on this portal.")
+        return State.FAILED
+    spec = ExportSpec(
+        bucket=req.bucket.name, file_name=req.file_name, prefix=req.s3_prefix, format=rtype.format,
+        include=req.folders, exclude=req.exclude_folders, since=req.since, before=req.before,
+        split_bytes=settings.LEGACYFLO_PST_SPLIT_BYTES if rtype.format == "pst" else None,
+        display_name=f"{req.source_user} (LegacyFlo)",
+        source_description={"request": str(req.uuid), "type": rtype.code, "tenant": req.tenant.slug,
+                            "server": req.source_server, "user": req.source_user},
+    )
+    ledger = DatabaseLedger(pk, token)
+    try:
+        client = make_client(bucket_target(req.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
+        with source_for_request(req, rtype) as source:
+            result = run_export(source, client, spec, ledger, tuning())
+    except Superseded:
+        log.warning("request %s: another run took over; this one stops", pk)
+        return "superseded"
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        log.exception("request %s failed unexpectedly", pk)
+        row = MigrationRequest.objects.select_related("bucket").get(pk=pk)
+        _abort_leftover_upload(row)
+        finish(pk, token, state=State.FAILED,
+               error=f"An internal error stopped the transfer ({exc.__class__.__name__}); the details are in the worker log.")
+        return State.FAILED
+    finish(pk, token, state=result.state, error=result.error, result=result_document(result))
+    return result.state
