@@ -7,16 +7,11 @@ request runs and even if the bucket is unreachable.
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator
+import tempfile
 
 from django.db.models import Count, Q, Sum
 
 from requests_app.models import ArchiveRecord, MigrationRequest, RecordStatus
-
-REPORT_COLUMNS = ["folder", "source_id", "message_id", "date", "from", "to", "subject", "size", "sha256", "status", "error"]
-
 
 def progress_dict(req: MigrationRequest) -> dict:
     return {
@@ -31,22 +26,31 @@ def progress_dict(req: MigrationRequest) -> dict:
 
 
 def folder_table(req: MigrationRequest) -> dict:
-    """Per folder: source count at start, exported, failed, skipped, bytes; totals; do they reconcile?"""
-    counts: dict[str, int] = dict(req.checkpoint.get("folder_counts") or req.result.get("folder_counts") or {})
-    stats = (ArchiveRecord.objects.filter(request=req, kind="message").values("folder").annotate(
-        exported=Count("id", filter=Q(status=RecordStatus.EXPORTED)),
-        failed=Count("id", filter=Q(status=RecordStatus.FAILED)),
-        skipped=Count("id", filter=Q(status=RecordStatus.SKIPPED)),
-        bytes=Sum("size", filter=Q(status=RecordStatus.EXPORTED)),
-    ))
-    by_folder = {row["folder"]: row for row in stats}
-    folders = []
-    for folder in list(counts) + sorted(set(by_folder) - set(counts)):
-        row = by_folder.get(folder, {})
-        folders.append({"folder": folder, "source_count": counts.get(folder, 0), "exported": row.get("exported", 0),
-                        "failed": row.get("failed", 0), "skipped": row.get("skipped", 0), "bytes": row.get("bytes") or 0})
-    totals = {k: sum(f[k] for f in folders) for k in ("source_count", "exported", "failed", "skipped", "bytes")}
-    reconciles = bool(folders) and all(f["source_count"] == f["exported"] + f["failed"] + f["skipped"] for f in folders)
+    """Per folder: source count at start, exported, failed, skipped, bytes; totals; do they reconcile?
+
+    A finished run's own figures (``result.folders``) are authoritative; while it runs, the
+    table is computed from the committed records.
+    """
+    if req.result.get("folders"):
+        folders = [dict(f) for f in req.result["folders"]]
+    else:
+        counts: dict[str, int] = dict(req.checkpoint.get("folder_counts") or {})
+        stats = (ArchiveRecord.objects.filter(request=req, kind="message").values("folder").annotate(
+            exported=Count("id", filter=Q(status=RecordStatus.EXPORTED)),
+            failed=Count("id", filter=Q(status=RecordStatus.FAILED)),
+            skipped=Count("id", filter=Q(status=RecordStatus.SKIPPED)),
+            bytes=Sum("size", filter=Q(status=RecordStatus.EXPORTED)),
+        ))
+        by_folder = {row["folder"]: row for row in stats}
+        folders = []
+        for folder in list(counts) + sorted(set(by_folder) - set(counts)):
+            row = by_folder.get(folder, {})
+            folders.append({"folder": folder, "source_count": counts.get(folder, 0), "exported": row.get("exported", 0),
+                            "failed": row.get("failed", 0), "skipped": row.get("skipped", 0),
+                            "bytes": row.get("bytes") or 0, "error": ""})
+    totals = {k: sum(f.get(k, 0) for f in folders) for k in ("source_count", "exported", "failed", "skipped", "bytes")}
+    reconciles = bool(folders) and all(
+        f["source_count"] == f["exported"] + f["failed"] + f["skipped"] for f in folders)
     return {"folders": folders, "totals": totals, "reconciles": reconciles}
 
 
@@ -54,28 +58,17 @@ def failures(req: MigrationRequest):
     return ArchiveRecord.objects.filter(request=req, kind="message").exclude(status=RecordStatus.EXPORTED)
 
 
-def report_row(record: ArchiveRecord) -> list:
-    return [record.folder, record.source_id, record.message_id, record.date, record.sender, record.recipients,
-            record.subject, record.size, record.sha256, record.status, record.error]
+def report_csv_file(req: MigrationRequest):
+    """report.csv exactly as the run writes it beside the archive (same writer), in a temp file."""
+    from connectors.report import FolderError, write_report
+    from requests_app.ledger import to_entry_record
 
-
-def report_csv_lines(req: MigrationRequest) -> Iterator[str]:
-    """Stream report.csv, one row per message, without loading the ledger into memory."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(REPORT_COLUMNS)
-    yield flush()
-    records = ArchiveRecord.objects.filter(request=req, kind="message").order_by("seq")
-    for record in records.iterator(chunk_size=2000):
-        writer.writerow(report_row(record))
-        yield flush()
+    records = ArchiveRecord.objects.filter(request=req).order_by("seq")
+    folder_errors = [FolderError(f["folder"], f["error"]) for f in req.result.get("folders", []) if f.get("error")]
+    out = tempfile.TemporaryFile()
+    write_report((to_entry_record(r) for r in records.iterator(chunk_size=2000)), folder_errors, out)
+    out.seek(0)
+    return out
 
 
 def summary(req: MigrationRequest) -> dict:

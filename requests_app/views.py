@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -174,9 +174,8 @@ def request_report_download(request, request_uuid, kind: str):
     audit(tenant=req.tenant, actor=request.user, action="request.report_download", target=str(req.uuid),
           detail={"kind": kind}, request=request)
     if kind == "csv":
-        response = StreamingHttpResponse(reports.report_csv_lines(req), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{req.file_name}.report.csv"'
-        return response
+        return FileResponse(reports.report_csv_file(req), as_attachment=True,
+                            filename=f"{req.file_name}.report.csv", content_type="text/csv; charset=utf-8")
     response = JsonResponse(reports.summary(req), json_dumps_params={"indent": 2, "ensure_ascii": False})
     response["Content-Disposition"] = f'attachment; filename="{req.file_name}.summary.json"'
     return response

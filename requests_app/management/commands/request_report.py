@@ -16,8 +16,8 @@ class Command(BaseCommand):
     def handle(self, *args, id, format, **options):
         req = request_by_id(id)
         if format == "csv":
-            for chunk in reports.report_csv_lines(req):
-                self.stdout.write(chunk, ending="")
+            with reports.report_csv_file(req) as report:
+                self.stdout.write(report.read().decode("utf-8-sig"), ending="")
             return
         document = {**reports.progress_dict(req), "type": req.request_type, "tenant": req.tenant.slug,
                     "report": reports.folder_table(req), "summary": reports.summary(req)}
