@@ -134,11 +134,12 @@ def test_cleared_amap_bit_is_caught(victim):
 
 
 def test_amap_bit_set_on_free_space_is_caught(victim):
-    amap = FIRST_AMAP_OFFSET
+    with PstReader(victim) as reader:
+        amap = reader.header.amap_last  # the last span has free space at its end
     data = _read(victim, amap, PAGE_DATA_SIZE)
-    last = max(i for i, b in enumerate(data) if b)  # the end of the used area
-    _patch(victim, amap + PAGE_DATA_SIZE - 1, b"\x01")
-    assert last < PAGE_DATA_SIZE - 1
+    free_byte = max(i for i, b in enumerate(data) if b != 0xFF)
+    free_bit = next(bit for bit in range(8) if not data[free_byte] & (0x80 >> bit))
+    _patch(victim, amap + free_byte, bytes([data[free_byte] | (0x80 >> free_bit)]))
     _refresh_page_crc(victim, amap)
     problems = check_pst(victim)
     assert _any(problems, "AMap", "1 marked slots not allocated"), problems

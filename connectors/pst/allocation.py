@@ -1,10 +1,10 @@
 """Append-only space allocation and the map pages (AMap, PMap, FMap, FPMap) that describe it.
 
 The writer never frees space, so allocation is a cursor that only moves forward, jumping over
-the map pages that [MS-PST] pins at the start of every AMap span. Once the cursor leaves a
-span, that span's AMap is final and is written at once: memory stays constant however large
-the file grows (one bitmap of 496 bytes, plus one byte per span for the FMaps written at the
-end).
+the map pages that [MS-PST] pins at the start of every AMap span (the tail a large block left
+unused is filled by later small ones). Once a span can take no more, its AMap is final and is
+written at once: memory stays constant however large the file grows (a few dozen bitmaps of
+496 bytes, plus one byte per span for the FMaps written at the end).
 
 Invariants: every byte range handed out is marked in its span's AMap, nothing else is (map
 pages mark themselves), blocks are 64-byte aligned, pages 512-byte aligned.
@@ -45,37 +45,22 @@ def longest_free_run(bitmap: bytes | bytearray) -> int:
     return min(255, max(best, run))
 
 
-class SpaceAllocator:
-    """Hands out file space in order and writes each AMap span's map pages when it is done.
+class _Span:
+    """One AMap span being filled: its index and allocation bitmap (MSB first)."""
 
-    ``write_at(offset, data)`` writes the map pages; callers write their own data at the
-    offsets they are given.
-    """
+    __slots__ = ("index", "bits")
 
-    def __init__(self, write_at: Callable[[int, bytes], None]) -> None:
-        self._write = write_at
-        self._span = 0
-        self._bits = bytearray(L.PAGE_DATA_SIZE)
-        self._free_run_per_span = bytearray()
-        self.free_bytes = 0  # cbAMapFree of every finished span
-        self._start_span(0)
-        self.cursor = L.reserved_end(0)
-
-    @property
-    def span_count(self) -> int:
-        return self._span + 1
-
-    def _start_span(self, index: int) -> None:
-        self._span = index
-        self._bits = bytearray(L.PAGE_DATA_SIZE)
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.bits = bytearray(L.PAGE_DATA_SIZE)
         base = L.amap_offset(index)
         for _ptype, offset in L.map_pages(index):
-            self._mark(offset - base, L.PAGE_SIZE)
+            self.mark(offset - base, L.PAGE_SIZE)
 
-    def _mark(self, relative: int, size: int) -> None:
+    def mark(self, relative: int, size: int) -> None:
         first = relative // L.BLOCK_ALIGN
         last = (relative + size) // L.BLOCK_ALIGN  # exclusive; sizes are 64-aligned
-        bits = self._bits
+        bits = self.bits
         slot = first
         while slot < last and slot % 8:
             bits[slot // 8] |= 0x80 >> (slot % 8)
@@ -87,44 +72,105 @@ class SpaceAllocator:
             bits[slot // 8] |= 0x80 >> (slot % 8)
             slot += 1
 
-    def _finish_span(self) -> None:
-        """Write the map pages of the current span; its allocations are final."""
-        index = self._span
-        for ptype, offset in L.map_pages(index):
+
+class SpaceAllocator:
+    """Hands out file space in order and writes each AMap span's map pages when it is done.
+
+    When a block does not fit in what is left of a span, the cursor moves to the next span and
+    the left-over tail becomes a hole that later, smaller allocations fill. A span with a hole
+    stays open (its bitmap in memory) until the hole is nearly full or the span is one of more
+    than ``MAX_OPEN_HOLES`` older ones; then its AMap is final and written. Holes only ever
+    receive blocks, so B-tree pages keep their 512-byte alignment from the cursor.
+
+    ``write_at(offset, data)`` writes the map pages; callers write their own data at the
+    offsets they are given.
+    """
+
+    MAX_OPEN_HOLES = 32
+
+    def __init__(self, write_at: Callable[[int, bytes], None]) -> None:
+        self._write = write_at
+        self._current = _Span(0)
+        self._holes: list[list] = []  # [span, start, end], oldest first
+        self._pending_finish: dict[int, _Span] = {}
+        self._next_to_finish = 0
+        self._free_run_per_span = bytearray()
+        self.free_bytes = 0  # cbAMapFree of every finished span
+        self.cursor = L.reserved_end(0)
+
+    @property
+    def span_count(self) -> int:
+        return self._current.index + 1
+
+    def _finish_span(self, span: _Span) -> None:
+        """Write the map pages of a span whose allocations are final (in span order)."""
+        self._pending_finish[span.index] = span
+        while self._next_to_finish in self._pending_finish:
+            ready = self._pending_finish.pop(self._next_to_finish)
+            self._write_maps(ready)
+            self._next_to_finish += 1
+
+    def _write_maps(self, span: _Span) -> None:
+        for ptype, offset in L.map_pages(span.index):
             if ptype == L.PTYPE_AMAP:
-                self._write(offset, map_page(ptype, offset, bytes(self._bits)))
+                self._write(offset, map_page(ptype, offset, bytes(span.bits)))
             elif ptype in (L.PTYPE_PMAP, L.PTYPE_FPMAP):
                 # Deprecated maps: all bits set means "nothing reserved here" to old readers.
                 self._write(offset, map_page(ptype, offset, b"\xff" * L.PAGE_DATA_SIZE))
             # FMap pages describe later spans too: written by finish() once all are known.
-        used = int.from_bytes(self._bits, "big").bit_count()
+        used = int.from_bytes(span.bits, "big").bit_count()
         self.free_bytes += (L.PAGE_DATA_SIZE * 8 - used) * L.BLOCK_ALIGN
-        self._free_run_per_span.append(longest_free_run(self._bits))
+        self._free_run_per_span.append(longest_free_run(span.bits))
+
+    def _from_hole(self, size: int) -> int | None:
+        for position, hole in enumerate(self._holes):
+            span, start, end = hole
+            if start + size <= end:
+                span.mark(start - L.amap_offset(span.index), size)
+                hole[1] = start + size
+                if end - hole[1] < L.BLOCK_ALIGN * 2:
+                    del self._holes[position]
+                    self._finish_span(span)
+                return start
+        return None
 
     def allocate(self, size: int, alignment: int = L.BLOCK_ALIGN) -> int:
         """Reserve ``size`` bytes (a multiple of 64) aligned to ``alignment``; return the offset."""
         assert size % L.BLOCK_ALIGN == 0 and 0 < size <= L.AMAP_SPAN // 2
+        if alignment == L.BLOCK_ALIGN and self._holes:
+            offset = self._from_hole(size)
+            if offset is not None:
+                return offset
         start = L.align(self.cursor, alignment)
-        span_end = L.amap_offset(self._span + 1)
+        span_end = L.amap_offset(self._current.index + 1)
         if start + size > span_end:
-            self._finish_span()
-            self._start_span(self._span + 1)
-            start = L.align(L.reserved_end(self._span), alignment)
-        self._mark(start - L.amap_offset(self._span), size)
+            if span_end - self.cursor >= L.BLOCK_ALIGN * 2:
+                self._holes.append([self._current, self.cursor, span_end])
+                if len(self._holes) > self.MAX_OPEN_HOLES:
+                    self._finish_span(self._holes.pop(0)[0])
+            else:
+                self._finish_span(self._current)
+            self._current = _Span(self._current.index + 1)
+            start = L.align(L.reserved_end(self._current.index), alignment)
+        self._current.mark(start - L.amap_offset(self._current.index), size)
         self.cursor = start + size
         return start
 
     def projected_eof(self) -> int:
         """File size if no more space were allocated: the end of the current span."""
-        return L.amap_offset(self._span + 1)
+        return L.amap_offset(self._current.index + 1)
 
     def finish(self) -> tuple[int, int, int]:
-        """Finish the last span and write the FMap pages.
+        """Finish the open spans and write the FMap pages.
 
         Returns (end of file, offset of the last AMap, free bytes in all AMaps).
         """
-        self._finish_span()
-        spans = self._span + 1
+        for span, _start, _end in self._holes:
+            self._finish_span(span)
+        self._holes = []
+        self._finish_span(self._current)
+        assert not self._pending_finish
+        spans = self._current.index + 1
         for fmap_span in range(L.FMAP_FIRST_AMAP, spans, L.AMAPS_PER_FMAP):
             covered = self._free_run_per_span[fmap_span : fmap_span + L.AMAPS_PER_FMAP]
             data = bytes(covered).ljust(L.PAGE_DATA_SIZE, b"\x00")
