@@ -15,7 +15,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from buckets.rules import bucket_name_problem, region_problem
 from connectors.base import ConnectionFailed
 from connectors.netpolicy import ensure_public_url
-from connectors.s3target import S3Target, make_s3_client
+from connectors.s3client import make_client
+from connectors.s3target import S3Target
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 PROBE_PREFIX = ".legacyflo-probe/"
@@ -79,7 +80,7 @@ def verify_bucket(target: S3Target, *, purpose_write: bool, purpose_read: bool, 
     if any(c.status == FAIL for c in checks):
         return checks
 
-    client = make_s3_client(target, connect_timeout=5, read_timeout=20, max_attempts=2)
+    client = make_client(target, allow_private=allow_private, connect_timeout=5, read_timeout=20, max_attempts=2)
 
     # Location: does the bucket exist, and is it where the user said?
     try:
