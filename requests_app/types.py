@@ -72,12 +72,9 @@ def available_types() -> list[RequestType]:
 
 def is_available(rtype: RequestType) -> bool:
     if rtype.format == "pst":
-        try:
-            import connectors.pst  # noqa: F401
-            from connectors.export import supports_pst
-        except ImportError:
-            return False
-        return supports_pst()
+        import importlib.util
+
+        return importlib.util.find_spec("connectors.pstexport") is not None
     return True
 
 
