@@ -46,6 +46,7 @@ from connectors.base import (
     SourceError,
     TransientError,
 )
+from connectors.oauth import google_refresh_failure
 from connectors.ratelimit import NoQuota, Quota
 
 log = logging.getLogger(__name__)
@@ -83,26 +84,20 @@ def classify(exc: HttpError) -> str:
     return "error"
 
 
-def auth_failure(exc: Exception) -> AuthenticationFailed:
-    if isinstance(exc, HttpError):
-        reason = error_reason(exc)
-        if reason in ("failedPrecondition", "FAILED_PRECONDITION"):
-            return AuthenticationFailed(
-                "Gmail refused the request (precondition failed): the account has no Gmail, or the "
-                "service account is not impersonating a user of the domain.")
-        if exc.resp.status == 403:
-            return AuthenticationFailed(
-                f"Gmail denied access ({reason or 'forbidden'}): check the granted scopes and, for a "
-                "service account, its domain-wide delegation.")
-        return AuthenticationFailed("Gmail rejected the credentials; the consent may have been revoked.")
-    return AuthenticationFailed(f"Google refused to issue an access token: {_refresh_reason(exc)}")
-
-
-def _refresh_reason(exc: Exception) -> str:
-    # RefreshError carries (message, response body); the body names the OAuth error, never a token.
-    args = getattr(exc, "args", ())
-    text = args[0] if args else str(exc)
-    return str(text).split(";", 1)[0]
+def auth_failure(exc: Exception) -> SourceError:
+    """A clear, token-free error for a credential or permission failure."""
+    if isinstance(exc, RefreshError):
+        return google_refresh_failure(exc)
+    reason = error_reason(exc) if isinstance(exc, HttpError) else ""
+    if reason in ("failedPrecondition", "FAILED_PRECONDITION"):
+        return AuthenticationFailed(
+            "Gmail refused the request (precondition failed): the account has no Gmail, or the "
+            "service account is not impersonating a user of the domain.")
+    if isinstance(exc, HttpError) and exc.resp.status == 403:
+        return AuthenticationFailed(
+            f"Gmail denied access ({reason or 'forbidden'}): check the granted scopes and, for a "
+            "service account, its domain-wide delegation.")
+    return AuthenticationFailed("Gmail rejected the credentials; the consent may have been revoked.")
 
 
 def gmail_query(since: date | None, before: date | None) -> str:
@@ -193,6 +188,7 @@ class GmailApiSource(Source):
                 if kind not in ("throttle", "transient"):
                     raise SourceError(f"Gmail API error {exc.resp.status} ({error_reason(exc)}).") from None
                 delay = self._backoff(attempt)
+                log.info("Gmail API %s (HTTP %s); retrying in %.1f s", kind, exc.resp.status, delay)
                 if kind == "throttle":
                     self._count("throttled")
                     self.quota.defer(delay)
@@ -316,6 +312,8 @@ class GmailApiSource(Source):
                 delay = self._backoff(rounds)
                 rounds += 1
                 self._count("retried", len(pending))
+                log.info("Gmail: %d of a batch to retry in %.1f s (%s)", len(pending), delay,
+                         "throttled" if throttled else "transient errors")
                 if throttled:
                     self.quota.defer(delay)
                     throttle_wait += delay

@@ -222,6 +222,7 @@ class GraphSource(Source):
                 delay = min(self.max_retry_after,
                             retry_after_seconds(headers.get("Retry-After"), self._backoff(attempt)))
                 self._count("throttled")
+                log.info("Graph answered %s; waiting %.1f s (Retry-After)", status, delay)
                 throttle_wait += delay
                 if throttle_wait > self.max_throttle_wait:
                     raise GraphThrottled("Microsoft Graph kept throttling this mailbox; the job will resume "

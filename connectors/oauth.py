@@ -251,7 +251,10 @@ def google_service_account_credentials(info: Mapping, *, subject: str, scopes: S
     return credentials.with_subject(subject)
 
 
-def _google_refresh_failure(exc: RefreshError) -> OAuthError:
+def google_refresh_failure(exc: RefreshError) -> OAuthError | TransientError:
+    """The user-facing error for a failed Google token refresh or JWT bearer grant."""
+    if getattr(exc, "retryable", False):
+        return TransientError("Google's token endpoint is temporarily failing; try again later.")
     # google-auth words it "<error>: <error_description>"; neither part holds a token.
     text = str(exc.args[0]) if exc.args else ""
     error, _, description = text.partition(": ")
@@ -276,7 +279,7 @@ def google_access_token(credentials, *, session: requests.Session | None = None)
         try:
             credentials.refresh(GoogleAuthRequest(session=session or http_session()))
         except RefreshError as exc:
-            raise _google_refresh_failure(exc) from None
+            raise google_refresh_failure(exc) from None
         except TransportError as exc:
             raise TransientError(f"Cannot reach Google's token endpoint ({type(exc).__name__}).") from None
     return credentials.token
