@@ -7,7 +7,10 @@ Rules Graph imposes, and how this module keeps them:
 - 429/503 carry ``Retry-After``, which is obeyed (capped); other transient failures back off
   exponentially with jitter; throttling that lasts ``max_throttle_wait`` raises TransientError;
 - ``@odata.nextLink`` is followed verbatim (its ``$skiptoken`` is opaque);
-- a 401 asks the token provider for a fresh token once (``provider(force_refresh=True)``).
+- a 401 asks the token provider for a fresh token once (``provider(force_refresh=True)``);
+- Graph also allows 10,000 requests per 10 minutes per app and mailbox: pass
+  ``quota=RedisQuota(url, graph_quota_key(client_id, upn), limit=10_000, window=600, burst=50)`` to pace
+  every worker of that mailbox under it (one unit per request).
 
 Works with delegated tokens (``mailbox=None`` → ``/me``) and app-only tokens
 (``mailbox="user@tenant"`` → ``/users/{upn}``). Folder paths are display names joined with
@@ -42,6 +45,7 @@ from connectors.base import (
 )
 from connectors.folderfilter import FolderFilter
 from connectors.oauth import MICROSOFT_GRAPH_URL, http_session
+from connectors.ratelimit import NoQuota, Quota
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +115,8 @@ class GraphSource(Source):
                  max_concurrency: int = MAX_CONCURRENCY, page_size: int = MESSAGE_PAGE_SIZE,
                  max_retries: int = 6, max_retry_after: float = 300.0, max_throttle_wait: float = 900.0,
                  backoff_base: float = 1.0, backoff_cap: float = 60.0, timeout: float = 300.0,
-                 immutable_ids: bool = True, sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None):
+                 immutable_ids: bool = True, quota: Quota | None = None,
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
         """``token_provider(force_refresh=False) -> str`` (e.g. oauth.MicrosoftTokenProvider) or a token.
 
         ``mailbox`` is the UPN / object id for app-only tokens, None for the signed-in user.
@@ -135,6 +139,7 @@ class GraphSource(Source):
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.timeout = timeout
         self.immutable_ids = immutable_ids
+        self.quota = quota or NoQuota()
         self.sleep = sleep
         self.rng = rng or random.Random()
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
@@ -175,6 +180,7 @@ class GraphSource(Source):
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if self.immutable_ids:
             headers["Prefer"] = 'IdType="ImmutableId"'
+        self.quota.acquire(1)
         with self._slots:
             self._count("requests")
             response = self._session().get(url, headers=headers, stream=stream, timeout=self.timeout)

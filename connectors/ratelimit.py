@@ -141,3 +141,8 @@ class NoQuota:
 
 def gmail_quota_key(user: str) -> str:
     return f"legacyflo:quota:gmail:{user.strip().lower()}"
+
+
+def graph_quota_key(client_id: str, mailbox: str) -> str:
+    """Graph counts 10,000 requests per 10 minutes per app *and* mailbox."""
+    return f"legacyflo:quota:graph:{client_id.strip().lower()}:{mailbox.strip().lower()}"

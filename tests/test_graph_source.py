@@ -14,8 +14,11 @@ import pytest
 from connectors import oauth
 from connectors.base import AuthenticationFailed, Message, MessageFailure, SourceError
 from connectors.graph import GraphSource, GraphThrottled
+from connectors.ratelimit import LocalQuota
+from tests.fakes.clock import FakeClock
 from tests.fakes.graph_api import FOLDER_TREE
 from tests.fakes.microsoft import MicrosoftFake
+from tests.fakes.quota import SlidingWindowQuota
 
 # msal recommends form_post; the portal deliberately uses query (see microsoft_start_auth).
 pytestmark = pytest.mark.filterwarnings("ignore:response_mode=.form_post. is recommended:UserWarning")
@@ -187,3 +190,27 @@ def test_app_only_token_cannot_use_me(ms):
                          ca_bundle=ms.ca_path)
     with pytest.raises(SourceError, match="HTTP 400 BadRequest"):
         source.list_folders()
+
+
+def test_request_budget_per_mailbox_is_waited_out_or_paced(ms):
+    """Graph's 10,000 requests / 10 min, scaled down to 40 on a fake clock."""
+    clock = FakeClock()
+    provider = oauth.MicrosoftTokenProvider(app_client(ms))
+
+    def inbox_backup(**options):
+        source = GraphSource(provider, mailbox=ADELE, graph_url=ms.graph_url, ca_bundle=ms.ca_path,
+                             sleep=clock.sleep, rng=random.Random(1), **options)
+        folder = next(f for f in source.list_folders() if f.path == "Inbox")
+        return {"Inbox": list(source.fetch_messages(folder, source.list_message_ids(folder)))}
+
+    try:
+        ms.graph.request_quota = SlidingWindowQuota(40, 600, clock)
+        assert_exact(ms, ADELE, inbox_backup())  # unpaced: 429 + Retry-After, then everything
+        assert ms.graph.request_quota.rejected[f"{ms.client_id}|{ADELE}"] > 0
+
+        ms.graph.request_quota = SlidingWindowQuota(40, 600, clock)
+        paced = LocalQuota(limit=40, window=600, burst=2, clock=clock, sleep=clock.sleep)
+        assert_exact(ms, ADELE, inbox_backup(quota=paced, max_concurrency=1))
+        assert ms.graph.request_quota.rejected[f"{ms.client_id}|{ADELE}"] == 0
+    finally:
+        ms.graph.request_quota = SlidingWindowQuota(10_000, 600, ms.identity.clock)

@@ -10,7 +10,9 @@
 
 Throttling is real: at most ``max_concurrency`` (4) requests in flight per app and mailbox, the
 next one gets 429 ``ApplicationThrottled`` (MailboxConcurrency) with Retry-After; the peak is
-recorded. ``faults.throttle(n, retry_after=...)`` injects 429/503 answers.
+recorded. Each app and mailbox may also make 10,000 requests per 10 minutes (sliding window on
+the fake's clock; 429 with Retry-After beyond). ``faults.throttle(n, retry_after=...)`` injects
+429/503 answers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from tests.fakes.httpserver import Request, Response
 from tests.fakes.mailstore import StoredMessage, generate_messages
 from tests.fakes.microsoft_identity import GRAPH, IssuedToken, MicrosoftIdentity
+from tests.fakes.quota import SlidingWindowQuota
 
 FOLDER_PAGE_DEFAULT = 10
 MESSAGE_PAGE_DEFAULT = 10
@@ -184,8 +187,10 @@ def _parse_filter(expression: str) -> list[tuple[str, dt.datetime]]:
 
 class GraphApi:
     def __init__(self, identity: MicrosoftIdentity, mailboxes: dict[str, GraphMailbox], *,
-                 max_concurrency: int = 4, concurrency_retry_after: float = 1.0):
+                 max_concurrency: int = 4, concurrency_retry_after: float = 1.0,
+                 requests_per_window: int = 10_000, window: float = 600.0):
         self.identity = identity
+        self.request_quota = SlidingWindowQuota(requests_per_window, window, identity.clock)
         self.mailboxes = mailboxes
         self.max_concurrency = max_concurrency
         self.concurrency_retry_after = concurrency_retry_after
@@ -261,6 +266,9 @@ class GraphApi:
                 self.concurrency_rejections += 1
                 return graph_error(429, "ApplicationThrottled", "Application is over its MailboxConcurrency "
                                    "limit.", {"Retry-After": f"{self.concurrency_retry_after:g}"})
+            if not self.request_quota.charge(f"{token.client_id}|{mailbox.upn}", 1):
+                return graph_error(429, "ApplicationThrottled", "Application is over its MailboxRequests "
+                                   "limit (10,000 requests per 10 minutes).", {"Retry-After": "30"})
             self._inflight[slot] += 1
             self.peak_concurrency[mailbox.upn] = max(self.peak_concurrency.get(mailbox.upn, 0),
                                                      self._inflight[slot])
