@@ -151,6 +151,10 @@ class AuthorizationStart:
     state: str
     code_verifier: str = field(repr=False)
 
+    def __iter__(self):
+        """``url, state, code_verifier = google_authorization_url(...)`` works too."""
+        return iter((self.url, self.state, self.code_verifier))
+
 
 @dataclass(frozen=True)
 class GoogleTokens:

@@ -58,6 +58,8 @@ def test_google_code_flow_with_pkce_gives_refreshable_credentials(google, google
     query = parse_qs(urlsplit(start.url).query)
     assert query["code_challenge_method"] == ["S256"] and query["access_type"] == ["offline"]
     assert query["prompt"] == ["consent"] and start.code_verifier and start.state
+    assert tuple(start) == (start.url, start.state, start.code_verifier)
+    assert start.code_verifier not in repr(start)
 
     callback = google.consent(start.url, user=BOB)
     tokens = _exchange(google_client, start, callback)
