@@ -446,6 +446,54 @@ def test_rgnid_covers_every_nid(tmp_path, corpus):
         assert reader.header.rgnid[4] >= 0x10000 + len(corpus)
 
 
+def test_huge_bodies_are_streamed_and_read_back(tmp_path, monkeypatch):
+    from connectors.pst import mime
+
+    monkeypatch.setattr(mime, "LARGE_BODY", 50_000)  # the streaming path, with small data
+    text = "".join(f"Zeile {i}: Größe – 日本語 – 😀\n" for i in range(8000))
+    html = f"<html><body><pre>{text}</pre></body></html>\n"
+    from tests.pst_corpus import as_bytes, build_email
+
+    msg, _ = build_email("Huge bodies", text=text, html=html, charset="utf-8")
+    parsed = mime.parse_message(as_bytes(msg))
+    assert parsed.large_body_text is not None and parsed.large_body_html is not None
+    path = _write(tmp_path / "bodies.pst", [Message(folder="INBOX", source_id="1",
+                                                    raw=as_bytes(msg))])  # fmt: skip
+    assert check_pst(path) == []
+    read = read_pst_with_pypff(path)["INBOX"][0]
+    assert normalize_text(read.body_text) == normalize_text(text)
+    assert normalize_text(read.body_html) == normalize_text(html)
+    readpst = run_readpst(path, tmp_path / "readpst")
+    assert readpst.skipped == 0 and len(readpst.emls["INBOX"]) == 1
+
+
+@pytest.mark.slow
+def test_40_mb_text_body_streams_in_bounded_memory(tmp_path):
+    import base64
+
+    line = "Body text with umlauts äöü and a long line of words. " * 3 + "\n"
+    text = line * (40 * 1024 * 1024 // len(line))
+    source = tmp_path / "body.eml"
+    source.write_bytes(
+        b"Subject: Huge body\r\nFrom: a@example.com\r\nContent-Type: text/plain; charset=utf-8"
+        b"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(text.encode())
+    )
+    path = tmp_path / "body.pst"
+    script = (
+        "from pathlib import Path\n"
+        "from connectors.base import Message\n"
+        "from connectors.pst import PstWriter\n"
+        "raw = Path(sys.argv[2]).read_bytes()\n"
+        "with PstWriter(Path(sys.argv[1])) as w:\n"
+        "    w.add_message(Message(folder='INBOX', source_id='1', raw=raw))\n"
+    )
+    peak, _output = peak_rss_of(script, str(path), str(source))
+    assert peak <= 200 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MiB"
+    assert check_pst(path) == []
+    read = read_pst_with_pypff(path)["INBOX"][0]
+    assert normalize_text(read.body_text) == normalize_text(text)
+
+
 @pytest.mark.slow
 def test_40_mb_attachment_streams_in_bounded_memory(tmp_path):
     size = 40 * 1024 * 1024

@@ -424,9 +424,15 @@ def write_message_object(
                            (P.INTERNET_REFERENCES, parsed.references)):  # fmt: skip
         if text:
             properties.append((prop_tag, _utf16(text)))
-    if parsed.body_text is not None:
+    if parsed.large_body_text is not None:
+        chunks = (_utf16(text) for text in parsed.large_body_text.text_chunks())
+        properties.append((P.BODY, store_stream(ndb, chunks)))
+    elif parsed.body_text is not None:
         properties.append((P.BODY, _utf16(parsed.body_text)))
-    if parsed.body_html is not None:
+    if parsed.large_body_html is not None:
+        chunks = (t.encode("utf-8", "surrogatepass") for t in parsed.large_body_html.text_chunks())
+        properties.append((P.BODY_HTML, store_stream(ndb, chunks)))
+    elif parsed.body_html is not None:
         properties.append((P.BODY_HTML, parsed.body_html.encode("utf-8", "surrogatepass")))
 
     size = 4 + attachment_sizes  # PidTagMessageSize itself, then the attachments
@@ -458,6 +464,8 @@ def write_message_object(
 
 
 def _value_size(prop_tag: int, value: object) -> int:
+    if isinstance(value, StoredValue):
+        return value.size
     fixed = P.FIXED_SIZES.get(P.tag_type(prop_tag))
     if fixed is not None:
         return fixed

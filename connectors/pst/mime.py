@@ -21,6 +21,7 @@ from email.message import Message as _ParamParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 CHUNK = 1 << 20
+LARGE_BODY = 4 << 20  # transfer-encoded size above which a text body is streamed, not decoded
 MAX_MULTIPART_DEPTH = 20
 MAX_EMBEDDED_DEPTH = 8
 
@@ -63,6 +64,23 @@ class EncodedContent:
 
 
 @dataclass
+class LargeText:
+    """A text body too large to decode at once: decoded chunk by chunk when it is written."""
+
+    content: EncodedContent
+    charset: str | None
+
+    def text_chunks(self) -> Iterator[str]:
+        try:
+            decoder = codecs.getincrementaldecoder(_codec_name(self.charset) or "utf-8")("replace")
+        except LookupError:
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        for chunk in self.content.chunks():
+            yield decoder.decode(chunk)
+        yield decoder.decode(b"", final=True)
+
+
+@dataclass
 class Attachment:
     filename: str
     mime_type: str
@@ -87,6 +105,8 @@ class ParsedMessage:
     importance: int = 1  # 0 low, 1 normal, 2 high
     body_text: str | None = None
     body_html: str | None = None
+    large_body_text: LargeText | None = None  # set instead of body_text for huge bodies
+    large_body_html: LargeText | None = None
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
 
@@ -112,15 +132,24 @@ def _split_header(source: bytes, start: int, end: int) -> tuple[int, int]:
     return best
 
 
+def _codec_name(charset: str | None) -> str | None:
+    """The Python codec for a MIME charset label, or None if there is none."""
+    if not charset:
+        return None
+    label = charset.strip().strip('"')
+    name = _CHARSET_ALIASES.get(label.lower(), label)
+    try:
+        codecs.lookup(name)
+    except (LookupError, ValueError):
+        return None
+    return name
+
+
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
     """Text in ``charset`` if Python knows it, else UTF-8, else Windows-1252/Latin-1."""
-    if charset:
-        name = _CHARSET_ALIASES.get(charset.strip().strip('"').lower(), charset.strip().strip('"'))
-        try:
-            codecs.lookup(name)
-            return data.decode(name, "replace")
-        except (LookupError, ValueError):
-            pass
+    name = _codec_name(charset)
+    if name:
+        return data.decode(name, "replace")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -257,9 +286,18 @@ def _parse_entity(source: bytes, start: int, end: int, depth: int) -> ParsedMess
     except Exception as exc:  # noqa: BLE001 - a broken message must still become a message
         message.defects.append(f"unparseable MIME structure: {exc!r}")
         message.attachments = []
-        message.body_html = None
-        message.body_text = decode_bytes(source[body_start:end])
+        message.body_html = message.large_body_html = message.large_body_text = None
+        message.body_text = None
+        _set_raw_text_body(message, source, body_start, end)
     return message
+
+
+def _set_raw_text_body(message: ParsedMessage, source: bytes, start: int, end: int) -> None:
+    """The undecoded text of a part as the plain body (for broken structures)."""
+    if end - start > LARGE_BODY:
+        message.large_body_text = LargeText(EncodedContent(source, start, end, ""), None)
+    else:
+        message.body_text = decode_bytes(source[start:end])
 
 
 def _fill_envelope(message: ParsedMessage, headers: _Headers) -> None:
@@ -298,8 +336,8 @@ def _walk(
         parts = _split_multipart(source, start, end, boundary) if boundary else None
         if not parts or multipart_depth >= MAX_MULTIPART_DEPTH:
             message.defects.append(f"{content_type} without usable parts; kept as text")
-            if message.body_text is None:
-                message.body_text = decode_bytes(source[start:end])
+            if message.body_text is None and message.large_body_text is None:
+                _set_raw_text_body(message, source, start, end)
             return
         for part_start, part_end in parts:
             header_end, body_start = _split_header(source, part_start, part_end)
@@ -326,11 +364,20 @@ def _walk(
     )
     if is_body_candidate:
         charset = params.get_content_charset()
-        if content_type == "text/plain" and message.body_text is None:
-            message.body_text = decode_bytes(content.decode(), charset)
+        large = end - start > LARGE_BODY
+        no_text = message.body_text is None and message.large_body_text is None
+        no_html = message.body_html is None and message.large_body_html is None
+        if content_type == "text/plain" and no_text:
+            if large:
+                message.large_body_text = LargeText(content, charset)
+            else:
+                message.body_text = decode_bytes(content.decode(), charset)
             return
-        if content_type == "text/html" and message.body_html is None:
-            message.body_html = decode_bytes(content.decode(), charset)
+        if content_type == "text/html" and no_html:
+            if large:
+                message.large_body_html = LargeText(content, charset)
+            else:
+                message.body_html = decode_bytes(content.decode(), charset)
             return
 
     if not filename:
