@@ -505,6 +505,7 @@ class ZipExport:
         for thread in self.threads:
             thread.join()
         self.compress_pool.shutdown(wait=True)
+        self._check_cancel(force=True)
         self._finish_final_part(final_part)
 
     def _commit(self, part: PartBuffer, uploaded: UploadedPart, *, final: bool) -> None:

@@ -262,13 +262,20 @@ class ImapSource(Source):
         return client
 
     def _login(self, client: IMAPClient) -> None:
+        password = self._password or ""
         try:
             if self._oauth2_token is not None:
                 client.oauth2_login(self.username, self._oauth2_token())
+            elif (password + self.username).isascii():
+                client.login(self.username, password)
+            elif b"AUTH=PLAIN" in client.capabilities():
+                client.plain_login(self.username, password)  # SASL PLAIN carries UTF-8
             else:
-                client.login(self.username, self._password or "")
+                raise AuthenticationFailed(
+                    f"{self.host} cannot take a user name or password with non-ASCII characters "
+                    "(it offers neither AUTH=PLAIN nor UTF-8 LOGIN).")
         except LoginError as exc:
-            detail = str(exc).strip() or "no reason given"
+            detail = re.sub(r"^b'(.*)'$", r"\1", str(exc).strip()) or "no reason given"
             how = "XOAUTH2 token" if self._oauth2_token is not None else "user name or password"
             raise AuthenticationFailed(
                 f"{self.host} refused the login of {self.username!r}: wrong {how}? "

@@ -1,0 +1,218 @@
+"""Fixtures and checks shared by the engine's tests (``from tests.fixtures_engine import *``).
+
+Real parts only: Dovecot from tests/servers/dovecot.py, S3 from ``rclone serve s3`` (one per
+session, a fresh bucket per test), the mailbox from tests/mailgen.py.
+
+``truth_of(dovecot, user)`` reads every message back through a plain imapclient FETCH — a
+code path independent of connectors.imap — and ``verify_export`` checks an exported archive
+against it: each source message in exactly one entry, byte for byte; the ZIP valid for
+zipfile and ``unzip -t``; report rows and summary totals reconciled; no multipart upload left.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from connectors.export import Tuning
+from connectors.s3client import make_client
+from connectors.s3sink import RetryPolicy
+from connectors.s3target import S3Target
+from legacyflo.localservices import start_rclone_s3
+from tests.servers.dovecot import DovecotServer
+
+__all__ = ["s3_server", "s3", "dovecot", "S3Env", "Truth", "truth_of", "verify_export",
+           "fast_tuning", "multipart_uploads", "bucket_keys", "read_report", "read_summary",
+           "USER", "PASSWORD", "ACCESS_KEY", "SECRET_KEY", "imap_source"]
+
+USER, PASSWORD = "alice", "s3cret-pässword"
+ACCESS_KEY, SECRET_KEY = "enginetestaccess01", "enginetestsecret000001"
+
+
+def fast_tuning(**overrides) -> Tuning:
+    """Small parts (rclone accepts parts under 5 MiB) so small mailboxes make many parts."""
+    values = dict(part_bytes=64 * 1024, min_part_bytes=64 * 1024, spill_bytes=256 * 1024,
+                  queue_bytes=2 * 1024 * 1024, progress_interval=0.05, cancel_interval=0.05,
+                  retry=RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2))
+    values.update(overrides)
+    return Tuning(**values)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("rclone-s3")
+    server = start_rclone_s3(data, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    server.extra["data"] = data
+    yield server
+    server.stop()
+
+
+@dataclass
+class S3Env:
+    url: str
+    bucket: str
+    data_dir: Path
+
+    def client(self, url: str | None = None, **kwargs):
+        target = S3Target(self.bucket, "us-east-1", url or self.url, ACCESS_KEY, SECRET_KEY)
+        kwargs.setdefault("max_attempts", 2)
+        return make_client(target, allow_private=True, **kwargs)
+
+    def path(self, key: str) -> Path:
+        return self.data_dir / self.bucket / key
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A fresh bucket on the session's rclone S3 server."""
+    bucket = "t" + uuid.uuid4().hex[:12]
+    data_dir = s3_server.extra["data"]
+    env = S3Env(s3_server.url, bucket, data_dir)
+    env.client().create_bucket(Bucket=bucket)  # rclone does not see directories made behind its back
+    yield env
+    shutil.rmtree(data_dir / bucket, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot():
+    with DovecotServer({USER: PASSWORD}) as server:
+        yield server
+
+
+def imap_source(dc: DovecotServer, **kwargs):
+    from connectors.imap import ImapSource
+
+    kwargs.setdefault("security", "none")
+    kwargs.setdefault("backoff", 0.01)
+    kwargs.setdefault("connect_timeout", 5)
+    port = kwargs.pop("port", dc.port)
+    return ImapSource("127.0.0.1", port, username=kwargs.pop("username", USER),
+                      password=kwargs.pop("password", PASSWORD), allow_private=True, **kwargs)
+
+
+# ---- the truth: what the server serves ---------------------------------------------------------
+
+@dataclass
+class Truth:
+    messages: dict[tuple[str, str], bytes]  # (folder path, "uidvalidity:uid") -> bytes
+    folders: list[str]  # every folder path, selectable or not
+
+    def digests(self) -> dict[tuple[str, str], str]:
+        return {k: hashlib.sha256(v).hexdigest() for k, v in self.messages.items()}
+
+
+def truth_of(dc: DovecotServer, user: str = USER, password: str = PASSWORD) -> Truth:
+    from imapclient import IMAPClient
+
+    from connectors.imap import PRESETS, folder_path
+
+    messages: dict[tuple[str, str], bytes] = {}
+    folders = []
+    prefix = PRESETS["mithi"].namespace_prefix if dc.layout == "mithi" else ""
+    sep = "." if dc.layout == "mithi" else "/"
+    with IMAPClient("127.0.0.1", dc.port, ssl=False) as client:
+        client.plain_login(user, password)  # UTF-8 password
+        for flags, _delim, name in client.list_folders():
+            path = folder_path(name, sep, prefix)
+            folders.append(path)
+            if b"\\Noselect" in flags:
+                continue
+            info = client.select_folder(name, readonly=True)
+            if not info[b"EXISTS"]:
+                continue
+            uidvalidity = info[b"UIDVALIDITY"]
+            for uid, data in client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).items():
+                messages[(path, f"{uidvalidity}:{uid}")] = data[b"BODY[]"]
+    return Truth(messages, folders)
+
+
+# ---- reading what the engine wrote --------------------------------------------------------------
+
+def bucket_keys(s3: S3Env) -> list[str]:
+    root = s3.data_dir / s3.bucket
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def multipart_uploads(client, bucket: str) -> list[dict]:
+    try:
+        return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    except client.exceptions.NoSuchUpload:  # rclone's answer for "none"
+        return []
+
+
+def read_report(s3: S3Env, key: str) -> list[dict]:
+    text = s3.path(key).read_text(encoding="utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def read_summary(s3: S3Env, key: str) -> dict:
+    return json.loads(s3.path(key).read_text(encoding="utf-8"))
+
+
+def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] | None = None,
+                  expect_failed: int = 0) -> dict:
+    """Check the archive ``base_key``.zip and its report/summary against ``truth``.
+
+    ``folders``: the folder paths that were exported (default: all of truth's). Returns
+    {"zip": ZipFile-independent facts, "report": rows, "summary": dict} for further asserts.
+    """
+    wanted = set(folders if folders is not None else truth.folders)
+    expected = {k: v for k, v in truth.digests().items() if k[0] in wanted}
+    zip_path = s3.path(base_key + ".zip")
+    assert zip_path.exists(), f"no archive at {base_key}.zip; bucket holds {bucket_keys(s3)}"
+    if shutil.which("unzip"):
+        check = subprocess.run(["unzip", "-tqq", str(zip_path)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    report = read_report(s3, base_key + ".report.csv")
+    summary = read_summary(s3, base_key + ".summary.json")
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.testzip() is None
+        infos = archive.infolist()
+        names = [i.filename for i in infos]
+        assert len(names) == len(set(names)), "duplicate entry names"
+        for info in infos:
+            assert info.flag_bits & 0x800, f"{info.filename}: UTF-8 flag not set"
+            assert not info.filename.startswith("/") and ".." not in info.filename.split("/")
+        entry_digest = {i.filename: hashlib.sha256(archive.read(i)).hexdigest()
+                        for i in infos if not i.is_dir()}
+        dirs = {i.filename.rstrip("/") for i in infos if i.is_dir()}
+    seen: dict[tuple[str, str], str] = {}
+    exported_entries = set()
+    for row in report:
+        key = (row["folder"], row["source_id"])
+        assert key not in seen, f"{key} reported twice"
+        seen[key] = row["status"]
+        if row["status"] == "exported":
+            assert row["entry"] in entry_digest, f"{row['entry']} missing from the archive"
+            assert entry_digest[row["entry"]] == row["sha256"], f"{row['entry']}: sha256 differs"
+            assert row["sha256"] == expected.get(key), f"{key}: archive bytes differ from the source"
+            assert int(row["size"]) == len(truth.messages[key])
+            exported_entries.add(row["entry"])
+    missing = set(expected) - set(seen)
+    assert not missing, f"source messages missing from the report: {sorted(missing)[:5]}"
+    extra = set(seen) - set(expected)
+    assert not extra, f"report rows for unknown messages: {sorted(extra)[:5]}"
+    failed = [k for k, s in seen.items() if s != "exported"]
+    assert len(failed) == expect_failed, f"not exported: {failed}"
+    stray = set(entry_digest) - exported_entries - {"labels.csv"}
+    assert not stray, f"entries no report row accounts for: {sorted(stray)[:5]}"
+    for folder in wanted:
+        assert folder in dirs, f"no directory entry for {folder}"
+    by_folder = {f["folder"]: f for f in summary["folders"]}
+    for folder in wanted:
+        stats = by_folder[folder]
+        assert stats["source_count"] == stats["exported"] + stats["failed"] + stats["skipped"]
+        assert stats["source_count"] == sum(1 for k in expected if k[0] == folder)
+    assert summary["reconciled"] is True
+    assert summary["totals"]["exported"] == len(expected) - expect_failed
+    return {"report": report, "summary": summary, "entries": entry_digest, "dirs": dirs}
