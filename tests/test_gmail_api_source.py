@@ -208,3 +208,33 @@ def test_two_workers_sharing_the_redis_quota_stay_under_the_per_user_quota(redis
             assert_exact_copies(fake, half, got)
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize("fake", [{"count": 80}], indirect=True)
+def test_through_the_export_engine_into_s3(fake, rclone, s3_bucket):
+    """The engine archives what the source serves: one folder, every message once, labels.csv."""
+    import csv
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    from connectors.export import ExportSpec, Tuning, run_export
+    from connectors.ledger import MemoryLedger
+
+    fake.gmail.faults.throttle_batch_parts(0.2, seed=3)
+    client = rclone.client()
+    result = run_export(make_source(fake, include_spam_trash=True), client,
+                        ExportSpec(bucket=s3_bucket, file_name="gmail", prefix="t"), MemoryLedger(),
+                        Tuning(part_bytes=5 * 1024 * 1024))
+    assert result.state == "completed", result.error
+    assert result.totals.exported == 80 and result.totals.failed == result.totals.skipped == 0
+    archive = zipfile.ZipFile(io.BytesIO(client.get_object(Bucket=s3_bucket, Key="t/gmail.zip")["Body"].read()))
+    emls = [n for n in archive.namelist() if n.endswith(".eml")]
+    assert {n.split("/")[0] for n in emls} == {"All Mail"}
+    assert sorted(hashlib.sha256(archive.read(n)).hexdigest() for n in emls) == sorted(
+        m.sha256 for m in fake.mailboxes[ALICE].messages.values())
+    rows = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+    mailbox = fake.mailboxes[ALICE]
+    assert {r["source_id"]: json.loads(r["labels"]) for r in rows} == {
+        key: mailbox.label_names(m) for key, m in mailbox.messages.items() if m.labels}

@@ -214,3 +214,32 @@ def test_request_budget_per_mailbox_is_waited_out_or_paced(ms):
         assert ms.graph.request_quota.rejected[f"{ms.client_id}|{ADELE}"] == 0
     finally:
         ms.graph.request_quota = SlidingWindowQuota(10_000, 600, ms.identity.clock)
+
+
+def test_through_the_export_engine_into_s3(ms, rclone, s3_bucket):
+    """The engine archives the Graph tree: folder paths as entries, every $value byte for byte."""
+    import hashlib
+    import io
+    import zipfile
+
+    from connectors.export import ExportSpec, Tuning, run_export
+    from connectors.ledger import MemoryLedger
+
+    ms.graph.faults.throttle_randomly(0.05, retry_after=0, seed=2)
+    client = rclone.client()
+    try:
+        result = run_export(app_source(ms), client, ExportSpec(bucket=s3_bucket, file_name="graph", prefix="t",
+                                                               exclude=["Archive"]),
+                            MemoryLedger(), Tuning(part_bytes=5 * 1024 * 1024))
+    finally:
+        ms.graph.faults.throttle_randomly(0.0)
+    stored = {path: msgs for path, msgs in ms.mailboxes[ADELE].messages_by_path().items() if path != "Archive"}
+    assert result.state == "completed", result.error
+    assert result.totals.exported == sum(len(v) for v in stored.values())
+    archive = zipfile.ZipFile(io.BytesIO(client.get_object(Bucket=s3_bucket, Key="t/graph.zip")["Body"].read()))
+    by_folder: dict[str, list[str]] = {}
+    for name in archive.namelist():
+        if name.endswith(".eml"):
+            by_folder.setdefault(name.rsplit("/", 1)[0], []).append(hashlib.sha256(archive.read(name)).hexdigest())
+    assert {folder.replace("\u2215", "/"): sorted(digests) for folder, digests in by_folder.items()} == {
+        path: sorted(m.sha256 for m in msgs) for path, msgs in stored.items() if msgs}
