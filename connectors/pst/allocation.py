@@ -98,10 +98,6 @@ class SpaceAllocator:
         self.free_bytes = 0  # cbAMapFree of every finished span
         self.cursor = L.reserved_end(0)
 
-    @property
-    def span_count(self) -> int:
-        return self._current.index + 1
-
     def _finish_span(self, span: _Span) -> None:
         """Write the map pages of a span whose allocations are final (in span order)."""
         self._pending_finish[span.index] = span
@@ -155,10 +151,6 @@ class SpaceAllocator:
         self._current.mark(start - L.amap_offset(self._current.index), size)
         self.cursor = start + size
         return start
-
-    def projected_eof(self) -> int:
-        """File size if no more space were allocated: the end of the current span."""
-        return L.amap_offset(self._current.index + 1)
 
     def finish(self) -> tuple[int, int, int]:
         """Finish the open spans and write the FMap pages.

@@ -291,6 +291,3 @@ def _layout_columns(tags: Sequence[int]) -> tuple[list[_Column], tuple[int, int,
     return columns, (end_4b, end_2b, end_1b, end_bm)
 
 
-def empty_table(ndb: NodeDatabaseWriter, column_tags: Iterable[int]) -> NodeParts:
-    return TableWriter(ndb, column_tags).finish()
-

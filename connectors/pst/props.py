@@ -7,7 +7,7 @@ UTF-16LE without a terminator (PtypString, the Unicode store's only string type)
 from __future__ import annotations
 
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 # Property types ([MS-OXCDATA] §2.11.1).
 PT_SHORT = 0x0002
@@ -163,7 +163,6 @@ SEND_RICH_INFO = tag(0x3A40, PT_BOOLEAN)
 DISPLAY_TYPE = tag(0x3900, PT_LONG)
 TRANSMITTABLE_DISPLAY_NAME = tag(0x3A20, PT_UNICODE)
 SMTP_ADDRESS = tag(0x39FE, PT_UNICODE)
-OBJECT_TYPE_RECIP = OBJECT_TYPE
 RECIPIENT_FLAGS = tag(0x5FFD, PT_LONG)
 RECIPIENT_TRACK_STATUS = tag(0x5FFF, PT_LONG)
 RECIPIENT_ENTRY_ID = tag(0x5FF7, PT_BINARY)
@@ -213,8 +212,6 @@ def filetime(moment: datetime) -> int:
 
 
 def from_filetime(value: int) -> datetime:
-    from datetime import timedelta
-
     return _FILETIME_EPOCH + timedelta(microseconds=value // 10)
 
 

@@ -234,25 +234,6 @@ class PstReader:
                 out.append(self.block_payload(child))
         return out
 
-    def data_tree_bids(self, bid: int) -> list[int]:
-        """Every bid a data tree uses (internal and external)."""
-        if bid == 0:
-            return []
-        if not bid_is_internal(bid):
-            return [bid]
-        raw = self.block_payload(bid)
-        _btype, level, count, _total = struct.unpack_from("<BBHI", raw, 0)
-        out = [bid]
-        for child in struct.unpack_from(f"<{count}Q", raw, 8):
-            out.extend(self.data_tree_bids(child) if level == 2 else [child])
-        return out
-
-    def data_tree_total(self, bid: int) -> int | None:
-        """lcbTotal of a data tree's root XBLOCK/XXBLOCK, or None for a single block."""
-        if bid == 0 or not bid_is_internal(bid):
-            return None
-        return struct.unpack_from("<I", self.block_payload(bid), 4)[0]
-
     def node_data(self, bid: int) -> bytes:
         return b"".join(self.data_blocks(bid))
 
@@ -274,21 +255,6 @@ class PstReader:
                 _nid, bid_child = struct.unpack_from("<QQ", raw, 8 + 16 * i)
                 out.update(self.subnodes(bid_child))
         return out
-
-    def subnode_tree_bids(self, bid_sub: int) -> list[int]:
-        """Bids of the SLBLOCKs/SIBLOCKs of a subnode tree (not of the subnodes' data)."""
-        if bid_sub == 0:
-            return []
-        raw = self.block_payload(bid_sub)
-        _btype, level, count = struct.unpack_from("<BBH", raw, 0)
-        out = [bid_sub]
-        if level > 0:
-            for i in range(count):
-                _nid, bid_child = struct.unpack_from("<QQ", raw, 8 + 16 * i)
-                out.extend(self.subnode_tree_bids(bid_child))
-        return out
-
-    # -- LTP --------------------------------------------------------------------------------
 
     def heap(self, bid_data: int, bid_sub: int = 0) -> Heap:
         return Heap(self.data_blocks(bid_data), self, bid_sub)
