@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser import browser, page  # noqa: F401  (fixtures defined once, for every module)
 from tests.servers.s3 import moto_s3, rclone_s3
 
 PASSWORD = "correct-horse-battery-staple-42"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import browser, login, page  # noqa: F401  (fixtures)
+from tests.browser import login
 from tests.conftest import PASSWORD
 from tests.portal_fixtures import (  # noqa: F401  (fixtures)
     MAILBOX_PASSWORD,
