@@ -93,11 +93,11 @@ from connectors.s3sink import (
     MultipartSink,
     RetryPolicy,
     S3Failure,
+    UploadConflict,
     UploadedPart,
     UploadGone,
     abort_incomplete_uploads,
-    head_object,
-    multipart_etag,
+    completed_object_etag,
     put_file,
 )
 
@@ -352,6 +352,7 @@ class ZipExport:
         self._timings: dict[str, float] = {}
         self._last_progress = self._last_cancel = 0.0
         self._processed = 0
+        self.conflict = False  # the store refused our parts: run_export starts afresh once
 
     # ---- driver -------------------------------------------------------------------------------
     def run(self) -> ExportResult:
@@ -372,6 +373,11 @@ class ZipExport:
             self._phase("finishing")
             result = self._write_report_and_summary(result)
             self._timings["finishing"] = time.monotonic() - t2
+        except UploadConflict as exc:
+            log.warning("%s: %s; starting the upload afresh", self.key, exc)
+            self.conflict = True
+            self._shutdown_and_abort()
+            result.state, result.error = FAILED_STATE, _user_message(exc)
         except Cancelled:
             self._shutdown_and_abort()
             result.state, result.error = CANCELLED, "The export was cancelled."
@@ -701,11 +707,10 @@ class ZipExport:
         try:
             etag = self.sink.complete(parts)
         except UploadGone:
-            head = head_object(self.client, self.spec.bucket, self.key)
-            if not (head and head.get("ETag") == multipart_etag(parts)):
+            etag = completed_object_etag(self.client, self.spec.bucket, self.key, parts)
+            if not etag:
                 raise S3Failure(f"The upload of {self.key} disappeared before it was completed "
                                 "(a lifecycle rule?); run the export again.") from None
-            etag = head["ETag"]
         self.ledger.mark_archive_complete(sum(p.size for p in self.parts), etag)
         self.sink.close()
 
@@ -874,4 +879,8 @@ def run_export(source: Source, s3_client, spec: ExportSpec, ledger: Ledger,
         return PstExport(source, s3_client, spec, ledger, tuning or Tuning()).run()
     if spec.format != "zip":
         raise ValueError(f"unknown archive format {spec.format!r}")
-    return ZipExport(source, s3_client, spec, ledger, tuning).run()
+    export = ZipExport(source, s3_client, spec, ledger, tuning)
+    result = export.run()
+    if export.conflict:  # upload aborted and ledger reset: one clean second attempt
+        result = ZipExport(source, s3_client, spec, ledger, tuning).run()
+    return result

@@ -50,6 +50,15 @@ class S3Failure(Exception):
     """An S3 call failed permanently (or kept failing); ``str()`` is fit for the user."""
 
 
+class UploadConflict(S3Failure):
+    """The store refused to replace a part with other content, or to complete with the parts we
+    list (rclone: parts cannot be replaced, every uploaded part must be completed). Starting
+    the upload afresh resolves it."""
+
+
+_CONFLICT_CODES = {"NotImplemented", "InvalidPart", "InvalidPartOrder"}
+
+
 @dataclass(frozen=True)
 class UploadedPart:
     number: int
@@ -96,6 +105,8 @@ def with_retries(what: str, fn: Callable[[], object], policy: RetryPolicy,
             if not is_transient(exc) or attempt >= policy.attempts or (stop and stop.is_set()):
                 if error_code(exc) == "NoSuchUpload":
                     raise UploadGone(str(exc)) from exc
+                if error_code(exc) in _CONFLICT_CODES and what.startswith(("UploadPart", "Complete")):
+                    raise UploadConflict(f"S3 {what} failed: {exc}") from exc
                 raise S3Failure(f"S3 {what} failed: {exc}") from exc
             delay = policy.delay(attempt - 1)
             log.warning("S3 %s failed (%s); retry %d in %.1fs", what, exc, attempt, delay)
@@ -188,9 +199,9 @@ class MultipartSink:
             return response.get("ETag", "")
         except UploadGone:
             # A retried Complete whose first attempt succeeded: accept it if the object is ours.
-            head = head_object(self.client, self.bucket, self.key)
-            if head and head.get("ETag") == multipart_etag(ordered):
-                return head["ETag"]
+            etag = completed_object_etag(self.client, self.bucket, self.key, ordered)
+            if etag:
+                return etag
             raise
 
     def abort(self) -> None:
@@ -234,6 +245,29 @@ def abort_incomplete_uploads(client, bucket: str, key: str, *, keep: str | None 
             return aborted
         kwargs.update(KeyMarker=response.get("NextKeyMarker", ""),
                       UploadIdMarker=response.get("NextUploadIdMarker", ""))
+
+
+def completed_object_etag(client, bucket: str, key: str, parts: Sequence[UploadedPart]) -> str:
+    """The object's ETag if ``key`` is the completion of exactly ``parts``, else "".
+
+    S3 gives the multipart ETag; stores that give a plain MD5 instead (rclone) are checked by
+    size and by the MD5 of the last part's byte range against that part's ETag.
+    """
+    head = head_object(client, bucket, key)
+    if not head:
+        return ""
+    etag = head.get("ETag", "")
+    if etag == multipart_etag(parts):
+        return etag
+    size = sum(p.size for p in parts)
+    last = parts[-1]
+    if head.get("ContentLength") != size or len(last.etag.strip('"')) != 32:
+        return ""
+    body = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={size - last.size}-{size - 1}")["Body"]
+    digest = hashlib.md5(usedforsecurity=False)
+    for chunk in iter(lambda: body.read(1024 * 1024), b""):
+        digest.update(chunk)
+    return etag if digest.hexdigest() == last.etag.strip('"') else ""
 
 
 def head_object(client, bucket: str, key: str) -> dict | None:

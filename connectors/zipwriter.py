@@ -61,10 +61,18 @@ class ZipEntry:
         return self.size >= U32 or self.compressed_size >= U32
 
 
+DOS_EPOCH = dt.datetime(1980, 1, 1)
+
+
 def dos_datetime(when: dt.datetime | None) -> tuple[int, int]:
-    """(dos_time, dos_date) of a timestamp, in UTC, clamped to the DOS range 1980–2107."""
+    """(dos_time, dos_date) of a timestamp, in UTC, clamped to the DOS range 1980–2107.
+
+    No timestamp gives the DOS epoch, never "now": the same input must give the same bytes,
+    so that a resumed export re-produces an uploaded-but-uncommitted part identically (some
+    S3-compatible stores, rclone among them, refuse to replace a part with other content).
+    """
     if when is None:
-        when = dt.datetime.now(dt.UTC)
+        when = DOS_EPOCH
     if when.tzinfo is not None:
         when = when.astimezone(dt.UTC)
     year = min(max(when.year, 1980), 2107)

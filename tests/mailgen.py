@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import os
 import random
 import socket
@@ -255,6 +256,9 @@ def generate_mailbox(profile: str = "test", *, seed: int = 1, big: bool = False,
 
 # ---- loaders ----------------------------------------------------------------------------------
 
+_file_counter = itertools.count()
+
+
 def write_maildir(server, user: str, mailbox: Mailbox) -> int:
     """Write the mailbox straight into ``server``'s Maildirs (a tests.servers.dovecot.DovecotServer).
 
@@ -266,7 +270,8 @@ def write_maildir(server, user: str, mailbox: Mailbox) -> int:
             (server.maildir(user, folder) / sub).mkdir(parents=True, exist_ok=True)
     host = socket.gethostname().replace("/", "_").replace(":", "_")
     total = 0
-    for i, msg in enumerate(mailbox.messages()):
+    for msg in mailbox.messages():
+        i = next(_file_counter)
         flags = "".join(sorted({"\\Seen": "S", "\\Flagged": "F", "\\Answered": "R"}[f]
                                for f in msg.flags if f in ("\\Seen", "\\Flagged", "\\Answered")))
         ts = int(msg.internal_date.timestamp())
