@@ -1,0 +1,98 @@
+"""Cancel a running request, retry a failed one, bulk upload in the browserless web UI, and the
+request commands — against the real queue, Dovecot and S3."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import AuditEvent
+from requests_app.models import MigrationRequest
+from tests.portal_fixtures import (  # noqa: F401  (fixtures)
+    MAILBOX_USER,
+    dest_bucket,
+    dovecot,
+    imap_ca,
+    imap_form,
+    no_pending_uploads,
+    run_worker_burst,
+    submit,
+    wait_for,
+    worker_env,
+    worker_process,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_cancel_while_running_aborts_the_upload(operator, tenant, dovecot, dest_bucket, rclone, worker_process,
+                                               client_for):
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    dovecot.add_user("big", "big-password")
+    write_maildir(dovecot, "big", generate_mailbox("flat", seed=5, count=400, folder="INBOX", size=80_000))
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, source_user="big",
+                                                            source_password="big-password", file_name="big"))
+    worker_process()
+    wait_for(lambda: req.parts.count() >= 1, timeout=120, interval=0.05)
+    response = client_for(operator).post(f"/t/{tenant.slug}/requests/{req.uuid}/cancel/")
+    assert response.status_code == 302
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=60)
+    req.refresh_from_db()
+    assert req.state == "cancelled"
+    s3 = rclone.client()
+    assert no_pending_uploads(s3, dest_bucket.name)
+    assert "mail/big.zip" not in {o["Key"] for o in s3.list_objects_v2(Bucket=dest_bucket.name).get("Contents", [])}
+    assert AuditEvent.objects.filter(tenant=tenant, action="request.cancel", target=str(req.uuid)).exists()
+
+
+def test_retry_after_the_cause_is_fixed(operator, tenant, dovecot, imap_ca, dest_bucket, rclone, rq_queue, capsys):
+    dovecot.add_user("carol", "carol-old-password")
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, source_user="carol",
+                                                            source_password="carol-new-password", file_name="carol"))
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "failed"
+    dovecot.add_user("carol", "carol-new-password")  # the mail admin fixes the account
+    call_command("request_retry", str(req.uuid))
+    assert capsys.readouterr().out.strip().endswith("queued")
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed" and req.attempts == 2 and not req.error
+    with pytest.raises(CommandError, match="only failed, cancelled"):
+        call_command("request_retry", str(req.uuid))
+    call_command("request_report", str(req.uuid))
+    document = json.loads(capsys.readouterr().out)
+    assert document["state"] == "completed" and document["report"]["reconciles"] is True
+    call_command("request_report", str(req.uuid), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows == []  # carol's mailbox is empty: a header and nothing else
+    with pytest.raises(CommandError, match="No request"):
+        call_command("request_report", "not-a-uuid")
+
+
+def test_csv_upload_page(operator, viewer, tenant, dovecot, imap_ca, dest_bucket, rq_queue, client_for):
+    client = client_for(operator)
+    sample = client.get(f"/t/{tenant.slug}/requests/sample/IMAP-S3-ZIP.csv")
+    assert sample.status_code == 200 and sample.content.startswith(b"request_type,title,source_server")
+    header = "request_type,title,source_server,source_port,source_security,source_user,source_password,bucket,file_name\n"
+    good_row = f"IMAP-S3-ZIP,Alice,127.0.0.1,{dovecot.ssl_port},ssl,{MAILBOX_USER},x,{dest_bucket.name},alice-csv\n"
+    bad_row = f"IMAP-S3-ZIP,Bad,127.0.0.1,99999,ssl,bob,x,{dest_bucket.name},bob-csv\n"
+    response = client.post(f"/t/{tenant.slug}/requests/upload/",
+                           {"file": io.BytesIO((header + good_row + bad_row).encode())})
+    page = response.content.decode()
+    assert "Nothing was submitted" in page and "Line 3: source_port" in page
+    assert MigrationRequest.objects.count() == 0
+    upload = io.BytesIO((header + good_row).encode())
+    upload.name = "requests.csv"
+    response = client.post(f"/t/{tenant.slug}/requests/upload/", {"file": upload})
+    assert response.status_code == 302
+    assert MigrationRequest.objects.filter(tenant=tenant, file_name="alice-csv").count() == 1
+    assert rq_queue.count == 1
+    assert AuditEvent.objects.filter(tenant=tenant, action="request.submit_bulk").exists()
+    # Viewers can read the list but cannot upload.
+    assert client_for(viewer).post(f"/t/{tenant.slug}/requests/upload/", {"file": upload}).status_code == 403
