@@ -33,14 +33,15 @@ def _requests_page(request):
 @tenant_view(read=Role.VIEWER)
 def request_list(request):
     page, state = _requests_page(request)
-    return render(request, "requests_app/list.html", {"page": page, "state": state, "states": State.choices})
+    return render(request, "requests_app/list.html", {"page": page, "state": state, "states": State.choices,
+                                                      "any_active": any(r.is_active for r in page)})
 
 
 @tenant_view(read=Role.VIEWER)
 def request_list_rows(request):
     """The table body alone, polled by the list page for live progress."""
     page, state = _requests_page(request)
-    return render(request, "requests_app/_rows.html", {"page": page})
+    return render(request, "requests_app/_rows.html", {"page": page, "any_active": any(r.is_active for r in page)})
 
 
 @tenant_view(read=Role.OPERATOR)

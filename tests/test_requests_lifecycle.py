@@ -96,3 +96,30 @@ def test_csv_upload_page(operator, viewer, tenant, dovecot, imap_ca, dest_bucket
     assert AuditEvent.objects.filter(tenant=tenant, action="request.submit_bulk").exists()
     # Viewers can read the list but cannot upload.
     assert client_for(viewer).post(f"/t/{tenant.slug}/requests/upload/", {"file": upload}).status_code == 403
+
+
+def test_work_horse_killed_is_retried_by_rq_and_resumes(operator, tenant, dovecot, dest_bucket, rclone,
+                                                        worker_process):
+    """Only the job's process dies (OOM killer): RQ retries the same job, which takes over at once."""
+    import os
+    import signal
+
+    from tests.mailgen import generate_mailbox, write_maildir
+    from tests.portal_fixtures import archive_digests, descendants, source_digests
+
+    dovecot.add_user("dora", "dora-password")
+    mailbox = generate_mailbox("flat", seed=11, count=320, folder="INBOX", size=80_000)
+    write_maildir(dovecot, "dora", mailbox)
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, source_user="dora",
+                                                            source_password="dora-password", file_name="dora"))
+    worker = worker_process()
+    wait_for(lambda: req.parts.count() >= 2, timeout=120, interval=0.05)
+    for pid in descendants(worker.proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=120)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    assert req.attempts == 2 and req.result["resumed"] is True
+    assert sorted(archive_digests(rclone.client(), dest_bucket.name, "mail/dora.zip")["INBOX"]) == \
+        sorted(source_digests(mailbox)["INBOX"])
+    assert no_pending_uploads(rclone.client(), dest_bucket.name)
