@@ -166,7 +166,7 @@ class MessageStore:
 
     def folder(self, path: str) -> FolderRecord:
         """The folder at a '/'-separated path below the IPM subtree, created with its parents."""
-        parts = tuple(p for p in path.replace("\\", "/").split("/") if p.strip())
+        parts = tuple(p.strip() for p in path.split("/") if p.strip())
         if not parts:
             return self.ipm_subtree
         record = self._folders.get(parts)
@@ -177,7 +177,7 @@ class MessageStore:
         for table_type in (NID_TYPE_HIERARCHY_TABLE, NID_TYPE_CONTENTS_TABLE,
                            NID_TYPE_ASSOC_CONTENTS_TABLE):  # fmt: skip
             self.ndb.nids.observe(make_nid(table_type, nid_index(nid)))
-        name = _unique_sibling_name(parts[-1].strip(), parent)
+        name = _unique_sibling_name(parts[-1], parent)
         record = FolderRecord(nid, name, parent, container_class=MAIL_CONTAINER_CLASS)
         parent.children.append(record)
         self._folders[parts] = record
