@@ -7,7 +7,8 @@ import email
 import email.policy
 import re
 import struct
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -155,13 +156,20 @@ def test_readpst_exports_every_message_with_its_attachments(feature_pst, corpus,
         items = [c for c in corpus if c.folder == folder]
         emls = [_parse_readpst_eml(p) for p in result.emls[folder]]
         assert len(emls) == len(items)
-        by_subject = {subject: attachments for subject, attachments in emls}
+        by_subject = {eml.subject: eml for eml in emls}
         for item in items:
             want = item.expected
             assert want.subject in by_subject, (folder, want.subject, list(by_subject))
+            eml = by_subject[want.subject]
             # readpst leaves out attachments of zero bytes; libpff and pffexport keep them.
             non_empty = [a for a in _flat_attachment_hashes(want) if a[1] != EMPTY_SHA256]
-            assert sorted(by_subject[want.subject]) == sorted(non_empty)
+            assert sorted(eml.attachments) == sorted(non_empty)
+            if want.sender_address:  # readpst invents MAILER-DAEMON when there is none
+                assert eml.sender_address == want.sender_address
+            if want.sent is not None:
+                assert eml.date == want.sent
+            if want.body_text:
+                assert normalize_text(eml.body_text) == normalize_text(want.body_text)
 
 
 def _flat_attachment_hashes(expected: Expected) -> list[tuple[str, str]]:
@@ -174,8 +182,16 @@ def _flat_attachment_hashes(expected: Expected) -> list[tuple[str, str]]:
     return out
 
 
-def _parse_readpst_eml(path: Path) -> tuple[str, list[tuple[str, str]]]:
-    """(subject, [(file name, sha256)] of every attachment, embedded messages included)."""
+@dataclass
+class _Eml:
+    subject: str
+    sender_address: str
+    date: datetime | None
+    body_text: str | None
+    attachments: list[tuple[str, str]]  # (file name, sha256), embedded messages' included
+
+
+def _parse_readpst_eml(path: Path) -> _Eml:
     raw = path.read_bytes()
     # readpst starts embedded messages with an mbox "From " line; drop it to parse them.
     raw = re.sub(rb"(Content-Type: message/rfc822\r?\n\r?\n)>From [^\n]*\n", rb"\1", raw)
@@ -187,7 +203,11 @@ def _parse_readpst_eml(path: Path) -> tuple[str, list[tuple[str, str]]]:
         name = part.get_filename()
         if name:
             attachments.append((name, sha256(part.get_payload(decode=True) or b"")))
-    return str(message["subject"] or ""), attachments
+    body = message.get_body(("plain",))
+    sender = message["from"].addresses[0].addr_spec if message["from"] else ""
+    date = message["date"].datetime if message["date"] else None
+    return _Eml(str(message["subject"] or ""), sender, date,
+                body.get_content() if body is not None else None, attachments)  # fmt: skip
 
 
 def test_pffexport_exports_every_folder_message_and_attachment(feature_pst, corpus, tmp_path):
@@ -212,6 +232,14 @@ def test_pffexport_exports_every_folder_message_and_attachment(feature_pst, corp
                 if p.is_file() and p.parent.name == "Attachments"
             )
             assert found == sorted(_flat_attachment_hashes(item.expected))
+            body_file = message_dir / "Message.txt"
+            if item.expected.body_text:
+                exported_text = body_file.read_bytes().decode("utf-8")
+                assert _bmp_only(normalize_text(exported_text)) == _bmp_only(
+                    normalize_text(item.expected.body_text))  # fmt: skip
+            elif item.expected.body_html:
+                exported_html = (message_dir / "Message.html").read_bytes().decode("utf-8")
+                assert normalize_text(exported_html) == normalize_text(item.expected.body_html)
 
 
 def _bmp_only(text: str) -> str:
