@@ -157,3 +157,14 @@ def test_header_only_message_and_folded_headers():
     parsed = parse_message(b"Subject: folded\r\n  subject line\r\nFrom: a@b.c\r\n")
     assert parsed.subject == "folded subject line"
     assert parsed.body_text == ""
+
+
+def test_subject_prefix_split():
+    from connectors.pst.messages import split_subject
+
+    assert split_subject("RE: Hello") == ("RE: ", "Hello")
+    assert split_subject("Fwd: Original message") == ("Fwd: ", "Original message")
+    assert split_subject("AW:Antwort") == ("AW:", "Antwort")
+    assert split_subject("Meeting: 10:30") == ("", "Meeting: 10:30")
+    assert split_subject("123: numbers") == ("", "123: numbers")
+    assert split_subject("") == ("", "")

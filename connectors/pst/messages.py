@@ -10,6 +10,7 @@ counting as its own message size); the checker verifies the same sums.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ def write_message_object(
         subnodes.append((NID_ATTACHMENT_TABLE, attachment_table.bid_data, attachment_table.bid_sub))
 
     flags = (P.MSGFLAG_READ if read else 0) | (P.MSGFLAG_HASATTACH if parsed.attachments else 0)
+    prefix, normalized = split_subject(parsed.subject)
     sender = parsed.sender
     display_to = "; ".join(a.name for a in parsed.to)
     display_cc = "; ".join(a.name for a in parsed.cc)
@@ -87,8 +89,9 @@ def write_message_object(
     properties: list[tuple[int, object]] = [
         (P.MESSAGE_CLASS, _utf16("IPM.Note")),
         (P.SUBJECT, _utf16(parsed.subject)),
-        (P.NORMALIZED_SUBJECT, _utf16(parsed.subject)),
-        (P.CONVERSATION_TOPIC, _utf16(parsed.subject)),
+        (P.SUBJECT_PREFIX, _utf16(prefix)),
+        (P.NORMALIZED_SUBJECT, _utf16(normalized)),
+        (P.CONVERSATION_TOPIC, _utf16(normalized)),
         (P.CLIENT_SUBMIT_TIME, submitted),
         (P.MESSAGE_DELIVERY_TIME, delivered),
         (P.CREATION_TIME, now),
@@ -143,7 +146,7 @@ def write_message_object(
         P.SENT_REPRESENTING_NAME: _short(sender.name) if sender else None,
         P.MESSAGE_TO_ME: False,
         P.MESSAGE_CC_ME: False,
-        P.CONVERSATION_TOPIC: _short(parsed.subject),
+        P.CONVERSATION_TOPIC: _short(normalized),
         P.DISPLAY_CC: _short(display_cc),
         P.DISPLAY_TO: _short(display_to),
         P.MESSAGE_DELIVERY_TIME: P.filetime(delivered),
@@ -153,6 +156,18 @@ def write_message_object(
         P.LAST_MODIFICATION_TIME: P.filetime(now),
     }
     return WrittenMessage(parts, size, row)
+
+
+_SUBJECT_PREFIX = re.compile(r"^([^\W\d_]{1,3}):\s?", re.UNICODE)
+
+
+def split_subject(subject: str) -> tuple[str, str]:
+    """(PidTagSubjectPrefix, PidTagNormalizedSubject): "RE: x" -> ("RE: ", "x"), as MAPI does
+    for a prefix of up to three letters followed by a colon."""
+    match = _SUBJECT_PREFIX.match(subject)
+    if not match:
+        return "", subject
+    return match.group(0), subject[match.end() :]
 
 
 def _value_size(prop_tag: int, value: object) -> int:

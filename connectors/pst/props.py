@@ -57,6 +57,7 @@ def tag_id(prop_tag: int) -> int:
 # Tags, named as in [MS-OXPROPS] without the "PidTag" prefix.
 MESSAGE_CLASS = tag(0x001A, PT_UNICODE)
 SUBJECT = tag(0x0037, PT_UNICODE)
+SUBJECT_PREFIX = tag(0x003D, PT_UNICODE)
 CLIENT_SUBMIT_TIME = tag(0x0039, PT_SYSTIME)
 SENT_REPRESENTING_SEARCH_KEY = tag(0x003B, PT_BINARY)
 RECEIVED_BY_ENTRY_ID = tag(0x003F, PT_BINARY)
