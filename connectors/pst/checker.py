@@ -34,11 +34,14 @@ from .header import header_crcs_valid
 from .ndb import NID_TYPE_NORMAL_FOLDER, NID_TYPE_NORMAL_MESSAGE, nid_index, nid_type
 from .reader import BTreePage, Heap, NodeEntry, PstFormatError, PstReader
 
+# [MS-PST] §2.7.1: the nodes every PST must have (0x2223, the spam search folder, as in
+# Outlook's own stores; the specification allows another search-folder NID for it).
 MANDATORY_NODES = (
     0x21, 0x61, 0x122, 0x12D, 0x12E, 0x12F, 0x1E1, 0x201, 0x60D, 0x60E, 0x60F, 0x610, 0x671,
     0x692, 0x8022, 0x802D, 0x802E, 0x802F, 0x8042, 0x804D, 0x804E, 0x804F, 0x8062, 0x806D,
     0x806E, 0x806F,
 )  # fmt: skip
+SEARCH_FOLDER_TYPE = 0x03
 MAX_PROBLEMS = 200
 
 
@@ -209,6 +212,9 @@ class _Checker:
             self.problem(f"{len(self_parented)} nodes are their own parent (want exactly 1)")
         for missing in (nid for nid in MANDATORY_NODES if nid not in nodes):
             self.problem(f"mandatory node 0x{missing:X} missing")
+        if not any(nid_type(nid) == SEARCH_FOLDER_TYPE and node.parent == 0x122
+                   for nid, node in nodes.items()):  # fmt: skip
+            self.problem("no search folder below the root folder (the spam search folder)")
         for node in nodes.values():
             where = f"node 0x{node.nid:X}"
             if node.parent and node.parent not in nodes:

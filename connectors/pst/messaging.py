@@ -1,9 +1,9 @@
 """The messaging layer: the store and its folders; messages come from ``messages``.
 
-The store starts as a new Outlook store does ([MS-PST] §2.7): message store PC, name-to-id map,
-root folder, "Top of Outlook data file" (IPM subtree), "Search Root", "Deleted Items",
-"IPM_COMMON_VIEWS", the template tables and the search management nodes, empty. Source
-folders go below the IPM subtree.
+The store starts as a new Outlook store does and as [MS-PST] §2.7 requires: message store PC,
+name-to-id map, root folder, "Top of Outlook data file" (IPM subtree), "Search Root", the spam
+search folder, "Deleted Items", "IPM_COMMON_VIEWS", the template tables and the (empty) search
+management queue and activity list. Source folders go below the IPM subtree.
 
 Messages are written as they come: the message node (PC, recipient table, attachment table,
 attachment objects, embedded messages) goes straight to disk; its contents-table row is
@@ -67,6 +67,12 @@ NID_IPM_SUBTREE = 0x8022
 NID_SEARCH_ROOT = 0x8042
 NID_DELETED_ITEMS = 0x8062
 NID_COMMON_VIEWS = 0x8082
+# The spam search folder of a new store and its search nodes (NIDs as Outlook assigns them).
+NID_SPAM_SEARCH_FOLDER = 0x2223
+NID_SPAM_SEARCH_UPDATE_QUEUE = 0x2226
+NID_SPAM_SEARCH_CRITERIA = 0x2227
+NID_SPAM_SEARCH_CONTENTS_TABLE = 0x2230
+SPAM_SEARCH_FOLDER_NAME = "SPAM Search Folder 2"
 
 IPM_SUBTREE_NAME = "Top of Outlook data file"
 DELETED_ITEMS_NAME = "Deleted Items"
@@ -145,6 +151,10 @@ class MessageStore:
             NID_DELETED_ITEMS, DELETED_ITEMS_NAME, self.ipm_subtree, comment="Deleted Items folder"
         )
         self.common_views = self._special(NID_COMMON_VIEWS, "IPM_COMMON_VIEWS", self.root, "")
+        # A search folder: listed in the root's hierarchy table, but written by its own rules.
+        self.spam_search_folder = FolderRecord(NID_SPAM_SEARCH_FOLDER, SPAM_SEARCH_FOLDER_NAME,
+                                               self.root)  # fmt: skip
+        self.root.children.append(self.spam_search_folder)
         self._folders: dict[tuple[str, ...], FolderRecord] = {
             (DELETED_ITEMS_NAME,): self.deleted_items
         }
@@ -204,6 +214,7 @@ class MessageStore:
         for record in self._all_folders:
             self._write_folder(record)
         self._rows.close()
+        self._write_spam_search_folder()
         self._write_store()
         self._write_fixed_nodes()
         self.ndb.close()
@@ -243,6 +254,24 @@ class MessageStore:
             properties.append((P.COMMENT, record.comment))
         parts = write_property_context(ndb, properties)
         ndb.add_node(record.nid, parts.bid_data, parts.bid_sub, record.parent_nid)
+
+    def _write_spam_search_folder(self) -> None:
+        """The search folder [MS-PST] §2.7 requires, as Outlook writes it in a new store: its
+        PC, an empty update queue, a criteria object and an empty search contents table."""
+        ndb = self.ndb
+        record = self.spam_search_folder
+        parts = write_property_context(ndb, [
+            (P.DISPLAY_NAME, record.name),
+            (P.CONTENT_COUNT, 0),
+            (P.CONTENT_UNREAD_COUNT, 0),
+            (P.SUBFOLDERS, False),
+        ])  # fmt: skip
+        ndb.add_node(record.nid, parts.bid_data, parts.bid_sub, record.parent_nid)
+        ndb.add_node(NID_SPAM_SEARCH_UPDATE_QUEUE, 0, 0, 0)
+        criteria = write_property_context(ndb, [(P.tag(0x660B, P.PT_LONG), 0)])
+        ndb.add_node(NID_SPAM_SEARCH_CRITERIA, criteria.bid_data, criteria.bid_sub, 0)
+        self._add_table(NID_SPAM_SEARCH_CONTENTS_TABLE,
+                        TableWriter(ndb, SEARCH_CONTENTS_COLUMNS).finish())  # fmt: skip
 
     def _add_table(self, nid: int, parts: NodeParts) -> None:
         self.ndb.add_node(nid, parts.bid_data, parts.bid_sub, 0)
