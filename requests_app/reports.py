@@ -13,6 +13,7 @@ from django.db.models import Count, Q, Sum
 
 from requests_app.models import ArchiveRecord, MigrationRequest, RecordStatus
 
+
 def progress_dict(req: MigrationRequest) -> dict:
     return {
         "id": str(req.uuid), "state": req.state, "percent": req.percent, "cancel_requested": req.cancel_requested,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import browser, page  # noqa: F401  (fixtures defined once, for every module)
 from tests.servers.s3 import moto_s3, rclone_s3
+
+# Fixture modules shared by many test files (defined once: session fixtures must not be duplicated).
+pytest_plugins = ["tests.browser", "tests.portal_fixtures"]
 
 PASSWORD = "correct-horse-battery-staple-42"
 

@@ -6,14 +6,9 @@ import pytest
 
 from tests.browser import login
 from tests.conftest import PASSWORD
-from tests.portal_fixtures import (  # noqa: F401  (fixtures)
+from tests.portal_fixtures import (
     MAILBOX_PASSWORD,
     MAILBOX_USER,
-    dest_bucket,
-    dovecot,
-    imap_ca,
-    worker_env,
-    worker_process,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -12,18 +12,13 @@ from django.core.management import CommandError, call_command
 
 from accounts.models import AuditEvent
 from requests_app.models import MigrationRequest
-from tests.portal_fixtures import (  # noqa: F401  (fixtures)
+from tests.portal_fixtures import (
     MAILBOX_USER,
-    dest_bucket,
-    dovecot,
-    imap_ca,
     imap_form,
     no_pending_uploads,
     run_worker_burst,
     submit,
     wait_for,
-    worker_env,
-    worker_process,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,21 +9,15 @@ import json
 import pytest
 
 from requests_app.models import ArchiveRecord, MigrationRequest
-from tests.portal_fixtures import (  # noqa: F401  (fixtures)
+from tests.portal_fixtures import (
     MAILBOX_PASSWORD,
-    MAILBOX_USER,
     archive_digests,
-    dest_bucket,
-    dovecot,
-    imap_ca,
     imap_form,
     no_pending_uploads,
     run_worker_burst,
     source_digests,
     submit,
     wait_for,
-    worker_env,
-    worker_process,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from legacyflo.localservices import start_redis, start_rclone_s3
+from legacyflo.localservices import start_rclone_s3, start_redis
 
 LOCAL_BUCKET = "local-backups"
 
