@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "accounts",
     "buckets",
     "requests_app",
+    "providers",
 ]
 
 MIDDLEWARE = [
@@ -202,3 +203,10 @@ LEGACYFLO_JOB_RETRIES = env_int("LEGACYFLO_JOB_RETRIES", 3, minimum=0)
 LEGACYFLO_MAX_ATTEMPTS = env_int("LEGACYFLO_MAX_ATTEMPTS", 8, minimum=1)
 # Extra CA certificates (PEM file) trusted for IMAP servers, e.g. an on-premises server's own CA.
 LEGACYFLO_IMAP_CA_FILE = env_str("LEGACYFLO_IMAP_CA_FILE", "")
+
+# Provider connections (providers/). XOAUTH2 tokens are only ever sent to these IMAP endpoints
+# (never to a host typed into a request), and OAuth redirect URIs are built on the public URL
+# (empty: from the incoming request, which is right unless a proxy rewrites the host).
+GMAIL_IMAP_PORT = env_int("GMAIL_IMAP_PORT", 993, minimum=1)
+MICROSOFT_IMAP_PORT = env_int("MICROSOFT_IMAP_PORT", 993, minimum=1)
+LEGACYFLO_PUBLIC_URL = (env_str("LEGACYFLO_PUBLIC_URL", "") or "").rstrip("/")
