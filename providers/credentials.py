@@ -28,6 +28,7 @@ MICROSOFT_PURPOSES: dict[str, tuple[str, ...]] = {
     "imap": (oauth.OUTLOOK_IMAP_DELEGATED_SCOPE,),
 }
 GRAPH_READ_SCOPE = oauth.GRAPH_MAIL_SCOPES[0]
+OUTLOOK_IMAP_SCOPE = oauth.OUTLOOK_IMAP_DELEGATED_SCOPE
 
 
 def ca_bundle() -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from django import forms
+from django.conf import settings
 from django.utils import timezone
 
 from accounts.forms import SecretField
@@ -20,6 +21,42 @@ _PREFIX_PART = re.compile(r"^[\w@+.=-]+$")
 def split_folders(value: str) -> list[str]:
     """``INBOX;Projects/2024`` → ["INBOX", "Projects/2024"]; folder paths use '/' whatever the server's separator."""
     return [part.strip().strip("/") for part in (value or "").split(";") if part.strip().strip("/")]
+
+
+_YES = {"1", "true", "yes", "y", "on"}
+_NO = {"0", "false", "no", "n", "off", ""}
+AUTH_METHODS = [("password", "Password"), ("oauth", "OAuth (XOAUTH2) through a Microsoft connection")]
+
+
+def parse_yes_no(value) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value if value is not None else "").strip().lower()
+    return True if text in _YES else False if text in _NO else None
+
+
+class YesNoCheckbox(forms.CheckboxInput):
+    """A checkbox on the web page, ``yes``/``no`` (true/false, 1/0) in CSV files."""
+
+    def __init__(self, attrs=None):
+        super().__init__(attrs, check_test=lambda value: bool(parse_yes_no(value)))
+
+    def value_from_datadict(self, data, files, name):
+        return data.get(name, "")
+
+
+class YesNoField(forms.Field):
+    widget = YesNoCheckbox
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        parsed = parse_yes_no(value)
+        if parsed is None:
+            raise forms.ValidationError("Use yes or no.")
+        return parsed
 
 
 def destination_buckets(tenant):
@@ -54,7 +91,7 @@ class RequestForm(forms.Form):
         buckets = list(destination_buckets(tenant))
         self.fields["bucket"].widget = forms.Select(choices=[("", "— choose a verified bucket —")] +
                                                     [(str(b.uuid), str(b)) for b in buckets])
-        if rtype.source != "imap":
+        if rtype.source != "imap" or not rtype.uses_password:  # the server is the provider's own
             for name in ("source_server", "source_port", "source_security", "source_password"):
                 del self.fields[name]
             self.fields["source_user"].label = "Mailbox (email address)"
@@ -68,6 +105,34 @@ class RequestForm(forms.Form):
                 self.fields["source_password"].required = True
                 if rtype.flavour in ("gmail", "yahoo"):
                     self.fields["source_password"].label = "App password"
+        if rtype.uses_connection:
+            self._add_provider_fields()
+
+    def _add_provider_fields(self) -> None:
+        """The provider connection (by uuid from the page, by name from CSV) and the type's options."""
+        from providers.models import Provider
+        from providers.selectors import connections_of
+
+        rtype = self.rtype
+        label = Provider(rtype.provider).label
+        choices = [("", f"— choose a {label} connection —")] + [
+            (str(c.uuid), c.name) for c in connections_of(self.tenant, rtype.provider)]
+        self.fields["connection"] = forms.CharField(
+            required=not rtype.uses_password, label="Connection", widget=forms.Select(choices=choices),
+            help_text="Registered under Connections. The mailbox's own consent is used when it has one, otherwise "
+                      + ("the service account's delegation." if rtype.provider == "google" else "app-only access."))
+        if rtype.uses_password:
+            self.fields["auth_method"] = forms.ChoiceField(choices=AUTH_METHODS, required=False, initial="password",
+                                                           label="Authentication")
+            self.fields["source_password"].required = False
+            self.fields["source_password"].help_text = "Only with password authentication."
+        if "include_spam_trash" in rtype.extra_columns:
+            self.fields["include_spam_trash"] = YesNoField(label="Include Spam and Trash")
+        order = list(self.fields)
+        moved = [n for n in ("auth_method", "connection", "include_spam_trash") if n in self.fields]
+        anchor = order.index("source_password") + 1 if "source_password" in order else order.index("source_user") + 1
+        rest = [n for n in order if n not in moved]
+        self.order_fields(rest[:anchor] + moved + rest[anchor:])
 
     # Field cleaning ---------------------------------------------------------------------------
     def clean_source_server(self):
@@ -134,7 +199,91 @@ class RequestForm(forms.Form):
         since, before = data.get("since"), data.get("before")
         if since and before and since >= before:
             self.add_error("before", "'before' must be later than 'since'.")
+        if self.rtype.uses_connection:
+            self._clean_provider(data)
         if not data.get("file_name") and data.get("source_user"):
             stem = re.sub(r"[^\w@+.-]+", "-", data["source_user"]).strip("-.")
             data["file_name"] = f"{stem}-{timezone.now():%Y%m%d-%H%M%S}"
         return data
+
+    # Provider connections ---------------------------------------------------------------------
+    def _clean_provider(self, data: dict) -> None:
+        """Resolve the connection and decide, once, how the worker will authenticate.
+
+        ``options`` records the connection's uuid and the credential kind (never a secret): the
+        mailbox's own consent when it has one, otherwise the connection's service account
+        (Google) or app-only access (Microsoft). OAuth over IMAP always goes to the provider's
+        host from the settings, so a typed server can never receive a token.
+        """
+        from providers import credentials
+        from providers.selectors import authorization_for, connection_by_ref
+
+        rtype = self.rtype
+        method = "oauth"
+        if "auth_method" in self.fields:
+            method = data.get("auth_method") or "password"
+            if method == "password":
+                if data.get("connection"):
+                    self.add_error("connection", "Leave the connection empty with password authentication "
+                                                 "(or choose auth_method oauth).")
+                if not data.get("source_password") and "source_password" not in self.errors:
+                    self.add_error("source_password", "Enter the password (or choose OAuth).")
+                return
+        ref = data.get("connection") or ""
+        if not ref:
+            if "connection" not in self.errors:
+                self.add_error("connection", "Choose a connection.")
+            return
+        connection = connection_by_ref(self.tenant, ref, rtype.provider)
+        if connection is None:
+            self.add_error("connection", f"No {rtype.provider.title()} connection named {ref} is registered for this tenant.")
+            return
+        user = data.get("source_user")
+        if not user:
+            return
+        options = {"connection": str(connection.uuid)}
+        if rtype.source == "gmail_api":
+            if authorization_for(connection, user):
+                options["credential"] = "user"
+            elif connection.has_service_account:
+                options["credential"] = "service_account"
+            else:
+                self.add_error("source_user", f"{user} has not consented through {connection.name}, which has no "
+                                              "service account: connect the mailbox on the connection's page.")
+                return
+            options["include_spam_trash"] = bool(data.get("include_spam_trash"))
+        elif rtype.source == "graph":
+            if authorization_for(connection, user, scope=credentials.GRAPH_READ_SCOPE):
+                options["credential"] = "delegated"
+            elif connection.supports_app_only:
+                options["credential"] = "app_only"
+            else:
+                self.add_error("source_user", f"{user} has not consented (Graph) through {connection.name}, and the "
+                                              "connection has no directory or admin consent for app-only access.")
+                return
+        elif rtype.flavour == "gmail":
+            if not connection.has_service_account:
+                self.add_error("connection", f"{connection.name} has no service account (GMAILOAUTH needs domain-wide "
+                                             "delegation).")
+                return
+            options["credential"] = "service_account"
+            data.update(source_server=settings.GMAIL_IMAP_HOST, source_port=settings.GMAIL_IMAP_PORT,
+                        source_security="ssl")
+        else:  # O365 over IMAP with XOAUTH2
+            server = data.get("source_server") or ""
+            if server and server not in (self.rtype.server, settings.MICROSOFT_IMAP_HOST.lower()):
+                self.add_error("source_server", "With OAuth the server is always Exchange Online "
+                                                f"({settings.MICROSOFT_IMAP_HOST}): tokens go nowhere else.")
+                return
+            if authorization_for(connection, user, scope=credentials.OUTLOOK_IMAP_SCOPE):
+                options["credential"] = "delegated"
+            elif connection.supports_app_only:
+                options["credential"] = "app_only"
+            else:
+                self.add_error("source_user", f"{user} has not consented (IMAP) through {connection.name}, and the "
+                                              "connection has no directory or admin consent for app-only access.")
+                return
+            options["auth_method"] = "oauth"
+            data.update(source_server=settings.MICROSOFT_IMAP_HOST, source_port=settings.MICROSOFT_IMAP_PORT,
+                        source_security="ssl", source_password="")
+        data["options"] = options

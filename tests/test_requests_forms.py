@@ -106,7 +106,15 @@ def test_csv_structure_errors(tenant, bucket):
 
 @pytest.mark.django_db
 def test_sample_csv_parses_once_bucket_exists(tenant):
+    from providers.models import ProviderConnection
+
     Bucket.objects.create(tenant=tenant, name="my-backup-bucket", region="us-east-1", status="verified")
+    # The OAuth/API types' samples name a connection called like its provider.
+    ProviderConnection.objects.create(tenant=tenant, provider="google", name="google",
+                                      service_account_key='{"type": "service_account"}')
+    ProviderConnection.objects.create(tenant=tenant, provider="microsoft", name="microsoft",
+                                      client_id="3fa85f64-5717-4562-b3fc-2c963f66afa6", client_secret="x",
+                                      directory_tenant="contoso.onmicrosoft.com")
     for rtype in available_types():
         result = parse_csv(sample_csv(rtype).encode(), tenant=tenant)
         assert result.ok, (rtype.code, result.errors)
