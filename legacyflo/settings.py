@@ -210,3 +210,8 @@ LEGACYFLO_IMAP_CA_FILE = env_str("LEGACYFLO_IMAP_CA_FILE", "")
 GMAIL_IMAP_PORT = env_int("GMAIL_IMAP_PORT", 993, minimum=1)
 MICROSOFT_IMAP_PORT = env_int("MICROSOFT_IMAP_PORT", 993, minimum=1)
 LEGACYFLO_PUBLIC_URL = (env_str("LEGACYFLO_PUBLIC_URL", "") or "").rstrip("/")
+# OAuth client libraries log request bodies and tokens at DEBUG (requests-oauthlib prints the
+# code verifier, the Basic auth header with the client secret and the refresh token): never below
+# WARNING, whatever LOG_LEVEL says.
+LOGGING["loggers"].update({name: {"level": "WARNING"} for name in (
+    "requests_oauthlib", "oauthlib", "msal", "google.auth", "google_auth_oauthlib", "googleapiclient")})
