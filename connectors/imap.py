@@ -328,10 +328,10 @@ class ImapSource(Source):
                 raise
             except _TRANSIENT as exc:
                 attempt += 1
+                self._drop()
                 if attempt > self.retries:
                     raise TransientError(f"{what} failed after {self.retries} retries: {exc}") from exc
                 log.warning("IMAP %s failed (%s); reconnecting (attempt %d)", what, exc, attempt)
-                self._drop()
                 self.reconnects += 1
                 self._sleep_backoff(attempt - 1)
 

@@ -145,9 +145,17 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 def _hard_close(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0): the peer sees a reset, like a dropped connection."""
+    """Drop the connection like a dead network path: the peer sees EOF/reset at once.
+
+    shutdown() first: close() alone does not wake a recv() blocked in another thread, and the
+    connection would stay up. SO_LINGER 0 turns the close into a reset.
+    """
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     try:
