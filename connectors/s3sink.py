@@ -220,11 +220,14 @@ class MultipartSink:
 
 
 def abort_incomplete_uploads(client, bucket: str, key: str, *, keep: str | None = None,
+                             matches: Callable[[str], object] | None = None,
                              retry: RetryPolicy = RetryPolicy()) -> int:
-    """Abort every unfinished multipart upload of exactly ``key`` except ``keep``.
+    """Abort every unfinished multipart upload of exactly ``key`` (or, with ``matches``, of every
+    key under the prefix ``key`` that ``matches`` accepts) except the upload ``keep``.
 
     Cleans up after a worker killed between CreateMultipartUpload and recording the upload id.
     """
+    accept = matches or (lambda k: k == key)
     aborted = 0
     kwargs = {"Bucket": bucket, "Prefix": key}
     while True:
@@ -234,10 +237,10 @@ def abort_incomplete_uploads(client, bucket: str, key: str, *, keep: str | None 
         except UploadGone:  # rclone's answer when there is none under the prefix
             return aborted
         for upload in response.get("Uploads", []):
-            if upload["Key"] == key and upload["UploadId"] != keep:
+            if accept(upload["Key"]) and upload["UploadId"] != keep:
                 try:
                     with_retries("AbortMultipartUpload", lambda u=upload: client.abort_multipart_upload(
-                        Bucket=bucket, Key=key, UploadId=u["UploadId"]), retry)
+                        Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]), retry)
                 except UploadGone:
                     pass
                 aborted += 1

@@ -1,0 +1,146 @@
+"""PST exports: Dovecot → connectors.pst → rclone S3, read back with libpff; kill → fresh restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectors.export import CANCELLED, COMPLETED, ExportSpec, MemoryLedger, run_export
+from connectors.ledger import SqliteLedger
+from tests.fixtures_engine import *  # noqa: F403
+from tests.fixtures_engine import (
+    USER,
+    bucket_keys,
+    fast_tuning,
+    imap_source,
+    multipart_uploads,
+    read_report,
+    read_summary,
+    truth_of,
+)
+from tests.mailgen import generate_mailbox, write_maildir
+
+pypff = pytest.importorskip("pypff")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pst_counts(path: Path) -> dict[str, int]:
+    """Folder path below "Top of Outlook data file" → number of messages, read by libpff."""
+    pst = pypff.file()
+    pst.open(str(path))
+    try:
+        top = next(f for f in pst.get_root_folder().sub_folders if f.name == "Top of Outlook data file")
+        out: dict[str, int] = {}
+
+        def walk(folder, prefix: str) -> None:
+            out[prefix] = folder.number_of_sub_messages
+            for sub in folder.sub_folders:
+                walk(sub, f"{prefix}/{sub.name}" if prefix else sub.name)
+
+        walk(top, "")
+        return out
+    finally:
+        pst.close()
+
+
+def test_pst_export_holds_every_message_and_reports_it(dovecot, s3):
+    write_maildir(dovecot, USER, generate_mailbox("test"))
+    truth = truth_of(dovecot)
+    with imap_source(dovecot) as source:
+        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, prefix="pst", file_name="alice",
+                                                            format="pst"), MemoryLedger(), fast_tuning())
+    assert result.state == COMPLETED, result.error
+    assert bucket_keys(s3) == ["pst/alice.pst", "pst/alice.report.csv", "pst/alice.summary.json"]
+    counts = pst_counts(s3.path("pst/alice.pst"))
+    for folder in truth.folders:
+        assert counts.get(folder, 0) == sum(1 for k in truth.messages if k[0] == folder), folder
+    rows = read_report(s3, "pst/alice.report.csv")
+    digests = truth.digests()
+    assert len(rows) == len(truth.messages)
+    assert all(row["status"] == "exported" and row["sha256"] == digests[(row["folder"], row["source_id"])]
+               and row["entry"] == "pst/alice.pst" for row in rows)
+    summary = read_summary(s3, "pst/alice.summary.json")
+    assert summary["reconciled"] and summary["archives"][0]["key"] == "pst/alice.pst"
+    assert multipart_uploads(s3.client(), s3.bucket) == []
+
+
+def test_split_pst_files_are_numbered(dovecot, s3):
+    write_maildir(dovecot, USER, generate_mailbox("flat", count=60, size=30_000))
+    with imap_source(dovecot) as source:
+        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="big", format="pst",
+                                                            split_bytes=700_000), MemoryLedger(), fast_tuning())
+    assert result.state == COMPLETED, result.error
+    keys = [a.key for a in result.archives]
+    assert len(keys) >= 2 and keys[0] == "big.part001.pst" and keys[1] == "big.part002.pst"
+    assert sum(pst_counts(s3.path(k)).get("INBOX", 0) for k in keys) == 60
+    entries = {row["entry"] for row in read_report(s3, "big.report.csv")}
+    assert entries == set(keys)
+
+
+class CancelOnFirstPart(MemoryLedger):
+    def cancel_requested(self) -> bool:
+        return self.commits >= 1
+
+
+def test_cancelled_pst_export_leaves_nothing(dovecot, s3):
+    write_maildir(dovecot, USER, generate_mailbox("flat", count=40, size=30_000))
+    ledger = CancelOnFirstPart()
+    with imap_source(dovecot) as source:
+        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="c", format="pst",
+                                                            split_bytes=600_000), ledger,
+                            fast_tuning(upload_threads=1))
+    assert result.state == CANCELLED
+    assert bucket_keys(s3) == [] and multipart_uploads(s3.client(), s3.bucket) == []
+
+
+CHILD = """
+import json, os, signal, sys
+from connectors.export import ExportSpec, run_export
+from connectors.imap import ImapSource
+from connectors.ledger import SqliteLedger
+from connectors.s3client import make_client
+from connectors.s3target import S3Target
+from tests.fixtures_engine import ACCESS_KEY, PASSWORD, SECRET_KEY, USER, fast_tuning
+
+cfg = json.loads(sys.argv[1])
+
+class Killing(SqliteLedger):
+    def commit_part(self, part, records):
+        super().commit_part(part, records)
+        if cfg["kill"] and part.number == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+client = make_client(S3Target(cfg["bucket"], "us-east-1", cfg["url"], ACCESS_KEY, SECRET_KEY), allow_private=True)
+with ImapSource("127.0.0.1", cfg["port"], "none", USER, PASSWORD, allow_private=True) as source:
+    result = run_export(source, client, ExportSpec(bucket=cfg["bucket"], file_name="k", format="pst"),
+                        Killing(cfg["ledger"]), fast_tuning(upload_threads=1))
+print(json.dumps({"state": result.state, "error": result.error}))
+"""
+
+
+def test_killed_pst_export_restarts_from_scratch(tmp_path, dovecot, s3):
+    write_maildir(dovecot, USER, generate_mailbox("flat", count=40, size=30_000))
+    truth = truth_of(dovecot)
+    cfg = {"bucket": s3.bucket, "url": s3.url, "port": dovecot.port, "ledger": str(tmp_path / "l.sqlite")}
+
+    def child(kill: bool) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", CHILD, json.dumps({**cfg, "kill": kill})], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    killed = child(True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(multipart_uploads(s3.client(), s3.bucket)) == 1  # kept for the next run to abort
+    done = child(False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1])["state"] == COMPLETED
+    assert multipart_uploads(s3.client(), s3.bucket) == []
+    assert pst_counts(s3.path("k.pst"))["INBOX"] == len(truth.messages) == 40
+    ledger = SqliteLedger(tmp_path / "l.sqlite")
+    assert ledger.load_upload().archive_complete
