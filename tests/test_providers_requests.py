@@ -8,10 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-import tempfile
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -20,11 +17,9 @@ from providers.models import MailboxAuthorization
 from requests_app.csvimport import parse_csv
 from requests_app.models import MigrationRequest
 from requests_app.types import REQUEST_TYPES, get_type
-from tests.fakes.dovecot_oauth2 import write_dovecot_oauth2
 from tests.fakes.google import GoogleFake
-from tests.fakes.httpserver import Response, ServerThread
+from tests.fakes.httpserver import ServerThread
 from tests.fakes.microsoft import MicrosoftFake
-from tests.fakes.microsoft_identity import OUTLOOK
 from tests.mailgen import generate_mailbox, write_maildir
 from tests.portal_fixtures import (
     archive_digests,
@@ -33,6 +28,7 @@ from tests.portal_fixtures import (
     source_digests,
     submit,
 )
+from tests.providers_dovecot import OAuthDovecot, OutlookIntrospection, in_process_verifier
 from tests.providers_fixtures import (
     ADELE,
     ALICE,
@@ -46,7 +42,6 @@ from tests.providers_fixtures import (
     page_text,
     point_at_fakes,  # noqa: F401  (fixture, used by name)
 )
-from tests.servers.dovecot import DovecotServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.filterwarnings(MSAL_WARNING)]
 
@@ -276,60 +271,21 @@ def test_m365_api_app_only(operator, admin, tenant, ms, dest_bucket, rclone, rq_
 
 
 # --- XOAUTH2 over IMAP against Dovecot ----------------------------------------------------------------
-def oauth_dovecot(users: list[str], introspection_base: str):
-    directory = Path(tempfile.mkdtemp(prefix="lfoa-", dir="/tmp"))
-    directory.chmod(0o755)  # Dovecot's auth process reads the .conf.ext
-    snippet = write_dovecot_oauth2(directory, introspection_base, mode="post", scope=None) + "auth_failure_delay = 0\n"
-    server = DovecotServer(users={u: "password-not-used-" + u for u in users}, ssl=True, extra_config=snippet)
-    server.oauth_dir = directory
-    return server
-
-
 @pytest.fixture(scope="module")
 def gmail_dovecot(google):
     """Dovecot's oauth2 passdb asks the Google fake's introspection endpoint about each token."""
-    server = oauth_dovecot([ALICE], google.base_url)
-    with server:
+    with OAuthDovecot([ALICE], google.base_url) as server:
         server.mailbox = generate_mailbox("test", seed=11)
         write_maildir(server, ALICE, server.mailbox)
         yield server
-    shutil.rmtree(server.oauth_dir, ignore_errors=True)
-
-
-class OutlookIntrospection:
-    """What Exchange Online decides at AUTHENTICATE XOAUTH2, as RFC 7662 introspection for Dovecot.
-
-    A delegated token is the signed-in user's (it needs IMAP.AccessAsUser.All for outlook.office.com);
-    an app-only token (IMAP.AccessAsApp) may open the mailbox the app's service principal was given
-    FullAccess to (``granted``, as Add-MailboxPermission does on Exchange Online).
-    """
-
-    def __init__(self, ms: MicrosoftFake):
-        self.ms = ms
-        self.granted = ""
-        self.seen: list[str] = []
-
-    def handle(self, request) -> Response:
-        issued = self.ms.identity.access_token(request.form().get("token"))
-        if issued is None or issued.resource != OUTLOOK:
-            return Response.json({"active": False})
-        if issued.user and "IMAP.AccessAsUser.All" in issued.permissions:
-            email, kind = issued.user, "delegated"
-        elif not issued.user and "IMAP.AccessAsApp" in issued.permissions and self.granted:
-            email, kind = self.granted, "app_only"
-        else:
-            return Response.json({"active": False})
-        self.seen.append(kind)
-        return Response.json({"active": True, "email": email, "scope": " ".join(issued.permissions),
-                              "token_type": "Bearer", "expires_in": 3000})
 
 
 @pytest.fixture(scope="module")
 def outlook_dovecot(ms):
-    introspection = OutlookIntrospection(ms)
+    """Exchange Online's decision at AUTHENTICATE, checked against the Microsoft fake in-process."""
+    introspection = OutlookIntrospection(in_process_verifier(ms))
     http = ServerThread(introspection).start()
-    server = oauth_dovecot([ADELE, MEGAN], http.url)
-    with server:
+    with OAuthDovecot([ADELE, MEGAN], http.url) as server:
         server.mailboxes = {ADELE: generate_mailbox("test", seed=21),
                             MEGAN: generate_mailbox("flat", seed=22, count=25, size=3000)}
         for user, mailbox in server.mailboxes.items():
@@ -337,7 +293,6 @@ def outlook_dovecot(ms):
         server.introspection = introspection
         yield server
     http.stop()
-    shutil.rmtree(server.oauth_dir, ignore_errors=True)
 
 
 def assert_same_mail(expected_mailbox, s3, bucket: str, key: str) -> None:
