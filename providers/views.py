@@ -225,8 +225,10 @@ def google_callback(request):
     if pending is None:
         return _no_state(request)
     try:
+        # The registered redirect URI + the returned query: right behind a proxy too (LEGACYFLO_PUBLIC_URL).
+        response_url = pending.redirect_uri + "?" + request.META.get("QUERY_STRING", "")
         authorization = services.consent_google_finish(connection=connection, actor=request.user, pending=pending,
-                                                       authorization_response=request.build_absolute_uri(), request=request)
+                                                       authorization_response=response_url, request=request)
     except PROVIDER_ERRORS as exc:
         messages.error(request, _error_text(exc))
     else:

@@ -346,3 +346,15 @@ def test_database_dump_and_pages_hold_no_secret(client_for, admin, tenant, googl
         f"/t/{tenant.slug}/connections/{mconn.uuid}/edit/", f"/t/{tenant.slug}/audit/"))
     for secret in secrets:
         assert secret not in pages
+
+
+def test_redirect_uri_follows_the_public_url_behind_a_proxy(client_for, admin, tenant, google, settings):
+    settings.LEGACYFLO_PUBLIC_URL = "http://127.0.0.1:9443"  # what Google knows; the request arrives as testserver
+    connection = google_connection(tenant, admin, google)
+    client = client_for(admin)
+    url = start_consent(client, tenant, connection)
+    assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A9443%2Foauth%2Fgoogle%2Fcallback%2F" in url
+    callback = google.consent(url, user=ALICE)
+    assert callback.startswith("http://127.0.0.1:9443/oauth/google/callback/?")
+    assert "is connected" in page_text(client.get(local_path(callback), follow=True))
+    assert "http://127.0.0.1:9443/oauth/google/callback/" in page_text(client.get(f"/t/{tenant.slug}/connections/{connection.uuid}/"))
