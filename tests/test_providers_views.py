@@ -358,3 +358,18 @@ def test_redirect_uri_follows_the_public_url_behind_a_proxy(client_for, admin, t
     assert callback.startswith("http://127.0.0.1:9443/oauth/google/callback/?")
     assert "is connected" in page_text(client.get(local_path(callback), follow=True))
     assert "http://127.0.0.1:9443/oauth/google/callback/" in page_text(client.get(f"/t/{tenant.slug}/connections/{connection.uuid}/"))
+
+
+def test_csrf_is_required_and_callbacks_need_a_login(admin, tenant, google, client):
+    from django.test import Client
+
+    connection = google_connection(tenant, admin, google)
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(admin)
+    base = f"/t/{tenant.slug}/connections/{connection.uuid}"
+    for url in (f"{base}/consent/", f"{base}/remove/", f"{base}/test/", f"/t/{tenant.slug}/connections/new/google/"):
+        assert strict.post(url, {"name": "x"}).status_code == 403, url
+    assert ProviderConnection.objects.filter(pk=connection.pk).exists()
+    for url in ("/oauth/google/callback/?state=x&code=y", "/oauth/microsoft/callback/?state=x&code=y"):
+        response = client.get(url)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
