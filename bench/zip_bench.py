@@ -54,6 +54,10 @@ def child(config_path: str) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     cfg = json.loads(Path(config_path).read_text())
+    if cfg.get("mmap_kb"):
+        from connectors import memtune
+
+        memtune.MMAP_THRESHOLD = cfg["mmap_kb"] * 1024
     client = make_client(S3Target("bench", "us-east-1", cfg["s3_url"], ACCESS_KEY, SECRET_KEY),
                          allow_private=True)
     source = ImapSource("127.0.0.1", cfg["imap_port"], "none", USER, PASSWORD, allow_private=True,
@@ -138,7 +142,8 @@ def main() -> int:
     parser.add_argument("--part-mb", type=int, default=8)
     parser.add_argument("--batch-mb", type=int, default=8)
     parser.add_argument("--level", type=int, default=1)
-    parser.add_argument("--no-md5", action="store_true")
+    parser.add_argument("--md5", action="store_true", help="send Content-MD5 with every part")
+    parser.add_argument("--mmap-kb", type=int, default=0, help="malloc mmap threshold (tuning)")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
     args = parser.parse_args()
     if args.child:
@@ -172,7 +177,8 @@ def main() -> int:
             cfg = {"s3_url": s3.url, "imap_port": dovecot.port, "file": f"run{run}",
                    "compress_threads": args.compress_threads, "upload_threads": args.upload_threads,
                    "queue_mb": args.queue_mb, "part_mb": args.part_mb, "batch_mb": args.batch_mb,
-                   "level": args.level, "md5": not args.no_md5, "tmp": str(tmp)}
+                   "level": args.level, "md5": args.md5, "tmp": str(tmp),
+                   "mmap_kb": args.mmap_kb}
             (tmp / "config.json").write_text(json.dumps(cfg))
             m = run_measured("engine", [sys.executable, str(Path(__file__).resolve()), "--child",
                                         str(tmp / "config.json")], cwd=str(ROOT),

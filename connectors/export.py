@@ -77,6 +77,7 @@ from connectors.ledger import (
     SqliteLedger,
     UploadState,
 )
+from connectors.memtune import tune_malloc
 from connectors.naming import clean_file_name, directory_entry_name, message_entry_name, object_key
 from connectors.report import (
     ArchiveFile,
@@ -873,6 +874,7 @@ def _user_message(exc: BaseException) -> str:
 def run_export(source: Source, s3_client, spec: ExportSpec, ledger: Ledger,
                tuning: Tuning | None = None) -> ExportResult:
     """Run (or resume) one export to its end; never raises for export failures (see result.state)."""
+    tune_malloc()
     if spec.format == "pst":
         from connectors.pstexport import PstExport
 

@@ -23,6 +23,7 @@ _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t\r\n]+(=\?)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"[ \t\r\n]+")
+_NEEDS_CLEANING = re.compile(rb"[\x00-\x1f\x7f]|  ")
 _WANTED = {b"message-id": "message_id", b"date": "date", b"from": "from_", b"to": "to",
            b"subject": "subject"}
 
@@ -88,6 +89,8 @@ def decode_header_value(value: bytes) -> str:
     Raw and encoded segments are decoded separately, so a header mixing raw Latin-1 bytes
     with UTF-8 encoded words keeps both readable.
     """
+    if b"=?" not in value and value.isascii() and not _NEEDS_CLEANING.search(value):
+        return value.strip().decode("ascii")[:FIELD_LIMIT]  # the common case, fast
     value = _BETWEEN_WORDS.sub(rb"\1\2", value)  # whitespace between encoded words is dropped
     pieces, pos = [], 0
     for match in _ENCODED_WORD.finditer(value):
@@ -111,24 +114,30 @@ def _iso_date(text: str) -> str:
     return parsed.isoformat()
 
 
+def _field(block: bytes, lower: bytes, name: bytes) -> bytes | None:
+    """The unfolded value of the first ``name:`` header in ``block`` (``lower`` is block.lower())."""
+    if lower.startswith(name):
+        pos = 0
+    else:
+        pos = lower.find(b"\n" + name) + 1
+        if pos == 0:
+            return None
+    start = pos + len(name)
+    end = block.find(b"\n", start)
+    while end >= 0 and block[end + 1:end + 2] in (b" ", b"\t"):  # folded continuation
+        end = block.find(b"\n", end + 1)
+    return (block[start:] if end < 0 else block[start:end]).rstrip(b"\r")
+
+
 def extract(raw: bytes) -> HeaderInfo:
     """Message-ID, Date, From, To and Subject of a raw message (first occurrence of each)."""
-    found: dict[str, bytes] = {}
-    current: str | None = None
-    for line in re.split(rb"\r?\n", header_block(raw)):
-        if line[:1] in (b" ", b"\t"):
-            if current is not None:
-                found[current] += b" " + line.strip()
-            continue
-        current = None
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        key = _WANTED.get(name.strip().lower())
-        if key and key not in found:
-            found[key] = value.strip()
-            current = key
-    fields = {key: decode_header_value(value) for key, value in found.items()}
+    block = header_block(raw)
+    lower = block.lower()
+    fields = {}
+    for name, key in _WANTED.items():
+        value = _field(block, lower, name + b":")
+        if value is not None:
+            fields[key] = decode_header_value(value)
     if "date" in fields:
         fields["date"] = _iso_date(fields["date"])
     return HeaderInfo(**fields)
