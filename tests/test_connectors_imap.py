@@ -293,3 +293,44 @@ def test_folder_deleted_during_an_export_is_reported_and_the_rest_exported(dovec
     sent = next(f for f in result.folders if f.folder == "Sent")
     assert "cannot be opened" in sent.error and sent.source_count == 0
     assert result.totals.exported == sum(1 for m in generate_mailbox("test").messages() if m.folder != "Sent")
+
+
+def test_gmail_over_imap_backs_up_all_mail_once_with_its_labels(dovecot, s3):
+    """Dovecot made to look like Gmail by a rewriting proxy (X-GM-EXT-1, \\All, X-GM-LABELS)."""
+    import csv
+    import io
+    import json
+    import zipfile
+
+    from tests.servers.faults import ImapRewriteProxy
+
+    write_maildir(dovecot, USER, generate_mailbox("flat", count=6, folder="All Mail"))
+    write_maildir(dovecot, USER, generate_mailbox("flat", seed=9, count=3, folder="INBOX"))
+    labels = {1: rb'\Inbox "Work/Projekt &AMQ-"', 2: rb"\Sent", 3: b"", 4: rb"\Inbox \Important",
+              5: b"Receipts", 6: rb'"[Imap]/Drafts"'}
+
+    def server_line(line: bytes) -> bytes:
+        if b"CAPABILITY" in line:
+            line = line.replace(b"IMAP4rev1", b"IMAP4rev1 X-GM-EXT-1", 1)
+        if line.startswith(b"* LIST") and line.rstrip().endswith(b'"All Mail"'):
+            line = line.replace(b"(", b"(\\All ", 1)
+        if re.match(rb"\* \d+ FETCH ", line) and b"BODY[]" in line:
+            uid = int(re.search(rb"UID (\d+)", line).group(1))
+            line = line.replace(b"FETCH (", b"FETCH (X-GM-LABELS (" + labels[uid] + b") ", 1)
+        return line
+
+    proxy = ImapRewriteProxy(dovecot.port, server_line=server_line,
+                             client_line=lambda line: line.replace(b" X-GM-LABELS", b""))
+    with proxy, imap_source(dovecot, port=proxy.port, flavour="gmail") as source:
+        assert [f.path for f in source.list_folders()] == ["All Mail"]
+        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="g"),
+                            MemoryLedger(), fast_tuning())
+    assert result.state == COMPLETED, result.error
+    assert [f.folder for f in result.folders] == ["All Mail"] and result.totals.exported == 6
+    with zipfile.ZipFile(s3.path("g.zip")) as archive:
+        assert sum(n.endswith(".eml") for n in archive.namelist()) == 6  # INBOX not stored again
+        rows = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+    got = {row["source_id"].split(":")[1]: json.loads(row["labels"]) for row in rows}
+    assert got == {"1": ["\\Inbox", "Work/Projekt Ä"], "2": ["\\Sent"], "4": ["\\Inbox", "\\Important"],
+                   "5": ["Receipts"], "6": ["[Imap]/Drafts"]}
+    assert all(row["entry"].startswith("All Mail/") for row in rows)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -276,3 +277,63 @@ class S3FaultProxy:
 
     def operations(self) -> list[tuple[str, int]]:
         return [(r.operation, r.status) for r in self.requests]
+
+
+class ImapRewriteProxy:
+    """An IMAP proxy that rewrites protocol lines (never literals) in both directions.
+
+    ``client_line`` / ``server_line`` get each CRLF-terminated line (literal announcements
+    ``{n}`` included) and return its replacement; literal bytes pass through untouched. Used to
+    make Dovecot look like Gmail: advertise X-GM-EXT-1, flag a folder \\All, strip X-GM-LABELS
+    from FETCH commands and add labels to FETCH responses.
+    """
+
+    _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
+
+    def __init__(self, target_port: int, *, client_line=lambda line: line,
+                 server_line=lambda line: line) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.client_line, self.server_line = client_line, server_line
+        self.port = free_port()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self) -> ImapRewriteProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.close()
+        for sock in self._sockets:
+            _hard_close(sock)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, self.client_line), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self.server_line), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rewrite) -> None:
+        reader = src.makefile("rb")
+        try:
+            while line := reader.readline():
+                out = rewrite(line)
+                dst.sendall(out)
+                literal = self._LITERAL.search(line)
+                if literal:
+                    left = int(literal.group(1))
+                    while left:
+                        chunk = reader.read(min(left, 65536))
+                        if not chunk:
+                            return
+                        dst.sendall(chunk)
+                        left -= len(chunk)
+        except OSError:
+            pass
+        finally:
+            _shutdown(dst)
