@@ -334,3 +334,59 @@ def test_gmail_over_imap_backs_up_all_mail_once_with_its_labels(dovecot, s3):
     assert got == {"1": ["\\Inbox", "Work/Projekt Ä"], "2": ["\\Sent"], "4": ["\\Inbox", "\\Important"],
                    "5": ["Receipts"], "6": ["[Imap]/Drafts"]}
     assert all(row["entry"].startswith("All Mail/") for row in rows)
+
+
+@pytest.fixture
+def introspection():
+    """An RFC 7662 token introspection endpoint for Dovecot's oauth2 passdb: "good-*" tokens
+    belong to alice."""
+    import http.server
+    import json
+    import threading
+    from urllib.parse import parse_qs
+
+    from legacyflo.localservices import free_port
+
+    tokens: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            token = parse_qs(body).get("token", [""])[0]
+            tokens.append(token)
+            answer = {"active": True, "username": USER} if token.startswith("good-") else {"active": False}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/introspect", tokens
+    server.shutdown()
+
+
+def test_xoauth2_login_asks_for_a_fresh_token_on_every_connection(introspection):
+    url, tokens = introspection
+    issued = []
+
+    def token() -> str:
+        issued.append(f"good-{len(issued)}")
+        return issued[-1]
+
+    with DovecotServer({USER: PASSWORD}, oauth2_introspection_url=url) as dc:
+        write_maildir(dc, USER, generate_mailbox("flat", count=20, size=20_000))
+        truth = truth_of(dc)
+        faults = {0: Fault(cut_after=100_000, after_marker=b"BODY.PEEK[]")}
+        with TcpFaultProxy(dc.port, faults=faults) as proxy:
+            with imap_source(dc, port=proxy.port, password=None, oauth2_token=token) as source:
+                got = fetch_all(source)
+        assert {k: v.raw for k, v in got.items()} == truth.messages
+        assert issued == ["good-0", "good-1"] and tokens == issued  # reconnect → new token
+        with pytest.raises(AuthenticationFailed, match="wrong XOAUTH2 token"):
+            imap_source(dc, password=None, oauth2_token=lambda: "expired").list_folders()

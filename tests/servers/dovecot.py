@@ -94,13 +94,17 @@ class DovecotServer:
     """
 
     def __init__(self, users: dict[str, str] | None = None, *, ssl: bool = False,
-                 layout: str = "fs", root: Path | None = None, extra_config: str = "") -> None:
+                 layout: str = "fs", root: Path | None = None, extra_config: str = "",
+                 oauth2_introspection_url: str | None = None) -> None:
+        """``oauth2_introspection_url``: also accept XOAUTH2/OAUTHBEARER, checking each token
+        with an RFC 7662 introspection endpoint (answer ``{"active": true, "username": ...}``)."""
         if layout not in ("fs", "mithi"):
             raise ValueError("layout must be 'fs' or 'mithi'")
         self.users = dict(users or {"user": "password"})
         self.ssl = ssl
         self.layout = layout
         self.extra_config = extra_config
+        self.oauth2_introspection_url = oauth2_introspection_url
         self._own_root = root is None
         # Short and world-traversable: unix socket paths are limited to ~108 bytes and the
         # unprivileged mail processes must reach the Maildirs.
@@ -190,6 +194,14 @@ class DovecotServer:
                          "ssl_min_protocol = TLSv1.2\n")
             imaps = (f"  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {self.ssl_port}\n"
                      "    ssl = yes\n  }\n")
+        mechanisms, oauth2 = "plain login", ""
+        if self.oauth2_introspection_url:
+            (root / "oauth2.conf").write_text(
+                f"introspection_mode = post\nintrospection_url = {self.oauth2_introspection_url}\n"
+                "username_attribute = username\nactive_attribute = active\nactive_value = true\n")
+            mechanisms = "plain login xoauth2 oauthbearer"
+            oauth2 = (f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                      f"  args = {root}/oauth2.conf\n}}\n")
         return f"""
 base_dir = {root}/run
 state_dir = {root}/state
@@ -200,16 +212,19 @@ listen = 127.0.0.1
 {users}
 {ssl_block}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_cache_size = 0
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
 first_valid_uid = 1
 mail_location = {mail_location}
 mail_fsync = never
 mail_plugins =
 mail_max_userip_connections = 100
 {namespace}
-passdb {{
+{oauth2}passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {root}/passwd
 }}
 userdb {{
