@@ -113,7 +113,8 @@ class MicrosoftConnectionForm(ConnectionForm):
 class ConsentForm(forms.Form):
     """Start a mailbox user's consent; the hint only pre-selects the account on the provider's page."""
 
-    login_hint = forms.EmailField(required=False, label="Mailbox (optional hint)")
+    login_hint = forms.EmailField(required=False, label="Mailbox (optional hint)",
+                                  widget=forms.EmailInput(attrs={"placeholder": "user@example.com (optional)"}))
     purpose = forms.ChoiceField(required=False, initial="graph", label="Access for",
                                 choices=[("graph", "Microsoft Graph (M365API requests)"),
                                          ("imap", "IMAP with OAuth (O365 requests)")])
@@ -125,4 +126,5 @@ class ConsentForm(forms.Form):
 
 class ConnectionTestForm(forms.Form):
     mailbox = forms.EmailField(required=False, label="Mailbox to impersonate",
-                               help_text="Google service accounts act as a user of the domain.")
+                               help_text="Google service accounts act as a user of the domain.",
+                               widget=forms.EmailInput(attrs={"placeholder": "user@your-domain"}))
