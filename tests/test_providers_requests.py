@@ -334,3 +334,47 @@ def test_o365_over_xoauth2_delegated_and_app_only_against_dovecot(operator, admi
     assert_same_mail(outlook_dovecot.mailboxes[ADELE], s3, dest_bucket.name, "oauth/adele-imap.zip")
     assert_same_mail(outlook_dovecot.mailboxes[MEGAN], s3, dest_bucket.name, "oauth/megan-imap.zip")
     assert {"delegated", "app_only"} <= set(outlook_dovecot.introspection.seen)
+
+
+def pst_counts(s3, bucket: str, key: str, tmp_path) -> dict[str, int]:
+    pypff = pytest.importorskip("pypff")
+    local = tmp_path / "archive.pst"
+    s3.download_file(bucket, key, str(local))
+    pst = pypff.file()
+    pst.open(str(local))
+
+    def walk(folder, path=""):
+        found = {}
+        for i in range(folder.number_of_sub_folders):
+            sub = folder.get_sub_folder(i)
+            name = f"{path}/{sub.name}" if path else sub.name
+            found[name] = sub.number_of_sub_messages
+            found.update(walk(sub, name))
+        return found
+
+    try:
+        return walk(pst.get_root_folder())
+    finally:
+        pst.close()
+
+
+@pytest.mark.parametrize("code,user", [("M365API-S3-PST", MEGAN), ("GMAILAPI-S3-PST", BOB)])
+def test_api_sources_into_pst(code, user, operator, admin, tenant, google, ms, dest_bucket, rclone, rq_queue, tmp_path):
+    if get_type(code) is None:
+        pytest.skip("the PST export is not installed")
+    google_connection(tenant, admin, google)
+    microsoft_connection(tenant, admin, ms)
+    connection = "m365" if code.startswith("M365") else "workspace"
+    req = submit(tenant, operator, code, form(dest_bucket, user, connection, suffix="pst"))
+    run_worker_burst(rq_queue)
+    req = completed(req)
+    stem = user.split("@")[0]
+    counts = pst_counts(rclone.client(), dest_bucket.name, f"oauth/{stem}-pst.pst", tmp_path)
+    if code.startswith("M365"):
+        expected = {path: len(msgs) for path, msgs in ms.mailboxes[user].messages_by_path().items() if msgs}
+    else:
+        expected = {"All Mail": sum(1 for m in google.mailboxes[user].messages.values() if not m.labels & {"SPAM", "TRASH"})}
+    for folder, n in expected.items():
+        leaf = folder.rsplit("/", 1)[-1]
+        assert n in [v for k, v in counts.items() if k.endswith(leaf)], (folder, n, counts)
+    assert req.messages_done == sum(expected.values())
