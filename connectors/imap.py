@@ -48,6 +48,7 @@ from connectors.base import (
     Source,
     TransientError,
 )
+from connectors.imapfetch import parse_fetch
 from connectors.netpolicy import ensure_public_host
 
 log = logging.getLogger(__name__)
@@ -474,7 +475,7 @@ class ImapSource(Source):
         typ, data = self.client._imap.uid("FETCH", sequence_set(uids), items)
         if typ != "OK":
             raise imaplib.IMAP4.error(f"UID FETCH failed: {to_unicode(data[-1] or b'')}")
-        parsed = parse_fetch_response(data, True, True)
+        parsed = parse_fetch(data)
         del data
         wanted = set(uids)
         return {uid: v for uid, v in parsed.items() if uid in wanted}

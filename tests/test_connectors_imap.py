@@ -390,3 +390,22 @@ def test_xoauth2_login_asks_for_a_fresh_token_on_every_connection(introspection)
         assert issued == ["good-0", "good-1"] and tokens == issued  # reconnect → new token
         with pytest.raises(AuthenticationFailed, match="wrong XOAUTH2 token"):
             imap_source(dc, password=None, oauth2_token=lambda: "expired").list_folders()
+
+
+@pytest.mark.parametrize("data", [
+    [(b'1 (UID 7 FLAGS (\\Seen \\Flagged) INTERNALDATE "03-Jan-2021 10:00:00 +0200" BODY[] {5}', b"hello"), b")"],
+    [(b'1 (UID 7 FLAGS () INTERNALDATE " 3-Jan-2021 10:00:00 +0000" BODY[] {5}', b"hello"), b")",
+     (b'2 (UID 9 FLAGS (\\Seen) INTERNALDATE "04-Feb-2022 23:59:59 -0500" BODY[] {0}', b""), b")"],
+    [b"1 (UID 7 RFC822.SIZE 1234)", b"2 (UID 9 RFC822.SIZE 0)"],
+    # shapes the fast path leaves to imapclient
+    [(b'1 (BODY[] {5}', b"hello"), b' UID 7 FLAGS (\\Seen) INTERNALDATE "03-Jan-2021 10:00:00 +0000")'],
+    [(b'1 (X-GM-LABELS (\\Inbox) UID 7 FLAGS () INTERNALDATE "03-Jan-2021 10:00:00 +0000" BODY[] {5}', b"hello"), b")"],
+    [b"1 (FLAGS (\\Seen))", (b'2 (UID 9 FLAGS () INTERNALDATE "03-Jan-2021 10:00:00 +0000" BODY[] {2}', b"hi"), b")"],
+    [b"1 (UID 7 RFC822.SIZE 12)", b"3 (FLAGS (\\Deleted))"],
+], ids=["one", "two", "sizes", "uid-after-literal", "gmail", "unsolicited", "unsolicited-size"])
+def test_fast_fetch_parser_agrees_with_imapclient(data):
+    from imapclient.response_parser import parse_fetch_response
+
+    from connectors.imapfetch import parse_fetch
+
+    assert parse_fetch(data) == dict(parse_fetch_response(data, True, True))
