@@ -180,8 +180,10 @@ def main() -> int:
                    "level": args.level, "md5": args.md5, "tmp": str(tmp),
                    "mmap_kb": args.mmap_kb}
             (tmp / "config.json").write_text(json.dumps(cfg))
-            m = run_measured("engine", [sys.executable, str(Path(__file__).resolve()), "--child",
-                                        str(tmp / "config.json")], cwd=str(ROOT),
+            child_argv = ([sys.executable, os.environ["ZIP_BENCH_CHILD"], str(tmp / "config.json")]
+                          if os.environ.get("ZIP_BENCH_CHILD") else
+                          [sys.executable, str(Path(__file__).resolve()), "--child", str(tmp / "config.json")])
+            m = run_measured("engine", child_argv, cwd=str(ROOT),
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
             results["engine"].append(m)
             last = m.output.strip().splitlines()[-1] if m.output.strip() else ""

@@ -40,15 +40,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import logging
 import queue
 import tempfile
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import accumulate, chain
 
 from connectors import mimeinfo, zipwriter
 from connectors.base import (
@@ -240,19 +242,67 @@ class PartBuffer:
         return self._file is not None
 
     def body(self):
-        """What to upload: one bytes object (sent with a single sendall), or the temp file."""
+        """What to upload: a reader over the chunks (no joined copy), or the temp file."""
         if self._file is not None:
             self._file.flush()
             self._file.seek(0)
             return self._file
-        if len(self._chunks) != 1:
-            self._chunks = [b"".join(self._chunks)]
-        return self._chunks[0]
+        return ChunksReader(self._chunks)
 
     def close(self) -> None:
         self._chunks = []
         if self._file is not None:
             self._file.close()
+
+
+class ChunksReader(io.RawIOBase):
+    """A seekable read-only file over a list of bytes objects, reading without copying them
+    into one buffer first (an 8 MB part would otherwise exist twice while it is uploaded)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        self._starts = list(accumulate((len(c) for c in chunks), initial=0))
+        self._size = self._starts[-1]
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = min(max(0, base + offset), self._size)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        written = 0
+        while written < len(view) and self._pos < self._size:
+            index = bisect_right(self._starts, self._pos) - 1
+            chunk = self._chunks[index]
+            start = self._pos - self._starts[index]
+            n = min(len(chunk) - start, len(view) - written)
+            view[written:written + n] = chunk[start:start + n]
+            written += n
+            self._pos += n
+        return written
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        if self._pos < self._size:  # within one chunk: a slice, one copy of just what is asked
+            index = bisect_right(self._starts, self._pos) - 1
+            start = self._pos - self._starts[index]
+            chunk = self._chunks[index]
+            if start + size <= len(chunk):
+                self._pos += size
+                return chunk[start:start + size]
+        return super().read(size)
 
 
 @dataclass

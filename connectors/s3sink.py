@@ -177,7 +177,7 @@ class MultipartSink:
         extra = {"ContentMD5": _md5_b64(body)} if self.content_md5 else {}
 
         def send():
-            if not isinstance(body, bytes):
+            if hasattr(body, "seek"):
                 body.seek(0)
             return self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                            PartNumber=number, Body=body, ContentLength=size, **extra)
