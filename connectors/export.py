@@ -112,6 +112,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MAX_UNCOMMITTED_PARTS = 64  # a part stuck in retries holds back commits, not memory
 COMPLETED, COMPLETED_WITH_ERRORS, FAILED_STATE, CANCELLED = (
     "completed", "completed_with_errors", "failed", "cancelled")
 
@@ -389,7 +390,10 @@ class ZipExport:
         self.events: queue.Queue = queue.Queue()
         self.items: queue.Queue = queue.Queue(maxsize=100_000)
         self.budget = ByteBudget(self.t.queue_bytes, self.stop)
-        self.part_slots = threading.Semaphore(self.t.upload_threads + 1)
+        # parts whose bytes are in memory/temp files waiting for or in an upload...
+        self.part_slots = threading.Semaphore(self.t.upload_threads)
+        # ...and parts uploaded but not yet committed (records only; bounded all the same)
+        self.uncommitted = threading.Semaphore(MAX_UNCOMMITTED_PARTS)
         self.progress = Progress()
         self.stats: dict[str, FolderStats] = {}
         self.folder_errors: list[FolderError] = []
@@ -545,6 +549,8 @@ class ZipExport:
                     part, future = event[1], event[2]
                     if future.exception() is not None:
                         raise future.exception()
+                    part.close()  # its bytes are on S3; only its records wait for the commit
+                    self.part_slots.release()
                     waiting[part.number] = (part, future.result())
                 elif kind == "final":
                     final_part = event[1]
@@ -553,7 +559,7 @@ class ZipExport:
             while next_commit in waiting:
                 part, uploaded = waiting.pop(next_commit)
                 self._commit(part, uploaded, final=False)
-                self.part_slots.release()
+                self.uncommitted.release()
                 next_commit += 1
             self._report_progress()
             self._check_cancel()
@@ -703,9 +709,10 @@ class ZipExport:
         part.records.append(record)
 
     def _ship(self, part: PartBuffer) -> None:
-        while not self.part_slots.acquire(timeout=0.2):
-            if self.stop.is_set():
-                raise _Stopped()
+        for slots in (self.uncommitted, self.part_slots):
+            while not slots.acquire(timeout=0.2):
+                if self.stop.is_set():
+                    raise _Stopped()
         future = self.sink.submit(part.number, part, part.size)
         future.add_done_callback(lambda f, p=part: self.events.put(("uploaded", p, f)))
 
