@@ -408,6 +408,7 @@ class ZipExport:
         self._last_progress = self._last_cancel = 0.0
         self._processed = 0
         self.conflict = False  # the store refused our parts: run_export starts afresh once
+        self.archive_done = False  # CompleteMultipartUpload succeeded and is in the ledger
 
     # ---- driver -------------------------------------------------------------------------------
     def run(self) -> ExportResult:
@@ -442,8 +443,14 @@ class ZipExport:
                 log.warning("export of %s failed: %s", self.key, exc)
             else:
                 log.exception("export of %s failed", self.key)
-            self._shutdown_and_abort()
             result.state, result.error = FAILED_STATE, _user_message(exc)
+            if self.archive_done:
+                # The archive is complete and recorded; only the report/summary failed. Keep the
+                # ledger so that a retry writes them without exporting again.
+                result.error = (f"The archive {self.key} is complete, but its report could not be "
+                                f"written ({result.error}); retry to write it.")
+            else:
+                self._shutdown_and_abort()
             self._report_final_progress(result)
         finally:
             self.stop.set()
@@ -760,6 +767,7 @@ class ZipExport:
 
     def _complete_archive(self, upload: UploadState) -> None:
         if upload.archive_complete:
+            self.archive_done = True
             return
         parts = [UploadedPart(p.number, p.etag, p.size) for p in self.parts]
         try:
@@ -770,6 +778,7 @@ class ZipExport:
                 raise S3Failure(f"The upload of {self.key} disappeared before it was completed "
                                 "(a lifecycle rule?); run the export again.") from None
         self.ledger.mark_archive_complete(sum(p.size for p in self.parts), etag)
+        self.archive_done = True
         self.sink.close()
 
     # ---- report -------------------------------------------------------------------------------

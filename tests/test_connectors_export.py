@@ -277,3 +277,20 @@ def test_empty_mailbox_makes_a_valid_empty_archive(s3):
     with zipfile.ZipFile(s3.path("exports/2024/alice.zip")) as archive:
         assert archive.namelist() == ["INBOX/"]
     assert read_report(s3, "exports/2024/alice.report.csv") == []
+
+
+def test_report_upload_failure_keeps_the_archive_and_a_retry_only_writes_the_report(dovecot, s3):
+    write_maildir(dovecot, USER, generate_mailbox("test"))
+    truth = truth_of(dovecot)
+    ledger = MemoryLedger()
+    tuning = fast_tuning(retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01))
+    with S3FaultProxy(s3.url, fail_puts_ending=".report.csv", fail_puts=1000) as proxy:
+        with imap_source(dovecot) as source:
+            first = run_export(source, s3.client(proxy.url), spec(s3), ledger, tuning)
+    assert first.state == FAILED_STATE and "is complete, but its report could not be written" in first.error
+    assert ledger.load_upload().archive_complete
+    commits = ledger.commits
+    with imap_source(dovecot) as source:
+        second = run_export(source, s3.client(), spec(s3), ledger, tuning)
+    assert second.state == COMPLETED and second.resumed and ledger.commits == commits
+    verify_export(s3, "exports/2024/alice", truth)

@@ -193,10 +193,13 @@ class S3FaultProxy:
     """``url`` is what clients use; failures are consumed in order of arrival."""
 
     def __init__(self, target_url: str, *, fail_upload_parts: int = 0, fail_completes: int = 0,
-                 drop_instead: bool = False) -> None:
+                 fail_puts_ending: str = "", fail_puts: int = 0, drop_instead: bool = False) -> None:
+        """``fail_puts`` PutObject requests whose key ends with ``fail_puts_ending`` fail too."""
         parts = urlsplit(target_url)
         self.target = (parts.hostname, parts.port)
-        self.remaining = {"UploadPart": fail_upload_parts, "CompleteMultipartUpload": fail_completes}
+        self.remaining = {"UploadPart": fail_upload_parts, "CompleteMultipartUpload": fail_completes,
+                          "PutObject": fail_puts}
+        self.put_suffix = fail_puts_ending
         self.drop_instead = drop_instead
         self.requests: list[S3Request] = []
         self.injected = 0
@@ -219,6 +222,8 @@ class S3FaultProxy:
                 request = S3Request(self.command, split.path, query, 0)
                 with proxy._lock:
                     op = request.operation
+                    if op.startswith("PUT ") and proxy.put_suffix and split.path.endswith(proxy.put_suffix):
+                        op = "PutObject"
                     inject = proxy.remaining.get(op, 0) > 0
                     if inject:
                         proxy.remaining[op] -= 1
