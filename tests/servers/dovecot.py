@@ -86,6 +86,17 @@ def make_test_certificate(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the process that started us dies, so a killed
+    test run leaves no Dovecot behind (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+    except OSError:
+        pass
+
+
 class DovecotServer:
     """One Dovecot master process with its own config, users, Maildirs and logs.
 
@@ -260,8 +271,8 @@ protocol imap {{
         self._write_passwd()
         conf = self.root / "dovecot.conf"
         conf.write_text(self._config())
-        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         try:
             wait_for_port(self.port, proc=self.proc)
             if self.ssl_port:
@@ -312,6 +323,9 @@ def main() -> None:  # pragma: no cover - by hand
     parser.add_argument("--ssl", action="store_true")
     parser.add_argument("--layout", default="fs", choices=["fs", "mithi"])
     args = parser.parse_args()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     users = dict(u.split(":", 1) for u in args.user) or {"user": "password"}
     with DovecotServer(users, ssl=args.ssl, layout=args.layout) as dc:
         print(f"dovecot on 127.0.0.1:{dc.port} (plain/STARTTLS)"
