@@ -86,17 +86,6 @@ def make_test_certificate(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the process that started us dies, so a killed
-    test run leaves no Dovecot behind (Linux prctl PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
-    except OSError:
-        pass
-
-
 class DovecotServer:
     """One Dovecot master process with its own config, users, Maildirs and logs.
 
@@ -271,8 +260,8 @@ protocol imap {{
         self._write_passwd()
         conf = self.root / "dovecot.conf"
         conf.write_text(self._config())
-        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_for_port(self.port, proc=self.proc)
             if self.ssl_port:
