@@ -25,7 +25,7 @@ run: install
 test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## The same suite on PostgreSQL (DATABASE_URL defaults to the local server).
+## The suite on PostgreSQL (DATABASE_URL defaults to the local server; PYTEST_ARGS=--db-only for the DB tests only).
 test-postgres: install system-deps
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/legacyflo} $(BIN)/pytest $(PYTEST_ARGS)
 

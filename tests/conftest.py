@@ -121,3 +121,23 @@ def client_for(client):
         return client
 
     return login
+
+
+DB_FIXTURES = {"db", "transactional_db", "live_server"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--db-only", action="store_true",
+                     help="run only the tests that use the database (the PostgreSQL pass of CI)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With --db-only, skip tests that never touch the database: their result cannot depend on it."""
+    if not config.getoption("--db-only"):
+        return
+    keep, drop = [], []
+    for item in items:
+        uses_db = item.get_closest_marker("django_db") is not None or DB_FIXTURES & set(getattr(item, "fixturenames", ()))
+        (keep if uses_db else drop).append(item)
+    items[:] = keep
+    config.hook.pytest_deselected(items=drop)
