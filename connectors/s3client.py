@@ -7,7 +7,9 @@ what a long transfer needs:
   own retries around UploadPart / CompleteMultipartUpload;
 - request checksums only when an API requires them: S3-compatible stores (rclone, MinIO,
   Ceph...) do not all understand the flexible-checksum trailers newer botocore sends by
-  default; a part's integrity is checked against its ETag instead (see ``s3sink``);
+  default; parts can carry Content-MD5 instead (``Tuning.content_md5``);
+- unsigned payloads, as botocore already does over HTTPS: over plain HTTP (local stores) it
+  would otherwise SHA-256 every part just to sign it;
 - a connection pool large enough for the concurrent part uploads.
 """
 
