@@ -14,6 +14,9 @@ ZIP pipeline (threads; memory bounded by bytes, never by the mailbox size):
       (rest of the entries + labels.csv + central directory), completes, writes the report.
 
 Invariants:
+- An exception raised by the Ledger itself propagates out of ``run_export`` unchanged, after
+  the threads stop and with the upload and the ledger untouched (the ledger is the truth; if it
+  cannot be written, or says another worker owns the export, nothing may be cleaned up).
 - Parts are cut at entry boundaries: every part holds whole ZIP entries. Every part but the
   last is at least ``part_bytes`` (≥ 5 MiB on S3) and the target doubles every 1,000 parts, so
   10,000 parts reach ~8 TB; a part bigger than ``spill_bytes`` lives in a temp file.
@@ -383,7 +386,8 @@ class ZipExport:
 
     def __init__(self, source: Source, s3_client, spec: ExportSpec, ledger: Ledger,
                  tuning: Tuning | None = None) -> None:
-        self.source, self.client, self.spec, self.ledger = source, s3_client, spec, ledger
+        self.source, self.client, self.spec = source, s3_client, spec
+        self.ledger = LedgerGuard(ledger)
         self.t = tuning or Tuning()
         self.key = spec.key(".zip")
         self.stop = threading.Event()
@@ -439,6 +443,11 @@ class ZipExport:
             result.state, result.error = CANCELLED, "The export was cancelled."
             self._report_final_progress(result)
         except Exception as exc:  # noqa: BLE001 - every failure ends the same, cleanly
+            if exc is self.ledger.failure:
+                log.warning("the ledger of %s failed (%s); stopping, upload and ledger untouched",
+                            self.key, exc)
+                self._stop_workers()
+                raise
             if isinstance(exc, SourceError | S3Failure):
                 log.warning("export of %s failed: %s", self.key, exc)
             else:
@@ -857,32 +866,78 @@ class ZipExport:
             if self.ledger.cancel_requested():
                 raise Cancelled()
 
-    def _shutdown_and_abort(self) -> None:
-        """Stop the workers, abort the upload (after in-flight parts), forget it in the ledger."""
+    def _stop_workers(self) -> None:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=60)
         if self.compress_pool is not None:
             self.compress_pool.shutdown(wait=True, cancel_futures=True)
+        if self.sink is not None:
+            self.sink.stop_uploads()
+
+    def _shutdown_and_abort(self) -> None:
+        """Stop the workers, forget the upload in the ledger, then abort it.
+
+        The ledger goes first: if it refuses (another worker owns the export now, or the
+        database is down) the upload is left alone rather than pulled from under its owner.
+        """
+        self._stop_workers()
         sink = self.sink
-        if sink is None:
-            state = self.ledger.load_upload()
-            if state is not None and state.format == "zip":
-                sink = self._new_sink(state.upload_id)
+        try:
+            if sink is None:
+                state = self.ledger.load_upload()
+                if state is not None and state.format == "zip":
+                    sink = self._new_sink(state.upload_id)
+            self.ledger.reset()
+        except Exception:  # noqa: BLE001 - report the original failure, log this one
+            log.warning("could not reset the ledger of %s; its upload is left alone", self.key,
+                        exc_info=True)
+            return
         if sink is not None and sink.upload_id:
             try:
                 sink.abort()
-            except Exception:  # noqa: BLE001 - report the original failure, log this one
+            except Exception:  # noqa: BLE001
                 log.warning("could not abort the upload of %s", self.key, exc_info=True)
-        try:
-            self.ledger.reset()
-        except Exception:  # noqa: BLE001
-            log.warning("could not reset the ledger of %s", self.key, exc_info=True)
 
     def _close_parts(self) -> None:
         for part in list(self.open_parts.values()):
             part.close()
         self.open_parts.clear()
+
+
+class LedgerGuard:
+    """Passes every call to the real ledger and remembers the first exception one raised.
+
+    A ledger that fails (database down, or the portal's "another worker owns this request now")
+    is the one thing the engine must not clean up after: it stops its threads, leaves the
+    upload and the ledger alone, and re-raises the ledger's own exception to its caller.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.failure: BaseException | None = None
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._ledger, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                result = attr(*args, **kwargs)
+            except Exception as exc:
+                self.failure = self.failure or exc
+                raise
+            return self._guard_iterator(result) if name == "iter_records" else result
+
+        return call
+
+    def _guard_iterator(self, records):
+        try:
+            yield from records
+        except Exception as exc:
+            self.failure = self.failure or exc
+            raise
 
 
 class _MainCall:

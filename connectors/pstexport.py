@@ -34,6 +34,7 @@ from connectors.export import (
     Cancelled,
     ExportResult,
     ExportSpec,
+    LedgerGuard,
     Tuning,
     _now,
     _user_message,
@@ -79,7 +80,8 @@ class _FileBody:
 
 class PstExport:
     def __init__(self, source: Source, s3_client, spec: ExportSpec, ledger: Ledger, tuning: Tuning) -> None:
-        self.source, self.client, self.spec, self.ledger, self.t = source, s3_client, spec, ledger, tuning
+        self.source, self.client, self.spec, self.t = source, s3_client, spec, tuning
+        self.ledger = LedgerGuard(ledger)
         self.name = clean_file_name(spec.file_name, "pst")
         self.progress = Progress()
         self.stats: dict[str, FolderStats] = {}
@@ -112,6 +114,10 @@ class PstExport:
             self._clean_up()
             result.state, result.error = CANCELLED, "The export was cancelled."
         except Exception as exc:  # noqa: BLE001 - every failure ends the same, cleanly
+            if exc is self.ledger.failure:  # see connectors.export: touch nothing, re-raise
+                if self.sink is not None:
+                    self.sink.stop_uploads()
+                raise
             if isinstance(exc, SourceError | S3Failure):
                 log.warning("PST export %s failed: %s", self.name, exc)
             else:
@@ -297,6 +303,14 @@ class PstExport:
 
     # ---- control ----------------------------------------------------------------------------
     def _clean_up(self) -> None:
+        """Ledger first (it may say the export is no longer ours), then the bucket."""
+        if self.sink is not None:
+            self.sink.stop_uploads()
+        try:
+            self.ledger.reset()
+        except Exception:  # noqa: BLE001
+            log.warning("could not reset the ledger; the upload is left alone", exc_info=True)
+            return
         if self.sink is not None:
             try:
                 self.sink.abort()
@@ -307,10 +321,6 @@ class PstExport:
                 self.client.delete_object(Bucket=self.spec.bucket, Key=key)
             except Exception:  # noqa: BLE001
                 log.warning("could not delete %s", key, exc_info=True)
-        try:
-            self.ledger.reset()
-        except Exception:  # noqa: BLE001
-            log.warning("could not reset the ledger", exc_info=True)
 
     def _report_progress(self, force: bool = False) -> None:
         now = time.monotonic()

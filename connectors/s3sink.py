@@ -215,6 +215,11 @@ class MultipartSink:
         except UploadGone:
             pass
 
+    def stop_uploads(self) -> None:
+        """Let in-flight part uploads finish (or give up retrying), start no queued ones."""
+        self.stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 

@@ -294,3 +294,29 @@ def test_report_upload_failure_keeps_the_archive_and_a_retry_only_writes_the_rep
         second = run_export(source, s3.client(), spec(s3), ledger, tuning)
     assert second.state == COMPLETED and second.resumed and ledger.commits == commits
     verify_export(s3, "exports/2024/alice", truth)
+
+
+class OwnershipLost(Exception):
+    pass
+
+
+class LosingLedger(MemoryLedger):
+    """Like the portal's ledger when another worker took the request over."""
+
+    def commit_part(self, part, records):
+        if self.commits == 2:
+            raise OwnershipLost("another worker owns this export now")
+        super().commit_part(part, records)
+
+
+def test_a_failing_ledger_stops_the_engine_and_nothing_is_cleaned_up(dovecot, s3):
+    write_maildir(dovecot, USER, generate_mailbox("flat", count=200, size=5000))
+    ledger = LosingLedger()
+    client = s3.client()
+    with imap_source(dovecot) as source:
+        with pytest.raises(OwnershipLost):
+            run_export(source, client, spec(s3), ledger, fast_tuning())
+    upload = ledger.load_upload()
+    assert upload is not None and len(upload.parts) == 2  # the ledger was not reset...
+    assert [u["UploadId"] for u in multipart_uploads(client, s3.bucket)] == [upload.upload_id]  # ...nor the upload aborted
+    client.abort_multipart_upload(Bucket=s3.bucket, Key=upload.key, UploadId=upload.upload_id)
