@@ -637,23 +637,27 @@ class ZipExport:
         todo = [i for i in ids if i not in committed]
         del committed
         expected = set(todo)
-        for item in self.source.fetch_messages(folder, todo):
-            if self.stop.is_set():
-                raise _Stopped()
-            if item.source_id not in expected:
-                continue  # a duplicate or an id we did not ask for: never store twice
-            expected.discard(item.source_id)
-            if isinstance(item, Message):
-                size = len(item.raw)
-                self.budget.acquire(size)
-                future = self.compress_pool.submit(prepare_message, item, self.t.deflate_level)
-                self.progress.bytes_done += size
-                self.items.put(_Queued(future, size))
-            else:
-                self.items.put(item)
-            del item
+        reason = "The source did not return this message."
+        try:
+            for item in self.source.fetch_messages(folder, todo):
+                if self.stop.is_set():
+                    raise _Stopped()
+                if item.source_id not in expected:
+                    continue  # a duplicate or an id we did not ask for: never store twice
+                expected.discard(item.source_id)
+                if isinstance(item, Message):
+                    size = len(item.raw)
+                    self.budget.acquire(size)
+                    future = self.compress_pool.submit(prepare_message, item, self.t.deflate_level)
+                    self.progress.bytes_done += size
+                    self.items.put(_Queued(future, size))
+                else:
+                    self.items.put(item)
+                del item
+        except FolderUnavailable as exc:  # the folder went away mid-way: the rest is reported
+            reason = f"The folder became unreadable during the export: {exc}"
         for missing in [i for i in todo if i in expected]:
-            self.items.put(MessageFailure(folder.path, missing, "The source did not return this message."))
+            self.items.put(MessageFailure(folder.path, missing, reason))
         self.items.put(_FolderEnd(folder))
 
     def _assemble_loop(self, first_part: int) -> None:

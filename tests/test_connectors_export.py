@@ -320,3 +320,24 @@ def test_a_failing_ledger_stops_the_engine_and_nothing_is_cleaned_up(dovecot, s3
     assert upload is not None and len(upload.parts) == 2  # the ledger was not reset...
     assert [u["UploadId"] for u in multipart_uploads(client, s3.bucket)] == [upload.upload_id]  # ...nor the upload aborted
     client.abort_multipart_upload(Bucket=s3.bucket, Key=upload.key, UploadId=upload.upload_id)
+
+
+def test_folder_vanishing_mid_fetch_reports_its_remaining_messages(s3):
+    from connectors.base import FolderUnavailable
+
+    class Vanishing(ScriptedSource):
+        def fetch_messages(self, folder, ids):
+            for n, message in enumerate(super().fetch_messages(folder, ids)):
+                if folder.path == "INBOX" and n == 3:
+                    raise FolderUnavailable("The folder 'INBOX' cannot be opened: NO Mailbox doesn't exist")
+                yield message
+
+    source = Vanishing({"INBOX": [(str(n), _msg(n), ()) for n in range(10)],
+                        "Sent": [("s1", _msg(99), ())]})
+    result = run_export(source, s3.client(), spec(s3), MemoryLedger(), fast_tuning())
+    assert result.state == COMPLETED_WITH_ERRORS
+    inbox = next(f for f in result.folders if f.folder == "INBOX")
+    assert (inbox.source_count, inbox.exported, inbox.failed) == (10, 3, 7)
+    assert next(f for f in result.folders if f.folder == "Sent").exported == 1
+    rows = [r for r in read_report(s3, "exports/2024/alice.report.csv") if r["status"] == "failed"]
+    assert len(rows) == 7 and "became unreadable" in rows[0]["error"]
