@@ -409,3 +409,14 @@ def test_fast_fetch_parser_agrees_with_imapclient(data):
     from connectors.imapfetch import parse_fetch
 
     assert parse_fetch(data) == dict(parse_fetch_response(data, True, True))
+
+
+def test_mailgen_imap_loader_serves_the_same_bytes_as_the_maildir_loader(dovecot):
+    from tests.mailgen import append_imap
+
+    mailbox = generate_mailbox("test")
+    with IMAPClient("127.0.0.1", dovecot.port, ssl=False) as client:
+        client.plain_login(USER, PASSWORD)
+        append_imap(client, mailbox)
+    served = sorted(truth_of(dovecot).messages.values())
+    assert served == sorted(m.raw for m in mailbox.messages())
