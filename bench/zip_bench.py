@@ -85,8 +85,8 @@ def child(config_path: str) -> int:
                     deflate_level=cfg["level"], content_md5=cfg["md5"], tmp_dir=cfg["tmp"])
     ledger = SqliteLedger(Path(cfg["tmp"]) / "ledger.sqlite")
     with source:
-        result = run_export(source, client, ExportSpec(bucket="bench", prefix="bench",
-                                                       file_name=cfg["file"]), ledger, tuning)
+        result = run_export(source, client, ExportSpec(bucket="bench", prefix="bench", file_name=cfg["file"],
+                                                       format=cfg.get("format", "zip")), ledger, tuning)
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -145,6 +145,27 @@ def check_archive(path: Path, count: int, total: int, expected: dict) -> str:
         return "; ".join(problems) or f"OK ({len(files)} entries, {size / 1e6:.1f} MB)"
 
 
+def check_pst(path: Path, count: int) -> str:
+    """Open the PST with libpff and count its messages (and run our structural checker)."""
+    import pypff
+
+    from connectors.pst import check_pst as structural_problems
+
+    pst = pypff.file()
+    pst.open(str(path))
+
+    def messages(folder) -> int:
+        return folder.number_of_sub_messages + sum(
+            messages(folder.get_sub_folder(i)) for i in range(folder.number_of_sub_folders))
+
+    found = messages(pst.get_root_folder())
+    pst.close()
+    problems = structural_problems(path)
+    if found != count or problems:
+        return f"{found} messages for {count}; checker: {problems[:3]}"
+    return f"OK ({found} messages in libpff, checker clean, {path.stat().st_size / 1e6:.1f} MB)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -163,6 +184,7 @@ def main() -> int:
     parser.add_argument("--md5", action="store_true", help="send Content-MD5 with every part")
     parser.add_argument("--mmap-kb", type=int, default=0, help="malloc mmap threshold (tuning)")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
+    parser.add_argument("--pst", action="store_true", help="also export the same mailbox as PST (target ≤ 1.5x ZIP)")
     args = parser.parse_args()
     if args.child:
         return child(args.child)
@@ -180,7 +202,7 @@ def main() -> int:
         print(f"mailbox: {count} messages, {total / 1e6:.1f} MB "
               f"(generated in {time.perf_counter() - t:.1f}s); warming Dovecot up...", flush=True)
         warm_up_imap(dovecot.port, USER, PASSWORD)
-        results: dict[str, list[Measured]] = {"mbsync": [], "engine": []}
+        results: dict[str, list[Measured]] = {"mbsync": [], "engine": [], "pst": []}
         for run in range(args.repeat):
             if not args.no_mbsync:
                 rc = write_mbsyncrc(work / f"mbsync{run}", port=dovecot.port, user=USER,
@@ -213,6 +235,22 @@ def main() -> int:
             archive = work / "s3" / "bench" / "bench" / f"run{run}.zip"
             print("archive check:", check_archive(archive, count, total, expected), flush=True)
             archive.unlink()
+            if args.pst:
+                tmp = work / f"pst{run}"
+                tmp.mkdir()
+                (tmp / "config.json").write_text(json.dumps({**cfg, "file": f"pst{run}", "format": "pst",
+                                                             "tmp": str(tmp)}))
+                argv = child_argv[:-1] + [str(tmp / "config.json")]
+                m = run_measured("pst", argv, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+                results["pst"].append(m)
+                last = m.output.strip().splitlines()[-1] if m.output.strip() else ""
+                print(f"PST run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB, {last}", flush=True)
+                if m.returncode:
+                    print(m.output[-3000:])
+                    return 1
+                pst_file = work / "s3" / "bench" / "bench" / f"pst{run}.pst"
+                print("PST check:", check_pst(pst_file, count), flush=True)
+                pst_file.unlink()
         best_engine = min(results["engine"], key=lambda m: m.wall)
         print()
         print(f"{'':10}{'wall s':>10}{'peak RSS MB':>14}")
@@ -225,6 +263,11 @@ def main() -> int:
             print(f"ratio engine/mbsync: {ratio:.2f} (target ≤ 1.0)")
         peak = max(m.peak_rss_mb for m in results["engine"])
         print(f"engine peak RSS: {peak:.0f} MB (target ≤ 150)")
+        if results["pst"]:
+            best_pst = min(results["pst"], key=lambda m: m.wall)
+            print(f"{'PST':10}{best_pst.wall:>10.2f}{best_pst.peak_rss_mb:>14.0f}")
+            print(f"ratio PST/ZIP: {best_pst.wall / best_engine.wall:.2f} (target ≤ 1.5); "
+                  f"PST peak RSS {max(m.peak_rss_mb for m in results['pst']):.0f} MB (target ≤ 200)")
         return 0
     finally:
         s3.stop()
