@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-postgres bench lint install system-deps clean
+.PHONY: run test test-postgres bench bench-large lint install system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ system-deps:
 
 ## Benchmarks (minutes): ZIP and PST export against mbsync, Gmail API and Graph against the fakes.
 bench: install system-deps
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+## The benchmarks plus the 10x mailbox (several minutes, ~12 GB of disk).
+bench-large: install system-deps
+	$(BIN)/python bench/run_all.py --large
 
 lint: install
 	$(BIN)/ruff check .
