@@ -98,7 +98,7 @@ def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
                     result.errors.append(f"Line {line}: {where}{message}")
             continue
         data = form.cleaned_data
-        key = (data["bucket"].pk, data["s3_prefix"], data["file_name"].lower(), rtype.format)
+        key = (data["bucket"].pk, data["s3_prefix"], data["file_name"].lower())
         if key in destinations:
             result.errors.append(f"Line {line}: same bucket, prefix and file name as line {destinations[key]}.")
             continue

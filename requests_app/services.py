@@ -19,29 +19,25 @@ from requests_app.types import RequestType
 TERMINAL_RETRYABLE = (State.FAILED, State.CANCELLED, State.COMPLETED_WITH_ERRORS)
 
 
-def archive_extension(req: MigrationRequest) -> str:
-    return ".pst" if req.request_type.endswith("-PST") else ".zip"
-
-
 def archive_base_key(req: MigrationRequest) -> str:
     """``PREFIX/FILE`` without extension; the archive, report and summary sit side by side."""
     return f"{req.s3_prefix}/{req.file_name}" if req.s3_prefix else req.file_name
 
 
-def _destination_conflict(tenant, bucket, s3_prefix: str, file_name: str, fmt: str):
-    """Another live or finished request that writes the same object (would overwrite a backup)."""
-    suffix = "-PST" if fmt == "pst" else "-ZIP"
+def _destination_conflict(tenant, bucket, s3_prefix: str, file_name: str):
+    """Another live or finished request writing under the same PREFIX/FILE (its archive, report or
+    summary would be overwritten: ZIP and PST share FILE.report.csv and FILE.summary.json)."""
     return (MigrationRequest.objects.for_tenant(tenant)
-            .filter(bucket=bucket, s3_prefix=s3_prefix, file_name__iexact=file_name, request_type__endswith=suffix)
+            .filter(bucket=bucket, s3_prefix=s3_prefix, file_name__iexact=file_name)
             .exclude(state__in=[State.FAILED, State.CANCELLED]).first())
 
 
 def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest:
-    conflict = _destination_conflict(tenant, data["bucket"], data["s3_prefix"], data["file_name"], rtype.format)
+    conflict = _destination_conflict(tenant, data["bucket"], data["s3_prefix"], data["file_name"])
     if conflict:
         raise ValidationError(
-            f"{data['bucket'].name}/{archive_base_key(conflict)}{'.pst' if rtype.format == 'pst' else '.zip'} "
-            f"is already written by request “{conflict.title or conflict.source_user}”: choose another file name or prefix.")
+            f"{data['bucket'].name}/{archive_base_key(conflict)}.* is already written by request "
+            f"“{conflict.title or conflict.source_user}”: choose another file name or prefix.")
     req = MigrationRequest(
         tenant=tenant, request_type=rtype.code, title=data.get("title") or data["source_user"],
         source_server=data.get("source_server", ""), source_port=data.get("source_port"),

@@ -149,3 +149,19 @@ def test_requests_submit_command(tenant, bucket, tmp_path, rq_queue, capsys):
     with pytest.raises(SystemExit):
         call_command("requests_submit", "--tenant", tenant.slug, str(good))
     assert "is already written by request" in capsys.readouterr().err
+
+
+@pytest.mark.django_db
+def test_zip_and_pst_of_one_name_would_share_reports_so_refused(tenant, bucket, rq_queue):
+    rows = [row(file_name="same"), row(request_type="IMAP-S3-PST", file_name="same")]
+    result = parse_csv(to_csv(rows), tenant=tenant)
+    assert "Line 3: same bucket, prefix and file name as line 2." in result.errors
+    from requests_app.services import requests_submit_many
+
+    first = parse_csv(to_csv(rows[:1]), tenant=tenant)
+    requests_submit_many(tenant=tenant, actor=None, rows=first.rows)
+    second = parse_csv(to_csv(rows[1:]), tenant=tenant)
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="already written"):
+        requests_submit_many(tenant=tenant, actor=None, rows=second.rows)
