@@ -92,6 +92,28 @@ def archive_digests(client, bucket: str, key: str) -> dict[str, list[str]]:
     return out
 
 
+def pst_folder_counts(path) -> dict[str, int]:
+    """Folder path ('/'-joined, as libpff names them) → number of messages, read with libpff."""
+    import pypff
+
+    pst = pypff.file()
+    pst.open(str(path))
+
+    def walk(folder, prefix=""):
+        found = {}
+        for i in range(folder.number_of_sub_folders):
+            sub = folder.get_sub_folder(i)
+            name = f"{prefix}/{sub.name}" if prefix else sub.name
+            found[name] = sub.number_of_sub_messages
+            found.update(walk(sub, name))
+        return found
+
+    try:
+        return walk(pst.get_root_folder())
+    finally:
+        pst.close()
+
+
 def no_pending_uploads(client, bucket: str) -> bool:
     try:
         return not client.list_multipart_uploads(Bucket=bucket).get("Uploads")

@@ -24,6 +24,7 @@ from tests.mailgen import generate_mailbox, write_maildir
 from tests.portal_fixtures import (
     archive_digests,
     no_pending_uploads,
+    pst_folder_counts,
     run_worker_burst,
     source_digests,
     submit,
@@ -337,25 +338,10 @@ def test_o365_over_xoauth2_delegated_and_app_only_against_dovecot(operator, admi
 
 
 def pst_counts(s3, bucket: str, key: str, tmp_path) -> dict[str, int]:
-    pypff = pytest.importorskip("pypff")
+    pytest.importorskip("pypff")
     local = tmp_path / "archive.pst"
     s3.download_file(bucket, key, str(local))
-    pst = pypff.file()
-    pst.open(str(local))
-
-    def walk(folder, path=""):
-        found = {}
-        for i in range(folder.number_of_sub_folders):
-            sub = folder.get_sub_folder(i)
-            name = f"{path}/{sub.name}" if path else sub.name
-            found[name] = sub.number_of_sub_messages
-            found.update(walk(sub, name))
-        return found
-
-    try:
-        return walk(pst.get_root_folder())
-    finally:
-        pst.close()
+    return pst_folder_counts(local)
 
 
 @pytest.mark.parametrize("code,user", [("M365API-S3-PST", MEGAN), ("GMAILAPI-S3-PST", BOB)])

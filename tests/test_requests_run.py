@@ -14,6 +14,7 @@ from tests.portal_fixtures import (
     archive_digests,
     imap_form,
     no_pending_uploads,
+    pst_folder_counts,
     run_worker_burst,
     source_digests,
     submit,
@@ -119,8 +120,6 @@ def test_worker_killed_mid_transfer_resumes_exactly_once(operator, tenant, dovec
 
 def test_imap_pst_request_opens_in_libpff_with_every_message(operator, tenant, dovecot, imap_ca, dest_bucket,
                                                             rclone, rq_queue, tmp_path):
-    import pypff
-
     req = submit(tenant, operator, "IMAP-S3-PST", imap_form(dovecot, dest_bucket, file_name="alice-pst"))
     run_worker_burst(rq_queue)
     req.refresh_from_db()
@@ -131,20 +130,7 @@ def test_imap_pst_request_opens_in_libpff_with_every_message(operator, tenant, d
     assert no_pending_uploads(s3, dest_bucket.name)
     local = tmp_path / "alice.pst"
     s3.download_file(dest_bucket.name, "mail/alice-pst.pst", str(local))
-    pst = pypff.file()
-    pst.open(str(local))
-
-    def count(folder, path=""):
-        found = {}
-        for i in range(folder.number_of_sub_folders):
-            sub = folder.get_sub_folder(i)
-            name = f"{path}/{sub.name}" if path else sub.name
-            found[name] = sub.number_of_sub_messages
-            found.update(count(sub, name))
-        return found
-
-    counts = count(pst.get_root_folder())
-    pst.close()
+    counts = pst_folder_counts(local)
     expected = {folder: len(msgs) for folder, msgs in source_digests(dovecot.mailbox).items()}
     for folder, n in expected.items():
         matching = [v for k, v in counts.items() if k.endswith(folder)]
