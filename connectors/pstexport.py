@@ -168,8 +168,9 @@ class PstExport:
 
         self.progress.phase = "transferring"
         records_path = work / "records.jsonl"
+        # Not durable: the files live only until they are uploaded, and a crash starts over.
         writer = SplittingPstWriter(work / f"{self.name}.pst", split_bytes=self.spec.split_bytes or NO_SPLIT,
-                                    display_name=self.spec.display_name or self.name)
+                                    display_name=self.spec.display_name or self.name, durable=False)
         with writer, open(records_path, "w", encoding="utf-8") as records:
             for folder in folders:
                 writer.add_folder(folder.path)

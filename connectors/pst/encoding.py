@@ -6,7 +6,10 @@ from both. They are pure functions of their inputs.
 
 from __future__ import annotations
 
-import zlib
+try:  # ISA-L's CRC-32 is ~4x zlib's on 8 KB blocks (~0.2 s on a 450 MB file)
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    from zlib import crc32 as _crc32
 
 # [MS-PST] §5.1 mpbbCrypt, first third ("mpbbR"): the encoding substitution of
 # NDB_CRYPT_PERMUTE. The decoding table is its inverse, computed below.
@@ -42,7 +45,7 @@ def pst_crc(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     zlib's crc32 inverts on entry and exit; inverting its start value and its result
     cancels both, so the C implementation does the work at memory speed.
     """
-    return (~zlib.crc32(data, ~crc & 0xFFFFFFFF)) & 0xFFFFFFFF
+    return (~_crc32(data, ~crc & 0xFFFFFFFF)) & 0xFFFFFFFF
 
 
 def signature(ib: int, bid: int) -> int:

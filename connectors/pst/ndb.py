@@ -8,12 +8,13 @@ allocated in increasing order); the few other nodes are sorted in memory and mer
 
 ``close`` writes the B-trees, the last map pages, the density list and, last of all, the
 header with fAMapValid set: a file that was not closed keeps fAMapValid 0 and no B-tree roots.
+With ``durable`` (the default) the file is fsynced before and after that header, so not even a
+power cut can leave a header that promises a body the disk does not hold.
 """
 
 from __future__ import annotations
 
 import heapq
-import os
 import struct
 import tempfile
 from array import array
@@ -24,6 +25,7 @@ from . import layout as L
 from .allocation import SpaceAllocator
 from .btree import BBT_ENTRY, NBT_ENTRY, write_btree
 from .encoding import CRYPT_PERMUTE, permute_encode, pst_crc, signature
+from .fileout import PositionedOutput
 from .header import HeaderFields, pack_header
 
 # NID types ([MS-PST] §2.2.2.1) used by the messaging layer.
@@ -107,12 +109,14 @@ class _SpillFile:
 class NodeDatabaseWriter:
     """Writes blocks and nodes of one PST file; ``close`` makes it a valid file."""
 
-    def __init__(self, path: Path, crypt_method: int, spill_dir: Path | None = None) -> None:
+    def __init__(
+        self, path: Path, crypt_method: int, spill_dir: Path | None = None, *, durable: bool = True
+    ) -> None:
         self.path = Path(path)
         self.crypt_method = crypt_method
-        self._file = open(self.path, "w+b")  # noqa: SIM115 - closed in close()/abort()
-        self._position = 0
-        self._eof = 0
+        self.durable = durable
+        self._out = PositionedOutput(self.path)
+        self._write_at = self._out.write_at
         spill = Path(spill_dir) if spill_dir else self.path.parent
         self._bbt = _SpillFile(spill, BBT_ENTRY.size)
         self._message_nodes = _SpillFile(spill, NBT_ENTRY.size)
@@ -128,17 +132,10 @@ class NodeDatabaseWriter:
 
     # -- file output ------------------------------------------------------------------------
 
-    def _write_at(self, offset: int, data: bytes) -> None:
-        if offset != self._position:
-            self._file.seek(offset)
-        self._file.write(data)
-        self._position = offset + len(data)
-        self._eof = max(self._eof, self._position)
-
     @property
     def bytes_written(self) -> int:
         """Bytes in the file so far (map pages of the current span not yet included)."""
-        return self._eof
+        return self._out.eof
 
     # -- blocks -----------------------------------------------------------------------------
 
@@ -229,24 +226,26 @@ class NodeDatabaseWriter:
         dlist_bid = self._next_page_bid
         self._next_page_bid += 1
         self._write_at(L.DLIST_OFFSET, _empty_density_list(dlist_bid))
-        self._file.truncate(eof)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._out.truncate(eof)
+        if self.durable:  # everything on disk before the header that makes the file valid
+            self._out.sync()
         fields = self._header_fields(eof, amap_last, amap_free, nbt_bid, nbt_ib, bbt_bid, bbt_ib)
         self._write_at(0, pack_header(fields))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._eof = eof
+        if self.durable:
+            self._out.sync()
+        else:
+            self._out.flush()
+        self._out.eof = eof
         self._release()
 
     def abort(self) -> None:
         """Stop without finishing: the file stays marked as unfinished."""
         if not self.closed:
-            self._release()
+            self._release(quiet=True)
 
-    def _release(self) -> None:
+    def _release(self, quiet: bool = False) -> None:
         self.closed = True
-        self._file.close()
+        self._out.close(quiet=quiet)
         self._bbt.close()
         self._message_nodes.close()
         self._other_nodes = []
