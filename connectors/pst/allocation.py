@@ -28,21 +28,11 @@ def map_page(ptype: int, offset: int, data: bytes) -> bytes:
 
 def longest_free_run(bitmap: bytes | bytearray) -> int:
     """Longest run of clear bits (free 64-byte slots), MSB first, capped at 255 (FMap byte)."""
-    best = run = 0
-    for byte in bitmap:
-        if byte == 0:
-            run += 8
-        elif byte == 0xFF:
-            best, run = max(best, run), 0
-        else:
-            for bit in range(8):
-                if byte & (0x80 >> bit):
-                    best, run = max(best, run), 0
-                else:
-                    run += 1
-        if best >= 255:
-            return 255
-    return min(255, max(best, run))
+    bits = format(int.from_bytes(bitmap, "big"), f"0{len(bitmap) * 8}b")
+    return min(255, max(map(len, bits.replace("1", " ").split()), default=0))
+
+
+_ALL_SET = b"\xff" * L.PAGE_DATA_SIZE
 
 
 class _Span:
@@ -58,16 +48,16 @@ class _Span:
             self.mark(offset - base, L.PAGE_SIZE)
 
     def mark(self, relative: int, size: int) -> None:
-        first = relative // L.BLOCK_ALIGN
+        slot = relative // L.BLOCK_ALIGN
         last = (relative + size) // L.BLOCK_ALIGN  # exclusive; sizes are 64-aligned
         bits = self.bits
-        slot = first
         while slot < last and slot % 8:
             bits[slot // 8] |= 0x80 >> (slot % 8)
             slot += 1
-        while slot + 8 <= last:
-            bits[slot // 8] = 0xFF
-            slot += 8
+        whole = (last - slot) // 8
+        if whole > 0:
+            bits[slot // 8 : slot // 8 + whole] = _ALL_SET[:whole]
+            slot += whole * 8
         while slot < last:
             bits[slot // 8] |= 0x80 >> (slot % 8)
             slot += 1
@@ -97,6 +87,8 @@ class SpaceAllocator:
         self._free_run_per_span = bytearray()
         self.free_bytes = 0  # cbAMapFree of every finished span
         self.cursor = L.reserved_end(0)
+        self._largest_hole = 0  # at least the largest hole: nothing larger is tried in one
+        self._span_base, self._span_end = L.amap_offset(0), L.amap_offset(1)  # of _current
 
     def _finish_span(self, span: _Span) -> None:
         """Write the map pages of a span whose allocations are final (in span order)."""
@@ -128,12 +120,24 @@ class SpaceAllocator:
                     del self._holes[position]
                     self._finish_span(span)
                 return start
+        # None fits: the bound was stale (holes shrink without lowering it), make it exact.
+        self._largest_hole = max((end - start for _span, start, end in self._holes), default=0)
         return None
+
+    def allocate_block(self) -> int:
+        """``allocate(MAX_BLOCK_SIZE)``, the common case made cheap: a full block never fits a
+        hole (a hole is what was too small for the allocation that left it)."""
+        start = self.cursor
+        if start + L.MAX_BLOCK_SIZE <= self._span_end:
+            self._current.mark(start - self._span_base, L.MAX_BLOCK_SIZE)
+            self.cursor = start + L.MAX_BLOCK_SIZE
+            return start
+        return self.allocate(L.MAX_BLOCK_SIZE)
 
     def allocate(self, size: int, alignment: int = L.BLOCK_ALIGN) -> int:
         """Reserve ``size`` bytes (a multiple of 64) aligned to ``alignment``; return the offset."""
         assert size % L.BLOCK_ALIGN == 0 and 0 < size <= L.AMAP_SPAN // 2
-        if alignment == L.BLOCK_ALIGN and self._holes:
+        if alignment == L.BLOCK_ALIGN and size <= self._largest_hole:
             offset = self._from_hole(size)
             if offset is not None:
                 return offset
@@ -144,9 +148,12 @@ class SpaceAllocator:
                 self._holes.append([self._current, self.cursor, span_end])
                 if len(self._holes) > self.MAX_OPEN_HOLES:
                     self._finish_span(self._holes.pop(0)[0])
+                self._largest_hole = max(self._largest_hole, span_end - self.cursor)
             else:
                 self._finish_span(self._current)
             self._current = _Span(self._current.index + 1)
+            self._span_base = L.amap_offset(self._current.index)
+            self._span_end = L.amap_offset(self._current.index + 1)
             start = L.align(L.reserved_end(self._current.index), alignment)
         self._current.mark(start - L.amap_offset(self._current.index), size)
         self.cursor = start + size
@@ -160,6 +167,7 @@ class SpaceAllocator:
         for span, _start, _end in self._holes:
             self._finish_span(span)
         self._holes = []
+        self._largest_hole = 0
         self._finish_span(self._current)
         assert not self._pending_finish
         spans = self._current.index + 1

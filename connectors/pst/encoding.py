@@ -56,7 +56,9 @@ def signature(ib: int, bid: int) -> int:
 
 def permute_encode(data: bytes | bytearray | memoryview) -> bytes:
     """Encode an external data block's payload with NDB_CRYPT_PERMUTE."""
-    return bytes(data).translate(_PERMUTE_ENCODE)
+    if not isinstance(data, bytes | bytearray):
+        data = bytes(data)
+    return data.translate(_PERMUTE_ENCODE)
 
 
 def permute_decode(data: bytes | bytearray | memoryview) -> bytes:

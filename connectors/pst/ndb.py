@@ -19,6 +19,7 @@ import struct
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from pathlib import Path
 
 from . import layout as L
@@ -27,6 +28,8 @@ from .btree import BBT_ENTRY, NBT_ENTRY, write_btree
 from .encoding import CRYPT_PERMUTE, permute_encode, pst_crc, signature
 from .fileout import PositionedOutput
 from .header import HeaderFields, pack_header
+
+_BLOCK_TRAILER = struct.Struct("<HHIQ")  # cb, wSig, dwCRC, bid
 
 # NID types ([MS-PST] §2.2.2.1) used by the messaging layer.
 NID_TYPE_HID = 0x00
@@ -152,10 +155,43 @@ class NodeDatabaseWriter:
         ib = self.allocator.allocate(size)
         bid = self._next_block_bid | (0x2 if internal else 0)
         self._next_block_bid += 4
-        trailer = struct.pack("<HHIQ", cb, signature(ib, bid), pst_crc(stored), bid)
+        trailer = _BLOCK_TRAILER.pack(cb, signature(ib, bid), pst_crc(stored), bid)
         self._write_at(ib, b"".join((stored, bytes(size - cb - L.BLOCK_TRAILER_SIZE), trailer)))
         self._bbt.append(BBT_ENTRY.pack(bid, ib, cb, 2, 0))
         return bid
+
+    def write_full_blocks(self, data: bytes | bytearray | memoryview, bids: array) -> None:
+        """Write ``data`` (a multiple of 8,176 bytes) as full external blocks, appending their
+        bids to ``bids``: ``write_block`` for each, with the per-block work cut to the minimum
+        (one permute and one copy for the whole run, blocks that land next to each other written
+        together). Attachment data is ~90% of a mail PST, 55,000 blocks per 450 MB."""
+        full = L.MAX_BLOCK_DATA
+        assert len(data) % full == 0
+        stored = permute_encode(data) if self.crypt_method == CRYPT_PERMUTE else data
+        view = memoryview(stored)
+        allocate, crc, pack_trailer = self.allocator.allocate_block, pst_crc, _BLOCK_TRAILER.pack
+        pack_bbt, bbt, write_at = BBT_ENTRY.pack, self._bbt, self._write_at
+        run = bytearray()
+        run_at = run_end = -1
+        bid = self._next_block_bid
+        for at in range(0, len(view), full):
+            chunk = view[at : at + full]
+            ib = allocate()
+            if ib != run_end:
+                if run:
+                    write_at(run_at, run)
+                    run = bytearray()
+                run_at = ib
+            value = (ib ^ bid) & 0xFFFFFFFF
+            run += chunk
+            run += pack_trailer(full, ((value >> 16) ^ value) & 0xFFFF, crc(chunk), bid)
+            run_end = ib + L.MAX_BLOCK_SIZE
+            bbt.append(pack_bbt(bid, ib, full, 2, 0))
+            bids.append(bid)
+            bid += 4
+        if run:
+            write_at(run_at, run)
+        self._next_block_bid = bid
 
     def data_tree(self) -> DataTreeWriter:
         return DataTreeWriter(self)
@@ -305,9 +341,13 @@ class DataTreeWriter:
             if len(self._pending) == L.MAX_BLOCK_DATA and len(view):
                 self._append(self._ndb.write_block(self._pending), L.MAX_BLOCK_DATA)
                 self._pending.clear()
-        while len(view) > L.MAX_BLOCK_DATA:
-            self._append(self._ndb.write_block(view[: L.MAX_BLOCK_DATA]), L.MAX_BLOCK_DATA)
-            view = view[L.MAX_BLOCK_DATA :]
+        # Full blocks in one go, keeping the last (possibly partial) block pending.
+        full = (len(view) - 1) // L.MAX_BLOCK_DATA * L.MAX_BLOCK_DATA if len(view) else 0
+        if full:
+            count = len(self._bids)
+            self._ndb.write_full_blocks(view[:full], self._bids)
+            self._sizes.extend(repeat(L.MAX_BLOCK_DATA, len(self._bids) - count))
+            view = view[full:]
         if len(view):
             self._pending += view
 
