@@ -100,14 +100,17 @@ class HeapWriter:
 
     def allocate(self, data: bytes | bytearray) -> int:
         """Store ``data`` (at most 3,580 bytes) and return its HID."""
-        if len(data) > MAX_ALLOCATION:
-            raise ValueError(f"heap allocation of {len(data)} bytes exceeds {MAX_ALLOCATION}")
-        if not self._current.fits(len(data)):
-            self._next_block()
+        size = len(data)
+        if size > MAX_ALLOCATION:
+            raise ValueError(f"heap allocation of {size} bytes exceeds {MAX_ALLOCATION}")
         block = self._current
+        if not block.fits(size):
+            self._next_block()
+            block = self._current
         block.data += data
-        block.offsets.append(len(block.data))
-        return make_hid(block.index, len(block.offsets) - 1)
+        offsets = block.offsets
+        offsets.append(len(block.data))
+        return (block.index << 16) | ((len(offsets) - 1) << 5)  # make_hid
 
     def replace(self, hid: int, data: bytes) -> None:
         """Overwrite an allocation of block 0 with data of the same size (TCINFO fix-ups)."""

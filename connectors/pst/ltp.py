@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import layout as L
 from . import props as P
@@ -70,6 +71,15 @@ class BTreeOnHeapWriter:
             self._index += key
         self._leaf += key
         self._leaf += entry
+        self._leaf_count += 1
+        if self._leaf_count == self._leaf_capacity:
+            self._flush_leaf()
+
+    def add_record(self, record: bytes) -> None:
+        """``add`` for callers whose keys are known to ascend: the key and entry packed."""
+        if self._leaf_count == 0:
+            self._index += record[: self._key_size]
+        self._leaf += record
         self._leaf_count += 1
         if self._leaf_count == self._leaf_capacity:
             self._flush_leaf()
@@ -140,36 +150,51 @@ def write_property_context(
     tree = ndb.data_tree()
     heap = HeapWriter(CLIENT_PC, tree)
     subnodes: list[SubnodeEntry] = list(extra_subnodes)
-    ordered = sorted(properties, key=lambda item: P.tag_id(item[0]))
+    ordered = sorted(properties, key=_tag_id)
     bth = BTreeOnHeapWriter(heap, 2, 6)
+    fixed_sizes, encode, pack_record = P.FIXED_SIZES, P.encode_value, _PC_RECORD.pack
     total = 0
     previous_id = -1
     for prop_tag, value in ordered:
-        prop_id, prop_type = P.tag_id(prop_tag), P.tag_type(prop_tag)
+        prop_id, prop_type = prop_tag >> 16, prop_tag & 0xFFFF
         if prop_id == previous_id:
             raise ValueError(f"property 0x{prop_id:04X} given twice")
         previous_id = prop_id
-        encoded: bytes | None = None
         if isinstance(value, StoredValue):
             if value.inline is not None:
                 hnid = heap.allocate(value.inline) if value.inline else 0
             else:
                 subnodes.append((value.nid, value.bid_data, 0))
                 hnid = value.nid
+            total += value.size
         elif isinstance(value, ObjectValue):
             subnodes.append((value.nid, value.bid_data, value.bid_sub))
             hnid = heap.allocate(struct.pack("<II", value.nid, value.size))
+            total += value.size
         else:
-            encoded = P.encode_value(prop_tag, value)
-            fixed = P.FIXED_SIZES.get(prop_type)
-            if fixed is not None and fixed <= 4:
-                hnid = int.from_bytes(encoded, "little")
+            encoded = encode(prop_tag, value)
+            fixed = fixed_sizes.get(prop_type)
+            if fixed is None:
+                total += len(encoded)
+                if not encoded:
+                    hnid = 0
+                elif len(encoded) <= MAX_ALLOCATION:
+                    hnid = heap.allocate(encoded)
+                else:
+                    hnid = _store_variable(ndb, heap, encoded, subnodes)
             else:
-                hnid = _store_variable(ndb, heap, encoded, subnodes)
-        total += value_size(prop_tag, value, encoded)
-        bth.add(struct.pack("<H", prop_id), struct.pack("<HI", prop_type, hnid))
+                total += fixed
+                hnid = int.from_bytes(encoded, "little") if fixed <= 4 else heap.allocate(encoded)
+        bth.add_record(pack_record(prop_id, prop_type, hnid))
     heap.finish(bth.finish())
     return NodeParts(tree.finish(), ndb.write_subnode_tree(subnodes), total)
+
+
+_PC_RECORD = struct.Struct("<HHI")  # BTH record of a PC: property id, then type and HNID
+
+
+def _tag_id(item: tuple[int, object]) -> int:
+    return item[0] >> 16
 
 
 def _store_variable(
@@ -193,6 +218,36 @@ class _Column:
     bit: int
 
 
+@dataclass(frozen=True)
+class _TableLayout:
+    """Everything about a column set that does not depend on the rows (one per column set)."""
+
+    columns: list[_Column]
+    ends: tuple[int, int, int, int]
+    cells: dict[int, tuple[int, int, int, int, bool]]  # tag -> offset, size, CEB byte, bit, fixed
+    descriptors: bytes  # TCOLDESCs, by tag
+
+    @property
+    def row_size(self) -> int:
+        return self.ends[3]
+
+
+@lru_cache(maxsize=64)
+def _table_layout(column_tags: tuple[int, ...]) -> _TableLayout:
+    tags = {t for t in column_tags if t not in (P.LTP_ROW_ID, P.LTP_ROW_VERSION)}
+    columns, ends = _layout_columns(sorted(tags))
+    cells = {c.tag: (c.offset, c.size, ends[2] + c.bit // 8, 0x80 >> (c.bit % 8),
+                     P.tag_type(c.tag) in P.FIXED_SIZES) for c in columns}  # fmt: skip
+    descriptors = b"".join(
+        struct.pack("<IHBB", c.tag, c.offset, c.size, c.bit)
+        for c in sorted(columns, key=lambda c: c.tag)
+    )
+    return _TableLayout(columns, ends, cells, descriptors)
+
+
+_ROW_INDEX = struct.Struct("<II")  # BTH record of a TC's row index: row id, row number
+
+
 class TableWriter:
     """Streams rows into a TC. Rows must be added in ascending row id order."""
 
@@ -201,12 +256,12 @@ class TableWriter:
         self._tree = ndb.data_tree()
         self._heap = HeapWriter(CLIENT_TC, self._tree)
         self._subnodes: list[SubnodeEntry] = []
-        tags = {t for t in column_tags if t not in (P.LTP_ROW_ID, P.LTP_ROW_VERSION)}
-        self._columns, self._ends = _layout_columns(sorted(tags))
-        self._by_tag = {c.tag: c for c in self._columns}
-        self.row_size = self._ends[3]
+        self._layout = _table_layout(tuple(column_tags))
+        self._columns, self._ends = self._layout.columns, self._layout.ends
+        self.row_size = self._layout.row_size
         self._info_hid = self._heap.allocate(self._tcinfo(0, 0))
         self._index = BTreeOnHeapWriter(self._heap, 4, 4)
+        self._previous_row_id = -1
         self._rows = bytearray()  # rows not yet in a block
         self._rows_tree = None
         self._rows_per_block = L.MAX_BLOCK_DATA // self.row_size
@@ -215,21 +270,26 @@ class TableWriter:
     def add_row(self, row_id: int, values: dict[int, object], version: int = 1) -> None:
         """Add a row; ``values`` maps column tags to values (absent or None: no value)."""
         row = bytearray(self.row_size)
-        ceb_at = self._ends[2]
-        struct.pack_into("<II", row, 0, row_id, version)
-        row[ceb_at] |= 0xC0  # row id and row version always exist
+        _ROW_INDEX.pack_into(row, 0, row_id, version)
+        row[self._ends[2]] |= 0xC0  # row id and row version always exist
+        cells, encode = self._layout.cells, P.encode_value
         for prop_tag, value in values.items():
-            column = self._by_tag.get(prop_tag)
-            if column is None or value is None:
+            cell = cells.get(prop_tag)
+            if cell is None or value is None:
                 continue
-            encoded = P.encode_value(prop_tag, value)
-            if P.tag_type(prop_tag) in P.FIXED_SIZES:
-                row[column.offset : column.offset + column.size] = encoded
+            offset, size, ceb_byte, ceb_bit, fixed = cell
+            encoded = encode(prop_tag, value)
+            if fixed:
+                row[offset : offset + size] = encoded
             else:
                 hnid = _store_variable(self._ndb, self._heap, encoded, self._subnodes)
-                struct.pack_into("<I", row, column.offset, hnid)
-            row[ceb_at + column.bit // 8] |= 0x80 >> (column.bit % 8)
-        self._index.add(struct.pack("<I", row_id), struct.pack("<I", self.row_count))
+                struct.pack_into("<I", row, offset, hnid)
+            row[ceb_byte] |= ceb_bit
+        record = _ROW_INDEX.pack(row_id, self.row_count)
+        if row_id <= self._previous_row_id:
+            raise ValueError("BTH keys must be added in strictly ascending order")
+        self._previous_row_id = row_id
+        self._index.add_record(record)
         self.row_count += 1
         self._rows += row
         if self._rows_tree is None and len(self._rows) > MAX_ALLOCATION:
@@ -260,11 +320,7 @@ class TableWriter:
         head = struct.pack(
             "<BB4HIII", 0x7C, len(self._columns), *self._ends, row_index, rows_hnid, 0
         )
-        descriptors = b"".join(
-            struct.pack("<IHBB", c.tag, c.offset, c.size, c.bit)
-            for c in sorted(self._columns, key=lambda c: c.tag)
-        )
-        return head + descriptors
+        return head + self._layout.descriptors
 
 
 def _layout_columns(tags: Sequence[int]) -> tuple[list[_Column], tuple[int, int, int, int]]:

@@ -222,28 +222,47 @@ def encode_value(prop_tag: int, value: object) -> bytes:
     Accepts str (or its UTF-16LE bytes) for string types, bytes for binary, int for integers
     and booleans, datetime (or int FILETIME) for PT_SYSTIME.
     """
-    prop_type = tag_type(prop_tag)
-    if isinstance(value, bytes | bytearray | memoryview) and prop_type not in FIXED_SIZES:
+    prop_type = prop_tag & 0xFFFF
+    if prop_type not in FIXED_SIZES and isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)  # already encoded (a string pre-encoded as UTF-16LE, or binary)
-    if prop_type == PT_UNICODE:
-        assert isinstance(value, str)
-        return value.encode("utf-16-le", "surrogatepass")
-    if prop_type in (PT_BINARY, PT_CLSID, PT_STRING8):
-        assert isinstance(value, bytes | bytearray | memoryview)
-        return bytes(value)
-    if prop_type == PT_LONG or prop_type == PT_ERROR:
-        return struct.pack("<I", int(value) & 0xFFFFFFFF)  # type: ignore[arg-type]
-    if prop_type == PT_SHORT:
-        return struct.pack("<H", int(value) & 0xFFFF)  # type: ignore[arg-type]
-    if prop_type == PT_BOOLEAN:
-        return b"\x01" if value else b"\x00"
-    if prop_type == PT_SYSTIME:
-        ticks = filetime(value) if isinstance(value, datetime) else int(value)  # type: ignore[arg-type]
-        return struct.pack("<Q", ticks)
-    if prop_type in (PT_LONGLONG, PT_CURRENCY):
-        return struct.pack("<q", int(value))  # type: ignore[arg-type]
-    if prop_type in (PT_DOUBLE, PT_APPTIME):
-        return struct.pack("<d", float(value))  # type: ignore[arg-type]
-    if prop_type == PT_FLOAT:
-        return struct.pack("<f", float(value))  # type: ignore[arg-type]
-    raise ValueError(f"cannot encode property type 0x{prop_type:04X}")
+    encoder = _ENCODERS.get(prop_type)
+    if encoder is None:
+        raise ValueError(f"cannot encode property type 0x{prop_type:04X}")
+    return encoder(value)
+
+
+def _encode_unicode(value: object) -> bytes:
+    assert isinstance(value, str)
+    return value.encode("utf-16-le", "surrogatepass")
+
+
+def _encode_binary(value: object) -> bytes:
+    assert isinstance(value, bytes | bytearray | memoryview)
+    return bytes(value)
+
+
+def _encode_systime(value: object) -> bytes:
+    ticks = filetime(value) if isinstance(value, datetime) else int(value)  # type: ignore[arg-type]
+    return _QWORD.pack(ticks)
+
+
+_DWORD, _WORD, _QWORD = struct.Struct("<I"), struct.Struct("<H"), struct.Struct("<Q")
+_TRUE, _FALSE = b"\x01", b"\x00"
+# One encoder per type, looked up once per value (tables and PCs encode ~250,000 values per
+# 3,000 messages, so the dispatch is worth a dictionary).
+_ENCODERS = {
+    PT_UNICODE: _encode_unicode,
+    PT_BINARY: _encode_binary,
+    PT_CLSID: _encode_binary,
+    PT_STRING8: _encode_binary,
+    PT_LONG: lambda value: _DWORD.pack(int(value) & 0xFFFFFFFF),  # type: ignore[arg-type]
+    PT_ERROR: lambda value: _DWORD.pack(int(value) & 0xFFFFFFFF),  # type: ignore[arg-type]
+    PT_SHORT: lambda value: _WORD.pack(int(value) & 0xFFFF),  # type: ignore[arg-type]
+    PT_BOOLEAN: lambda value: _TRUE if value else _FALSE,
+    PT_SYSTIME: _encode_systime,
+    PT_LONGLONG: lambda value: struct.pack("<q", int(value)),  # type: ignore[arg-type]
+    PT_CURRENCY: lambda value: struct.pack("<q", int(value)),  # type: ignore[arg-type]
+    PT_DOUBLE: lambda value: struct.pack("<d", float(value)),  # type: ignore[arg-type]
+    PT_APPTIME: lambda value: struct.pack("<d", float(value)),  # type: ignore[arg-type]
+    PT_FLOAT: lambda value: struct.pack("<f", float(value)),  # type: ignore[arg-type]
+}
