@@ -92,6 +92,7 @@ def child(config_path: str) -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"state": result.state, "error": result.error, "parts": result.parts,
                       "cpu": round(usage.ru_utime + usage.ru_stime, 2),
+                      "main_cpu": round(time.thread_time(), 2),  # the GIL-bound thread's share
                       "exported": result.totals.exported, "bytes": result.totals.bytes,
                       "archive": result.archives[0].size if result.archives else 0,
                       "timings": result.timings, "reconnects": source.reconnects}))

@@ -22,6 +22,7 @@ import re
 import tempfile
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from connectors import mimeinfo
@@ -66,6 +67,10 @@ log = logging.getLogger(__name__)
 NO_SPLIT = 1 << 62
 
 
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class _FileBody:
     """One part of a local file, read only when it is uploaded (bounded memory)."""
 
@@ -76,6 +81,12 @@ class _FileBody:
         with open(self.path, "rb") as fh:
             fh.seek(self.offset)
             return fh.read(self.size)
+
+
+def _record_line(record: EntryRecord) -> str:
+    """A record as one JSON line (its fields are flat: ``asdict``'s deep copy took 0.3 s of the
+    bench export for the same text)."""
+    return json.dumps(vars(record), ensure_ascii=False) + "\n"
 
 
 class PstExport:
@@ -90,6 +101,8 @@ class PstExport:
         self.sink: MultipartSink | None = None
         self._timings: dict[str, float] = {}
         self._last_progress = self._last_cancel = 0.0
+        # A message's SHA-256 (0.4 s per 574 MB) is computed while the writer converts it.
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="pst-sha256")
 
     def key_for(self, path: Path) -> str:
         return self.spec.key(path.name[len(self.name):])  # ".pst" or ".part002.pst"
@@ -117,6 +130,7 @@ class PstExport:
             if exc is self.ledger.failure:  # see connectors.export: touch nothing, re-raise
                 if self.sink is not None:
                     self.sink.stop_uploads()
+                self._hasher.shutdown(wait=True)
                 raise
             if isinstance(exc, SourceError | S3Failure):
                 log.warning("PST export %s failed: %s", self.name, exc)
@@ -130,6 +144,7 @@ class PstExport:
                 self._report_progress(force=True)
             except Exception:  # noqa: BLE001
                 log.warning("could not report the final progress", exc_info=True)
+        self._hasher.shutdown(wait=True)
         result.finished_at = _now()
         self._timings["total"] = time.monotonic() - t0
         result.timings = {k: round(v, 3) for k, v in self._timings.items()}
@@ -192,14 +207,14 @@ class PstExport:
                             continue
                         expected.discard(item.source_id)
                         record = self._add(writer, item)
-                        records.write(json.dumps(dataclasses.asdict(record), ensure_ascii=False) + "\n")
+                        records.write(_record_line(record))
                         stats.add(record)
                         self._check_cancel()
                         self._report_progress()
                     for missing in [i for i in ids if i in expected]:
                         record = EntryRecord(MESSAGE, folder.path, missing, FAILED,
                                              error="The source did not return this message.")
-                        records.write(json.dumps(dataclasses.asdict(record), ensure_ascii=False) + "\n")
+                        records.write(_record_line(record))
                         stats.add(record)
                 self.progress.folders_done += 1
         return writer.paths, records_path
@@ -211,11 +226,11 @@ class PstExport:
             self.progress.messages_failed += status == FAILED
             self.progress.messages_skipped += status == SKIPPED
             return EntryRecord(MESSAGE, item.folder, item.source_id, status, error=item.error)
+        digest = self._hasher.submit(_sha256_hex, item.raw)  # hashlib lets go of the GIL
         info = mimeinfo.extract(item.raw)
         record = EntryRecord(MESSAGE, item.folder, item.source_id, EXPORTED, size=len(item.raw),
-                             sha256=hashlib.sha256(item.raw).hexdigest(), message_id=info.message_id,
-                             date=info.date, from_=info.from_, to=info.to, subject=info.subject,
-                             labels=tuple(item.labels))
+                             message_id=info.message_id, date=info.date, from_=info.from_,
+                             to=info.to, subject=info.subject, labels=tuple(item.labels))
         try:
             writer.add_message(item)
         except Exception as exc:  # noqa: BLE001 - one unconvertible message must not sink the rest
@@ -223,6 +238,8 @@ class PstExport:
             record.status, record.error = FAILED, f"could not be converted to PST: {exc}"
             self.progress.messages_failed += 1
             return record
+        finally:
+            record.sha256 = digest.result()
         record.volume = len(writer.paths)
         self.progress.bytes_done += len(item.raw)
         return record
