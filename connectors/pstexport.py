@@ -14,6 +14,7 @@ deleted, the ledger is reset; no incomplete multipart upload and no partial arch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -53,6 +54,7 @@ from connectors.ledger import (
     Progress,
 )
 from connectors.naming import clean_file_name
+from connectors.prefetch import prefetched
 from connectors.report import ArchiveFile, FolderError, FolderStats, Summary, Totals, write_report
 from connectors.s3sink import (
     MultipartSink,
@@ -81,6 +83,10 @@ class _FileBody:
         with open(self.path, "rb") as fh:
             fh.seek(self.offset)
             return fh.read(self.size)
+
+
+def _fetched_size(item) -> int:
+    return len(item.raw) if isinstance(item, Message) else 1024
 
 
 def _record_line(record: EntryRecord) -> str:
@@ -201,23 +207,31 @@ class PstExport:
                         self.folder_errors.append(FolderError(folder.path, str(exc)))
                         continue
                     stats.source_count = len(ids)
-                    expected = set(ids)
-                    for item in self.source.fetch_messages(folder, ids):
-                        if item.source_id not in expected:
-                            continue
-                        expected.discard(item.source_id)
-                        record = self._add(writer, item)
-                        records.write(_record_line(record))
-                        stats.add(record)
-                        self._check_cancel()
-                        self._report_progress()
-                    for missing in [i for i in ids if i in expected]:
-                        record = EntryRecord(MESSAGE, folder.path, missing, FAILED,
-                                             error="The source did not return this message.")
-                        records.write(_record_line(record))
-                        stats.add(record)
+                    self._write_folder(writer, folder, ids, stats, records)
                 self.progress.folders_done += 1
         return writer.paths, records_path
+
+    def _write_folder(self, writer, folder, ids: list[str], stats: FolderStats, records) -> None:
+        expected = set(ids)
+        # The next batch is fetched while this one is converted (a bounded number of bytes
+        # ahead); closing stops the fetching thread before the source is used again.
+        fetched = prefetched(self.source.fetch_messages(folder, ids), max_bytes=self.t.queue_bytes,
+                             size=_fetched_size, name="pst-fetch")
+        with contextlib.closing(fetched):
+            for item in fetched:
+                if item.source_id not in expected:
+                    continue
+                expected.discard(item.source_id)
+                record = self._add(writer, item)
+                records.write(_record_line(record))
+                stats.add(record)
+                self._check_cancel()
+                self._report_progress()
+        for missing in [i for i in ids if i in expected]:
+            record = EntryRecord(MESSAGE, folder.path, missing, FAILED,
+                                 error="The source did not return this message.")
+            records.write(_record_line(record))
+            stats.add(record)
 
     def _add(self, writer, item: Message | MessageFailure) -> EntryRecord:
         self.progress.messages_done += 1

