@@ -22,7 +22,6 @@ import logging
 import re
 import tempfile
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from connectors.export import (
     unique_paths,
 )
 from connectors.folderfilter import FolderFilter
+from connectors.growingupload import GrowingFileUpload, SentPartChanged
 from connectors.ledger import (
     EXPORTED,
     FAILED,
@@ -50,7 +50,6 @@ from connectors.ledger import (
     SKIPPED,
     EntryRecord,
     Ledger,
-    PartRecord,
     Progress,
 )
 from connectors.naming import clean_file_name
@@ -59,7 +58,6 @@ from connectors.report import ArchiveFile, FolderError, FolderStats, Summary, To
 from connectors.s3sink import (
     MultipartSink,
     S3Failure,
-    UploadedPart,
     abort_incomplete_uploads,
     put_file,
 )
@@ -71,18 +69,6 @@ NO_SPLIT = 1 << 62
 
 def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-class _FileBody:
-    """One part of a local file, read only when it is uploaded (bounded memory)."""
-
-    def __init__(self, path: Path, offset: int, size: int) -> None:
-        self.path, self.offset, self.size = path, offset, size
-
-    def body(self) -> bytes:
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            return fh.read(self.size)
 
 
 def _fetched_size(item) -> int:
@@ -105,6 +91,10 @@ class PstExport:
         self.folder_errors: list[FolderError] = []
         self.completed_keys: list[str] = []
         self.sink: MultipartSink | None = None
+        self.upload: GrowingFileUpload | None = None
+        self._volume = None  # the PstWriter whose file self.upload sends
+        self._closed_volumes: list = []  # (PstWriter, Path) finished by the writer, not yet uploaded
+        self.archives: list[ArchiveFile] = []
         self._timings: dict[str, float] = {}
         self._last_progress = self._last_cancel = 0.0
         # A message's SHA-256 (0.4 s per 574 MB) is computed while the writer converts it.
@@ -124,11 +114,7 @@ class PstExport:
                 t1 = time.monotonic()
                 self._timings["listing"] = t1 - t0
                 paths, records_path = self._write_pst(folders, Path(work))
-                t2 = time.monotonic()
-                self._timings["writing"] = t2 - t1
-                archives = self._upload(paths)
-                self._timings["upload"] = time.monotonic() - t2
-                result = self._report(result, archives, records_path, paths)
+                result = self._report(result, self.archives, records_path, paths)
         except Cancelled:
             self._clean_up()
             result.state, result.error = CANCELLED, "The export was cancelled."
@@ -187,14 +173,17 @@ class PstExport:
     def _write_pst(self, folders, work: Path) -> tuple[list[Path], Path]:
         from connectors.pst import SplittingPstWriter
 
+        t0 = time.monotonic()
         self.progress.phase = "transferring"
         records_path = work / "records.jsonl"
         # Not durable: the files live only until they are uploaded, and a crash starts over.
         writer = SplittingPstWriter(work / f"{self.name}.pst", split_bytes=self.spec.split_bytes or NO_SPLIT,
-                                    display_name=self.spec.display_name or self.name, durable=False)
+                                    display_name=self.spec.display_name or self.name, durable=False,
+                                    on_part_closed=lambda *closed: self._closed_volumes.append(closed))
         with writer, open(records_path, "w", encoding="utf-8") as records:
             for folder in folders:
                 writer.add_folder(folder.path)
+            self._start_volume(writer.current, writer.paths[-1])
             for folder in folders:
                 self.progress.current_folder = folder.path
                 stats = self.stats.setdefault(folder.path, FolderStats(folder.path))
@@ -209,6 +198,11 @@ class PstExport:
                     stats.source_count = len(ids)
                     self._write_folder(writer, folder, ids, stats, records)
                 self.progress.folders_done += 1
+        t1 = time.monotonic()
+        self._timings["writing"] = t1 - t0
+        self.progress.phase = "uploading"
+        self._finish_volume(writer.current, writer.paths[-1])
+        self._timings["upload"] = time.monotonic() - t1  # what was left after the writing
         return writer.paths, records_path
 
     def _write_folder(self, writer, folder, ids: list[str], stats: FolderStats, records) -> None:
@@ -225,6 +219,7 @@ class PstExport:
                 record = self._add(writer, item)
                 records.write(_record_line(record))
                 stats.add(record)
+                self._keep_uploading(writer)
                 self._check_cancel()
                 self._report_progress()
         for missing in [i for i in ids if i in expected]:
@@ -258,42 +253,60 @@ class PstExport:
         self.progress.bytes_done += len(item.raw)
         return record
 
-    def _upload(self, paths: list[Path]) -> list[ArchiveFile]:
-        self.progress.phase = "uploading"
-        archives = []
-        for path in paths:
-            key = self.key_for(path)
-            self.sink = MultipartSink(self.client, self.spec.bucket, key, threads=self.t.upload_threads,
-                                      retry=self.t.retry, content_md5=self.t.content_md5,
-                                      content_type="application/vnd.ms-outlook")
-            upload_id = self.sink.create()
-            self.ledger.begin_upload(key, upload_id, "pst")
-            size = path.stat().st_size
-            part_size = max(self.t.part_bytes, self.t.min_part_bytes, -(-size // 10_000))
-            in_flight: deque = deque()
-            parts: list[UploadedPart] = []
-            offset, number = 0, 1
-            while offset < size or in_flight:
-                while offset < size and len(in_flight) < self.t.upload_threads:
-                    length = min(part_size, size - offset)
-                    in_flight.append(self.sink.submit(number, _FileBody(path, offset, length), length))
-                    offset, number = offset + length, number + 1
-                uploaded = in_flight.popleft().result()
-                self.ledger.commit_part(PartRecord(uploaded.number, uploaded.etag, uploaded.size,
-                                                   final=offset >= size and not in_flight), [])
-                parts.append(uploaded)
-                self.progress.archive_bytes += uploaded.size
-                self._check_cancel()
-                self._report_progress()
-            if not parts:  # an empty file still needs one part
-                parts.append(self.sink.upload_part(1, _FileBody(path, 0, 0), 0))
-            etag = self.sink.complete(parts)
-            self.ledger.mark_archive_complete(size, etag)
-            self.sink.close()
-            self.sink = None
-            self.completed_keys.append(key)
-            archives.append(ArchiveFile(key, size))
-        return archives
+    # ---- upload while writing (connectors.growingupload) -----------------------------------
+    def _start_volume(self, volume, path: Path) -> None:
+        """Open the multipart upload of the PST file being started."""
+        key = self.key_for(path)
+        self.sink = MultipartSink(self.client, self.spec.bucket, key, threads=self.t.upload_threads,
+                                  retry=self.t.retry, content_md5=self.t.content_md5,
+                                  content_type="application/vnd.ms-outlook")
+        self.ledger.begin_upload(key, self.sink.create(), "pst")
+        self.upload = GrowingFileUpload(self.sink, path, part_bytes=max(self.t.part_bytes, self.t.min_part_bytes),
+                                        in_flight=self.t.upload_threads, max_ahead=self.t.max_ahead_bytes,
+                                        watch=volume.watch_rewrites,
+                                        deferred=volume.written_at_close, on_part=self._part_sent)
+        self._volume = volume
+
+    def _keep_uploading(self, writer) -> None:
+        """After each message: finish a volume the writer closed, send what has settled."""
+        while self._closed_volumes:
+            self._finish_volume(*self._closed_volumes.pop(0))
+        if self._volume is not writer.current:
+            self._start_volume(writer.current, writer.paths[-1])
+        volume = writer.current
+        if volume.allocated_bytes - volume.SETTLED_LAG >= self.upload.next_part_end:
+            self.upload.send_settled(volume.settled_bytes())
+
+    def _finish_volume(self, volume, path: Path) -> None:
+        """Send the rest of a closed PST file, complete its upload and delete the local copy."""
+        key, size = self.key_for(path), path.stat().st_size
+        if key != self.sink.key:  # the first file became FILE.part001.pst when the second began
+            self._restart_upload(volume, path)
+        try:
+            parts = self.upload.finish(size, volume.rewrites)
+        except SentPartChanged as exc:  # never seen; the file is sent again rather than wrong
+            log.warning("PST %s: %s; uploading the finished file afresh", key, exc)
+            self._restart_upload(volume, path)
+            parts = self.upload.finish(size, [])
+        etag = self.sink.complete(parts)
+        self.ledger.mark_archive_complete(size, etag)
+        self.sink.close()
+        self.sink = None
+        self.completed_keys.append(key)
+        self.archives.append(ArchiveFile(key, size))
+        path.unlink()  # a split export holds one file at a time on disk
+        self._report_progress()
+
+    def _restart_upload(self, volume, path: Path) -> None:
+        """Abort what was sent of ``path`` and begin a new upload that sends it whole."""
+        self.sink.abort()
+        self.progress.archive_bytes -= sum(p.size for p in self.upload.parts.values())
+        self._start_volume(volume, path)
+
+    def _part_sent(self, part) -> None:
+        """Each part is worth a progress report (a few dozen per GB)."""
+        self.progress.archive_bytes += part.size
+        self._report_progress(force=True)
 
     def _report(self, result: ExportResult, archives, records_path: Path, paths: list[Path]) -> ExportResult:
         self.progress.phase = "finishing"

@@ -166,6 +166,8 @@ RQ_SHOW_ADMIN_LINK = False
 
 # Transfers.
 LEGACYFLO_PART_SIZE = env_int("LEGACYFLO_PART_SIZE", 16 * 1024 * 1024, minimum=5 * 1024 * 1024)
+# A PST's first part (its header) is written last; this much of it may be uploaded before.
+LEGACYFLO_S3_MAX_AHEAD_BYTES = env_int("LEGACYFLO_S3_MAX_AHEAD_BYTES", 128 * 1024 * 1024, minimum=0)
 LEGACYFLO_PST_SPLIT_BYTES = env_int("LEGACYFLO_PST_SPLIT_BYTES", 20 * 1024**3, minimum=1024 * 1024)
 LEGACYFLO_WORK_DIR = Path(env_str("LEGACYFLO_WORK_DIR", str(VAR_DIR / "work")))
 LEGACYFLO_CSV_MAX_ROWS = env_int("LEGACYFLO_CSV_MAX_ROWS", 10000, minimum=1)

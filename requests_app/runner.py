@@ -163,7 +163,8 @@ def tuning():
     from connectors.export import Tuning
 
     settings.LEGACYFLO_WORK_DIR.mkdir(parents=True, exist_ok=True)
-    return Tuning(part_bytes=settings.LEGACYFLO_PART_SIZE, tmp_dir=str(settings.LEGACYFLO_WORK_DIR))
+    return Tuning(part_bytes=settings.LEGACYFLO_PART_SIZE, max_ahead_bytes=settings.LEGACYFLO_S3_MAX_AHEAD_BYTES,
+                  tmp_dir=str(settings.LEGACYFLO_WORK_DIR))
 
 
 def run_request(pk: int) -> str:

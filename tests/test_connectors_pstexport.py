@@ -83,19 +83,27 @@ def test_split_pst_files_are_numbered(dovecot, s3):
     assert entries == set(keys)
 
 
-class CancelOnFirstPart(MemoryLedger):
+class CancelAfterFirstFile(MemoryLedger):
+    completed = 0
+
+    def mark_archive_complete(self, size: int, etag: str) -> None:
+        super().mark_archive_complete(size, etag)
+        self.completed += 1
+
     def cancel_requested(self) -> bool:
-        return self.commits >= 1
+        return self.completed >= 1
 
 
 def test_cancelled_pst_export_leaves_nothing(dovecot, s3):
+    """Cancelled after the first of several files was complete in the bucket: that one is
+    deleted too, and the upload of the second is aborted."""
     write_maildir(dovecot, USER, generate_mailbox("flat", count=40, size=30_000))
-    ledger = CancelOnFirstPart()
+    ledger = CancelAfterFirstFile()
     with imap_source(dovecot) as source:
         result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="c", format="pst",
                                                             split_bytes=600_000), ledger,
                             fast_tuning(upload_threads=1))
-    assert result.state == CANCELLED
+    assert result.state == CANCELLED and ledger.completed == 1
     assert bucket_keys(s3) == [] and multipart_uploads(s3.client(), s3.bucket) == []
 
 
@@ -111,9 +119,9 @@ from tests.fixtures_engine import ACCESS_KEY, PASSWORD, SECRET_KEY, USER, fast_t
 cfg = json.loads(sys.argv[1])
 
 class Killing(SqliteLedger):
-    def commit_part(self, part, records):
-        super().commit_part(part, records)
-        if cfg["kill"] and part.number == 2:
+    def report_progress(self, progress):
+        super().report_progress(progress)
+        if cfg["kill"] and progress.archive_bytes > 0:  # parts are on their way while writing
             os.kill(os.getpid(), signal.SIGKILL)
 
 client = make_client(S3Target(cfg["bucket"], "us-east-1", cfg["url"], ACCESS_KEY, SECRET_KEY), allow_private=True)
@@ -125,7 +133,8 @@ print(json.dumps({"state": result.state, "error": result.error}))
 
 
 def test_killed_pst_export_restarts_from_scratch(tmp_path, dovecot, s3):
-    write_maildir(dovecot, USER, generate_mailbox("flat", count=40, size=30_000))
+    # ~12 MB of PST: parts are sent while the file is written once it is past PstWriter.SETTLED_LAG
+    write_maildir(dovecot, USER, generate_mailbox("flat", count=400, size=30_000))
     truth = truth_of(dovecot)
     cfg = {"bucket": s3.bucket, "url": s3.url, "port": dovecot.port, "ledger": str(tmp_path / "l.sqlite")}
 
@@ -141,6 +150,6 @@ def test_killed_pst_export_restarts_from_scratch(tmp_path, dovecot, s3):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1])["state"] == COMPLETED
     assert multipart_uploads(s3.client(), s3.bucket) == []
-    assert pst_counts(s3.path("k.pst"))["INBOX"] == len(truth.messages) == 40
+    assert pst_counts(s3.path("k.pst"))["INBOX"] == len(truth.messages) == 400
     ledger = SqliteLedger(tmp_path / "l.sqlite")
     assert ledger.load_upload().archive_complete

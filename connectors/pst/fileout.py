@@ -35,9 +35,15 @@ class PositionedOutput:
         self._used = 0  # bytes of the buffer pending, to be written at _pending_at
         self._pending_at = 0
         self.eof = 0  # end of the furthest write so far, pending or not
+        # Writes below ``watch_below`` are recorded (merged when adjacent): a reader that has
+        # already copied that much of the file (an upload in progress) must copy them again.
+        self.watch_below = 0
+        self.rewrites: list[list[int]] = []
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
+        if offset < self.watch_below:
+            self._note_rewrite(offset, offset + size)
         if offset != self._pending_at + self._used or self._used + size > len(self._buffer):
             self.flush()
             self._pending_at = offset
@@ -49,6 +55,13 @@ class PositionedOutput:
             self._used += size
         if offset + size > self.eof:
             self.eof = offset + size
+
+    def _note_rewrite(self, start: int, end: int) -> None:
+        last = self.rewrites[-1] if self.rewrites else None
+        if last is not None and last[0] <= start <= last[1]:
+            last[1] = max(last[1], end)
+        else:
+            self.rewrites.append([start, end])
 
     def flush(self) -> None:
         """Hand what is pending to the operating system (readers of the path then see it)."""

@@ -140,6 +140,12 @@ class NodeDatabaseWriter:
         """Bytes in the file so far (map pages of the current span not yet included)."""
         return self._out.eof
 
+    @property
+    def output(self) -> PositionedOutput:
+        """The file output, for a reader that copies the file while it grows (see
+        ``PstWriter.settled_bytes``)."""
+        return self._out
+
     # -- blocks -----------------------------------------------------------------------------
 
     def write_block(self, payload: bytes | bytearray | memoryview, internal: bool = False) -> int:

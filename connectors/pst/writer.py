@@ -8,10 +8,13 @@ one past ``split_bytes``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from connectors.base import Message
 
+from . import layout as L
+from .allocation import SpaceAllocator
 from .encoding import CRYPT_NONE, CRYPT_PERMUTE
 from .messaging import MessageStore
 from .mime import parse_message
@@ -69,6 +72,44 @@ class PstWriter:
     def bytes_written(self) -> int:
         return self._ndb.bytes_written
 
+    # Space is handed out in order; what changes behind the allocation cursor is a hole being
+    # filled or a span's map pages written once the span is final, never more than
+    # MAX_OPEN_HOLES + 1 spans back. Then the header and the FMap pages when the file closes.
+    SETTLED_LAG = (SpaceAllocator.MAX_OPEN_HOLES + 2) * L.AMAP_SPAN
+
+    @property
+    def allocated_bytes(self) -> int:
+        """How far the allocator has handed out space (cheap: no I/O)."""
+        return self._ndb.allocator.cursor
+
+    def settled_bytes(self) -> int:
+        """Put every write so far in the file and return how many leading bytes will most
+        probably not change again (``written_at_close`` aside), for copying the file while it
+        grows. "Most probably": a copier must call ``watch_rewrites`` and check ``rewrites``."""
+        self._ndb.output.flush()
+        return max(0, self._ndb.allocator.cursor - self.SETTLED_LAG)
+
+    @staticmethod
+    def written_at_close(start: int, end: int) -> bool:
+        """Whether ``close`` writes inside ``[start, end)``: the header and density list at
+        the start, and the FMap pages (they describe spans that come later)."""
+        if start < L.FIRST_AMAP_OFFSET:
+            return True
+        for span in range(L.amap_index_of(start), L.amap_index_of(end - 1) + 1):
+            if L.has_fmap(span) and start <= L.amap_offset(span) + 2 * L.PAGE_SIZE < end:
+                return True
+        return False
+
+    def watch_rewrites(self, below: int) -> None:
+        """From now on record every write that lands below ``below``."""
+        self._ndb.output.watch_below = max(self._ndb.output.watch_below, below)
+
+    @property
+    def rewrites(self) -> list[list[int]]:
+        """[start, end) ranges written below the watched offset since ``watch_rewrites``
+        (what ``close`` writes included)."""
+        return self._ndb.output.rewrites
+
     def projected_size(self, extra: int = 0) -> int:
         """A conservative guess of the closed file's size after ``extra`` more raw bytes."""
         rows = (self.message_count + 1) * _CONTENTS_ROW_ALLOWANCE
@@ -117,7 +158,10 @@ class SplittingPstWriter:
         display_name: str = "LegacyFlo archive",
         crypt: str = "permute",
         durable: bool = True,
+        on_part_closed: Callable[[PstWriter, Path], None] | None = None,
     ) -> None:
+        """``on_part_closed(writer, path)`` is told of each part finished because the next
+        one began (not of the last one, which ``close`` finishes)."""
         if split_bytes <= 0:
             raise ValueError("split_bytes must be positive")
         self.base_path = Path(base_path)
@@ -125,6 +169,7 @@ class SplittingPstWriter:
         self._display_name = display_name
         self._crypt = crypt
         self._durable = durable
+        self._on_part_closed = on_part_closed
         _crypt_code(crypt)
         self._folders: list[str] = []
         self._known_folders: set[str] = set()
@@ -134,6 +179,11 @@ class SplittingPstWriter:
     @property
     def paths(self) -> list[Path]:
         return list(self._part_paths)
+
+    @property
+    def current(self) -> PstWriter:
+        """The part being written (the last of ``paths``)."""
+        return self._current
 
     def _part_path(self, number: int) -> Path:
         return self.base_path.with_name(
@@ -161,11 +211,14 @@ class SplittingPstWriter:
         return self._current.add_message(msg)
 
     def _roll_over(self) -> None:
-        self._current.close()
+        closed = self._current
+        closed.close()
         if len(self._part_paths) == 1:
             first = self._part_path(1)
             self.base_path.replace(first)
             self._part_paths[0] = first
+        if self._on_part_closed is not None:
+            self._on_part_closed(closed, self._part_paths[-1])
         path = self._part_path(len(self._part_paths) + 1)
         self._part_paths.append(path)
         self._current = self._open(path)
