@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import struct
 import zipfile
 
 import pytest
@@ -17,6 +18,7 @@ from connectors.export import (
     FAILED_STATE,
     ExportSpec,
     MemoryLedger,
+    ZipExport,
     run_export,
 )
 from tests.fixtures_engine import *  # noqa: F403
@@ -201,3 +203,26 @@ def test_no_split_size_means_one_file(s3, split):
     assert result.state == COMPLETED, result.error
     assert [a.key for a in result.archives] == ["split/alice.zip"]
     assert {r["archive"] for r in read_report(s3, "split/alice.report.csv")} == {"split/alice.zip"}
+
+
+def _central_directory_size(path) -> int:
+    tail = path.read_bytes()[-22:]
+    assert tail[:4] == b"PK\x05\x06"
+    return struct.unpack("<IHHHHIIH", tail)[5]
+
+
+def test_a_resumed_volume_counts_its_committed_directory_exactly(s3):
+    """What a rerun rebuilds from the ledger is what the volume's central directory became."""
+    messages = [(f"1:{n}", noise_message(n, 90_000), ("\\Inbox",) if n % 2 else ()) for n in range(25)]
+    source = ListSource({"[Gmail]/All Mail": messages, "Sent": [("s", noise_message(99, 10), ())]})
+    ledger = MemoryLedger()
+    result = run_export(source, s3.client(), spec(s3, 1 * MB), ledger, fast_tuning())
+    assert result.state == COMPLETED and len(result.archives) >= 3
+    for number, archive in enumerate(result.archives, start=1):
+        rerun = ZipExport(source, s3.client(), spec(s3, 1 * MB), ledger, fast_tuning())
+        rerun.volume = number
+        rerun._rebuild_volume_budget()
+        assert rerun.volume_budget.directory == _central_directory_size(s3.path(archive.key))
+        with zipfile.ZipFile(s3.path(archive.key)) as volume:
+            assert rerun.volume_budget.messages == sum(n.endswith(".eml") for n in volume.namelist())
+        assert rerun.volume_budget.label_rows > 0
