@@ -38,7 +38,7 @@ Split into volumes (``spec.split_bytes``; see ``connectors.zipvolume`` and ``Zip
 - Each volume is a standalone ZIP with its own multipart upload, offsets and central directory;
   entry names (and their per-folder numbers) run on across volumes, so extracting every volume
   into one directory gives the whole mailbox. A folder's directory entry is in the volume
-  where the folder starts.
+  where the folder starts; each volume's labels are in its own ``labels.partNNN.csv``.
 - Before an entry that would take a volume already holding a message beyond ``split_bytes``,
   the assembler stops; the coordinator writes that volume's last part (labels.csv of its own
   messages, central directory) with ``next_volume``, completes it, and starts the next one.
@@ -849,13 +849,18 @@ class ZipExport:
 
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as labels:
             if labels_manifest(all_records(), labels):
-                self._add_file_from(part, "labels.csv", labels)
+                self._add_file_from(part, self._labels_name(split=next_volume or bool(self.volumes)), labels)
         cd_offset = self.offset
         written = zipwriter.central_directory(
             (_entry_from_record(r) for r in all_records() if r.name), cd_offset, _Counter(part))
         self.offset += written
         uploaded = self.sink.upload_part(part.number, part, part.size)
         self._commit(part, uploaded, final=True, next_volume=next_volume)
+
+    def _labels_name(self, *, split: bool) -> str:
+        """``labels.csv``; in volume N of a split archive ``labels.partNNN.csv``, so that the
+        volumes extracted into one directory keep every volume's labels."""
+        return f"labels.part{self.volume:03d}.csv" if split else "labels.csv"
 
     def _add_file_from(self, part: PartBuffer, name: str, source) -> None:
         """A manifest entry streamed from a temp file (deflated in chunks)."""
@@ -1050,11 +1055,11 @@ class ZipExport:
         if state.archive_complete and last is not None and last.final and not last.next_volume:
             return
         keys = [v.key for v in state.volumes]
-        if state.archive_complete:
-            keys.append(state.key)
-            if state.volume == 1:  # perhaps halfway through the rename to .part001.zip
-                keys.append(self._volume_key(1, split=True))
-        else:
+        if last is not None and last.final and (state.volumes or last.next_volume):
+            keys.append(state.key)  # a volume completed, or perhaps completed before a kill
+        if state.archive_complete and state.volume == 1:  # perhaps halfway through its rename
+            keys.append(self._volume_key(1, split=True))
+        if not state.archive_complete:
             sink = self.sink if self.sink is not None and self.sink.upload_id == state.upload_id else \
                 MultipartSink(self.client, self.spec.bucket, state.key, upload_id=state.upload_id,
                               retry=self.t.retry)

@@ -161,10 +161,10 @@ def _remove_leftovers(row: MigrationRequest) -> None:
     if complete and not (last is not None and last.final and last.next_volume):
         return
     doomed = [v["key"] for v in upload.get("volumes", [])]
-    if complete:
-        doomed.append(upload["key"])
-        if upload.get("volume", 1) == 1:  # perhaps halfway through its rename to .part001.zip
-            doomed.append(upload["key"].removesuffix(".zip") + volume_suffix(1, "zip", split=True))
+    if last is not None and last.final and (doomed or last.next_volume):
+        doomed.append(upload["key"])  # a volume completed, or perhaps completed before a kill
+    if complete and upload.get("volume", 1) == 1:  # perhaps halfway through its rename to .part001.zip
+        doomed.append(upload["key"].removesuffix(".zip") + volume_suffix(1, "zip", split=True))
     try:  # best effort throughout; the bucket's lifecycle rule is the backstop for uploads
         client = make_client(bucket_target(row.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
     except Exception:  # noqa: BLE001

@@ -46,6 +46,7 @@ from tests.fixtures_engine import (  # noqa: E402
     PASSWORD,
     SECRET_KEY,
     USER,
+    bucket_keys,
     multipart_uploads,
     truth_of,
     verify_export,
@@ -303,6 +304,23 @@ def test_split_export_killed_from_outside_in_volume_two_twice(tmp_path, dovecot,
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL, "the export finished before it could be killed"
     _finish_and_verify(tmp_path, dovecot, s3, kill_mailbox, split_bytes=SPLIT)
+
+
+@pytest.mark.parametrize("kill", [
+    {"method": "mark_archive_complete", "when": "before", "nth": 2},  # part002.zip exists, unrecorded
+    {"method": "rename", "when": "during"},  # alice.zip and alice.part001.zip both exist
+], ids=_kill_id)
+def test_cancel_after_a_kill_at_a_volume_boundary_leaves_nothing(tmp_path, dovecot, s3, kill_mailbox, kill):
+    code, _result, err = run_child(tmp_path, dovecot, s3, kill, split_bytes=SPLIT)
+    assert code == -signal.SIGKILL, err
+    assert bucket_keys(s3)  # the killed run left volumes behind
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+    ledger.request_cancel()
+    ledger.close()
+    code, result, err = run_child(tmp_path, dovecot, s3, None, split_bytes=SPLIT)
+    assert code == 0 and result["state"] == "cancelled", err
+    assert bucket_keys(s3) == []
+    assert multipart_uploads(s3.client(), s3.bucket) == []
 
 
 if __name__ == "__main__":

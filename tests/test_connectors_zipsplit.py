@@ -140,9 +140,9 @@ def test_each_volume_carries_the_labels_of_its_own_messages(s3):
     facts = verify_export(s3, "split/alice", source.truth(), split_bytes=1 * MB)
     assert len(facts["volumes"]) >= 3
     labelled = []
-    for key, names in facts["volumes"].items():
-        with zipfile.ZipFile(s3.path(key)) as archive:
-            rows = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+    for number, (key, names) in enumerate(facts["volumes"].items(), start=1):
+        with zipfile.ZipFile(s3.path(key)) as archive:  # named apart: extracting all volumes keeps all
+            rows = list(csv.DictReader(io.StringIO(archive.read(f"labels.part{number:03d}.csv").decode())))
         assert {r["entry"] for r in rows} == {n for n in names if n.endswith(".eml")}
         labelled += [r["source_id"] for r in rows]
     assert sorted(labelled) == sorted(sid for sid, _raw, _labels in messages)
