@@ -1,9 +1,9 @@
 """How big a ZIP volume would be if it were closed now: what a split export asks before each entry.
 
 A closed volume is its entries (local headers + payloads), one central directory header per
-entry, the end records, and ``labels.csv`` when its messages carry labels. The engine streams
+entry, the end records, and a labels manifest when its messages carry labels. The engine streams
 entries to S3 before the directory exists, so it must know in advance: ``VolumeBudget`` counts
-the directory exactly and bounds the end records and labels.csv from above.
+the directory exactly and bounds the end records and the labels manifest from above.
 
 Invariant: a volume closed when ``fits`` said so is at most ``limit`` bytes; only an entry that
 does not fit even into an empty volume (a message larger than the split size) makes a volume
@@ -17,18 +17,20 @@ from collections.abc import Iterable
 
 from connectors.zipwriter import END_RECORDS_MAX, ZipEntry
 
-# labels.csv's local + central headers (ZIP64 extras included) and its header row
-_LABELS_ENTRY_BYTES = (30 + 20) + (46 + 28) + 2 * len("labels.csv") + len("entry,folder,source_id,labels\r\n")
+# the labels manifest's local + central headers (ZIP64 extras and the longest name included)
+# and its header row
+_LABELS_NAME_MAX = len("labels.part99999.csv")
+_LABELS_ENTRY_BYTES = (30 + 20) + (46 + 28) + 2 * _LABELS_NAME_MAX + len("entry,folder,source_id,labels\r\n")
 
 
 def labels_row_bound(name: str, folder: str, source_id: str, labels: Iterable[str]) -> int:
-    """The most bytes one ``labels.csv`` row can take (CSV quoting at most doubles a field)."""
+    """The most bytes one labels manifest row can take (CSV quoting at most doubles a field)."""
     fields = (name, folder, source_id, json.dumps(list(labels), ensure_ascii=False))
     return sum(2 * len(f.encode("utf-8")) + 2 for f in fields) + 3 + 2  # commas, CRLF
 
 
 def _labels_bytes(rows: int) -> int:
-    """labels.csv's bytes in the volume for ``rows`` bytes of rows (deflate may add ~0.1%)."""
+    """The manifest's bytes in the volume for ``rows`` bytes of rows (deflate may add ~0.1%)."""
     return 0 if not rows else _LABELS_ENTRY_BYTES + rows + rows // 64 + 1024
 
 
