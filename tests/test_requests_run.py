@@ -177,6 +177,34 @@ def test_worker_killed_mid_transfer_resumes_exactly_once(operator, tenant, dovec
     assert req.result["resumed"] is True
 
 
+def test_worker_killed_in_a_later_volume_resumes_exactly_once(operator, tenant, dovecot, dest_bucket, rclone,
+                                                              worker_env, worker_process):
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    dovecot.add_user("volumes", "volumes-password")
+    mailbox = generate_mailbox("flat", seed=4, count=120, size=40_000, folder="INBOX")
+    write_maildir(dovecot, "volumes", mailbox)
+    worker_env["LEGACYFLO_ZIP_SPLIT_BYTES"] = str(1024 * 1024)
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, source_user="volumes",
+                                                            source_password="volumes-password", file_name="vol"))
+    first = worker_process()
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).checkpoint.get("upload", {}).get("volume", 1) >= 3,
+             timeout=120, interval=0.05)
+    first.kill()
+    worker_process()  # recovery re-queues the interrupted request; it resumes in volume 3
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=180)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    assert req.attempts == 2 and req.result["resumed"] is True
+    s3 = rclone.client()
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest_bucket.name)["Contents"] if o["Key"].endswith(".zip"))
+    assert keys == [a["key"] for a in req.result["archives"]]
+    assert keys == [f"mail/vol.part{n:03d}.zip" for n in range(1, len(keys) + 1)] and len(keys) >= 4
+    digests = [d for key in keys for d in archive_digests(s3, dest_bucket.name, key).get("INBOX", [])]
+    assert sorted(digests) == sorted(source_digests(mailbox)["INBOX"])  # every message exactly once
+    assert no_pending_uploads(s3, dest_bucket.name)
+
+
 def test_imap_pst_request_opens_in_libpff_with_every_message(operator, tenant, dovecot, imap_ca, dest_bucket,
                                                             rclone, rq_queue, tmp_path):
     req = submit(tenant, operator, "IMAP-S3-PST", imap_form(dovecot, dest_bucket, file_name="alice-pst"))
