@@ -4,6 +4,7 @@ multipart copy AWS needs beyond 5 GiB."""
 from __future__ import annotations
 
 import random
+import uuid
 
 import pytest
 
@@ -47,20 +48,20 @@ def test_multipart_copy_on_a_store_that_implements_upload_part_copy():
     from connectors.s3target import S3Target
     from legacyflo.localservices import free_port
 
-    port = free_port()
+    port, bucket = free_port(), "move-" + uuid.uuid4().hex[:12]  # moto's state outlives its server
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        client = make_client(S3Target("moto-bucket", "eu-west-1", f"http://127.0.0.1:{port}",
+        client = make_client(S3Target(bucket, "eu-west-1", f"http://127.0.0.1:{port}",
                                       "testing-access-key", "testing-secret-key"), allow_private=True)
-        client.create_bucket(Bucket="moto-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         body = random.Random(2).randbytes(11 * 1024 * 1024)
-        client.put_object(Bucket="moto-bucket", Key="alice.zip", Body=body)
-        multipart_copy(client, "moto-bucket", "alice.zip", "alice.part001.zip", len(body), retry=RETRY,
+        client.put_object(Bucket=bucket, Key="alice.zip", Body=body)
+        multipart_copy(client, bucket, "alice.zip", "alice.part001.zip", len(body), retry=RETRY,
                        chunk_bytes=5 * 1024 * 1024)
-        copied = client.get_object(Bucket="moto-bucket", Key="alice.part001.zip")
+        copied = client.get_object(Bucket=bucket, Key="alice.part001.zip")
         assert copied["Body"].read() == body
         assert copied["ETag"].endswith('-3"')  # three UploadPartCopy ranges, not one CopyObject
-        assert multipart_uploads(client, "moto-bucket") == []
+        assert multipart_uploads(client, bucket) == []
     finally:
         server.stop()
