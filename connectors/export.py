@@ -34,6 +34,21 @@ Invariants:
   read makes the result ``completed_with_errors``, never ``completed``.
 - All Ledger methods are called from the thread that called ``run_export``.
 
+Split into volumes (``spec.split_bytes``; see ``connectors.zipvolume`` and ``ZipExport._close_volume``):
+- Each volume is a standalone ZIP with its own multipart upload, offsets and central directory;
+  entry names (and their per-folder numbers) run on across volumes, so extracting every volume
+  into one directory gives the whole mailbox. A folder's directory entry is in the volume
+  where the folder starts; each volume's labels are in its own ``labels.partNNN.csv``.
+- Before an entry that would take a volume already holding a message beyond ``split_bytes``,
+  the assembler stops; the coordinator writes that volume's last part (labels.csv of its own
+  messages, central directory) with ``next_volume``, completes it, and starts the next one.
+- Names as PST's: ``FILE.zip`` while one volume suffices; at the first split the completed
+  first volume is renamed (server-side copy + delete) to ``FILE.part001.zip`` and the next
+  ones are ``FILE.part002.zip``... Only then is the next upload recorded (``begin_volume``).
+- Every step between "last part committed" and "next volume recorded" is repeatable, so a
+  rerun after a kill anywhere in it finishes the step (``_settle_volume``) and goes on.
+- Failed or cancelled: the current upload is aborted and every completed volume deleted.
+
 PST: see ``connectors.pstexport`` (written locally, uploaded at the end, restarts from scratch
 after a kill).
 """
@@ -81,9 +96,16 @@ from connectors.ledger import (
     Progress,
     SqliteLedger,
     UploadState,
+    Volume,
 )
 from connectors.memtune import tune_malloc
-from connectors.naming import clean_file_name, directory_entry_name, message_entry_name, object_key
+from connectors.naming import (
+    clean_file_name,
+    directory_entry_name,
+    message_entry_name,
+    object_key,
+    volume_suffix,
+)
 from connectors.report import (
     ArchiveFile,
     FolderError,
@@ -93,6 +115,7 @@ from connectors.report import (
     labels_manifest,
     write_report,
 )
+from connectors.s3move import move_object
 from connectors.s3sink import (
     MAX_PARTS,
     MIN_PART_BYTES,
@@ -105,7 +128,9 @@ from connectors.s3sink import (
     abort_incomplete_uploads,
     completed_object_etag,
     put_file,
+    with_retries,
 )
+from connectors.zipvolume import VolumeBudget, labels_row_bound
 
 __all__ = [
     "COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED_STATE", "CANCELLED", "EntryRecord", "ExportResult",
@@ -132,7 +157,7 @@ class ExportSpec:
     exclude: Sequence[str] = ()
     since: dt.date | None = None
     before: dt.date | None = None
-    split_bytes: int | None = None  # PST only: start a new .partNNN.pst beyond this size
+    split_bytes: int | None = None  # start a new .partNNN.zip / .partNNN.pst beyond this size
     display_name: str = ""  # PST store name
     source_description: dict = field(default_factory=dict)  # goes into summary.json (no secrets!)
 
@@ -390,7 +415,12 @@ class ZipExport:
         self.source, self.client, self.spec = source, s3_client, spec
         self.ledger = LedgerGuard(ledger)
         self.t = tuning or Tuning()
-        self.key = spec.key(".zip")
+        self.base_key = spec.key(".zip")
+        self.key = self.base_key  # the current volume's
+        self.volume = 1
+        self.volumes: list[Volume] = []  # completed volumes before the current one
+        self.volume_budget = self._new_volume_budget()
+        self.volume_complete = False  # the current volume's CompleteMultipartUpload is in the ledger
         self.stop = threading.Event()
         self.events: queue.Queue = queue.Queue()
         self.items: queue.Queue = queue.Queue(maxsize=100_000)
@@ -413,7 +443,7 @@ class ZipExport:
         self._last_progress = self._last_cancel = 0.0
         self._processed = 0
         self.conflict = False  # the store refused our parts: run_export starts afresh once
-        self.archive_done = False  # CompleteMultipartUpload succeeded and is in the ledger
+        self.archive_done = False  # the last volume is complete and in the ledger
 
     # ---- driver -------------------------------------------------------------------------------
     def run(self) -> ExportResult:
@@ -423,12 +453,13 @@ class ZipExport:
             self._check_cancel(force=True)
             folders = self._list_and_count()
             self._timings["listing"] = time.monotonic() - t0
-            upload = self._resume_or_create()
+            self._resume_or_create()
             t1 = time.monotonic()
-            if not upload.archive_complete:
-                if not (self.parts and self.parts[-1].final):
+            while not self.archive_done:
+                if self.parts and self.parts[-1].final:
+                    self._settle_volume()
+                else:
                     self._transfer(folders)
-                self._complete_archive(upload)
             self._timings["transfer"] = time.monotonic() - t1
             t2 = time.monotonic()
             self._phase("finishing")
@@ -470,7 +501,7 @@ class ZipExport:
         result.timings = {k: round(v, 3) for k, v in self._timings.items()}
         result.progress = self.progress
         result.resumed = self.resumed
-        result.parts = len(self.parts)
+        result.parts = sum(v.parts for v in self.volumes) + len(self.parts)
         return result
 
     # ---- phase 1: listing ---------------------------------------------------------------------
@@ -493,37 +524,51 @@ class ZipExport:
         return folders
 
     # ---- phase 2: the upload ------------------------------------------------------------------
-    def _new_sink(self, upload_id: str | None) -> MultipartSink:
-        return MultipartSink(self.client, self.spec.bucket, self.key, upload_id=upload_id,
+    def _new_sink(self, key: str, upload_id: str | None) -> MultipartSink:
+        return MultipartSink(self.client, self.spec.bucket, key, upload_id=upload_id,
                              threads=self.t.upload_threads, retry=self.t.retry,
                              content_md5=self.t.content_md5)
 
-    def _resume_or_create(self) -> UploadState:
+    def _volume_key(self, number: int, *, split: bool) -> str:
+        return self.spec.key(volume_suffix(number, "zip", split=split))
+
+    def _new_volume_budget(self) -> VolumeBudget | None:
+        return VolumeBudget(self.spec.split_bytes) if self.spec.split_bytes else None
+
+    def _resume_or_create(self) -> None:
         state = self.ledger.load_upload()
-        if state is not None and (state.key != self.key or state.format != "zip"):
-            log.warning("ledger holds an upload of %s; starting %s afresh", state.key, self.key)
-            self._new_sink(state.upload_id).abort()
-            self.ledger.reset()
+        if state is not None and (state.format != "zip"
+                                  or state.key != self._volume_key(state.volume, split=state.volume > 1)):
+            log.warning("ledger holds an upload of %s; starting %s afresh", state.key, self.base_key)
+            self._discard(state)
             state = None
         if state is not None and self._resume(state):
             self.resumed = True
-            return state
+            return
         if state is not None:
-            self.ledger.reset()
-        abort_incomplete_uploads(self.client, self.spec.bucket, self.key, retry=self.t.retry)
-        self.sink = self._new_sink(None)
+            self._discard(state)
+            self._reset_to_first_volume()
+        abort_incomplete_uploads(self.client, self.spec.bucket, self.base_key, retry=self.t.retry)
+        self.sink = self._new_sink(self.base_key, None)
         upload_id = self.sink.create()
-        self.ledger.begin_upload(self.key, upload_id, "zip")
-        self.parts, self.offset = [], 0
-        return UploadState(self.key, upload_id, "zip")
+        self.ledger.begin_upload(self.base_key, upload_id, "zip")
+
+    def _reset_to_first_volume(self) -> None:
+        self.volume, self.volumes, self.key = 1, [], self.base_key
+        self.parts, self.offset, self.volume_complete = [], 0, False
+        self.volume_budget = self._new_volume_budget()
+        self.progress.archive_bytes = 0
 
     def _resume(self, state: UploadState) -> bool:
         """Pick up a killed run's upload; False when it cannot be trusted (start afresh)."""
-        self.sink = self._new_sink(state.upload_id)
+        self.volume, self.volumes, self.key = state.volume, list(state.volumes), state.key
+        self.sink = self._new_sink(self.key, state.upload_id)
         self.parts = list(state.parts)
         self.offset = sum(p.size for p in self.parts)
+        self.volume_complete = state.archive_complete
+        self.progress.archive_bytes = sum(v.size for v in self.volumes) + self.offset
         if state.archive_complete or (self.parts and self.parts[-1].final):
-            return True  # nothing left to upload; _complete_archive copes with a finished upload
+            return True  # nothing left to upload in this volume; _settle_volume finishes it
         try:
             on_server = self.sink.parts_on_server()
         except UploadGone:
@@ -538,8 +583,23 @@ class ZipExport:
                 return False
         abort_incomplete_uploads(self.client, self.spec.bucket, self.key, keep=state.upload_id,
                                  retry=self.t.retry)
+        self._rebuild_volume_budget()
         log.info("resuming %s: %d parts, %d bytes committed", self.key, len(self.parts), self.offset)
         return True
+
+    def _rebuild_volume_budget(self) -> None:
+        """The current volume's directory and labels so far, from its committed records."""
+        if self.volume_budget is None:
+            return
+        for r in self.ledger.iter_records(volume=self.volume):
+            if r.name:
+                self.volume_budget.add(_entry_from_record(r), self._label_row(r.name, r.folder, r.source_id, r.labels),
+                                       message=r.kind == MESSAGE)
+
+    def _label_row(self, name: str, folder: str, source_id: str, labels: Sequence[str]) -> int:
+        if self.volume_budget is None or not labels:
+            return 0
+        return labels_row_bound(name, folder, source_id, labels)
 
     def _transfer(self, folders: list[Folder]) -> None:
         self._phase("transferring")
@@ -552,7 +612,7 @@ class ZipExport:
         for thread in self.threads:
             thread.start()
         waiting: dict[int, tuple[PartBuffer, UploadedPart]] = {}
-        next_commit, final_part = first_part, None
+        next_commit, final_part, full = first_part, None, None
         while True:
             try:
                 event = self.events.get(timeout=0.2)
@@ -571,6 +631,8 @@ class ZipExport:
                     waiting[part.number] = (part, future.result())
                 elif kind == "final":
                     final_part = event[1]
+                elif kind == "volume_full":
+                    full = event[1]
                 elif kind == "error":
                     raise event[1]
             while next_commit in waiting:
@@ -578,6 +640,10 @@ class ZipExport:
                 self._commit(part, uploaded, final=False)
                 self.uncommitted.release()
                 next_commit += 1
+            if full is not None and next_commit == full.part.number:
+                self._close_volume(full.part)
+                full.done.set()  # the assembler goes on with part 1 of the next volume
+                full, next_commit = None, 1
             self._report_progress()
             self._check_cancel()
             if final_part is not None and next_commit == final_part.number:
@@ -586,10 +652,19 @@ class ZipExport:
             thread.join()
         self.compress_pool.shutdown(wait=True)
         self._check_cancel(force=True)
+        self._phase("finishing")
         self._finish_final_part(final_part)
 
-    def _commit(self, part: PartBuffer, uploaded: UploadedPart, *, final: bool) -> None:
-        record = PartRecord(part.number, uploaded.etag, part.size, final)
+    def _close_volume(self, part: PartBuffer) -> None:
+        """The assembler found the current volume full and waits: write its last part, complete
+        it, start the next one (every earlier part of it is committed)."""
+        self._check_cancel(force=True)
+        self._finish_final_part(part, next_volume=True)
+        self._settle_volume()
+
+    def _commit(self, part: PartBuffer, uploaded: UploadedPart, *, final: bool,
+                next_volume: bool = False) -> None:
+        record = PartRecord(part.number, uploaded.etag, part.size, final, next_volume)
         self.ledger.commit_part(record, part.records)
         self.parts.append(record)
         self.progress.archive_bytes += part.size
@@ -673,17 +748,17 @@ class ZipExport:
                     sequence = item.last_sequence
                     self.progress.current_folder = item.folder.path
                     if item.needs_directory:
-                        self._add_directory(part, item.folder)
+                        part = self._add_directory(part, item.folder)
                 elif isinstance(item, _Queued):
                     prepared = item.future.result()
                     sequence += 1
-                    self._add_message(part, prepared, sequence)
+                    part = self._add_message(part, prepared, sequence)
                     self.budget.release(item.size)
                     self._processed += 1
                 elif isinstance(item, MessageFailure):
                     status = SKIPPED if item.status == SKIPPED else FAILED
                     part.records.append(EntryRecord(MESSAGE, item.folder, item.source_id, status,
-                                                    error=item.error))
+                                                    error=item.error, volume=self.volume))
                     self._processed += 1
                 elif isinstance(item, _FolderFailed):
                     self.folder_errors.append(FolderError(item.folder.path, item.error))
@@ -706,28 +781,55 @@ class ZipExport:
         self.open_parts[number] = part
         return part
 
-    def _add_directory(self, part: PartBuffer, folder: Folder) -> None:
-        entry = zipwriter.directory_entry(directory_entry_name(folder.path), self.offset)
+    def _add_directory(self, part: PartBuffer, folder: Folder) -> PartBuffer:
+        name = directory_entry_name(folder.path)
+        entry = zipwriter.directory_entry(name, self.offset)
+        if self.volume_budget is not None and self.volume_budget.must_split_before(entry):
+            part = self._wait_for_next_volume(part)
+            entry = zipwriter.directory_entry(name, self.offset)
         header = zipwriter.local_header(entry)
         part.write(header)
         self.offset += len(header)
-        part.records.append(_record_from_entry(entry, DIRECTORY, folder.path))
+        part.records.append(_record_from_entry(entry, DIRECTORY, folder.path, self.volume))
+        if self.volume_budget is not None:
+            self.volume_budget.add(entry, message=False)
+        return part
 
-    def _add_message(self, part: PartBuffer, p: Prepared, sequence: int) -> None:
+    def _message_entry(self, p: Prepared, sequence: int) -> zipwriter.ZipEntry:
         dos_time, dos_date = zipwriter.dos_datetime(p.when)
-        entry = zipwriter.ZipEntry(message_entry_name(p.folder, sequence, p.info.subject),
-                                   self.offset, p.crc32, len(p.payload), p.size, p.method,
-                                   dos_time, dos_date)
+        return zipwriter.ZipEntry(message_entry_name(p.folder, sequence, p.info.subject),
+                                  self.offset, p.crc32, len(p.payload), p.size, p.method,
+                                  dos_time, dos_date)
+
+    def _add_message(self, part: PartBuffer, p: Prepared, sequence: int) -> PartBuffer:
+        entry = self._message_entry(p, sequence)
+        label_row = self._label_row(entry.name, p.folder, p.source_id, p.labels)
+        if self.volume_budget is not None and self.volume_budget.must_split_before(entry, label_row):
+            part = self._wait_for_next_volume(part)
+            entry = self._message_entry(p, sequence)  # at the start of the new volume
         header = zipwriter.local_header(entry)
         part.write(header)
         part.write(p.payload)
         self.offset += len(header) + len(p.payload)
-        record = _record_from_entry(entry, MESSAGE, p.folder)
+        record = _record_from_entry(entry, MESSAGE, p.folder, self.volume)
         record.source_id, record.sequence, record.sha256, record.labels = (
             p.source_id, sequence, p.sha256, p.labels)
         record.message_id, record.date, record.from_, record.to, record.subject = (
             p.info.message_id, p.info.date, p.info.from_, p.info.to, p.info.subject)
         part.records.append(record)
+        if self.volume_budget is not None:
+            self.volume_budget.add(entry, label_row, message=True)
+        return part
+
+    def _wait_for_next_volume(self, part: PartBuffer) -> PartBuffer:
+        """(assembler) Hand the full volume's last part to the coordinator; once it has closed
+        that volume and started the next (offset 0, no parts), go on with its first part."""
+        full = _VolumeFull(part)
+        self.events.put(("volume_full", full))
+        while not full.done.wait(0.2):
+            if self.stop.is_set():
+                raise _Stopped()
+        return self._new_part(1)
 
     def _ship(self, part: PartBuffer) -> None:
         for slots in (self.uncommitted, self.part_slots):
@@ -738,23 +840,28 @@ class ZipExport:
         future.add_done_callback(lambda f, p=part: self.events.put(("uploaded", p, f)))
 
     # ---- the last part, completion ------------------------------------------------------------
-    def _finish_final_part(self, part: PartBuffer) -> None:
-        """Append labels.csv (if any message has labels) and the central directory, upload,
-        commit. Runs after every earlier part is committed, so the ledger has all records."""
-        self._phase("finishing")
+    def _finish_final_part(self, part: PartBuffer, *, next_volume: bool = False) -> None:
+        """Append labels.csv (if any message of this volume has labels) and the volume's central
+        directory, upload, commit. Runs after every earlier part of the volume is committed,
+        so the ledger has all its records."""
 
         def all_records() -> Iterator[EntryRecord]:
-            return chain(self.ledger.iter_records(), list(part.records))
+            return chain(self.ledger.iter_records(volume=self.volume), list(part.records))
 
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as labels:
             if labels_manifest(all_records(), labels):
-                self._add_file_from(part, "labels.csv", labels)
+                self._add_file_from(part, self._labels_name(split=next_volume or bool(self.volumes)), labels)
         cd_offset = self.offset
         written = zipwriter.central_directory(
             (_entry_from_record(r) for r in all_records() if r.name), cd_offset, _Counter(part))
         self.offset += written
         uploaded = self.sink.upload_part(part.number, part, part.size)
-        self._commit(part, uploaded, final=True)
+        self._commit(part, uploaded, final=True, next_volume=next_volume)
+
+    def _labels_name(self, *, split: bool) -> str:
+        """``labels.csv``; in volume N of a split archive ``labels.partNNN.csv``, so that the
+        volumes extracted into one directory keep every volume's labels."""
+        return f"labels.part{self.volume:03d}.csv" if split else "labels.csv"
 
     def _add_file_from(self, part: PartBuffer, name: str, source) -> None:
         """A manifest entry streamed from a temp file (deflated in chunks)."""
@@ -777,23 +884,54 @@ class ZipExport:
             while chunk := packed.read(1024 * 1024):
                 part.write(chunk)
         self.offset += len(header) + compressed
-        part.records.append(_record_from_entry(entry, MANIFEST, ""))
+        part.records.append(_record_from_entry(entry, MANIFEST, "", self.volume))
 
-    def _complete_archive(self, upload: UploadState) -> None:
-        if upload.archive_complete:
+    def _settle_volume(self) -> None:
+        """The current volume's last part is committed: complete it; if another volume follows,
+        start that one. Each step is repeatable, so a rerun after a kill anywhere finishes it."""
+        self._complete_archive()
+        if self.parts[-1].next_volume:
+            self._start_next_volume()
+        else:
             self.archive_done = True
-            return
-        parts = [UploadedPart(p.number, p.etag, p.size) for p in self.parts]
-        try:
-            etag = self.sink.complete(parts)
-        except UploadGone:
-            etag = completed_object_etag(self.client, self.spec.bucket, self.key, parts)
-            if not etag:
-                raise S3Failure(f"The upload of {self.key} disappeared before it was completed "
-                                "(a lifecycle rule?); run the export again.") from None
-        self.ledger.mark_archive_complete(sum(p.size for p in self.parts), etag)
-        self.archive_done = True
+
+    def _complete_archive(self) -> None:
+        if not self.volume_complete:
+            parts = [UploadedPart(p.number, p.etag, p.size) for p in self.parts]
+            try:
+                etag = self.sink.complete(parts)
+            except UploadGone:
+                etag = completed_object_etag(self.client, self.spec.bucket, self.key, parts)
+                if not etag:
+                    raise S3Failure(f"The upload of {self.key} disappeared before it was completed "
+                                    "(a lifecycle rule?); run the export again.") from None
+            self.ledger.mark_archive_complete(sum(p.size for p in self.parts), etag)
+            self.volume_complete = True
         self.sink.close()
+
+    def _start_next_volume(self) -> None:
+        """Record the completed volume under its final name and the next volume's new upload.
+
+        At the first split, ``FILE.zip`` becomes ``FILE.part001.zip`` (as PST names its parts).
+        An upload created by a run killed before ``begin_volume`` recorded it is aborted first.
+        """
+        size = sum(p.size for p in self.parts)
+        key = self.key
+        if self.volume == 1 and key == self.base_key:
+            key = self._volume_key(1, split=True)
+            move_object(self.client, self.spec.bucket, self.base_key, key, size, retry=self.t.retry)
+        done = Volume(self.volume, key, size, len(self.parts))
+        next_key = self._volume_key(self.volume + 1, split=True)
+        abort_incomplete_uploads(self.client, self.spec.bucket, next_key, retry=self.t.retry)
+        self.sink = self._new_sink(next_key, None)
+        upload_id = self.sink.create()
+        self.ledger.begin_volume(done, next_key, upload_id)
+        log.info("%s is complete (%d bytes); continuing in %s", key, size, next_key)
+        self.volumes.append(done)
+        self.volume, self.key = done.number + 1, next_key
+        self.parts, self.offset, self.volume_complete = [], 0, False
+        self.volume_budget = self._new_volume_budget()
+        self._phase("transferring")
 
     # ---- report -------------------------------------------------------------------------------
     def _write_report_and_summary(self, result: ExportResult) -> ExportResult:
@@ -808,8 +946,9 @@ class ZipExport:
                 yield r
 
         report_key = self.spec.key(".report.csv")
+        archive_keys = {v.number: v.key for v in self.volumes} | {self.volume: self.key}
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
-            write_report(counted(self.ledger.iter_records()), self.folder_errors, out)
+            write_report(counted(self.ledger.iter_records()), self.folder_errors, out, archive_keys)
             put_file(self.client, self.spec.bucket, report_key, out, content_type="text/csv; charset=utf-8",
                      retry=self.t.retry)
         for path, s in stats.items():
@@ -817,7 +956,8 @@ class ZipExport:
                 s.source_count = s.exported + s.failed + s.skipped
         folders = sorted(stats.values(), key=lambda s: s.folder.split("/"))
         result.folders, result.totals = folders, Totals.of(folders)
-        result.archives = [ArchiveFile(self.key, sum(p.size for p in self.parts))]
+        result.archives = [*(ArchiveFile(v.key, v.size) for v in self.volumes),
+                           ArchiveFile(self.key, sum(p.size for p in self.parts))]
         result.report_key, result.summary_key = report_key, self.spec.key(".summary.json")
         clean = (result.totals.failed == 0 and result.totals.skipped == 0
                  and not self.folder_errors and all(f.reconciles for f in folders))
@@ -881,28 +1021,59 @@ class ZipExport:
             self.sink.stop_uploads()
 
     def _shutdown_and_abort(self) -> None:
-        """Stop the workers, forget the upload in the ledger, then abort it.
+        """Stop the workers, forget the export in the ledger, then remove what it wrote: abort
+        the current upload, delete every completed volume.
 
         The ledger goes first: if it refuses (another worker owns the export now, or the
-        database is down) the upload is left alone rather than pulled from under its owner.
+        database is down) the bucket is left alone rather than pulled from under its owner.
         """
         self._stop_workers()
-        sink = self.sink
         try:
-            if sink is None:
-                state = self.ledger.load_upload()
-                if state is not None and state.format == "zip":
-                    sink = self._new_sink(state.upload_id)
+            state = self.ledger.load_upload()
             self.ledger.reset()
         except Exception:  # noqa: BLE001 - report the original failure, log this one
             log.warning("could not reset the ledger of %s; its upload is left alone", self.key,
                         exc_info=True)
             return
-        if sink is not None and sink.upload_id:
-            try:
+        if state is not None:
+            self._remove_objects(state)
+        sink = self.sink
+        if sink is not None and sink.upload_id and (state is None or sink.upload_id != state.upload_id):
+            try:  # created by this run but not yet recorded
                 sink.abort()
             except Exception:  # noqa: BLE001
-                log.warning("could not abort the upload of %s", self.key, exc_info=True)
+                log.warning("could not abort the upload of %s", sink.key, exc_info=True)
+
+    def _discard(self, state: UploadState) -> None:
+        """Start afresh from ``state``: the ledger first (see above), then the bucket."""
+        self.ledger.reset()
+        self._remove_objects(state)
+
+    def _remove_objects(self, state: UploadState) -> None:
+        """Abort ``state``'s upload and delete its completed volumes: a partial set of volumes
+        must not look like an archive. A complete archive (only its report missing) stays."""
+        last = state.parts[-1] if state.parts else None
+        if state.archive_complete and last is not None and last.final and not last.next_volume:
+            return
+        keys = [v.key for v in state.volumes]
+        if last is not None and last.final and (state.volumes or last.next_volume):
+            keys.append(state.key)  # a volume completed, or perhaps completed before a kill
+        if state.archive_complete and state.volume == 1:  # perhaps halfway through its rename
+            keys.append(self._volume_key(1, split=True))
+        if not state.archive_complete:
+            sink = self.sink if self.sink is not None and self.sink.upload_id == state.upload_id else \
+                MultipartSink(self.client, self.spec.bucket, state.key, upload_id=state.upload_id,
+                              retry=self.t.retry)
+            try:
+                sink.abort()
+            except Exception:  # noqa: BLE001 - the bucket's lifecycle rule is the backstop
+                log.warning("could not abort the upload of %s", state.key, exc_info=True)
+        for key in keys:
+            try:
+                with_retries(f"DeleteObject {key}", lambda k=key: self.client.delete_object(
+                    Bucket=self.spec.bucket, Key=k), self.t.retry)
+            except Exception:  # noqa: BLE001
+                log.warning("could not delete %s", key, exc_info=True)
 
     def _close_parts(self) -> None:
         for part in list(self.open_parts.values()):
@@ -969,6 +1140,14 @@ class _MainCall:
         return self.result
 
 
+class _VolumeFull:
+    """The assembler's request to close the current volume with ``part`` as its last part."""
+
+    def __init__(self, part: PartBuffer) -> None:
+        self.part = part
+        self.done = threading.Event()
+
+
 class _Counter:
     """File-like adapter: central_directory() writes into a part buffer."""
 
@@ -980,10 +1159,10 @@ class _Counter:
         return len(data)
 
 
-def _record_from_entry(entry: zipwriter.ZipEntry, kind: str, folder: str) -> EntryRecord:
+def _record_from_entry(entry: zipwriter.ZipEntry, kind: str, folder: str, volume: int) -> EntryRecord:
     return EntryRecord(kind, folder, "", EXPORTED, entry.name, entry.offset, entry.crc32,
                        entry.compressed_size, entry.size, entry.method, entry.dos_time,
-                       entry.dos_date, entry.flags)
+                       entry.dos_date, entry.flags, volume)
 
 
 def _entry_from_record(r: EntryRecord) -> zipwriter.ZipEntry:

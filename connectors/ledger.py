@@ -9,6 +9,11 @@ whose bytes are in it in ONE transaction, parts in order. A resumed export trust
 was committed: committed source ids are skipped, committed parts are kept, and the ZIP
 central directory is rebuilt from committed records; everything else is produced again.
 
+Split ZIP exports (``FILE.part001.zip``, ``FILE.part002.zip``...) keep ONE upload in progress
+at a time, the current volume's: ``begin_volume`` records the completed volume (its final key
+and size) and the next volume's upload in one transaction, forgets the finished volume's parts
+and keeps every record. Records carry their ``volume``; their offsets are within that volume.
+
 Threading: the engine calls every Ledger method from the thread that called ``run_export``
 (database connections are per thread in Django).
 """
@@ -53,7 +58,7 @@ class EntryRecord:
     dos_time: int = 0
     dos_date: int = 0
     flags: int = 0
-    volume: int = 1  # archive file number (PST parts)
+    volume: int = 1  # archive file number (PST parts, ZIP volumes); offset is within it
     # report
     sequence: int = 0  # per-folder NNNNNN of the entry name
     message_id: str = ""
@@ -73,12 +78,24 @@ class PartRecord:
     number: int
     etag: str
     size: int
-    final: bool = False  # holds the central directory: the archive is fully uploaded
+    final: bool = False  # holds the central directory: the archive (volume) is fully uploaded
+    next_volume: bool = False  # a final part whose volume is full: another volume follows
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A completed file of a split archive, under its final key."""
+
+    number: int
+    key: str
+    size: int
+    parts: int = 0
 
 
 @dataclass
 class UploadState:
-    """The multipart upload in progress (or just completed) for this export."""
+    """The multipart upload in progress (or just completed) for this export: the current
+    volume's (``volume``), after the completed ``volumes`` of a split archive."""
 
     key: str
     upload_id: str
@@ -87,6 +104,8 @@ class UploadState:
     archive_complete: bool = False
     archive_size: int = 0
     archive_etag: str = ""
+    volume: int = 1
+    volumes: list[Volume] = field(default_factory=list)
 
 
 @dataclass
@@ -111,7 +130,11 @@ class Ledger(Protocol):
         """The recorded upload with its committed parts (in order), or None."""
 
     def begin_upload(self, key: str, upload_id: str, format: str) -> None:
-        """Record a new multipart upload (no parts, no records yet)."""
+        """Record a new multipart upload of volume 1 (no parts, no records, no volumes yet)."""
+
+    def begin_volume(self, done: Volume, key: str, upload_id: str) -> None:
+        """The current volume is complete (stored as ``done``): remember it, forget its parts,
+        keep all records, and record the upload of volume ``done.number + 1`` (no parts yet)."""
 
     def commit_part(self, part: PartRecord, records: Sequence[EntryRecord]) -> None:
         """Atomically store ``part`` and ``records``; called for part N only after N-1."""
@@ -128,8 +151,8 @@ class Ledger(Protocol):
     def last_sequence(self, folder: str) -> int:
         """Highest committed entry sequence number in ``folder`` (0 if none)."""
 
-    def iter_records(self) -> Iterator[EntryRecord]:
-        """Every committed record, in commit order (part number, then position in the part)."""
+    def iter_records(self, volume: int | None = None) -> Iterator[EntryRecord]:
+        """Every committed record (of ``volume`` only, if given), in commit order."""
 
     def report_progress(self, progress: Progress) -> None:
         """Store the latest counters (the UI polls them)."""
@@ -156,7 +179,7 @@ class MemoryLedger:
                 return None
             u = self.upload
             return UploadState(u.key, u.upload_id, u.format, list(u.parts), u.archive_complete,
-                               u.archive_size, u.archive_etag)
+                               u.archive_size, u.archive_etag, u.volume, list(u.volumes))
 
     def begin_upload(self, key: str, upload_id: str, format: str) -> None:
         with self._lock:
@@ -172,6 +195,13 @@ class MemoryLedger:
             self.upload.parts.append(part)
             self.records.extend(records)
             self.commits += 1
+
+    def begin_volume(self, done: Volume, key: str, upload_id: str) -> None:
+        with self._lock:
+            if self.upload is None or done.number != self.upload.volume:
+                raise ValueError(f"volume {done.number} is not the current volume")
+            self.upload = UploadState(key, upload_id, self.upload.format, volume=done.number + 1,
+                                      volumes=[*self.upload.volumes, done])
 
     def mark_archive_complete(self, size: int, etag: str) -> None:
         with self._lock:
@@ -191,9 +221,9 @@ class MemoryLedger:
         with self._lock:
             return max((r.sequence for r in self.records if r.folder == folder), default=0)
 
-    def iter_records(self) -> Iterator[EntryRecord]:
+    def iter_records(self, volume: int | None = None) -> Iterator[EntryRecord]:
         with self._lock:
-            snapshot = list(self.records)
+            snapshot = [r for r in self.records if volume is None or r.volume == volume]
         return iter(snapshot)
 
     def report_progress(self, progress: Progress) -> None:
@@ -225,12 +255,16 @@ class SqliteLedger:
         self._db.executescript(f"""
             CREATE TABLE IF NOT EXISTS upload (id INTEGER PRIMARY KEY CHECK (id = 1), key TEXT,
                 upload_id TEXT, format TEXT, archive_complete INTEGER DEFAULT 0,
-                archive_size INTEGER DEFAULT 0, archive_etag TEXT DEFAULT '');
+                archive_size INTEGER DEFAULT 0, archive_etag TEXT DEFAULT '',
+                volume INTEGER DEFAULT 1);
             CREATE TABLE IF NOT EXISTS parts (number INTEGER PRIMARY KEY, etag TEXT, size INTEGER,
-                final INTEGER);
+                final INTEGER, next_volume INTEGER DEFAULT 0);
+            CREATE TABLE IF NOT EXISTS volumes (number INTEGER PRIMARY KEY, key TEXT, size INTEGER,
+                parts INTEGER);
             CREATE TABLE IF NOT EXISTS records (pos INTEGER PRIMARY KEY AUTOINCREMENT,
                 part INTEGER, {columns});
             CREATE INDEX IF NOT EXISTS records_folder ON records (folder, source_id);
+            CREATE INDEX IF NOT EXISTS records_volume ON records (volume);
             CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT);
         """)
         self.commits = 0
@@ -243,17 +277,20 @@ class SqliteLedger:
 
     def load_upload(self) -> UploadState | None:
         row = self._db.execute("SELECT key, upload_id, format, archive_complete, archive_size, "
-                               "archive_etag FROM upload WHERE id = 1").fetchone()
+                               "archive_etag, volume FROM upload WHERE id = 1").fetchone()
         if row is None:
             return None
-        parts = [PartRecord(n, e, s, bool(f)) for n, e, s, f in self._db.execute(
-            "SELECT number, etag, size, final FROM parts ORDER BY number")]
-        return UploadState(row[0], row[1], row[2], parts, bool(row[3]), row[4], row[5])
+        parts = [PartRecord(n, e, s, bool(f), bool(nv)) for n, e, s, f, nv in self._db.execute(
+            "SELECT number, etag, size, final, next_volume FROM parts ORDER BY number")]
+        volumes = [Volume(*v) for v in self._db.execute(
+            "SELECT number, key, size, parts FROM volumes ORDER BY number")]
+        return UploadState(row[0], row[1], row[2], parts, bool(row[3]), row[4], row[5], row[6], volumes)
 
     def begin_upload(self, key: str, upload_id: str, format: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM parts")
             db.execute("DELETE FROM records")
+            db.execute("DELETE FROM volumes")
             db.execute("INSERT OR REPLACE INTO upload (id, key, upload_id, format) VALUES (1, ?, ?, ?)",
                        (key, upload_id, format))
 
@@ -263,12 +300,23 @@ class SqliteLedger:
             last = db.execute("SELECT COALESCE(MAX(number), 0) FROM parts").fetchone()[0]
             if part.number != last + 1:
                 raise ValueError(f"part {part.number} committed out of order (expected {last + 1})")
-            db.execute("INSERT INTO parts (number, etag, size, final) VALUES (?, ?, ?, ?)",
-                       (part.number, part.etag, part.size, int(part.final)))
+            db.execute("INSERT INTO parts (number, etag, size, final, next_volume) VALUES (?, ?, ?, ?, ?)",
+                       (part.number, part.etag, part.size, int(part.final), int(part.next_volume)))
             db.executemany(
                 f"INSERT INTO records (part, {_COLUMNS}) VALUES ({placeholders})",
                 [(part.number, *_record_row(r)) for r in records])
         self.commits += 1
+
+    def begin_volume(self, done: Volume, key: str, upload_id: str) -> None:
+        with self._tx() as db:
+            current = db.execute("SELECT volume FROM upload WHERE id = 1").fetchone()
+            if current is None or current[0] != done.number:
+                raise ValueError(f"volume {done.number} is not the current volume")
+            db.execute("INSERT INTO volumes (number, key, size, parts) VALUES (?, ?, ?, ?)",
+                       (done.number, done.key, done.size, done.parts))
+            db.execute("DELETE FROM parts")
+            db.execute("UPDATE upload SET key = ?, upload_id = ?, volume = ?, archive_complete = 0, "
+                       "archive_size = 0, archive_etag = '' WHERE id = 1", (key, upload_id, done.number + 1))
 
     def mark_archive_complete(self, size: int, etag: str) -> None:
         with self._tx() as db:
@@ -280,6 +328,7 @@ class SqliteLedger:
             db.execute("DELETE FROM upload")
             db.execute("DELETE FROM parts")
             db.execute("DELETE FROM records")
+            db.execute("DELETE FROM volumes")
 
     def committed_source_ids(self, folder: str) -> set[str]:
         return {row[0] for row in self._db.execute(
@@ -289,9 +338,12 @@ class SqliteLedger:
         return self._db.execute("SELECT COALESCE(MAX(sequence), 0) FROM records WHERE folder = ?",
                                 (folder,)).fetchone()[0]
 
-    def iter_records(self) -> Iterator[EntryRecord]:
+    def iter_records(self, volume: int | None = None) -> Iterator[EntryRecord]:
         cursor = self._db.cursor()  # a separate cursor streams rows without loading them all
-        cursor.execute(f"SELECT {_COLUMNS} FROM records ORDER BY pos")
+        if volume is None:
+            cursor.execute(f"SELECT {_COLUMNS} FROM records ORDER BY pos")
+        else:
+            cursor.execute(f"SELECT {_COLUMNS} FROM records WHERE volume = ? ORDER BY pos", (volume,))
         for row in cursor:
             yield _record_from_row(row)
 

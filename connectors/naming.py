@@ -1,6 +1,7 @@
 """Names in the bucket and inside the archive.
 
-Bucket keys: ``PREFIX/FILE.zip`` (``.pst``; ``FILE.partNNN.pst`` when split), with
+Bucket keys: ``PREFIX/FILE.zip`` (``.pst``), or ``FILE.part001.zip``, ``FILE.part002.zip``...
+(``.partNNN.pst``) when the archive is split into volumes — never ``FILE.zip`` plus parts, with
 ``PREFIX/FILE.report.csv`` and ``PREFIX/FILE.summary.json`` beside it.
 
 Entry names: ``FOLDER/PATH/NNNNNN_subject.eml`` — the decoded folder path with '/' between
@@ -58,6 +59,12 @@ def clean_file_name(file_name: str, extension: str) -> str:
     if name.lower().endswith("." + extension):
         name = name[: -len(extension) - 1]
     return name or "mailbox"
+
+
+def volume_suffix(number: int, extension: str, *, split: bool) -> str:
+    """``.zip`` for an archive in one file; ``.part001.zip``, ``.part002.zip``... once it is
+    split (the first volume too, as ``SplittingPstWriter`` names PST parts)."""
+    return f".part{number:03d}.{extension}" if split else f".{extension}"
 
 
 def object_key(prefix: str, file_name: str, suffix: str) -> str:

@@ -324,7 +324,7 @@ class PstExport:
 
         report_key = self.spec.key(".report.csv")
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
-            write_report(records(), self.folder_errors, out)
+            write_report(records(), self.folder_errors, out, keys)
             put_file(self.client, self.spec.bucket, report_key, out, content_type="text/csv; charset=utf-8",
                      retry=self.t.retry)
         folders = sorted(self.stats.values(), key=lambda s: s.folder.split("/"))

@@ -1,8 +1,9 @@
 """``FILE.report.csv`` and ``FILE.summary.json``: what the administrator checks after an export.
 
 report.csv has one row per source message (exported, failed or skipped) plus one row per
-folder that could not be read, columns ``REPORT_COLUMNS`` (``entry`` is the ZIP entry name,
-added after the documented ones). Rows are streamed into a temp file, never held in memory.
+folder that could not be read, columns ``REPORT_COLUMNS``; after the documented ones, ``entry``
+(the ZIP entry name) and ``archive`` (the key of the archive file holding the message: with a
+split archive, its volume). Rows are streamed into a temp file, never held in memory.
 
 Cells that a spreadsheet would run as a formula (starting with = + - @ or a tab) get a
 leading apostrophe: subjects and addresses come from strangers' mail (CSV injection).
@@ -15,14 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
 from connectors.ledger import EXPORTED, FAILED, MESSAGE, SKIPPED, EntryRecord
 
 REPORT_COLUMNS = ["folder", "source_id", "message_id", "date", "from", "to", "subject", "size",
-                  "sha256", "status", "error", "entry"]
+                  "sha256", "status", "error", "entry", "archive"]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -94,8 +95,12 @@ def _cell(value) -> str:
 
 
 def write_report(records: Iterable[EntryRecord], folder_errors: Iterable[FolderError],
-                 out: BinaryIO) -> int:
-    """Write report.csv (UTF-8 with BOM so spreadsheets detect it) to ``out``; return the row count."""
+                 out: BinaryIO, archive_keys: Mapping[int, str] | None = None) -> int:
+    """Write report.csv (UTF-8 with BOM so spreadsheets detect it) to ``out``; return the row count.
+
+    ``archive_keys`` maps a record's ``volume`` to its archive's key (exported messages only).
+    """
+    archive_keys = archive_keys or {}
     text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="", write_through=True)
     writer = csv.writer(text)
     writer.writerow(REPORT_COLUMNS)
@@ -105,11 +110,12 @@ def write_report(records: Iterable[EntryRecord], folder_errors: Iterable[FolderE
             continue
         writer.writerow([_cell(v) for v in (
             r.folder, r.source_id, r.message_id, r.date, r.from_, r.to, r.subject, r.size,
-            r.sha256, r.status, r.error, r.name)])
+            r.sha256, r.status, r.error, r.name,
+            archive_keys.get(r.volume, "") if r.status == EXPORTED else "")])
         rows += 1
     for fe in folder_errors:
         writer.writerow([_cell(fe.folder), "", "", "", "", "", "", "", "", FAILED,
-                         _cell(f"folder could not be read: {fe.error}"), ""])
+                         _cell(f"folder could not be read: {fe.error}"), "", ""])
         rows += 1
     text.flush()
     text.detach()

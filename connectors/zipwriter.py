@@ -57,6 +57,12 @@ class ZipEntry:
         return 30 + len(self.name.encode("utf-8")) + (20 if self._zip64_sizes else 0)
 
     @property
+    def central_header_size(self) -> int:
+        """``len(central_header(self))`` without building it."""
+        wide = (self.size >= U32) + (self.compressed_size >= U32) + (self.offset >= U32)
+        return 46 + len(self.name.encode("utf-8")) + (4 + 8 * wide if wide else 0)
+
+    @property
     def _zip64_sizes(self) -> bool:
         return self.size >= U32 or self.compressed_size >= U32
 
@@ -150,6 +156,9 @@ def central_header(entry: ZipEntry) -> bytes:
         entry.dos_time, entry.dos_date, entry.crc32, comp, size, len(name), len(extra), 0, 0, 0,
         _DIR_ATTRS if entry.is_dir else _FILE_ATTRS, offset,
     ) + name + extra
+
+
+END_RECORDS_MAX = 56 + 20 + 22  # ZIP64 end record + locator + end record
 
 
 def end_of_central_directory(count: int, cd_offset: int, cd_size: int) -> bytes:

@@ -55,6 +55,14 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def env_int_or_off(name: str, *, minimum: int) -> int:
+    """An integer that is 0 or unset (the feature is off) or at least ``minimum``."""
+    value = env_int(name, 0, minimum=0)
+    if 0 < value < minimum:
+        raise ImproperEnv(f"{name}={value} must be 0 (off) or at least {minimum}")
+    return value
+
+
 def env_list(name: str, default: list[str] | None = None, *, sep: str = ",") -> list[str]:
     raw = env_str(name)
     if raw is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from legacyflo.env import ImproperEnv, env_bool, env_int, env_list, env_str
+from legacyflo.env import ImproperEnv, env_bool, env_int, env_int_or_off, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LEGACYFLO_VAR_DIR", str(BASE_DIR / "var")))
@@ -169,6 +169,8 @@ LEGACYFLO_PART_SIZE = env_int("LEGACYFLO_PART_SIZE", 16 * 1024 * 1024, minimum=5
 # A PST's first part (its header) is written last; this much of it may be uploaded before.
 LEGACYFLO_S3_MAX_AHEAD_BYTES = env_int("LEGACYFLO_S3_MAX_AHEAD_BYTES", 128 * 1024 * 1024, minimum=0)
 LEGACYFLO_PST_SPLIT_BYTES = env_int("LEGACYFLO_PST_SPLIT_BYTES", 20 * 1024**3, minimum=1024 * 1024)
+# 0 (the default): one FILE.zip; otherwise volumes FILE.part001.zip, ... of at most this size.
+LEGACYFLO_ZIP_SPLIT_BYTES = env_int_or_off("LEGACYFLO_ZIP_SPLIT_BYTES", minimum=1024 * 1024)
 LEGACYFLO_WORK_DIR = Path(env_str("LEGACYFLO_WORK_DIR", str(VAR_DIR / "work")))
 LEGACYFLO_CSV_MAX_ROWS = env_int("LEGACYFLO_CSV_MAX_ROWS", 10000, minimum=1)
 

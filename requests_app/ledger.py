@@ -4,6 +4,10 @@
 a re-check that this run still owns the request (``run_token``). Two workers can therefore never
 both write one archive: a run that lost ownership (the request was re-queued after its heartbeat
 went stale, or cancelled and retried) fails its next commit and stops.
+
+The checkpoint's ``upload`` holds the current upload (key, id, volume) and, for a split ZIP,
+the completed ``volumes`` (number, key, size, parts); ``UploadedPart`` rows are the current
+volume's parts only.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from connectors.ledger import MANIFEST, EntryRecord, PartRecord, Progress, UploadState
+from connectors.ledger import MANIFEST, EntryRecord, PartRecord, Progress, UploadState, Volume
 from requests_app.models import ArchiveRecord, MigrationRequest, UploadedPart
 
 _ENTRY_FIELDS = ("name", "offset", "crc32", "compressed_size", "method", "dos_time", "dos_date", "flags", "volume")
@@ -61,11 +65,13 @@ class DatabaseLedger:
         upload = row.checkpoint.get("upload")
         if not upload:
             return None
-        parts = [PartRecord(p.part_number, p.etag, p.size, p.final)
+        parts = [PartRecord(p.part_number, p.etag, p.size, p.final, p.next_volume)
                  for p in UploadedPart.objects.filter(request_id=self.pk, archive_key=upload["key"]).order_by("part_number")]
         return UploadState(key=upload["key"], upload_id=upload["upload_id"], format=upload["format"], parts=parts,
                            archive_complete=upload.get("archive_complete", False),
-                           archive_size=upload.get("archive_size", 0), archive_etag=upload.get("archive_etag", ""))
+                           archive_size=upload.get("archive_size", 0), archive_etag=upload.get("archive_etag", ""),
+                           volume=upload.get("volume", 1),
+                           volumes=[Volume(**v) for v in upload.get("volumes", [])])
 
     @transaction.atomic
     def begin_upload(self, key: str, upload_id: str, format: str) -> None:
@@ -84,12 +90,25 @@ class DatabaseLedger:
         if part.number != last + 1:
             raise ValueError(f"part {part.number} committed out of order (expected {last + 1})")
         UploadedPart.objects.create(request_id=self.pk, archive_key=upload["key"], part_number=part.number,
-                                    etag=part.etag, size=part.size, final=part.final)
+                                    etag=part.etag, size=part.size, final=part.final, next_volume=part.next_volume)
         seq = ArchiveRecord.objects.filter(request_id=self.pk).aggregate(n=Max("seq"))["n"] or 0
         ArchiveRecord.objects.bulk_create(
             [_to_row(self.pk, seq + i + 1, part.number, r) for i, r in enumerate(records)], batch_size=1000)
         row.heartbeat_at = timezone.now()
         row.save(update_fields=["heartbeat_at"])
+
+    @transaction.atomic
+    def begin_volume(self, done: Volume, key: str, upload_id: str) -> None:
+        row = self._locked_row()
+        upload = row.checkpoint.get("upload") or {}
+        if upload.get("volume", 1) != done.number:
+            raise ValueError(f"volume {done.number} is not the current volume")
+        UploadedPart.objects.filter(request_id=self.pk).delete()
+        volumes = [*upload.get("volumes", []), {"number": done.number, "key": done.key, "size": done.size,
+                                                 "parts": done.parts}]
+        row.checkpoint = {**row.checkpoint, "upload": {"key": key, "upload_id": upload_id, "format": upload["format"],
+                                                       "volume": done.number + 1, "volumes": volumes}}
+        row.save(update_fields=["checkpoint"])
 
     @transaction.atomic
     def mark_archive_complete(self, size: int, etag: str) -> None:
@@ -116,8 +135,10 @@ class DatabaseLedger:
         return (ArchiveRecord.objects.filter(request_id=self.pk, folder=folder)
                 .aggregate(n=Max("folder_seq"))["n"] or 0)
 
-    def iter_records(self) -> Iterator[EntryRecord]:
+    def iter_records(self, volume: int | None = None) -> Iterator[EntryRecord]:
         rows = ArchiveRecord.objects.filter(request_id=self.pk).order_by("seq")
+        if volume is not None:
+            rows = rows.filter(entry__volume=volume)
         return (to_entry_record(r) for r in rows.iterator(chunk_size=2000))
 
     # -- progress and cancel -----------------------------------------------------------------

@@ -157,6 +157,7 @@ class UploadedPart(models.Model):
     etag = models.CharField(max_length=128)
     size = models.BigIntegerField()
     final = models.BooleanField(default=False)  # holds the central directory
+    next_volume = models.BooleanField(default=False)  # final part of a full volume: another one follows
 
     class Meta:
         ordering = ["archive_key", "part_number"]

@@ -59,6 +59,18 @@ def failures(req: MigrationRequest):
     return ArchiveRecord.objects.filter(request=req, kind="message").exclude(status=RecordStatus.EXPORTED)
 
 
+def archive_files(req: MigrationRequest) -> list[dict]:
+    """The archive files (key, size) in volume order: the finished run's, or while it runs the
+    completed volumes of a split ZIP and the one being written (size so far)."""
+    if req.is_final:
+        return list(req.result.get("archives") or [])
+    upload = req.checkpoint.get("upload") or {}
+    if not upload.get("key"):
+        return []
+    return [*({"key": v["key"], "size": v["size"]} for v in upload.get("volumes", [])),
+            {"key": upload["key"], "size": sum(req.parts.filter(archive_key=upload["key"]).values_list("size", flat=True))}]
+
+
 def report_csv_file(req: MigrationRequest):
     """report.csv exactly as the run writes it beside the archive (same writer), in a temp file."""
     from connectors.report import FolderError, write_report
@@ -66,8 +78,9 @@ def report_csv_file(req: MigrationRequest):
 
     records = ArchiveRecord.objects.filter(request=req).order_by("seq")
     folder_errors = [FolderError(f["folder"], f["error"]) for f in req.result.get("folders", []) if f.get("error")]
+    keys = {number: a["key"] for number, a in enumerate(archive_files(req), start=1)}
     out = tempfile.TemporaryFile()
-    write_report((to_entry_record(r) for r in records.iterator(chunk_size=2000)), folder_errors, out)
+    write_report((to_entry_record(r) for r in records.iterator(chunk_size=2000)), folder_errors, out, keys)
     out.seek(0)
     return out
 
@@ -84,5 +97,5 @@ def summary(req: MigrationRequest) -> dict:
         "totals": table["totals"],
         "timings": {"started_at": req.started_at.isoformat() if req.started_at else None,
                     "finished_at": req.finished_at.isoformat() if req.finished_at else None},
-        "archives": req.result.get("archives", []),
+        "archives": archive_files(req),
     }

@@ -138,25 +138,48 @@ def finish(pk: int, token: str, *, state: str, error: str = "", result: dict | N
 
 
 def fail_request(row: MigrationRequest, error: str) -> None:
-    """End a request as failed outside a run (recovery giving up); aborts a leftover upload."""
-    _abort_leftover_upload(row)
+    """End a request as failed outside a run (recovery giving up); removes what its run left."""
+    _remove_leftovers(row)
     row.state, row.error, row.finished_at = State.FAILED, error, timezone.now()
     row.checkpoint = {k: v for k, v in row.checkpoint.items() if k not in ("run_token", "upload")}
     row.save(update_fields=["state", "error", "finished_at", "checkpoint"])
 
 
-def _abort_leftover_upload(row: MigrationRequest) -> None:
-    upload = row.checkpoint.get("upload")
-    if not upload or upload.get("archive_complete"):
-        return
-    try:
-        from buckets.services import bucket_target
-        from connectors.s3client import make_client
+def _remove_leftovers(row: MigrationRequest) -> None:
+    """Abort the upload in progress and delete the volumes a split ZIP export completed: a
+    partial set of volumes must not look like an archive. A complete archive is kept."""
+    from buckets.services import bucket_target
+    from connectors.naming import volume_suffix
+    from connectors.s3client import make_client
+    from requests_app.models import UploadedPart
 
+    upload = row.checkpoint.get("upload")
+    if not upload:
+        return
+    complete = upload.get("archive_complete", False)
+    last = UploadedPart.objects.filter(request=row, archive_key=upload["key"]).order_by("-part_number").first()
+    if complete and not (last is not None and last.final and last.next_volume):
+        return
+    doomed = [v["key"] for v in upload.get("volumes", [])]
+    if last is not None and last.final and (doomed or last.next_volume):
+        doomed.append(upload["key"])  # a volume completed, or perhaps completed before a kill
+    if complete and upload.get("volume", 1) == 1:  # perhaps halfway through its rename to .part001.zip
+        doomed.append(upload["key"].removesuffix(".zip") + volume_suffix(1, "zip", split=True))
+    try:  # best effort throughout; the bucket's lifecycle rule is the backstop for uploads
         client = make_client(bucket_target(row.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
-        client.abort_multipart_upload(Bucket=row.bucket.name, Key=upload["key"], UploadId=upload["upload_id"])
-    except Exception:  # noqa: BLE001 - best effort; the bucket's lifecycle rule is the backstop
-        log.warning("could not abort the upload of request %s", row.pk, exc_info=True)
+    except Exception:  # noqa: BLE001
+        log.warning("could not reach the bucket of request %s", row.pk, exc_info=True)
+        return
+    if not complete:
+        try:
+            client.abort_multipart_upload(Bucket=row.bucket.name, Key=upload["key"], UploadId=upload["upload_id"])
+        except Exception:  # noqa: BLE001
+            log.warning("could not abort the upload of request %s", row.pk, exc_info=True)
+    for key in doomed:
+        try:
+            client.delete_object(Bucket=row.bucket.name, Key=key)
+        except Exception:  # noqa: BLE001
+            log.warning("could not delete %s of request %s", key, row.pk, exc_info=True)
 
 
 def tuning():
@@ -195,7 +218,7 @@ def _run(pk: int, token: str) -> str:
     spec = ExportSpec(
         bucket=req.bucket.name, file_name=req.file_name, prefix=req.s3_prefix, format=rtype.format,
         include=req.folders, exclude=req.exclude_folders, since=req.since, before=req.before,
-        split_bytes=settings.LEGACYFLO_PST_SPLIT_BYTES if rtype.format == "pst" else None,
+        split_bytes=settings.LEGACYFLO_PST_SPLIT_BYTES if rtype.format == "pst" else settings.LEGACYFLO_ZIP_SPLIT_BYTES,
         display_name=f"{req.source_user} (LegacyFlo)",
         source_description={"request": str(req.uuid), "type": rtype.code, "tenant": req.tenant.slug,
                             "server": req.source_server, "user": req.source_user},
@@ -211,7 +234,7 @@ def _run(pk: int, token: str) -> str:
     except Exception as exc:  # noqa: BLE001 - see the module docstring
         log.exception("request %s failed unexpectedly", pk)
         row = MigrationRequest.objects.select_related("bucket").get(pk=pk)
-        _abort_leftover_upload(row)
+        _remove_leftovers(row)
         finish(pk, token, state=State.FAILED,
                error=f"An internal error stopped the transfer ({exc.__class__.__name__}); the details are in the worker log.")
         return State.FAILED

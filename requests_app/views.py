@@ -125,7 +125,8 @@ def request_sample(request, type_code: str):
 @tenant_view(read=Role.VIEWER)
 def request_detail(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
-    return render(request, "requests_app/detail.html", {"req": req, "rtype": get_type(req.request_type)})
+    return render(request, "requests_app/detail.html", {"req": req, "rtype": get_type(req.request_type),
+                                                        "archives": reports.archive_files(req)})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -133,7 +134,7 @@ def request_progress(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     if request.GET.get("format") == "json":
         return JsonResponse(reports.progress_dict(req))
-    return render(request, "requests_app/_progress.html", {"req": req})
+    return render(request, "requests_app/_progress.html", {"req": req, "archives": reports.archive_files(req)})
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
@@ -164,7 +165,8 @@ def request_retry(request, request_uuid):
 def request_report(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     return render(request, "requests_app/report.html", {"req": req, "report": reports.folder_table(req),
-                                                        "failures": reports.failures(req)[:200]})
+                                                        "failures": reports.failures(req)[:200],
+                                                        "archives": reports.archive_files(req)})
 
 
 @tenant_view(read=Role.VIEWER)

@@ -5,8 +5,8 @@ session, a fresh bucket per test), the mailbox from tests/mailgen.py.
 
 ``truth_of(dovecot, user)`` reads every message back through a plain imapclient FETCH — a
 code path independent of connectors.imap — and ``verify_export`` checks an exported archive
-against it: each source message in exactly one entry, byte for byte; the ZIP valid for
-zipfile and ``unzip -t``; report rows and summary totals reconciled; no multipart upload left.
+against it: each source message in exactly one entry of one archive file (volume), byte for
+byte; every ZIP valid for zipfile and ``unzip -t``; report rows and summary totals reconciled.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import uuid
@@ -33,6 +34,7 @@ from tests.servers.dovecot import DovecotServer
 
 __all__ = ["s3_server", "s3", "dovecot", "S3Env", "Truth", "truth_of", "verify_export",
            "fast_tuning", "multipart_uploads", "bucket_keys", "read_report", "read_summary",
+           "archive_keys_of",
            "USER", "PASSWORD", "ACCESS_KEY", "SECRET_KEY", "imap_source"]
 
 USER, PASSWORD = "alice", "s3cret-pässword"
@@ -159,33 +161,58 @@ def read_summary(s3: S3Env, key: str) -> dict:
     return json.loads(s3.path(key).read_text(encoding="utf-8"))
 
 
-def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] | None = None,
-                  expect_failed: int = 0) -> dict:
-    """Check the archive ``base_key``.zip and its report/summary against ``truth``.
+def archive_keys_of(s3: S3Env, base_key: str) -> list[str]:
+    """Objects in the bucket named like an archive of ``base_key``: .zip or .partNNN.zip."""
+    pattern = re.compile(re.escape(base_key) + r"(\.part\d{3,})?\.zip")
+    return [k for k in bucket_keys(s3) if pattern.fullmatch(k)]
 
-    ``folders``: the folder paths that were exported (default: all of truth's). Returns
-    {"zip": ZipFile-independent facts, "report": rows, "summary": dict} for further asserts.
+
+def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] | None = None,
+                  expect_failed: int = 0, split_bytes: int | None = None) -> dict:
+    """Check the archive of ``base_key`` and its report/summary against ``truth``.
+
+    The archive is ``base_key``.zip, or its volumes ``base_key``.part001.zip, .part002.zip...
+    exactly as summary.json lists them (and nothing else of that name is in the bucket); each
+    is a valid ZIP, at most ``split_bytes`` unless it holds one message only. ``folders``: the
+    folder paths that were exported (default: all of truth's). Returns {"report": rows,
+    "summary": dict, "entries": {entry name: sha256}, "dirs": set, "volumes": {key: [names]}}.
     """
     wanted = set(folders if folders is not None else truth.folders)
     expected = {k: v for k, v in truth.digests().items() if k[0] in wanted}
-    zip_path = s3.path(base_key + ".zip")
-    assert zip_path.exists(), f"no archive at {base_key}.zip; bucket holds {bucket_keys(s3)}"
-    if shutil.which("unzip"):
-        check = subprocess.run(["unzip", "-tqq", str(zip_path)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
     report = read_report(s3, base_key + ".report.csv")
     summary = read_summary(s3, base_key + ".summary.json")
-    with zipfile.ZipFile(zip_path) as archive:
-        assert archive.testzip() is None
-        infos = archive.infolist()
-        names = [i.filename for i in infos]
-        assert len(names) == len(set(names)), "duplicate entry names"
-        for info in infos:
-            assert info.flag_bits & 0x800, f"{info.filename}: UTF-8 flag not set"
-            assert not info.filename.startswith("/") and ".." not in info.filename.split("/")
-        entry_digest = {i.filename: hashlib.sha256(archive.read(i)).hexdigest()
-                        for i in infos if not i.is_dir()}
-        dirs = {i.filename.rstrip("/") for i in infos if i.is_dir()}
+    keys = [a["key"] for a in summary["archives"]]
+    if len(keys) == 1:
+        assert keys == [base_key + ".zip"], keys
+    else:
+        assert keys == [f"{base_key}.part{n:03d}.zip" for n in range(1, len(keys) + 1)], keys
+    assert archive_keys_of(s3, base_key) == sorted(keys), f"bucket holds {bucket_keys(s3)}"
+    entry_digest: dict[tuple[str, str], str] = {}  # (archive key, entry name) -> sha256
+    dirs: set[str] = set()
+    volumes: dict[str, list[str]] = {}
+    for key, listed in zip(keys, summary["archives"], strict=True):
+        zip_path = s3.path(key)
+        assert zip_path.exists(), f"no archive at {key}; bucket holds {bucket_keys(s3)}"
+        assert listed["size"] == zip_path.stat().st_size, key
+        if shutil.which("unzip"):
+            check = subprocess.run(["unzip", "-tqq", str(zip_path)], capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout + check.stderr
+        with zipfile.ZipFile(zip_path) as archive:
+            assert archive.testzip() is None
+            infos = archive.infolist()
+            names = [i.filename for i in infos]
+            assert len(names) == len(set(names)), "duplicate entry names"
+            for info in infos:
+                assert info.flag_bits & 0x800, f"{info.filename}: UTF-8 flag not set"
+                assert not info.filename.startswith("/") and ".." not in info.filename.split("/")
+                if not info.is_dir():
+                    entry_digest[(key, info.filename)] = hashlib.sha256(archive.read(info)).hexdigest()
+            dirs |= {i.filename.rstrip("/") for i in infos if i.is_dir()}
+        volumes[key] = names
+        if split_bytes is not None and zip_path.stat().st_size > split_bytes:
+            assert sum(n.endswith(".eml") for n in names) == 1, f"{key} is over the split size"
+    all_names = [name for names in volumes.values() for name in names if not name.endswith("/")]
+    assert len(all_names) == len(set(all_names)), "an entry name repeats across volumes"
     seen: dict[tuple[str, str], str] = {}
     exported_entries = set()
     for row in report:
@@ -193,18 +220,21 @@ def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] 
         assert key not in seen, f"{key} reported twice"
         seen[key] = row["status"]
         if row["status"] == "exported":
-            assert row["entry"] in entry_digest, f"{row['entry']} missing from the archive"
-            assert entry_digest[row["entry"]] == row["sha256"], f"{row['entry']}: sha256 differs"
+            where = (row["archive"], row["entry"])
+            assert where in entry_digest, f"{row['entry']} missing from {row['archive']!r}"
+            assert entry_digest[where] == row["sha256"], f"{row['entry']}: sha256 differs"
             assert row["sha256"] == expected.get(key), f"{key}: archive bytes differ from the source"
             assert int(row["size"]) == len(truth.messages[key])
-            exported_entries.add(row["entry"])
+            exported_entries.add(where)
+        else:
+            assert row["archive"] == "", row
     missing = set(expected) - set(seen)
     assert not missing, f"source messages missing from the report: {sorted(missing)[:5]}"
     extra = set(seen) - set(expected)
     assert not extra, f"report rows for unknown messages: {sorted(extra)[:5]}"
     failed = [k for k, s in seen.items() if s != "exported"]
     assert len(failed) == expect_failed, f"not exported: {failed}"
-    stray = set(entry_digest) - exported_entries - {"labels.csv"}
+    stray = {w for w in entry_digest if not re.fullmatch(r"labels(\.part\d{3,})?\.csv", w[1])} - exported_entries
     assert not stray, f"entries no report row accounts for: {sorted(stray)[:5]}"
     for folder in wanted:
         assert folder in dirs, f"no directory entry for {folder}"
@@ -215,4 +245,5 @@ def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] 
         assert stats["source_count"] == sum(1 for k in expected if k[0] == folder)
     assert summary["reconciled"] is True
     assert summary["totals"]["exported"] == len(expected) - expect_failed
-    return {"report": report, "summary": summary, "entries": entry_digest, "dirs": dirs}
+    return {"report": report, "summary": summary, "dirs": dirs, "volumes": volumes,
+            "entries": {name: digest for (_key, name), digest in entry_digest.items()}}

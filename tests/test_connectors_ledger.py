@@ -14,6 +14,7 @@ from connectors.ledger import (
     PartRecord,
     Progress,
     SqliteLedger,
+    Volume,
 )
 
 
@@ -64,3 +65,32 @@ def test_sqlite_ledger_is_shared_across_connections(tmp_path):
     assert second.load_progress().messages_done == 1
     second.request_cancel()
     assert first.cancel_requested()
+
+
+def test_volumes_keep_records_and_restart_part_numbers(ledger):
+    ledger.begin_upload("p/f.zip", "upload-1", "zip")
+    ledger.commit_part(PartRecord(1, '"e1"', 100), [EntryRecord(MESSAGE, "INBOX", "1:1", name="INBOX/000001_a.eml",
+                                                                 sequence=1)])
+    ledger.commit_part(PartRecord(2, '"e2"', 50, final=True, next_volume=True), [
+        EntryRecord(MESSAGE, "INBOX", "1:2", name="INBOX/000002_b.eml", sequence=2)])
+    upload = ledger.load_upload()
+    assert upload.volume == 1 and upload.volumes == [] and upload.parts[-1].next_volume
+    ledger.mark_archive_complete(150, '"etag"')
+    with pytest.raises(ValueError, match="not the current volume"):
+        ledger.begin_volume(Volume(2, "p/f.part002.zip", 150, 2), "p/f.part003.zip", "upload-3")
+    ledger.begin_volume(Volume(1, "p/f.part001.zip", 150, 2), "p/f.part002.zip", "upload-2")
+    upload = ledger.load_upload()
+    assert (upload.key, upload.upload_id, upload.volume, upload.parts) == ("p/f.part002.zip", "upload-2", 2, [])
+    assert not upload.archive_complete
+    assert upload.volumes == [Volume(1, "p/f.part001.zip", 150, 2)]
+    ledger.commit_part(PartRecord(1, '"e3"', 70, final=True), [
+        EntryRecord(MESSAGE, "INBOX", "1:3", name="INBOX/000003_c.eml", sequence=3, volume=2)])
+    assert ledger.committed_source_ids("INBOX") == {"1:1", "1:2", "1:3"}
+    assert ledger.last_sequence("INBOX") == 3
+    assert [r.source_id for r in ledger.iter_records(volume=1)] == ["1:1", "1:2"]
+    assert [r.source_id for r in ledger.iter_records(volume=2)] == ["1:3"]
+    assert len(list(ledger.iter_records())) == 3
+    ledger.reset()
+    assert ledger.load_upload() is None and list(ledger.iter_records()) == []
+    ledger.begin_upload("p/f.zip", "upload-4", "zip")
+    assert ledger.load_upload().volumes == [] and ledger.load_upload().volume == 1

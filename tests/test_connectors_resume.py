@@ -12,8 +12,14 @@ every window that matters is hit deterministically:
 - mark_archive_complete, after: the archive exists, the report does not yet;
 plus a kill from outside at a seeded moment, and two kills in a row.
 
-After the rerun completes: every source message is in the ZIP exactly once with its exact
-bytes, the ZIP passes zipfile and ``unzip -t``, counts reconcile, no multipart upload is left.
+Split into volumes (``split_bytes``), the windows around a volume boundary: the full volume's
+last part uploaded / committed, its completion before / after it is recorded, the first
+volume copied to ``.part001.zip`` but not yet deleted (``rename``), the next upload created
+but not recorded (``begin_volume`` before), recorded but empty, and the middle of volume 2.
+
+After the rerun completes: every source message is in the archive exactly once with its exact
+bytes, every ZIP passes zipfile and ``unzip -t``, counts reconcile, no multipart upload is left
+and no archive object but the volumes summary.json lists.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":  # child mode: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from connectors.ledger import SqliteLedger  # noqa: E402
+from connectors.ledger import SqliteLedger, UploadState  # noqa: E402
 from tests.fixtures_engine import *  # noqa: E402,F403
 from tests.fixtures_engine import (  # noqa: E402
     ACCESS_KEY,
     PASSWORD,
     SECRET_KEY,
     USER,
+    bucket_keys,
     multipart_uploads,
     truth_of,
     verify_export,
@@ -48,7 +55,8 @@ from tests.mailgen import generate_mailbox, write_maildir  # noqa: E402
 
 
 class KillingLedger(SqliteLedger):
-    """SIGKILLs its own process at the ``nth`` call of ``method`` (``when``: before/after)."""
+    """SIGKILLs its own process at the ``nth`` call of ``method`` (``when``: before/after);
+    with ``volume``, only calls made while that volume is the current one count."""
 
     def __init__(self, path, kill: dict | None) -> None:
         super().__init__(path)
@@ -64,7 +72,15 @@ class KillingLedger(SqliteLedger):
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
+        volume = self.kill.get("volume")
+        if volume is None or (self.load_upload() or UploadState("", "", "")).volume == volume:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    def begin_volume(self, *args):
+        self._count("begin_volume")
+        self._maybe_kill("begin_volume", "before")
+        super().begin_volume(*args)
+        self._maybe_kill("begin_volume", "after")
 
     def begin_upload(self, *args):
         self._count("begin_upload")
@@ -95,18 +111,33 @@ def child_main(config_path: str) -> int:
 
     cfg = json.loads(Path(config_path).read_text())
     ledger = KillingLedger(cfg["ledger"], cfg.get("kill"))
+    if (cfg.get("kill") or {}).get("method") == "rename":
+        _die_between_copy_and_delete()
     client = make_client(S3Target(cfg["bucket"], "us-east-1", cfg["s3_url"], ACCESS_KEY, SECRET_KEY),
                          allow_private=True)
     with ImapSource("127.0.0.1", cfg["imap_port"], "none", USER, PASSWORD, allow_private=True,
                     batch_bytes=64 * 1024) as source:
-        result = run_export(source, client, ExportSpec(bucket=cfg["bucket"], prefix="kill",
-                                                       file_name="alice"), ledger,
+        result = run_export(source, client, ExportSpec(bucket=cfg["bucket"], prefix=cfg.get("prefix", "kill"),
+                                                       file_name="alice",
+                                                       split_bytes=cfg.get("split_bytes")), ledger,
                             fast_tuning(part_bytes=cfg.get("part_bytes", 32 * 1024),
                                         min_part_bytes=16 * 1024, upload_threads=2,
                                         compress_threads=2))
     print(json.dumps({"state": result.state, "error": result.error, "resumed": result.resumed,
-                      "parts": result.parts}))
+                      "parts": result.parts, "archives": [a.key for a in result.archives]}))
     return 0
+
+
+def _die_between_copy_and_delete() -> None:
+    """The first volume's rename to .part001.zip: copied, then SIGKILL before the delete."""
+    import connectors.export
+    from connectors.s3move import copy_object
+
+    def copy_then_die(client, bucket, source, target, size, *, retry):
+        copy_object(client, bucket, source, target, size, retry=retry)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    connectors.export.move_object = copy_then_die
 
 
 def _config(tmp_path: Path, dovecot, s3, kill, **extra) -> Path:
@@ -137,12 +168,12 @@ def kill_mailbox(dovecot):
     return truth_of(dovecot)
 
 
-def _finish_and_verify(tmp_path, dovecot, s3, truth, *, expect_resumed: bool = True) -> dict:
-    code, result, err = run_child(tmp_path, dovecot, s3, None)
+def _finish_and_verify(tmp_path, dovecot, s3, truth, *, expect_resumed: bool = True, **extra) -> dict:
+    code, result, err = run_child(tmp_path, dovecot, s3, None, **extra)
     assert code == 0, err
     assert result["state"] == "completed", result
     assert result["resumed"] is expect_resumed
-    verify_export(s3, "kill/alice", truth)
+    verify_export(s3, "kill/alice", truth, split_bytes=extra.get("split_bytes"))
     assert multipart_uploads(s3.client(), s3.bucket) == []
     return result
 
@@ -211,6 +242,85 @@ def test_kill_from_outside_at_a_random_moment(tmp_path, dovecot, s3, kill_mailbo
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the export finished before it could be killed"
     _finish_and_verify(tmp_path, dovecot, s3, kill_mailbox)
+
+
+# ---- split into volumes -------------------------------------------------------------------------
+
+SPLIT = 512 * 1024  # ~4 volumes of the kill mailbox, 16 parts of 32 KiB each
+SPLIT_KILL_POINTS = [
+    {"method": "final_commit", "when": "before", "nth": 1},  # volume 1's directory uploaded
+    {"method": "final_commit", "when": "after", "nth": 1},  # ...and committed, not completed
+    {"method": "mark_archive_complete", "when": "before", "nth": 1},  # completed, not recorded
+    {"method": "mark_archive_complete", "when": "after", "nth": 1},  # recorded, not renamed
+    {"method": "rename", "when": "during"},  # copied to .part001.zip, alice.zip not deleted
+    {"method": "begin_volume", "when": "before", "nth": 1},  # part002's upload not recorded
+    {"method": "begin_volume", "when": "after", "nth": 1},  # part002 recorded, nothing in it
+    {"method": "commit_part", "when": "before", "nth": 3, "volume": 2},  # mid volume 2
+    {"method": "commit_part", "when": "after", "nth": 4, "volume": 2},
+    {"method": "begin_volume", "when": "before", "nth": 2},  # the second boundary (no rename)
+]
+
+
+def _kill_id(kill: dict) -> str:
+    return f"{kill['method']}-{kill['when']}{kill.get('nth', '')}" + (
+        f"-volume{kill['volume']}" if "volume" in kill else "")
+
+
+@pytest.mark.parametrize("kill", SPLIT_KILL_POINTS, ids=[_kill_id(k) for k in SPLIT_KILL_POINTS])
+def test_sigkill_around_a_volume_boundary_then_rerun_exports_every_message_once(tmp_path, dovecot, s3,
+                                                                                 kill_mailbox, kill):
+    code, _result, err = run_child(tmp_path, dovecot, s3, kill, split_bytes=SPLIT)
+    assert code == -signal.SIGKILL, f"the child was not killed at {kill}: {err}"
+    result = _finish_and_verify(tmp_path, dovecot, s3, kill_mailbox, split_bytes=SPLIT)
+    assert len(result["archives"]) >= 3 and result["archives"][0] == "kill/alice.part001.zip"
+    _assert_same_volumes_as_an_uninterrupted_run(tmp_path, dovecot, s3, result["archives"])
+
+
+def _assert_same_volumes_as_an_uninterrupted_run(tmp_path, dovecot, s3, keys: list[str]) -> None:
+    """Resuming re-produces what was lost byte for byte, volume boundaries included."""
+    code, reference, err = run_child(tmp_path, dovecot, s3, None, split_bytes=SPLIT, prefix="ref",
+                                     ledger=str(tmp_path / "reference.sqlite"))
+    assert code == 0 and reference["resumed"] is False, err
+    assert [k.replace("ref/", "kill/") for k in reference["archives"]] == keys
+    for key in keys:
+        assert s3.path(key).read_bytes() == s3.path(key.replace("kill/", "ref/")).read_bytes(), key
+
+
+def test_split_export_killed_from_outside_in_volume_two_twice(tmp_path, dovecot, s3, kill_mailbox):
+    ledger_path = tmp_path / "ledger.sqlite"
+    for wanted_parts in (2, 5):
+        proc = _start(_config(tmp_path, dovecot, s3, None, split_bytes=SPLIT))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ledger_path.exists():
+                ledger = SqliteLedger(ledger_path)
+                upload = ledger.load_upload()
+                ledger.close()
+                if upload and upload.volume >= 2 and len(upload.parts) >= wanted_parts:
+                    break
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, "the export finished before it could be killed"
+    _finish_and_verify(tmp_path, dovecot, s3, kill_mailbox, split_bytes=SPLIT)
+
+
+@pytest.mark.parametrize("kill", [
+    {"method": "mark_archive_complete", "when": "before", "nth": 2},  # part002.zip exists, unrecorded
+    {"method": "rename", "when": "during"},  # alice.zip and alice.part001.zip both exist
+], ids=_kill_id)
+def test_cancel_after_a_kill_at_a_volume_boundary_leaves_nothing(tmp_path, dovecot, s3, kill_mailbox, kill):
+    code, _result, err = run_child(tmp_path, dovecot, s3, kill, split_bytes=SPLIT)
+    assert code == -signal.SIGKILL, err
+    assert bucket_keys(s3)  # the killed run left volumes behind
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+    ledger.request_cancel()
+    ledger.close()
+    code, result, err = run_child(tmp_path, dovecot, s3, None, split_bytes=SPLIT)
+    assert code == 0 and result["state"] == "cancelled", err
+    assert bucket_keys(s3) == []
+    assert multipart_uploads(s3.client(), s3.bucket) == []
 
 
 if __name__ == "__main__":

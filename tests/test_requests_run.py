@@ -55,6 +55,65 @@ def test_imap_zip_request_completes_byte_for_byte(operator, tenant, dovecot, ima
     assert len(rows) == total and all(r["status"] == "exported" and len(r["sha256"]) == 64 for r in rows)
 
 
+def test_zip_request_split_into_volumes_shows_and_reports_each_volume(operator, tenant, dovecot, imap_ca, dest_bucket,
+                                                                      rclone, rq_queue, client_for, settings):
+    settings.LEGACYFLO_ZIP_SPLIT_BYTES = 60_000  # the setting's floor is 1 MiB; this mailbox is ~230 KB
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="alice-split"))
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    s3 = rclone.client()
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest_bucket.name)["Contents"])
+    volumes = [k for k in keys if k.endswith(".zip")]
+    assert len(volumes) >= 3
+    assert volumes == [f"mail/alice-split.part{n:03d}.zip" for n in range(1, len(volumes) + 1)]
+    assert [a["key"] for a in req.result["archives"]] == volumes
+    assert no_pending_uploads(s3, dest_bucket.name)
+    actual: dict[str, list[str]] = {}
+    for key in volumes:
+        assert s3.head_object(Bucket=dest_bucket.name, Key=key)["ContentLength"] <= 60_000
+        for folder, digests in archive_digests(s3, dest_bucket.name, key).items():
+            actual.setdefault(folder, []).extend(digests)
+    for folder, digests in source_digests(dovecot.mailbox).items():
+        assert sorted(actual.get(folder, [])) == sorted(digests), folder
+
+    client = client_for(operator)
+    detail = client.get(f"/t/{tenant.slug}/requests/{req.uuid}/").content.decode()
+    report_page = client.get(f"/t/{tenant.slug}/requests/{req.uuid}/report/").content.decode()
+    for key in volumes:
+        assert f"/{key}</code>" in detail and f"/{key}</code>" in report_page
+    assert f"{len(volumes)} volumes" in detail
+    rows = list(csv.DictReader(io.StringIO(b"".join(client.get(
+        f"/t/{tenant.slug}/requests/{req.uuid}/report.csv").streaming_content).decode("utf-8-sig"))))
+    assert {r["archive"] for r in rows} == set(volumes)
+    uploaded = s3.get_object(Bucket=dest_bucket.name, Key="mail/alice-split.report.csv")["Body"].read()
+    assert list(csv.DictReader(io.StringIO(uploaded.decode("utf-8-sig")))) == rows  # the same report
+    summary = json.loads(client.get(f"/t/{tenant.slug}/requests/{req.uuid}/report.json").content)
+    assert [a["key"] for a in summary["archives"]] == volumes
+
+
+def test_giving_up_on_an_interrupted_split_request_removes_its_volumes(tenant, dest_bucket, rclone):
+    from requests_app.models import UploadedPart
+    from requests_app.runner import fail_request
+
+    s3 = rclone.client()
+    for key in ("mail/x.part001.zip", "mail/x.part002.zip"):
+        s3.put_object(Bucket=dest_bucket.name, Key=key, Body=b"a completed volume")
+    upload_id = s3.create_multipart_upload(Bucket=dest_bucket.name, Key="mail/x.part003.zip")["UploadId"]
+    req = MigrationRequest.objects.create(
+        tenant=tenant, request_type="IMAP-S3-ZIP", bucket=dest_bucket, file_name="x", s3_prefix="mail",
+        state="running", checkpoint={"upload": {
+            "key": "mail/x.part003.zip", "upload_id": upload_id, "format": "zip", "volume": 3, "volumes": [
+                {"number": 1, "key": "mail/x.part001.zip", "size": 18, "parts": 1},
+                {"number": 2, "key": "mail/x.part002.zip", "size": 18, "parts": 1}]}})
+    UploadedPart.objects.create(request=req, archive_key="mail/x.part003.zip", part_number=1, etag='"e"', size=5)
+    fail_request(req, "The transfer was interrupted 8 times; giving up.")
+    assert s3.list_objects_v2(Bucket=dest_bucket.name).get("KeyCount", 0) == 0
+    assert no_pending_uploads(s3, dest_bucket.name)
+    req.refresh_from_db()
+    assert req.state == "failed" and "upload" not in req.checkpoint
+
+
 def test_wrong_password_fails_clearly_and_writes_nothing(operator, tenant, dovecot, imap_ca, dest_bucket, rclone,
                                                          rq_queue):
     req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, source_password="Pa55-not-right-XYZ"))
@@ -116,6 +175,34 @@ def test_worker_killed_mid_transfer_resumes_exactly_once(operator, tenant, dovec
     assert sorted(actual["INBOX"]) == sorted(source_digests(bulk)["INBOX"])  # every message exactly once
     assert no_pending_uploads(s3, dest_bucket.name)
     assert req.result["resumed"] is True
+
+
+def test_worker_killed_in_a_later_volume_resumes_exactly_once(operator, tenant, dovecot, dest_bucket, rclone,
+                                                              worker_env, worker_process):
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    dovecot.add_user("volumes", "volumes-password")
+    mailbox = generate_mailbox("flat", seed=4, count=120, size=40_000, folder="INBOX")
+    write_maildir(dovecot, "volumes", mailbox)
+    worker_env["LEGACYFLO_ZIP_SPLIT_BYTES"] = str(1024 * 1024)
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, source_user="volumes",
+                                                            source_password="volumes-password", file_name="vol"))
+    first = worker_process()
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).checkpoint.get("upload", {}).get("volume", 1) >= 3,
+             timeout=120, interval=0.05)
+    first.kill()
+    worker_process()  # recovery re-queues the interrupted request; it resumes in volume 3
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=180)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    assert req.attempts == 2 and req.result["resumed"] is True
+    s3 = rclone.client()
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest_bucket.name)["Contents"] if o["Key"].endswith(".zip"))
+    assert keys == [a["key"] for a in req.result["archives"]]
+    assert keys == [f"mail/vol.part{n:03d}.zip" for n in range(1, len(keys) + 1)] and len(keys) >= 4
+    digests = [d for key in keys for d in archive_digests(s3, dest_bucket.name, key).get("INBOX", [])]
+    assert sorted(digests) == sorted(source_digests(mailbox)["INBOX"])  # every message exactly once
+    assert no_pending_uploads(s3, dest_bucket.name)
 
 
 def test_imap_pst_request_opens_in_libpff_with_every_message(operator, tenant, dovecot, imap_ca, dest_bucket,

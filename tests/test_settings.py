@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from legacyflo.env import ImproperEnv, env_bool, env_int, env_list, env_str
+from legacyflo.env import ImproperEnv, env_bool, env_int, env_int_or_off, env_list, env_str
 
 ROOT = Path(__file__).resolve().parent.parent
 PROD_ENV = {
@@ -41,6 +41,22 @@ def test_typed_helpers(monkeypatch, tmp_path):
     secret.write_text("from-a-file\n")
     monkeypatch.setenv("X_SECRET_FILE", str(secret))
     assert env_str("X_SECRET") == "from-a-file"
+
+
+def test_a_size_that_can_be_off(monkeypatch):
+    assert env_int_or_off("X_SPLIT", minimum=1024) == 0
+    for value, expected in (("0", 0), ("1024", 1024), ("", 0)):
+        monkeypatch.setenv("X_SPLIT", value)
+        assert env_int_or_off("X_SPLIT", minimum=1024) == expected
+    for bad in ("1023", "-1"):
+        monkeypatch.setenv("X_SPLIT", bad)
+        with pytest.raises(ImproperEnv, match="X_SPLIT"):
+            env_int_or_off("X_SPLIT", minimum=1024)
+
+
+def test_zip_split_setting_fails_loudly_on_a_tiny_size():
+    result = manage("check", env={**PROD_ENV, "LEGACYFLO_ZIP_SPLIT_BYTES": "1000"})
+    assert result.returncode != 0 and "LEGACYFLO_ZIP_SPLIT_BYTES=1000 must be 0 (off) or at least" in result.stderr
 
 
 def test_production_settings_pass_check_deploy():

@@ -254,7 +254,9 @@ class S3FaultProxy:
                     if key.lower() not in ("content-length", "connection", "transfer-encoding",
                                            "keep-alive"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD answer has no body: its Content-Length is the object's size
+                length = response.getheader("Content-Length", "0") if self.command == "HEAD" else len(data)
+                self.send_header("Content-Length", str(length))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -1,0 +1,46 @@
+"""DatabaseLedger: the engine's Ledger on a MigrationRequest, volumes of a split ZIP included."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.ledger import MESSAGE, EntryRecord, PartRecord, Volume
+from requests_app.ledger import DatabaseLedger, Superseded
+from requests_app.models import MigrationRequest, UploadedPart
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def request_row(tenant):
+    from buckets.models import Bucket
+
+    bucket = Bucket.objects.create(tenant=tenant, name="ledger-bucket", region="us-east-1", purpose="destination",
+                                   status="verified")
+    return MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=bucket,
+                                           file_name="f", checkpoint={"run_token": "run-1"})
+
+
+def test_volumes_on_the_request_row(request_row):
+    ledger = DatabaseLedger(request_row.pk, "run-1")
+    ledger.begin_upload("p/f.zip", "upload-1", "zip")
+    ledger.commit_part(PartRecord(1, '"e1"', 100, final=True, next_volume=True), [
+        EntryRecord(MESSAGE, "INBOX", "1:1", name="INBOX/000001_a.eml", sequence=1)])
+    assert ledger.load_upload().parts == [PartRecord(1, '"e1"', 100, True, True)]
+    ledger.mark_archive_complete(100, '"etag"')
+    ledger.begin_volume(Volume(1, "p/f.part001.zip", 100, 1), "p/f.part002.zip", "upload-2")
+    upload = ledger.load_upload()
+    assert (upload.key, upload.upload_id, upload.volume, upload.parts) == ("p/f.part002.zip", "upload-2", 2, [])
+    assert upload.volumes == [Volume(1, "p/f.part001.zip", 100, 1)] and not upload.archive_complete
+    assert UploadedPart.objects.filter(request=request_row).count() == 0  # the finished volume's parts
+    ledger.commit_part(PartRecord(1, '"e2"', 80), [
+        EntryRecord(MESSAGE, "INBOX", "1:2", name="INBOX/000002_b.eml", sequence=2, volume=2)])
+    assert [r.source_id for r in ledger.iter_records(volume=1)] == ["1:1"]
+    assert [r.source_id for r in ledger.iter_records(volume=2)] == ["1:2"]
+    assert ledger.committed_source_ids("INBOX") == {"1:1", "1:2"}
+    with pytest.raises(ValueError, match="not the current volume"):
+        ledger.begin_volume(Volume(1, "p/f.part001.zip", 100, 1), "p/f.part002.zip", "upload-3")
+    with pytest.raises(Superseded):
+        DatabaseLedger(request_row.pk, "run-2").begin_volume(Volume(2, "k", 1, 1), "p/f.part003.zip", "u")
+    ledger.reset()
+    assert ledger.load_upload() is None and list(ledger.iter_records()) == []
