@@ -90,7 +90,7 @@ def test_unknown_account_gets_the_same_answers_and_leaves_no_audit(client, limit
     known = [log_in(client, owner.email, "wrong") for _ in range(3)]
     unknown = [log_in(client, "nobody@acme.test", "wrong", ip="198.51.100.8") for _ in range(3)]
     assert [r.status_code for r in known] == [r.status_code for r in unknown] == [200, 200, 429]
-    for a, b in zip(known, unknown):
+    for a, b in zip(known, unknown, strict=True):
         assert page_text(a, owner.email) == page_text(b, "nobody@acme.test")
     assert not AuditEvent.objects.filter(target="nobody@acme.test").exists()
 
