@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from accounts.models import AuditEvent, Tenant
-
-
-def client_ip(request: HttpRequest | None) -> str | None:
-    if request is None:
-        return None
-    return request.META.get("REMOTE_ADDR") or None
+from accounts.clientip import client_ip
+from accounts.models import AuditEvent, Membership, Tenant
 
 
 def audit(
@@ -32,3 +27,15 @@ def audit(
         detail=detail or {},
         ip_address=client_ip(request),
     )
+
+
+def audit_account(*, email: str, action: str, request: HttpRequest | None = None, actor=None,
+                  detail: dict | None = None) -> None:
+    """Record ``action`` about the account ``email`` in every tenant it belongs to.
+
+    People belong to tenants, not the other way round, so an event about a person goes to each of
+    their tenants' logs; an address without an account is recorded nowhere (and says nothing).
+    """
+    for membership in Membership.objects.filter(user__email__iexact=email.strip()).select_related("tenant", "user"):
+        audit(tenant=membership.tenant, actor=actor, action=action, target=membership.user.email,
+              detail=detail, request=request)

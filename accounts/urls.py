@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
 from accounts import views
+from accounts.forms import ThrottledPasswordResetForm
 
 # Tenant-scoped pages (mounted under /t/<tenant_slug>/).
 tenant_urlpatterns = [
@@ -15,13 +16,13 @@ tenant_urlpatterns = [
 
 # Sign-in pages (mounted under /accounts/, no namespace: Django's auth views expect these names).
 auth_urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html", redirect_authenticated_user=True), name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password/change/", auth_views.PasswordChangeView.as_view(
         template_name="accounts/form_page.html", success_url="/",
         extra_context={"title": "Change password"}), name="password_change"),
     path("password/reset/", auth_views.PasswordResetView.as_view(
-        template_name="accounts/form_page.html", email_template_name="accounts/password_reset_email.txt",
+        form_class=ThrottledPasswordResetForm, template_name="accounts/form_page.html", email_template_name="accounts/password_reset_email.txt",
         success_url=reverse_lazy("password_reset_done"), extra_context={"title": "Reset your password"}),
         name="password_reset"),
     path("password/reset/sent/", auth_views.PasswordResetDoneView.as_view(

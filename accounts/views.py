@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts import selectors, services
 from accounts.access import get_owned_or_404, tenant_view
-from accounts.forms import AcceptInvitationForm, InviteForm, RoleForm
+from accounts.forms import AcceptInvitationForm, InviteForm, RoleForm, ThrottledAuthenticationForm
 from accounts.models import Invitation, Membership, Role, User
 
 
@@ -20,6 +21,21 @@ def _error_text(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return " ".join(exc.messages)
     return str(exc)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login with brute-force protection; a locked-out attempt answers 429 Too Many Requests."""
+
+    template_name = "accounts/login.html"
+    redirect_authenticated_user = True
+    authentication_form = ThrottledAuthenticationForm
+
+    def form_invalid(self, form):
+        locked = form.has_error(NON_FIELD_ERRORS, code="locked")
+        response = self.render_to_response(self.get_context_data(form=form, locked=locked))
+        if locked:
+            response.status_code = 429
+        return response
 
 
 @login_required

@@ -518,7 +518,8 @@ class ZipExport:
             except FolderUnavailable:
                 continue  # reported when the transfer reaches it (it may have come back)
             committed = self.ledger.committed_source_ids(folder.path)
-            self.progress.messages_total += len(set(ids) | (committed - {""}))
+            self.progress.folder_counts[folder.path] = len(set(ids) | (committed - {""}))
+            self.progress.messages_total += self.progress.folder_counts[folder.path]
             self.progress.messages_done += len(committed - {""})
         self._report_progress(force=True)
         return folders

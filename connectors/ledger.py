@@ -122,6 +122,12 @@ class Progress:
     bytes_done: int = 0  # message bytes read from the source in this run
     archive_bytes: int = 0  # archive bytes committed
     current_folder: str = ""
+    # Per folder, for the report page while the run goes on. Filled once per folder or per report,
+    # never per message: the source count found by listing, and [exported, failed, skipped, bytes]
+    # of messages this run handled whose records the ledger does not hold yet (a PST export keeps
+    # its records until the end; a ZIP export's reach the ledger with each part, so it leaves this empty).
+    folder_counts: dict[str, int] = field(default_factory=dict)
+    folder_outcomes: dict[str, list[int]] = field(default_factory=dict)
 
 
 @runtime_checkable

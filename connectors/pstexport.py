@@ -154,6 +154,7 @@ class PstExport:
                 ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
             except FolderUnavailable:
                 continue
+            self.progress.folder_counts[folder.path] = len(ids)
             self.progress.messages_total += len(ids)
         self._report_progress(force=True)
         return folders
@@ -371,7 +372,10 @@ class PstExport:
         now = time.monotonic()
         if force or now - self._last_progress >= self.t.progress_interval:
             self._last_progress = now
-            self.ledger.report_progress(dataclasses.replace(self.progress))
+            # The records stay in a local file until the end: the per-folder outcomes travel with
+            # the counters (one pass over the folders per report, nothing per message).
+            outcomes = {path: [s.exported, s.failed, s.skipped, s.bytes] for path, s in self.stats.items()}
+            self.ledger.report_progress(dataclasses.replace(self.progress, folder_outcomes=outcomes))
 
     def _check_cancel(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -7,6 +7,7 @@ LEGACYFLO_ENCRYPTION_KEYS, ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -140,6 +141,25 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600, minimum=300)
 X_FRAME_OPTIONS = "DENY"
+
+# The client's address (login throttling, audit log). Default: the connection's peer (REMOTE_ADDR).
+# Behind reverse proxies name the header they set (X-Forwarded-For, X-Real-IP) and how many
+# proxies append to it: the address is read that many entries from the right, so whatever a
+# client writes into the header itself is never believed.
+LEGACYFLO_CLIENT_IP_HEADER = env_str("LEGACYFLO_CLIENT_IP_HEADER", "") or ""
+if LEGACYFLO_CLIENT_IP_HEADER and not re.fullmatch(r"[A-Za-z0-9-]+", LEGACYFLO_CLIENT_IP_HEADER):
+    raise ImproperEnv(f"LEGACYFLO_CLIENT_IP_HEADER={LEGACYFLO_CLIENT_IP_HEADER!r} is not an HTTP header name")
+LEGACYFLO_TRUSTED_PROXY_COUNT = env_int("LEGACYFLO_TRUSTED_PROXY_COUNT", 1, minimum=1)
+
+# Brute-force protection. Login: N failures per (account, client address) within the window lock
+# that pair out for a window; a looser limit applies per address whatever the account. Password
+# reset: at most so many mails per address and per client address within its window.
+LEGACYFLO_LOGIN_MAX_FAILURES = env_int("LEGACYFLO_LOGIN_MAX_FAILURES", 5, minimum=1)
+LEGACYFLO_LOGIN_IP_MAX_FAILURES = env_int("LEGACYFLO_LOGIN_IP_MAX_FAILURES", 50, minimum=1)
+LEGACYFLO_LOGIN_WINDOW_SECONDS = env_int("LEGACYFLO_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+LEGACYFLO_PASSWORD_RESET_MAX_PER_EMAIL = env_int("LEGACYFLO_PASSWORD_RESET_MAX_PER_EMAIL", 3, minimum=1)
+LEGACYFLO_PASSWORD_RESET_MAX_PER_IP = env_int("LEGACYFLO_PASSWORD_RESET_MAX_PER_IP", 20, minimum=1)
+LEGACYFLO_PASSWORD_RESET_WINDOW_SECONDS = env_int("LEGACYFLO_PASSWORD_RESET_WINDOW_SECONDS", 3600, minimum=1)
 SILENCED_SYSTEM_CHECKS = ["security.W021"] if not SECURE_HSTS_PRELOAD else []
 
 # Credentials at rest: MultiFernet keys, newest first. `manage.py credentials_rotate` re-encrypts.
@@ -163,6 +183,12 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("LEGACYFLO_JOB_TIMEOUT", 7 * 24 * 3600)},
 }
 RQ_SHOW_ADMIN_LINK = False
+# The cache holds short-lived shared state (login and password-reset throttles): Redis, so every
+# web process sees the same counters. Keys are prefixed; nothing ever clears the whole database.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                "KEY_PREFIX": "legacyflo"},
+}
 
 # Transfers.
 LEGACYFLO_PART_SIZE = env_int("LEGACYFLO_PART_SIZE", 16 * 1024 * 1024, minimum=5 * 1024 * 1024)

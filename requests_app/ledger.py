@@ -51,6 +51,7 @@ class DatabaseLedger:
     def __init__(self, request_pk: int, run_token: str) -> None:
         self.pk = request_pk
         self.run_token = run_token
+        self._folder_progress: dict | None = None  # as last stored: unchanged, it is not written again
 
     # -- ownership ---------------------------------------------------------------------------
     def _locked_row(self) -> MigrationRequest:
@@ -143,7 +144,7 @@ class DatabaseLedger:
 
     # -- progress and cancel -----------------------------------------------------------------
     def report_progress(self, progress: Progress) -> None:
-        MigrationRequest.objects.filter(pk=self.pk, checkpoint__run_token=self.run_token).update(
+        fields = dict(
             folders_total=progress.folders_total, folders_done=progress.folders_done,
             messages_total=progress.messages_total,
             messages_done=max(0, progress.messages_done - progress.messages_failed - progress.messages_skipped),
@@ -151,6 +152,12 @@ class DatabaseLedger:
             bytes_done=progress.archive_bytes or progress.bytes_done,
             current_folder=progress.current_folder[:500], heartbeat_at=timezone.now(),
         )
+        folder_progress = {"counts": dict(progress.folder_counts),
+                           "outcomes": {path: list(v) for path, v in progress.folder_outcomes.items()}}
+        if folder_progress != self._folder_progress:
+            fields["folder_progress"] = folder_progress
+        MigrationRequest.objects.filter(pk=self.pk, checkpoint__run_token=self.run_token).update(**fields)
+        self._folder_progress = folder_progress
 
     def cancel_requested(self) -> bool:
         row = MigrationRequest.objects.filter(pk=self.pk).values("cancel_requested", "checkpoint").first()

@@ -29,26 +29,35 @@ def progress_dict(req: MigrationRequest) -> dict:
 def folder_table(req: MigrationRequest) -> dict:
     """Per folder: source count at start, exported, failed, skipped, bytes; totals; do they reconcile?
 
-    A finished run's own figures (``result.folders``) are authoritative; while it runs, the
-    table is computed from the committed records.
+    A finished run's own figures (``result.folders``) are authoritative. While a request is
+    active the table is live: source counts as the run's listing found them, plus what is
+    exported so far — the committed records, and the outcomes a run reports before its records
+    reach the database (PST). Both come from the row the run updates at its progress interval.
     """
-    if req.result.get("folders"):
-        folders = [dict(f) for f in req.result["folders"]]
-    else:
-        counts: dict[str, int] = dict(req.checkpoint.get("folder_counts") or {})
-        stats = (ArchiveRecord.objects.filter(request=req, kind="message").values("folder").annotate(
-            exported=Count("id", filter=Q(status=RecordStatus.EXPORTED)),
-            failed=Count("id", filter=Q(status=RecordStatus.FAILED)),
-            skipped=Count("id", filter=Q(status=RecordStatus.SKIPPED)),
-            bytes=Sum("size", filter=Q(status=RecordStatus.EXPORTED)),
-        ))
-        by_folder = {row["folder"]: row for row in stats}
-        folders = []
-        for folder in list(counts) + sorted(set(by_folder) - set(counts)):
-            row = by_folder.get(folder, {})
-            folders.append({"folder": folder, "source_count": counts.get(folder, 0), "exported": row.get("exported", 0),
-                            "failed": row.get("failed", 0), "skipped": row.get("skipped", 0),
-                            "bytes": row.get("bytes") or 0, "error": ""})
+    if req.result.get("folders") and not req.is_active:
+        return _table([dict(f) for f in req.result["folders"]])
+    live = req.folder_progress or {}
+    counts: dict[str, int] = live.get("counts") or {}
+    outcomes: dict[str, list[int]] = live.get("outcomes") or {}
+    stats = (ArchiveRecord.objects.filter(request=req, kind="message").values("folder").annotate(
+        exported=Count("id", filter=Q(status=RecordStatus.EXPORTED)),
+        failed=Count("id", filter=Q(status=RecordStatus.FAILED)),
+        skipped=Count("id", filter=Q(status=RecordStatus.SKIPPED)),
+        bytes=Sum("size", filter=Q(status=RecordStatus.EXPORTED)),
+    ))
+    by_folder = {row["folder"]: row for row in stats}
+    folders = []
+    for folder in sorted(set(counts) | set(by_folder) | set(outcomes), key=lambda path: path.split("/")):
+        row = by_folder.get(folder, {})
+        exported, failed, skipped, size = outcomes.get(folder) or (0, 0, 0, 0)
+        folders.append({"folder": folder, "source_count": counts.get(folder, 0),
+                        "exported": row.get("exported", 0) + exported, "failed": row.get("failed", 0) + failed,
+                        "skipped": row.get("skipped", 0) + skipped, "bytes": (row.get("bytes") or 0) + size,
+                        "error": ""})
+    return _table(folders)
+
+
+def _table(folders: list[dict]) -> dict:
     totals = {k: sum(f.get(k, 0) for f in folders) for k in ("source_count", "exported", "failed", "skipped", "bytes")}
     reconciles = bool(folders) and all(
         f["source_count"] == f["exported"] + f["failed"] + f["skipped"] for f in folders)

@@ -62,7 +62,9 @@ def claim(pk: int) -> str | None:
     row.finished_at = None
     row.error = ""
     row.checkpoint = {**row.checkpoint, "run_token": token, "job_id": job_id}
-    row.save(update_fields=["state", "attempts", "started_at", "heartbeat_at", "finished_at", "error", "checkpoint"])
+    row.folder_progress = {}  # this run's listing fills it again
+    row.save(update_fields=["state", "attempts", "started_at", "heartbeat_at", "finished_at", "error", "checkpoint",
+                            "folder_progress"])
     return token
 
 

@@ -170,6 +170,13 @@ def request_report(request, request_uuid):
 
 
 @tenant_view(read=Role.VIEWER)
+def request_report_folders(request, request_uuid):
+    """The per-folder table alone, polled by the report page while the request runs."""
+    req = get_owned_or_404(request.access, MigrationRequest, uuid=request_uuid)
+    return render(request, "requests_app/_folder_report.html", {"req": req, "report": reports.folder_table(req)})
+
+
+@tenant_view(read=Role.VIEWER)
 def request_report_download(request, request_uuid, kind: str):
     if kind not in ("csv", "json"):
         raise Http404("Unknown report format")

@@ -18,16 +18,30 @@ PASSWORD = "correct-horse-battery-staple-42"
 
 @pytest.fixture(scope="session", autouse=True)
 def redis_server(tmp_path_factory):
-    """A private Redis for the whole run; the RQ queue points at it (in place, before first use)."""
+    """A private Redis for the whole run; the RQ queue points at it (in place, before first use).
+
+    Django's cache (login throttles) uses its database 1, so emptying it never touches the queue.
+    """
     from django.conf import settings
+    from django.test import override_settings
 
     from legacyflo.localservices import start_redis
 
     server = start_redis(tmp_path_factory.mktemp("redis"))
     settings.RQ_QUEUES["default"]["URL"] = server.url
     settings.REDIS_URL = server.url
-    yield server
+    cache_url = server.url.rsplit("/", 1)[0] + "/1"
+    with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": cache_url}}):
+        yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(redis_server):
+    """Each test starts with no login or password-reset attempts counted."""
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 @pytest.fixture

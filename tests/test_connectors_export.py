@@ -254,6 +254,29 @@ def test_unreadable_messages_are_reported_never_lost(s3):
     assert read_summary(s3, "exports/2024/alice.summary.json")["state"] == COMPLETED_WITH_ERRORS
 
 
+class RecordingLedger(MemoryLedger):
+    """Keeps every progress report, not only the last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports = []
+
+    def report_progress(self, progress) -> None:
+        super().report_progress(progress)
+        self.reports.append(progress)
+
+
+def test_progress_reports_each_folders_source_count_once_listed(s3):
+    source = ScriptedSource({"INBOX": [(str(n), _msg(n), ()) for n in range(1, 9)],
+                             "Archive/2023": [(str(n), _msg(n), ()) for n in range(20, 23)], "Empty": []})
+    ledger = RecordingLedger()
+    assert run_export(source, s3.client(), spec(s3), ledger, fast_tuning()).state == COMPLETED
+    listed = ledger.reports[0]  # the first report: listing is over, nothing is transferred yet
+    assert (listed.phase, listed.messages_done, listed.messages_total) == ("listing", 0, 11)
+    assert listed.folder_counts == {"INBOX": 8, "Archive/2023": 3, "Empty": 0}
+    assert not any(r.folder_outcomes for r in ledger.reports)  # a ZIP's records reach the ledger part by part
+
+
 def test_gmail_labels_go_to_a_manifest_and_each_message_is_stored_once(s3):
     source = ScriptedSource({"[Gmail]/All Mail": [
         ("1:10", _msg(10), ("\\Inbox", "Work/Projekt Ä")),

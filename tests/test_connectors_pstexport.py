@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,42 @@ def test_split_pst_files_are_numbered(dovecot, s3):
     assert sum(pst_counts(s3.path(k)).get("INBOX", 0) for k in keys) == 60
     entries = {row["entry"] for row in read_report(s3, "big.report.csv")}
     assert entries == set(keys)
+
+
+class RecordingLedger(MemoryLedger):
+    """Keeps every progress report, not only the last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports = []
+
+    def report_progress(self, progress) -> None:
+        super().report_progress(progress)
+        self.reports.append(progress)
+
+
+def test_progress_carries_folder_counts_and_outcomes_while_writing(dovecot, s3):
+    """A PST export's records stay in a local file until the end: the report page's per-folder
+    figures travel with the progress counters instead."""
+    write_maildir(dovecot, USER, generate_mailbox("test"))
+    truth = truth_of(dovecot)
+    expected = Counter(folder for folder, _sid in truth.messages)
+    ledger = RecordingLedger()
+    with imap_source(dovecot) as source:
+        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="live", format="pst"),
+                            ledger, fast_tuning(progress_interval=0))
+    assert result.state == COMPLETED, result.error
+    listed = ledger.reports[0]
+    assert listed.messages_done == 0 and {f: n for f, n in listed.folder_counts.items() if n} == dict(expected)
+    total = sum(expected.values())
+    mid_run = [r for r in ledger.reports if 0 < r.messages_done < total]
+    assert mid_run
+    for report in mid_run:  # the outcomes account for exactly the messages handled so far
+        assert sum(sum(v[:3]) for v in report.folder_outcomes.values()) == report.messages_done
+    # a folder is seen complete while the run is still at work on others
+    assert any(v[0] == expected[f] > 0 for r in mid_run for f, v in r.folder_outcomes.items())
+    final = ledger.reports[-1].folder_outcomes
+    assert {f: v[0] for f, v in final.items() if v[0]} == dict(expected) and all(v[3] > 0 for v in final.values() if v[0])
 
 
 class CancelAfterFirstFile(MemoryLedger):

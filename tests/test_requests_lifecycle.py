@@ -17,6 +17,7 @@ from tests.portal_fixtures import (
     imap_form,
     no_pending_uploads,
     run_worker_burst,
+    source_digests,
     submit,
     wait_for,
 )
@@ -43,6 +44,35 @@ def test_cancel_while_running_aborts_the_upload(operator, tenant, dovecot, dest_
     assert no_pending_uploads(s3, dest_bucket.name)
     assert "mail/big.zip" not in {o["Key"] for o in s3.list_objects_v2(Bucket=dest_bucket.name).get("Contents", [])}
     assert AuditEvent.objects.filter(tenant=tenant, action="request.cancel", target=str(req.uuid)).exists()
+
+
+@pytest.mark.parametrize("code", ["IMAP-S3-ZIP", "IMAP-S3-PST"])
+def test_report_page_shows_folder_counts_while_running(code, operator, viewer, tenant, dovecot, dest_bucket,
+                                                       worker_process, client_for):
+    """The IMAP server stalls at the first message fetch, so the run stays deterministically
+    between listing and transfer: the report page must already show every folder's count."""
+    from tests.servers.faults import Fault, TcpFaultProxy
+    from tests.test_requests_reports import folder_rows
+
+    stall = {n: Fault(stall_after=0, after_marker=b"BODY.PEEK[]") for n in range(20)}
+    with TcpFaultProxy(dovecot.port, faults=stall) as proxy:  # plain IMAP: the proxy sees the commands
+        req = submit(tenant, operator, code, imap_form(dovecot, dest_bucket, source_port=proxy.port,
+                                                       source_security="none", file_name=f"live-{code[-3:].lower()}"))
+        worker_process()
+        wait_for(lambda: any(b"BODY.PEEK[]" in c.client_bytes for c in proxy.connections), timeout=120,
+                 interval=0.05)
+        wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).folder_progress.get("counts"), timeout=30)
+        client = client_for(viewer)
+        base = f"/t/{tenant.slug}/requests/{req.uuid}/report/"
+        page, fragment = client.get(base).content.decode(), client.get(f"{base}folders/").content.decode()
+        assert MigrationRequest.objects.get(pk=req.pk).state == "running"
+        expected = {folder: len(messages) for folder, messages in source_digests(dovecot.mailbox).items()}
+        for shown in (folder_rows(page), folder_rows(fragment)):
+            assert {folder: row[0] for folder, row in shown.items() if row[0]} == expected
+            assert all(row[1:] == (0, 0, 0) for row in shown.values())  # nothing fetched yet
+        assert f'data-poll="{base}folders/"' in page and 'data-final="1"' not in fragment
+        client_for(operator).post(f"/t/{tenant.slug}/requests/{req.uuid}/cancel/")
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=120)
 
 
 def test_retry_after_the_cause_is_fixed(operator, tenant, dovecot, imap_ca, dest_bucket, rclone, rq_queue, capsys):

@@ -70,3 +70,12 @@ def test_missing_secrets_fail_loudly():
     assert result.returncode != 0 and "LEGACYFLO_ENCRYPTION_KEYS is not set" in result.stderr
     env = {k: v for k, v in PROD_ENV.items() if k != "SECRET_KEY"}
     assert "SECRET_KEY is not set" in manage("check", env=env).stderr
+
+
+def test_bad_client_ip_settings_fail_loudly():
+    bad_header = manage("check", env={**PROD_ENV, "LEGACYFLO_CLIENT_IP_HEADER": "X-Forwarded-For: 1.2.3.4"})
+    assert bad_header.returncode != 0 and "is not an HTTP header name" in bad_header.stderr
+    no_proxies = manage("check", env={**PROD_ENV, "LEGACYFLO_TRUSTED_PROXY_COUNT": "0"})
+    assert no_proxies.returncode != 0 and "LEGACYFLO_TRUSTED_PROXY_COUNT=0 must be at least 1" in no_proxies.stderr
+    fine = manage("check", env={**PROD_ENV, "LEGACYFLO_CLIENT_IP_HEADER": "X-Real-IP"})
+    assert fine.returncode == 0, fine.stderr
