@@ -151,7 +151,13 @@ class DovecotServer:
     # ---- lifecycle -------------------------------------------------------------------------
     def _write_passwd(self) -> None:
         lines = [f"{name}:{{PLAIN}}{password}::::::\n" for name, password in self.users.items()]
-        (self.root / "passwd").write_text("".join(lines))
+        passwd = self.root / "passwd"
+        before = passwd.stat().st_mtime if passwd.exists() else 0
+        passwd.write_text("".join(lines))
+        # Dovecot re-reads a passwd-file when its mtime (whole seconds) or size changes: a
+        # password of the same length changed within the same second would go unnoticed.
+        stamp = max(time.time(), int(before) + 1)
+        os.utime(passwd, (stamp, stamp))
         for name in self.users:
             home = self.home(name)
             home.mkdir(parents=True, exist_ok=True)
