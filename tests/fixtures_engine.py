@@ -26,19 +26,32 @@ from pathlib import Path
 import pytest
 
 from connectors.export import Tuning
+from connectors.ledger import MemoryLedger
 from connectors.s3client import make_client
 from connectors.s3sink import RetryPolicy
 from connectors.s3target import S3Target
 from legacyflo.localservices import start_rclone_s3
 from tests.servers.dovecot import DovecotServer
 
-__all__ = ["s3_server", "s3", "dovecot", "S3Env", "Truth", "truth_of", "verify_export",
+__all__ = ["RecordingLedger", "s3_server", "s3", "dovecot", "S3Env", "Truth", "truth_of", "verify_export",
            "fast_tuning", "multipart_uploads", "bucket_keys", "read_report", "read_summary",
            "archive_keys_of",
            "USER", "PASSWORD", "ACCESS_KEY", "SECRET_KEY", "imap_source"]
 
 USER, PASSWORD = "alice", "s3cret-pässword"
 ACCESS_KEY, SECRET_KEY = "enginetestaccess01", "enginetestsecret000001"
+
+
+class RecordingLedger(MemoryLedger):
+    """Keeps every progress report, not only the last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports = []
+
+    def report_progress(self, progress) -> None:
+        super().report_progress(progress)
+        self.reports.append(progress)
 
 
 def fast_tuning(**overrides) -> Tuning:

@@ -23,6 +23,7 @@ from connectors.s3sink import RetryPolicy
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import (
     USER,
+    RecordingLedger,
     bucket_keys,
     fast_tuning,
     imap_source,
@@ -252,18 +253,6 @@ def test_unreadable_messages_are_reported_never_lost(s3):
     with zipfile.ZipFile(s3.path("exports/2024/alice.zip")) as archive:
         assert sum(name.endswith(".eml") for name in archive.namelist()) == 5  # "5" stored once
     assert read_summary(s3, "exports/2024/alice.summary.json")["state"] == COMPLETED_WITH_ERRORS
-
-
-class RecordingLedger(MemoryLedger):
-    """Keeps every progress report, not only the last."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reports = []
-
-    def report_progress(self, progress) -> None:
-        super().report_progress(progress)
-        self.reports.append(progress)
 
 
 def test_progress_reports_each_folders_source_count_once_listed(s3):

@@ -17,6 +17,7 @@ from connectors.ledger import SqliteLedger
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import (
     USER,
+    RecordingLedger,
     bucket_keys,
     fast_tuning,
     imap_source,
@@ -82,18 +83,6 @@ def test_split_pst_files_are_numbered(dovecot, s3):
     assert sum(pst_counts(s3.path(k)).get("INBOX", 0) for k in keys) == 60
     entries = {row["entry"] for row in read_report(s3, "big.report.csv")}
     assert entries == set(keys)
-
-
-class RecordingLedger(MemoryLedger):
-    """Keeps every progress report, not only the last."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reports = []
-
-    def report_progress(self, progress) -> None:
-        super().report_progress(progress)
-        self.reports.append(progress)
 
 
 def test_progress_carries_folder_counts_and_outcomes_while_writing(dovecot, s3):
