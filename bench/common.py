@@ -10,6 +10,7 @@ The launcher is a fresh small interpreter, so the floor is ~10 MB.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,8 @@ class Measured:
     peak_rss_mb: float
     returncode: int
     output: str = ""
+    cpu: float = 0.0  # user + system seconds of the measured program (and its children)
+    servers_cpu: dict[str, float] | None = None  # CPU the servers used meanwhile (``busy``)
 
 
 _LAUNCHER = """
@@ -40,13 +43,22 @@ pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as fh:
     json.dump({"wall": time.perf_counter() - start, "maxrss_kb": usage.ru_maxrss,
-               "rc": os.waitstatus_to_exitcode(status)}, fh)
+               "cpu": usage.ru_utime + usage.ru_stime, "rc": os.waitstatus_to_exitcode(status)}, fh)
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of its reaped children (Dovecot's imap processes)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_measured(name: str, argv: list[str], *, env: dict | None = None,
-                 cwd: str | None = None) -> Measured:
-    """Run ``argv`` under the launcher; return its wall time and its own peak RSS."""
+                 cwd: str | None = None, servers: dict[str, int] | None = None) -> Measured:
+    """Run ``argv`` under the launcher; return its wall time, its own peak RSS and CPU, and
+    the CPU the ``servers`` (name → pid) used meanwhile: on 2 cores the S3 server and Dovecot
+    compete with the program for the same cores."""
+    before = {name: cpu_seconds(pid) for name, pid in (servers or {}).items()}
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         out = Path(tmp) / "output"
@@ -55,7 +67,9 @@ def run_measured(name: str, argv: list[str], *, env: dict | None = None,
                            stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
         text = out.read_bytes().decode(errors="replace")
         data = json.loads(result.read_text())
-    return Measured(name, data["wall"], data["maxrss_kb"] / 1024, data["rc"], text)
+    used = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in (servers or {}).items()}
+    return Measured(name, data["wall"], data["maxrss_kb"] / 1024, data["rc"], text,
+                    round(data["cpu"], 2), used)
 
 
 def write_mbsyncrc(directory: Path, *, port: int, user: str, password: str) -> Path:

@@ -82,7 +82,8 @@ def child(config_path: str) -> int:
                         batch_bytes=cfg["batch_mb"] * 1024 * 1024)
     tuning = Tuning(compress_threads=cfg["compress_threads"], upload_threads=cfg["upload_threads"],
                     queue_bytes=cfg["queue_mb"] * 1024 * 1024, part_bytes=cfg["part_mb"] * 1024 * 1024,
-                    deflate_level=cfg["level"], content_md5=cfg["md5"], tmp_dir=cfg["tmp"])
+                    deflate_level=cfg["level"], content_md5=cfg["md5"], tmp_dir=cfg["tmp"],
+                    max_ahead_bytes=cfg["max_ahead_mb"] * 1024 * 1024)
     ledger = SqliteLedger(Path(cfg["tmp"]) / "ledger.sqlite")
     with source:
         result = run_export(source, client, ExportSpec(bucket="bench", prefix="bench", file_name=cfg["file"],
@@ -97,6 +98,12 @@ def child(config_path: str) -> int:
                       "archive": result.archives[0].size if result.archives else 0,
                       "timings": result.timings, "reconnects": source.reconnects}))
     return 0 if result.state == "completed" else 1
+
+
+def cpu_line(m: Measured) -> str:
+    """CPU seconds of the program and of the servers it kept busy (2 cores in all)."""
+    servers = ", ".join(f"{name} {cpu:.2f}" for name, cpu in (m.servers_cpu or {}).items())
+    return f"CPU {m.cpu:.2f}s ({servers})"
 
 
 def build_mailbox(args, dovecot) -> tuple[int, int, dict]:
@@ -183,6 +190,8 @@ def main() -> int:
     parser.add_argument("--batch-mb", type=int, default=8)
     parser.add_argument("--level", type=int, default=1)
     parser.add_argument("--md5", action="store_true", help="send Content-MD5 with every part")
+    parser.add_argument("--max-ahead-mb", type=int, default=128,
+                        help="PST: bytes sent before part 1 (LEGACYFLO_S3_MAX_AHEAD_BYTES)")
     parser.add_argument("--mmap-kb", type=int, default=0, help="malloc mmap threshold (tuning)")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
     parser.add_argument("--pst", action="store_true", help="also export the same mailbox as PST (target ≤ 1.5x ZIP)")
@@ -203,14 +212,15 @@ def main() -> int:
         print(f"mailbox: {count} messages, {total / 1e6:.1f} MB "
               f"(generated in {time.perf_counter() - t:.1f}s); warming Dovecot up...", flush=True)
         warm_up_imap(dovecot.port, USER, PASSWORD)
+        servers = {"dovecot": dovecot.proc.pid, "s3": s3.proc.pid}
         results: dict[str, list[Measured]] = {"mbsync": [], "engine": [], "pst": []}
         for run in range(args.repeat):
             if not args.no_mbsync:
                 rc = write_mbsyncrc(work / f"mbsync{run}", port=dovecot.port, user=USER,
                                     password=PASSWORD)
-                m = run_measured("mbsync", ["mbsync", "-q", "-c", str(rc), "bench"])
+                m = run_measured("mbsync", ["mbsync", "-q", "-c", str(rc), "bench"], servers=servers)
                 results["mbsync"].append(m)
-                print(f"mbsync run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB"
+                print(f"mbsync run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB, {cpu_line(m)}"
                       + (f", exit {m.returncode}: {m.output[-500:]}" if m.returncode else ""), flush=True)
                 shutil.rmtree(work / f"mbsync{run}", ignore_errors=True)
             tmp = work / f"engine{run}"
@@ -219,16 +229,16 @@ def main() -> int:
                    "compress_threads": args.compress_threads, "upload_threads": args.upload_threads,
                    "queue_mb": args.queue_mb, "part_mb": args.part_mb, "batch_mb": args.batch_mb,
                    "level": args.level, "md5": args.md5, "tmp": str(tmp),
-                   "mmap_kb": args.mmap_kb}
+                   "mmap_kb": args.mmap_kb, "max_ahead_mb": args.max_ahead_mb}
             (tmp / "config.json").write_text(json.dumps(cfg))
             child_argv = ([sys.executable, os.environ["ZIP_BENCH_CHILD"], str(tmp / "config.json")]
                           if os.environ.get("ZIP_BENCH_CHILD") else
                           [sys.executable, str(Path(__file__).resolve()), "--child", str(tmp / "config.json")])
             m = run_measured("engine", child_argv, cwd=str(ROOT),
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, servers=servers)
             results["engine"].append(m)
             last = m.output.strip().splitlines()[-1] if m.output.strip() else ""
-            print(f"engine run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB, {last}",
+            print(f"engine run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB, {cpu_line(m)}, {last}",
                   flush=True)
             if m.returncode:
                 print(m.output[-3000:])
@@ -242,10 +252,12 @@ def main() -> int:
                 (tmp / "config.json").write_text(json.dumps({**cfg, "file": f"pst{run}", "format": "pst",
                                                              "tmp": str(tmp)}))
                 argv = child_argv[:-1] + [str(tmp / "config.json")]
-                m = run_measured("pst", argv, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+                m = run_measured("pst", argv, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                 servers=servers)
                 results["pst"].append(m)
                 last = m.output.strip().splitlines()[-1] if m.output.strip() else ""
-                print(f"PST run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB, {last}", flush=True)
+                print(f"PST run {run + 1}: {m.wall:.2f}s, peak RSS {m.peak_rss_mb:.0f} MB, {cpu_line(m)}, {last}",
+                      flush=True)
                 if m.returncode:
                     print(m.output[-3000:])
                     return 1
@@ -254,19 +266,26 @@ def main() -> int:
                 pst_file.unlink()
         best_engine = min(results["engine"], key=lambda m: m.wall)
         print()
-        print(f"{'':10}{'wall s':>10}{'peak RSS MB':>14}")
+        print(f"{'':10}{'wall s':>10}{'peak RSS MB':>14}{'CPU s':>8}{'Dovecot CPU':>13}{'S3 CPU':>8}")
+
+        def row(name: str, m: Measured) -> None:
+            servers = m.servers_cpu or {}
+            print(f"{name:10}{m.wall:>10.2f}{m.peak_rss_mb:>14.0f}{m.cpu:>8.2f}"
+                  f"{servers.get('dovecot', 0):>13.2f}{servers.get('s3', 0):>8.2f}")
+
         if results["mbsync"]:
             best_mbsync = min(results["mbsync"], key=lambda m: m.wall)
-            print(f"{'mbsync':10}{best_mbsync.wall:>10.2f}{best_mbsync.peak_rss_mb:>14.0f}")
-        print(f"{'engine':10}{best_engine.wall:>10.2f}{best_engine.peak_rss_mb:>14.0f}")
+            row("mbsync", best_mbsync)
+        row("engine", best_engine)
+        if results["pst"]:
+            best_pst = min(results["pst"], key=lambda m: m.wall)
+            row("PST", best_pst)
         if results["mbsync"]:
             ratio = best_engine.wall / best_mbsync.wall
             print(f"ratio engine/mbsync: {ratio:.2f} (target ≤ 1.0)")
         peak = max(m.peak_rss_mb for m in results["engine"])
         print(f"engine peak RSS: {peak:.0f} MB (target ≤ 150)")
         if results["pst"]:
-            best_pst = min(results["pst"], key=lambda m: m.wall)
-            print(f"{'PST':10}{best_pst.wall:>10.2f}{best_pst.peak_rss_mb:>14.0f}")
             print(f"ratio PST/ZIP: {best_pst.wall / best_engine.wall:.2f} (target ≤ 1.5); "
                   f"PST peak RSS {max(m.peak_rss_mb for m in results['pst']):.0f} MB (target ≤ 200)")
         return 0
