@@ -171,9 +171,14 @@ def request_report(request, request_uuid):
 
 @tenant_view(read=Role.VIEWER)
 def request_report_folders(request, request_uuid):
-    """The per-folder table alone, polled by the report page while the request runs."""
+    """The per-folder table alone, polled by the report page while the request runs;
+    ``?format=json`` gives the same figures to scripts (live while it runs, final after)."""
     req = get_owned_or_404(request.access, MigrationRequest, uuid=request_uuid)
-    return render(request, "requests_app/_folder_report.html", {"req": req, "report": reports.folder_table(req)})
+    table = reports.folder_table(req)
+    if request.GET.get("format") == "json":
+        return JsonResponse({"id": str(req.uuid), "state": req.state, **table},
+                            json_dumps_params={"ensure_ascii": False})
+    return render(request, "requests_app/_folder_report.html", {"req": req, "report": table})
 
 
 @tenant_view(read=Role.VIEWER)

@@ -54,6 +54,11 @@ def test_live_table_shows_listing_counts_committed_records_and_reported_outcomes
     assert 'id="in-progress"' in page and f'data-poll="{base}folders/"' in page
     fragment = client.get(f"{base}folders/").content.decode()
     assert folder_rows(fragment) == expected and 'data-final="1"' not in fragment
+    data = client.get(f"{base}folders/?format=json").json()
+    assert data["state"] == "running" and data["reconciles"] is False
+    assert {f["folder"]: (f["source_count"], f["exported"], f["failed"], f["skipped"])
+            for f in data["folders"]} == expected
+    assert data["totals"]["source_count"] == 9
 
 
 def test_unchanged_folder_progress_is_not_written_again(running):
