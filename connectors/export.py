@@ -48,6 +48,9 @@ Split into volumes (``spec.split_bytes``; see ``connectors.zipvolume`` and ``Zip
 - Every step between "last part committed" and "next volume recorded" is repeatable, so a
   rerun after a kill anywhere in it finishes the step (``_settle_volume``) and goes on.
 - Failed or cancelled: the current upload is aborted and every completed volume deleted.
+- Completed: before the report, files of this name an earlier run wrote and this one did not
+  (fewer volumes, or one ``FILE.zip``) are deleted (``connectors.stalevolumes``); one that
+  cannot be goes into the result's error as a warning, the state stays.
 
 PST: see ``connectors.pstexport`` (written locally, uploaded at the end, restarts from scratch
 after a kill).
@@ -130,6 +133,7 @@ from connectors.s3sink import (
     put_file,
     with_retries,
 )
+from connectors.stalevolumes import delete_stale_volumes
 from connectors.zipvolume import VolumeBudget, labels_row_bound
 
 __all__ = [
@@ -463,7 +467,8 @@ class ZipExport:
             self._timings["transfer"] = time.monotonic() - t1
             t2 = time.monotonic()
             self._phase("finishing")
-            result = self._write_report_and_summary(result)
+            warning = self._delete_stale_volumes()
+            result = self._write_report_and_summary(result, warning)
             self._timings["finishing"] = time.monotonic() - t2
         except UploadConflict as exc:
             log.warning("%s: %s; starting the upload afresh", self.key, exc)
@@ -934,8 +939,16 @@ class ZipExport:
         self.volume_budget = self._new_volume_budget()
         self._phase("transferring")
 
+    def _delete_stale_volumes(self) -> str:
+        """Files of this name an earlier run wrote and this one did not (it made fewer volumes,
+        or none besides ``FILE.zip``) must not pass for part of this archive. Returns a warning
+        when some remain."""
+        keep = {v.key for v in self.volumes} | {self.key}
+        return delete_stale_volumes(self.client, self.spec.bucket, self.spec.key(""), "zip", keep,
+                                    retry=self.t.retry)
+
     # ---- report -------------------------------------------------------------------------------
-    def _write_report_and_summary(self, result: ExportResult) -> ExportResult:
+    def _write_report_and_summary(self, result: ExportResult, warning: str = "") -> ExportResult:
         stats = {path: FolderStats(path, source_count=s.source_count, error=s.error)
                  for path, s in self.stats.items()}
         seen_in_run = set(stats)
@@ -965,6 +978,7 @@ class ZipExport:
         result.state = COMPLETED if clean else COMPLETED_WITH_ERRORS
         if not all(f.reconciles for f in folders):
             result.error = "Some folders' counts do not reconcile; see summary.json."
+        result.error = " ".join(filter(None, (result.error, warning)))
         self._put_summary(result)
         self.progress.phase = "done"
         self._report_progress(force=True)

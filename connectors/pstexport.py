@@ -10,6 +10,8 @@ the upload in progress, which the next run aborts before starting over. Exactly-
 because a run either completes every file or leaves nothing its successor would keep.
 Failed or cancelled: the current upload is aborted, files this run already completed are
 deleted, the ledger is reset; no incomplete multipart upload and no partial archive remain.
+Completed: before the report, ``FILE.pst`` / ``FILE.partNNN.pst`` an earlier run wrote and this
+one did not are deleted (``connectors.stalevolumes``; a warning in the result if some remain).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ from connectors.s3sink import (
     abort_incomplete_uploads,
     put_file,
 )
+from connectors.stalevolumes import archive_key_pattern, delete_stale_volumes
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,8 @@ class PstExport:
                 t1 = time.monotonic()
                 self._timings["listing"] = t1 - t0
                 paths, records_path = self._write_pst(folders, Path(work))
-                result = self._report(result, self.archives, records_path, paths)
+                warning = self._delete_stale_volumes()
+                result = self._report(result, self.archives, records_path, paths, warning)
         except Cancelled:
             self._clean_up()
             result.state, result.error = CANCELLED, "The export was cancelled."
@@ -167,7 +170,7 @@ class PstExport:
                           retry=self.t.retry).abort()
             self.ledger.reset()
         # and uploads created but never recorded (killed in between), of FILE.pst or FILE.partNNN.pst
-        ours = re.compile(re.escape(self.spec.key("")) + r"(\.part\d{3})?\.pst")
+        ours = archive_key_pattern(self.spec.key(""), "pst")
         abort_incomplete_uploads(self.client, self.spec.bucket, self.spec.key(""),
                                  matches=ours.fullmatch, retry=self.t.retry)
 
@@ -309,7 +312,16 @@ class PstExport:
         self.progress.archive_bytes += part.size
         self._report_progress(force=True)
 
-    def _report(self, result: ExportResult, archives, records_path: Path, paths: list[Path]) -> ExportResult:
+    def _delete_stale_volumes(self) -> str:
+        """An earlier run's ``FILE.pst`` or ``FILE.partNNN.pst`` that this run did not write (a
+        split one now fits in one file, or the reverse) must not pass for part of this archive.
+        Returns a warning when some remain."""
+        keep = {a.key for a in self.archives}
+        return delete_stale_volumes(self.client, self.spec.bucket, self.spec.key(""), "pst", keep,
+                                    retry=self.t.retry)
+
+    def _report(self, result: ExportResult, archives, records_path: Path, paths: list[Path],
+                warning: str = "") -> ExportResult:
         self.progress.phase = "finishing"
         keys = {i + 1: self.key_for(p) for i, p in enumerate(paths)}
 
@@ -334,7 +346,8 @@ class PstExport:
         clean = (result.totals.failed == 0 and result.totals.skipped == 0 and not self.folder_errors
                  and all(f.reconciles for f in folders))
         result.state = COMPLETED if clean else COMPLETED_WITH_ERRORS
-        summary = Summary(file=self.name, format="pst", state=result.state, folders=folders,
+        result.error = warning
+        summary = Summary(file=self.name, format="pst", state=result.state, error=result.error, folders=folders,
                           totals=result.totals, archives=archives, report_key=report_key,
                           timings={"started_at": result.started_at, "finished_at": _now(),
                                    **{k: round(v, 3) for k, v in self._timings.items()}},

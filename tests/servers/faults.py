@@ -6,9 +6,9 @@ from the server — optionally counting only once the client has sent a marker s
 what each client sent, so tests can check the commands (Yahoo's ≤1,000-message ranges).
 
 ``S3FaultProxy`` is an HTTP reverse proxy in front of an S3 endpoint (rclone) that answers
-500 InternalError to the first N UploadPart requests (or CompleteMultipartUpload), or drops
-the connection instead, and logs every request. Signatures stay valid: the Host header and
-body pass through unchanged.
+500 InternalError to the first N UploadPart requests (or CompleteMultipartUpload, or PutObject /
+DeleteObject of keys with a given ending), or drops the connection instead, and logs every
+request. Signatures stay valid: the Host header and body pass through unchanged.
 """
 
 from __future__ import annotations
@@ -193,13 +193,15 @@ class S3FaultProxy:
     """``url`` is what clients use; failures are consumed in order of arrival."""
 
     def __init__(self, target_url: str, *, fail_upload_parts: int = 0, fail_completes: int = 0,
-                 fail_puts_ending: str = "", fail_puts: int = 0, drop_instead: bool = False) -> None:
-        """``fail_puts`` PutObject requests whose key ends with ``fail_puts_ending`` fail too."""
+                 fail_puts_ending: str = "", fail_puts: int = 0, fail_deletes_ending: str = "",
+                 fail_deletes: int = 0, drop_instead: bool = False) -> None:
+        """``fail_puts`` PutObject requests whose key ends with ``fail_puts_ending`` fail too, and
+        ``fail_deletes`` DeleteObject requests whose key ends with ``fail_deletes_ending``."""
         parts = urlsplit(target_url)
         self.target = (parts.hostname, parts.port)
         self.remaining = {"UploadPart": fail_upload_parts, "CompleteMultipartUpload": fail_completes,
-                          "PutObject": fail_puts}
-        self.put_suffix = fail_puts_ending
+                          "PutObject": fail_puts, "DeleteObject": fail_deletes}
+        self.put_suffix, self.delete_suffix = fail_puts_ending, fail_deletes_ending
         self.drop_instead = drop_instead
         self.requests: list[S3Request] = []
         self.injected = 0
@@ -224,6 +226,8 @@ class S3FaultProxy:
                     op = request.operation
                     if op.startswith("PUT ") and proxy.put_suffix and split.path.endswith(proxy.put_suffix):
                         op = "PutObject"
+                    elif op.startswith("DELETE ") and proxy.delete_suffix and split.path.endswith(proxy.delete_suffix):
+                        op = "DeleteObject"
                     inject = proxy.remaining.get(op, 0) > 0
                     if inject:
                         proxy.remaining[op] -= 1
