@@ -92,7 +92,7 @@ def child(config_path: str) -> int:
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"state": result.state, "error": result.error, "parts": result.parts,
-                      "cpu": round(usage.ru_utime + usage.ru_stime, 2),
+                      "cpu": round(usage.ru_utime + usage.ru_stime, 2), "sys": round(usage.ru_stime, 2),
                       "main_cpu": round(time.thread_time(), 2),  # the GIL-bound thread's share
                       "exported": result.totals.exported, "bytes": result.totals.bytes,
                       "archive": result.archives[0].size if result.archives else 0,
@@ -185,7 +185,7 @@ def main() -> int:
     parser.add_argument("--verify", action="store_true", help="compare every entry's sha256")
     parser.add_argument("--compress-threads", type=int, default=2)
     parser.add_argument("--upload-threads", type=int, default=3)
-    parser.add_argument("--queue-mb", type=int, default=24)
+    parser.add_argument("--queue-mb", type=int, default=16)
     parser.add_argument("--part-mb", type=int, default=8)
     parser.add_argument("--batch-mb", type=int, default=8)
     parser.add_argument("--level", type=int, default=1)

@@ -176,7 +176,7 @@ class Tuning:
 
     compress_threads: int = 2
     upload_threads: int = 3
-    queue_bytes: int = 24 * 1024 * 1024  # messages fetched but not yet in a part
+    queue_bytes: int = 16 * 1024 * 1024  # messages fetched but not yet in a part (24 MB: no faster, +10 MB RSS)
     part_bytes: int = 8 * 1024 * 1024  # first parts' target size; doubles every 1,000 parts
     min_part_bytes: int = MIN_PART_BYTES  # S3's floor; tests against rclone lower it
     spill_bytes: int = 16 * 1024 * 1024  # a part buffer bigger than this goes to a temp file
