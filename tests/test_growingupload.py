@@ -19,8 +19,10 @@ from tests.mailgen import generate_mailbox
 PART = 64 * 1024
 
 
-def _upload(s3, key: str, path, *, part_bytes=PART, in_flight=2,
+def _upload(s3, key: str, path, *, part_bytes=PART, in_flight=1000,
             deferred=lambda start, end: False) -> tuple[MultipartSink, GrowingFileUpload]:
+    """``in_flight`` is large so which parts go early depends on what has settled, not on how
+    fast the server answers (with 2 in flight a slow answer kept parts back: flaky)."""
     sink = MultipartSink(s3.client(), s3.bucket, key, threads=2, content_md5=False)
     sink.create()
     return sink, GrowingFileUpload(sink, path, part_bytes=part_bytes, in_flight=in_flight, deferred=deferred)
