@@ -14,23 +14,15 @@ sha256 with the generated messages).
 
 Targets: ratio ≤ 1.0 and peak RSS ≤ 150 MB, flat as the mailbox grows.
 
-Measured 2026-11-25 on the shared 2-core machine (other engineers' jobs kept the load average
-at 1.5–4, so single runs vary by ±30%; compare the best of several runs):
-
-    1x  (3,000 msgs, 574 MB):  mbsync 5.9–8.4 s, engine 6.2–8.4 s, best/best ratio 0.99–1.05,
-                               engine peak RSS 115–138 MB (mbsync 25 MB)
-    10x (30,000 msgs, 5.7 GB): mbsync 64–75 s, engine 52–88 s, ratio 0.83–1.18, RSS 141–160 MB
-    30 MB attachment:          engine 1.3 s (0.5 s export + ~0.8 s interpreter/boto3 start-up),
-                               peak RSS 128 MB; mbsync 0.3 s, 86 MB
-
-Where the time goes (1x, perf/py-spy): our process ~5.5–6.5 s CPU (isal deflate ~2.5 s,
-sha256 0.4 s, IMAP parsing ~0.5 s, start-up ~0.9 s, kernel ~1 s), ``rclone serve s3`` ~3.3 s
-CPU (it writes parts in order and MD5s them), Dovecot ~0.7 s: about 10 s of CPU for 2 cores,
-so the transfer is CPU-bound here. Defaults chosen by measurement: isal level 1 (level 2 is
-no better on this mail, level 3 half as fast, zlib 10x slower), 2 deflate threads, 3 upload
-threads (rclone serialises parts; more do not help), 8 MB parts, 24 MB fetch queue, 8 MB IMAP
-batches, Content-MD5 off (≈1 s CPU), unsigned payloads (botocore would SHA-256 every part over
-plain HTTP), malloc tuning (peak RSS 170–190 → 115–138 MB).
+Figures and where the time goes: README, section Performance (the run prints each contender's
+CPU seconds and those of Dovecot and the S3 server, which share the same two cores). In short,
+on 2026-11-26: 1x mbsync 3.0-4.4 s, engine 3.2-3.4 s (4.5 s in a slower hour), peak RSS
+111-136 MB; 10x ratio 0.91-1.00, RSS 142 MB; 30 MB attachment RSS 128 MB. The transfer is
+CPU-bound (ours ~3.5 s, rclone 2-3 s, Dovecot 0.5 s). Defaults chosen by measurement: isal
+level 1 (level 2 is no better on this mail, level 3 half as fast, zlib 10x slower), 2 deflate
+threads, 3 upload threads (rclone serialises parts; more do not help), 8 MB parts, 16 MB fetch
+queue, 8 MB IMAP batches, Content-MD5 off (≈1 s CPU), unsigned payloads (botocore would SHA-256
+every part over plain HTTP), malloc tuning (peak RSS 170-190 → ~115 MB).
 """
 
 from __future__ import annotations
