@@ -1,6 +1,7 @@
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm
 from django.contrib.auth.password_validation import validate_password
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import bruteforce
 from accounts.models import Role
@@ -53,20 +54,55 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         wait = bruteforce.login_locked_for(email=email, request=self.request)
         if wait:
             bruteforce.login_blocked(email=email, request=self.request)
-            raise self._lockout_error(wait)
+            raise lockout_error(wait)
         try:
             super().clean()
         except forms.ValidationError:
             wait = bruteforce.login_failed(email=email, request=self.request)
             if wait:
-                raise self._lockout_error(wait) from None
+                raise lockout_error(wait) from None
             raise
         bruteforce.login_succeeded(email=email, request=self.request)
         return self.cleaned_data
 
-    @staticmethod
-    def _lockout_error(seconds: int) -> forms.ValidationError:
-        return forms.ValidationError(bruteforce.lockout_message(seconds), code="locked")
+
+def lockout_error(seconds: int) -> forms.ValidationError:
+    """The error a locked-out attempt gets; views answer 429 when a form holds one (code "locked")."""
+    return forms.ValidationError(bruteforce.lockout_message(seconds), code="locked")
+
+
+@sensitive_variables("password")
+def check_password_throttled(*, user, password: str, request, purpose: str, error: forms.ValidationError) -> None:
+    """Check a signed-in user's password as a login would be: refused while locked out, failures counted.
+
+    Every form that asks a signed-in person for their password goes through here, or a stolen
+    session could guess it without limit. Raises ``error`` for a wrong password, the lockout error
+    while (or once) locked out. See ``accounts.bruteforce``.
+    """
+    wait = bruteforce.recheck_locked_for(user=user, request=request)
+    if wait:
+        bruteforce.recheck_blocked(user=user, request=request, purpose=purpose)
+        raise lockout_error(wait)
+    if not user.check_password(password):
+        wait = bruteforce.recheck_failed(user=user, request=request, purpose=purpose)
+        raise lockout_error(wait) if wait else error
+    bruteforce.recheck_succeeded(user=user, request=request)
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """Password change whose old password is throttled like a login (see ``check_password_throttled``)."""
+
+    def __init__(self, user, *args, request=None, **kwargs):
+        self.request = request
+        super().__init__(user, *args, **kwargs)
+
+    @sensitive_variables("password")
+    def clean_old_password(self):
+        password = self.cleaned_data["old_password"]
+        check_password_throttled(
+            user=self.user, password=password, request=self.request, purpose="password_change",
+            error=forms.ValidationError(self.error_messages["password_incorrect"], code="password_incorrect"))
+        return password
 
 
 class ThrottledPasswordResetForm(PasswordResetForm):

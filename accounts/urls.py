@@ -18,9 +18,7 @@ tenant_urlpatterns = [
 auth_urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password/change/", auth_views.PasswordChangeView.as_view(
-        template_name="accounts/form_page.html", success_url="/",
-        extra_context={"title": "Change password"}), name="password_change"),
+    path("password/change/", views.PasswordChangeView.as_view(), name="password_change"),
     path("password/reset/", auth_views.PasswordResetView.as_view(
         form_class=ThrottledPasswordResetForm, template_name="accounts/form_page.html", email_template_name="accounts/password_reset_email.txt",
         success_url=reverse_lazy("password_reset_done"), extra_context={"title": "Reset your password"}),

@@ -13,7 +13,13 @@ from django.views.decorators.http import require_POST
 
 from accounts import selectors, services
 from accounts.access import get_owned_or_404, tenant_view
-from accounts.forms import AcceptInvitationForm, InviteForm, RoleForm, ThrottledAuthenticationForm
+from accounts.forms import (
+    AcceptInvitationForm,
+    InviteForm,
+    RoleForm,
+    ThrottledAuthenticationForm,
+    ThrottledPasswordChangeForm,
+)
 from accounts.models import Invitation, Membership, Role, User
 
 
@@ -34,6 +40,24 @@ class LoginView(auth_views.LoginView):
         locked = form.has_error(NON_FIELD_ERRORS, code="locked")
         response = self.render_to_response(self.get_context_data(form=form, locked=locked))
         if locked:
+            response.status_code = 429
+        return response
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change, the old password throttled like a login; locked out, it answers 429."""
+
+    template_name = "accounts/form_page.html"
+    success_url = "/"
+    extra_context = {"title": "Change password"}
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "request": self.request}
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.has_error("old_password", code="locked"):
             response.status_code = 429
         return response
 

@@ -152,7 +152,8 @@ if LEGACYFLO_CLIENT_IP_HEADER and not re.fullmatch(r"[A-Za-z0-9-]+", LEGACYFLO_C
 LEGACYFLO_TRUSTED_PROXY_COUNT = env_int("LEGACYFLO_TRUSTED_PROXY_COUNT", 1, minimum=1)
 
 # Brute-force protection. Login: N failures per (account, client address) within the window lock
-# that pair out for a window; a looser limit applies per address whatever the account. Password
+# that pair out for a window; a looser limit applies per address whatever the account. Retyping
+# one's password while signed in (password change) counts the same, plus N per account. Password
 # reset: at most so many mails per address and per client address within its window.
 LEGACYFLO_LOGIN_MAX_FAILURES = env_int("LEGACYFLO_LOGIN_MAX_FAILURES", 5, minimum=1)
 LEGACYFLO_LOGIN_IP_MAX_FAILURES = env_int("LEGACYFLO_LOGIN_IP_MAX_FAILURES", 50, minimum=1)
