@@ -134,6 +134,11 @@ def start_rclone_s3(
         binary, "serve", "s3", str(data_dir), "--addr", f"127.0.0.1:{port}",
         "--auth-key", f"{access_key},{secret_key}", "--force-path-style=true",
         "--vfs-cache-mode", "off", "--no-modtime", "--log-level", "ERROR",
+        # By default rclone hashes every upload twice more while streaming it to the local disk
+        # (once on the way in, once inside the local backend) and compares the two sums of the
+        # same bytes in the same process: half of its CPU for no check of the disk (measured:
+        # 2.5 → 1.4 s per 424 MB). Part MD5s (the ETags S3 clients see) are still computed.
+        "--ignore-checksum",
     ]
     proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True, preexec_fn=_die_with_parent)
