@@ -84,6 +84,7 @@ from connectors.base import (
     Source,
     SourceError,
 )
+from connectors.exportprogress import Cancelled, ExportPacer
 from connectors.folderfilter import FolderFilter
 from connectors.ledger import (
     DIRECTORY,
@@ -207,10 +208,6 @@ class ExportResult:
     progress: Progress = field(default_factory=Progress)
     resumed: bool = False
     parts: int = 0
-
-
-class Cancelled(Exception):
-    pass
 
 
 class _Stopped(Exception):
@@ -444,7 +441,7 @@ class ZipExport:
         self.offset = 0
         self.resumed = False
         self._timings: dict[str, float] = {}
-        self._last_progress = self._last_cancel = 0.0
+        self.pacer = ExportPacer(self.ledger, self.t, lambda: dataclasses.replace(self.progress))
         self._processed = 0
         self.conflict = False  # the store refused our parts: run_export starts afresh once
         self.archive_done = False  # the last volume is complete and in the ledger
@@ -454,7 +451,7 @@ class ZipExport:
         started, t0 = _now(), time.monotonic()
         result = ExportResult(state=FAILED_STATE, started_at=started)
         try:
-            self._check_cancel(force=True)
+            self.pacer.check_cancel(force=True)
             folders = self._list_and_count()
             self._timings["listing"] = time.monotonic() - t0
             self._resume_or_create()
@@ -517,7 +514,7 @@ class ZipExport:
         folders = unique_paths(f for f in self.source.list_folders() if flt.accepts(f.path))
         self.progress.folders_total = len(folders)
         for folder in folders:
-            self._check_cancel()
+            self.pacer.check_cancel()
             try:
                 ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
             except FolderUnavailable:
@@ -526,7 +523,7 @@ class ZipExport:
             self.progress.folder_counts[folder.path] = len(set(ids) | (committed - {""}))
             self.progress.messages_total += self.progress.folder_counts[folder.path]
             self.progress.messages_done += len(committed - {""})
-        self._report_progress(force=True)
+        self.pacer.report(force=True)
         return folders
 
     # ---- phase 2: the upload ------------------------------------------------------------------
@@ -650,21 +647,21 @@ class ZipExport:
                 self._close_volume(full.part)
                 full.done.set()  # the assembler goes on with part 1 of the next volume
                 full, next_commit = None, 1
-            self._report_progress()
-            self._check_cancel()
+            self.pacer.report()
+            self.pacer.check_cancel()
             if final_part is not None and next_commit == final_part.number:
                 break
         for thread in self.threads:
             thread.join()
         self.compress_pool.shutdown(wait=True)
-        self._check_cancel(force=True)
+        self.pacer.check_cancel(force=True)
         self._phase("finishing")
         self._finish_final_part(final_part)
 
     def _close_volume(self, part: PartBuffer) -> None:
         """The assembler found the current volume full and waits: write its last part, complete
         it, start the next one (every earlier part of it is committed)."""
-        self._check_cancel(force=True)
+        self.pacer.check_cancel(force=True)
         self._finish_final_part(part, next_volume=True)
         self._settle_volume()
 
@@ -981,7 +978,7 @@ class ZipExport:
         result.error = " ".join(filter(None, (result.error, warning)))
         self._put_summary(result)
         self.progress.phase = "done"
-        self._report_progress(force=True)
+        self.pacer.report(force=True)
         return result
 
     def _put_summary(self, result: ExportResult) -> None:
@@ -1003,28 +1000,12 @@ class ZipExport:
         """A failed or cancelled export writes no report or summary object (there is no archive
         they could describe); its result (state, error) goes to the portal."""
         self.progress.phase = result.state
-        try:
-            self._report_progress(force=True)
-        except Exception:  # noqa: BLE001 - the ledger may be what failed
-            log.warning("could not report the final progress", exc_info=True)
+        self.pacer.report_final()
 
     # ---- control ------------------------------------------------------------------------------
     def _phase(self, phase: str) -> None:
         self.progress.phase = phase
-        self._report_progress(force=True)
-
-    def _report_progress(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_progress >= self.t.progress_interval:
-            self._last_progress = now
-            self.ledger.report_progress(dataclasses.replace(self.progress))
-
-    def _check_cancel(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_cancel >= self.t.cancel_interval:
-            self._last_cancel = now
-            if self.ledger.cancel_requested():
-                raise Cancelled()
+        self.pacer.report(force=True)
 
     def _stop_workers(self) -> None:
         self.stop.set()

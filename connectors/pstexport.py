@@ -33,7 +33,6 @@ from connectors.export import (
     COMPLETED,
     COMPLETED_WITH_ERRORS,
     FAILED_STATE,
-    Cancelled,
     ExportResult,
     ExportSpec,
     LedgerGuard,
@@ -42,6 +41,7 @@ from connectors.export import (
     _user_message,
     unique_paths,
 )
+from connectors.exportprogress import Cancelled, ExportPacer
 from connectors.folderfilter import FolderFilter
 from connectors.growingupload import GrowingFileUpload, SentPartChanged
 from connectors.ledger import (
@@ -98,7 +98,7 @@ class PstExport:
         self._closed_volumes: list = []  # (PstWriter, Path) finished by the writer, not yet uploaded
         self.archives: list[ArchiveFile] = []
         self._timings: dict[str, float] = {}
-        self._last_progress = self._last_cancel = 0.0
+        self.pacer = ExportPacer(self.ledger, self.t, self._progress_snapshot)
         # A message's SHA-256 (0.4 s per 574 MB) is computed while the writer converts it.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="pst-sha256")
 
@@ -110,7 +110,7 @@ class PstExport:
         result = ExportResult(state=FAILED_STATE, started_at=_now())
         try:
             with tempfile.TemporaryDirectory(prefix="pst-", dir=self.t.tmp_dir) as work:
-                self._check_cancel(force=True)
+                self.pacer.check_cancel(force=True)
                 folders = self._list_and_count()
                 self._forget_previous_run()
                 t1 = time.monotonic()
@@ -135,10 +135,7 @@ class PstExport:
             result.state, result.error = FAILED_STATE, _user_message(exc)
         if result.state in (FAILED_STATE, CANCELLED):
             self.progress.phase = result.state
-            try:
-                self._report_progress(force=True)
-            except Exception:  # noqa: BLE001
-                log.warning("could not report the final progress", exc_info=True)
+            self.pacer.report_final()
         self._hasher.shutdown(wait=True)
         result.finished_at = _now()
         self._timings["total"] = time.monotonic() - t0
@@ -152,14 +149,14 @@ class PstExport:
         folders = unique_paths(f for f in self.source.list_folders() if flt.accepts(f.path))
         self.progress.folders_total = len(folders)
         for folder in folders:
-            self._check_cancel()
+            self.pacer.check_cancel()
             try:
                 ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
             except FolderUnavailable:
                 continue
             self.progress.folder_counts[folder.path] = len(ids)
             self.progress.messages_total += len(ids)
-        self._report_progress(force=True)
+        self.pacer.report(force=True)
         return folders
 
     def _forget_previous_run(self) -> None:
@@ -224,8 +221,8 @@ class PstExport:
                 records.write(_record_line(record))
                 stats.add(record)
                 self._keep_uploading(writer)
-                self._check_cancel()
-                self._report_progress()
+                self.pacer.check_cancel()
+                self.pacer.report()
         for missing in [i for i in ids if i in expected]:
             record = EntryRecord(MESSAGE, folder.path, missing, FAILED,
                                  error="The source did not return this message.")
@@ -299,7 +296,7 @@ class PstExport:
         self.completed_keys.append(key)
         self.archives.append(ArchiveFile(key, size))
         path.unlink()  # a split export holds one file at a time on disk
-        self._report_progress()
+        self.pacer.report()
 
     def _restart_upload(self, volume, path: Path) -> None:
         """Abort what was sent of ``path`` and begin a new upload that sends it whole."""
@@ -310,7 +307,7 @@ class PstExport:
     def _part_sent(self, part) -> None:
         """Each part is worth a progress report (a few dozen per GB)."""
         self.progress.archive_bytes += part.size
-        self._report_progress(force=True)
+        self.pacer.report(force=True)
 
     def _delete_stale_volumes(self) -> str:
         """An earlier run's ``FILE.pst`` or ``FILE.partNNN.pst`` that this run did not write (a
@@ -357,7 +354,7 @@ class PstExport:
             put_file(self.client, self.spec.bucket, result.summary_key, out,
                      content_type="application/json", retry=self.t.retry)
         self.progress.phase = "done"
-        self._report_progress(force=True)
+        self.pacer.report(force=True)
         return result
 
     # ---- control ----------------------------------------------------------------------------
@@ -381,19 +378,9 @@ class PstExport:
             except Exception:  # noqa: BLE001
                 log.warning("could not delete %s", key, exc_info=True)
 
-    def _report_progress(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_progress >= self.t.progress_interval:
-            self._last_progress = now
-            # The records stay in a local file until the end: the per-folder outcomes travel with
-            # the counters (one pass over the folders per report, nothing per message).
-            outcomes = {path: [s.exported, s.failed, s.skipped, s.bytes] for path, s in self.stats.items()}
-            self.ledger.report_progress(dataclasses.replace(self.progress, folder_outcomes=outcomes))
-
-    def _check_cancel(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_cancel >= self.t.cancel_interval:
-            self._last_cancel = now
-            if self.ledger.cancel_requested():
-                raise Cancelled()
+    def _progress_snapshot(self) -> Progress:
+        # The records stay in a local file until the end: the per-folder outcomes travel with
+        # the counters (one pass over the folders per report, nothing per message).
+        outcomes = {path: [s.exported, s.failed, s.skipped, s.bytes] for path, s in self.stats.items()}
+        return dataclasses.replace(self.progress, folder_outcomes=outcomes)
 
