@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.access import TenantAccess
@@ -87,14 +87,18 @@ def invitation_by_token(token: str) -> Invitation | None:
     return invitation if invitation and invitation.is_pending else None
 
 
-@transaction.atomic
-def invitation_accept(*, invitation: Invitation, user: User, request=None) -> Membership:
-    """Join the tenant. The accepting account must own the invited email address."""
-    if user.email.lower() != invitation.email.lower():
-        raise PermissionDenied("This invitation was sent to another email address.")
-    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
-    if not invitation.is_pending:
-        raise ValidationError("This invitation has expired or was already used.")
+def _lock_pending(invitation: Invitation) -> Invitation:
+    """Lock the invitation row and check it again: since it was read, another request may have
+    used it, or it may have expired or been withdrawn. Call inside a transaction."""
+    locked = Invitation.objects.select_for_update().filter(pk=invitation.pk).first()
+    if locked is not None and locked.accepted_at is not None:
+        raise ValidationError("This invitation has already been used.", code="used")
+    if locked is None or not locked.is_pending:
+        raise ValidationError("This invitation has expired or was withdrawn. Ask for a new one.", code="invalid")
+    return locked
+
+
+def _join(invitation: Invitation, user: User, request) -> Membership:
     membership, _ = Membership.objects.get_or_create(
         tenant=invitation.tenant, user=user, defaults={"role": invitation.role}
     )
@@ -103,6 +107,35 @@ def invitation_accept(*, invitation: Invitation, user: User, request=None) -> Me
     audit(tenant=invitation.tenant, actor=user, action="member.join", target=user.email,
           detail={"role": membership.role}, request=request)
     return membership
+
+
+@transaction.atomic
+def invitation_accept(*, invitation: Invitation, user: User, request=None) -> Membership:
+    """Join the tenant. The accepting account must own the invited email address."""
+    if user.email.lower() != invitation.email.lower():
+        raise PermissionDenied("This invitation was sent to another email address.")
+    return _join(_lock_pending(invitation), user, request)
+
+
+def invitation_accept_new_account(*, invitation: Invitation, password: str, request=None) -> User:
+    """Create the invited account and join, all or nothing, so no account is left without a tenant.
+
+    A used, expired or withdrawn invitation, or an address that got an account meanwhile, raises
+    ValidationError (codes "used", "invalid", "account_exists") and creates nothing. The password
+    is hashed before the lock is taken, so the lock is held for the writes only.
+    """
+    user = User(email=invitation.email.lower())
+    user.set_password(password)
+    with transaction.atomic():
+        invitation = _lock_pending(invitation)
+        try:
+            with transaction.atomic():
+                user.save()
+        except IntegrityError:
+            raise ValidationError(f"An account for {user.email} already exists. Log in to accept the invitation.",
+                                  code="account_exists") from None
+        _join(invitation, user, request)
+    return user
 
 
 def _other_owners(membership: Membership) -> bool:

@@ -27,7 +27,5 @@ auth_urlpatterns = [
         template_name="accounts/message_page.html",
         extra_context={"title": "Check your email", "text": "If an account uses that address, a reset link is on its way."}),
         name="password_reset_done"),
-    path("password/reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(
-        template_name="accounts/form_page.html", success_url="/accounts/login/",
-        extra_context={"title": "Choose a new password"}), name="password_reset_confirm"),
+    path("password/reset/<uidb64>/<token>/", views.PasswordResetConfirmView.as_view(), name="password_reset_confirm"),
 ]

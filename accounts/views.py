@@ -8,11 +8,13 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts import selectors, services
 from accounts.access import get_owned_or_404, tenant_view
+from accounts.audit import audit_account
 from accounts.forms import (
     AcceptInvitationForm,
     InviteForm,
@@ -60,6 +62,33 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         if form.has_error("old_password", code="locked"):
             response.status_code = 429
         return response
+
+    def form_valid(self, form):
+        """Audited like the failed attempts; the change and its record commit together."""
+        with transaction.atomic():
+            response = super().form_valid(form)
+            _audit_password_changed(form.user, self.request, via="password_change")
+        return response
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Django's password reset confirmation, with the new password audited like a change."""
+
+    template_name = "accounts/form_page.html"
+    success_url = "/accounts/login/"
+    extra_context = {"title": "Choose a new password"}
+
+    def form_valid(self, form):
+        with transaction.atomic():
+            response = super().form_valid(form)
+            _audit_password_changed(form.user, self.request, via="password_reset")
+        return response
+
+
+def _audit_password_changed(user, request, *, via: str) -> None:
+    """A new password in every tenant log of the account: the fact and the way, never the password."""
+    audit_account(email=user.email, actor=user, action="auth.password_changed", request=request,
+                  detail={"via": via})
 
 
 @login_required
@@ -169,8 +198,12 @@ def invitation_accept(request, token: str):
         return redirect(f"/accounts/login/?next=/invite/{token}/")
     form = AcceptInvitationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = User.objects.create_user(invitation.email, form.cleaned_data["password1"])
-        services.invitation_accept(invitation=invitation, user=user, request=request)
+        try:
+            user = services.invitation_accept_new_account(
+                invitation=invitation, password=form.cleaned_data["password1"], request=request)
+        except ValidationError as exc:  # used, expired or withdrawn meanwhile, or the account exists now
+            messages.error(request, _error_text(exc))
+            return redirect(f"/accounts/login/?next=/invite/{token}/" if exc.code == "account_exists" else "login")
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("dashboard", tenant_slug=invitation.tenant.slug)
     return render(request, "accounts/invitation_accept.html", {"invitation": invitation, "form": form})

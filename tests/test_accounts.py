@@ -132,3 +132,37 @@ def test_password_reset_by_email(client, owner):
     set_url = form_page.redirect_chain[-1][0] if form_page.redirect_chain else path
     client.post(set_url, {"new_password1": "another-good-password-7", "new_password2": "another-good-password-7"})
     assert User.objects.get(pk=owner.pk).check_password("another-good-password-7")
+
+
+def assert_password_change_audited(user, via: str, secrets: list[str]) -> None:
+    """One ``auth.password_changed`` per tenant of ``user``, by ``user``, holding no password or hash."""
+    events = list(AuditEvent.objects.filter(action="auth.password_changed"))
+    assert len(events) == 1
+    event = events[0]
+    assert event.actor == user and event.actor_email == user.email and event.target == user.email
+    assert event.detail == {"via": via}
+    stored = repr([event.target, event.actor_email, event.detail])
+    hashes = [User.objects.get(pk=user.pk).password, user.password]
+    assert not [s for s in secrets + hashes if s in stored]
+
+
+@pytest.mark.django_db
+def test_password_change_is_audited(client, owner, tenant):
+    client.force_login(owner)
+    new = "another-good-password-7"
+    response = client.post("/accounts/password/change/",
+                           {"old_password": PASSWORD, "new_password1": new, "new_password2": new})
+    assert response.status_code == 302 and User.objects.get(pk=owner.pk).check_password(new)
+    assert_password_change_audited(owner, "password_change", [PASSWORD, new])
+
+
+@pytest.mark.django_db
+def test_password_reset_completion_is_audited(client, owner, tenant):
+    client.post("/accounts/password/reset/", {"email": owner.email})
+    path = re.search(r"/accounts/password/reset/\S+/\S+/", mail.outbox[0].body).group(0)
+    set_url = client.get(path)["Location"]
+    assert not AuditEvent.objects.filter(action="auth.password_changed").exists()
+    new = "another-good-password-7"
+    response = client.post(set_url, {"new_password1": new, "new_password2": new})
+    assert response.status_code == 302 and User.objects.get(pk=owner.pk).check_password(new)
+    assert_password_change_audited(owner, "password_reset", [PASSWORD, new, path.rsplit("/", 2)[1]])
