@@ -6,8 +6,12 @@ overwrites the names it uses, but an old ``FILE.part003.zip`` — or every old
 ``FILE.partNNN.zip`` when the new archive fits in ``FILE.zip``, or an old ``FILE.pst`` when the
 new one is split — would stay beside it, looking like part of an archive whose report does not
 list it. Once the archive is complete, and before its report is written, the engines call
-``delete_stale_volumes``: it lists ``PREFIX/FILE`` (ListObjectsV2, every page) and deletes
-exactly the keys named like a file of this archive that the run did not write.
+``delete_stale_volumes``: it lists ``PREFIX/FILE.part`` (ListObjectsV2, every page) and deletes
+exactly the keys named like a volume of this archive that the run did not write, and deletes
+``FILE.ext`` itself when this run did not write it (S3 deletes a missing key without error).
+Only ``FILE.part`` is listed, not ``FILE``: a store that makes a listing's ETags on demand
+(rclone's S3 server hashes each listed object) would otherwise read the whole archive just
+written back (0.7 s for the 428 MB benchmark archive).
 
 Invariants:
 - only ``FILE.ext`` and ``FILE.partNNN.ext`` (``archive_key_pattern``) are ever deleted:
@@ -51,12 +55,15 @@ def list_keys(client, bucket: str, prefix: str, *, retry: RetryPolicy,
 
 def stale_volume_keys(client, bucket: str, base_key: str, extension: str, keep: Collection[str], *,
                       retry: RetryPolicy, page_size: int = 1000) -> list[str]:
-    """The keys named like a file of the archive ``base_key`` that are not in ``keep``.
+    """The keys named like a file of the archive ``base_key`` that are not in ``keep``: the
+    listed ``BASE.partNNN.ext`` ones, and ``BASE.ext`` unlisted (it may not exist).
 
     Listed in full before anything is deleted (deleting while paging could move the pages)."""
     ours = archive_key_pattern(base_key, extension)
-    return [key for key in list_keys(client, bucket, base_key, retry=retry, page_size=page_size)
-            if ours.fullmatch(key) and key not in keep]
+    single = f"{base_key}.{extension}"
+    volumes = list_keys(client, bucket, f"{base_key}.part", retry=retry, page_size=page_size)
+    stale = [key for key in volumes if ours.fullmatch(key) and key not in keep]
+    return stale if single in keep else [single, *stale]
 
 
 def delete_stale_volumes(client, bucket: str, base_key: str, extension: str, keep: Collection[str], *,
