@@ -39,13 +39,27 @@ CRYPT_NONE = 0x00
 CRYPT_PERMUTE = 0x01
 
 
+# Both crc32s let go of the GIL above ~5 KB. On a thread that holds the GIL most of the time
+# (the PST conversion), every release lets a waiting thread in and costs the converter a wait
+# for it: measured, 55,000 8 KB blocks next to one busy thread took 2.1 s with isal in one
+# call each, 0.08 s in 4 KB pieces (0.01 s alone).
+_CRC_PIECE = 4096
+
+
 def pst_crc(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     """[MS-PST] §5.3 CRC: the CRC-32 polynomial without the usual pre- and post-inversion.
 
     zlib's crc32 inverts on entry and exit; inverting its start value and its result
     cancels both, so the C implementation does the work at memory speed.
     """
-    return (~_crc32(data, ~crc & 0xFFFFFFFF)) & 0xFFFFFFFF
+    value = ~crc & 0xFFFFFFFF
+    if len(data) <= _CRC_PIECE:
+        value = _crc32(data, value)
+    else:
+        with memoryview(data) as view:
+            for at in range(0, len(view), _CRC_PIECE):
+                value = _crc32(view[at : at + _CRC_PIECE], value)
+    return ~value & 0xFFFFFFFF
 
 
 def signature(ib: int, bid: int) -> int:

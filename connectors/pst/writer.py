@@ -17,7 +17,7 @@ from . import layout as L
 from .allocation import SpaceAllocator
 from .encoding import CRYPT_NONE, CRYPT_PERMUTE
 from .messaging import MessageStore
-from .mime import parse_message
+from .mime import ParsedMessage, parse_message
 from .ndb import NodeDatabaseWriter
 
 _CRYPT_METHODS = {"none": CRYPT_NONE, "permute": CRYPT_PERMUTE}
@@ -58,12 +58,14 @@ class PstWriter:
         self._check_open()
         self._store.folder(path)
 
-    def add_message(self, msg: Message) -> int:
-        """Append one message; return roughly how many bytes it added to the file."""
+    def add_message(self, msg: Message, parsed: ParsedMessage | None = None) -> int:
+        """Append one message (``parsed``: ``parse_message(msg.raw)`` if the caller has it
+        already); return roughly how many bytes it added to the file."""
         self._check_open()
         before = self._ndb.bytes_written
         folder = self._store.folder(msg.folder)
-        parsed = parse_message(msg.raw)
+        if parsed is None:
+            parsed = parse_message(msg.raw)
         self._store.add_message(folder, parsed, read=msg.seen, received=msg.internal_date)
         self.message_count += 1
         return self._ndb.bytes_written - before
@@ -203,12 +205,12 @@ class SplittingPstWriter:
             self._folders.append(path)
         self._current.add_folder(path)
 
-    def add_message(self, msg: Message) -> int:
+    def add_message(self, msg: Message, parsed: ParsedMessage | None = None) -> int:
         self.add_folder(msg.folder)
         current = self._current
         if current.message_count and current.projected_size(len(msg.raw)) > self.split_bytes:
             self._roll_over()
-        return self._current.add_message(msg)
+        return self._current.add_message(msg, parsed)
 
     def _roll_over(self) -> None:
         closed = self._current
