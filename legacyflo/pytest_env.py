@@ -10,7 +10,7 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-012
 # Two keys: tests encrypt with the first and prove the second still decrypts after rotation.
 os.environ.setdefault(
     "LEGACYFLO_ENCRYPTION_KEYS",
-    "dGVzdC1rZXktbnVtYmVyLW9uZS0wMTIzNDU2Nzg5YWI=,dGVzdC1rZXktbnVtYmVyLXR3by0wMTIzNDU2Nzg5YWI=",
+    "c2lnbmluZy1rZXktb25lIWVuY3J5cHQta2V5LW9uZSE=,c2lnbmluZy1rZXktdHdvIWVuY3J5cHQta2V5LXR3byE=",
 )
 os.environ.setdefault("LEGACYFLO_ALLOW_PRIVATE_NETWORKS", "1")
 os.environ.setdefault("DEBUG", "0")

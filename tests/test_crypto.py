@@ -15,8 +15,11 @@ from django.db import connection
 from buckets.models import Bucket
 
 SECRET = "s3cr3t-Plaintext-Value-0042/ZZ"
-KEY_A = "dGVzdC1rZXktbnVtYmVyLW9uZS0wMTIzNDU2Nzg5YWI="
-KEY_B = "dGVzdC1rZXktbnVtYmVyLXR3by0wMTIzNDU2Nzg5YWI="
+# Distinct signing halves (a Fernet key is 16 bytes of HMAC key, then 16 of AES key). The former
+# test keys shared theirs, so a token of one passed the other's HMAC check and, about once in
+# 256 runs (random IV), its padding too: a garbage plaintext instead of the next key's turn.
+KEY_A = "c2lnbmluZy1rZXktb25lIWVuY3J5cHQta2V5LW9uZSE="  # "signing-key-one!encrypt-key-one!"
+KEY_B = "c2lnbmluZy1rZXktdHdvIWVuY3J5cHQta2V5LXR3byE="  # "signing-key-two!encrypt-key-two!"
 
 
 def raw_column(model, pk, column):

@@ -16,7 +16,7 @@ PROD_ENV = {
     "PATH": os.environ["PATH"],
     "DEBUG": "0",
     "SECRET_KEY": "x" * 20 + "production-like-secret-key-with-enough-entropy-0123456789",
-    "LEGACYFLO_ENCRYPTION_KEYS": "dGVzdC1rZXktbnVtYmVyLW9uZS0wMTIzNDU2Nzg5YWI=",
+    "LEGACYFLO_ENCRYPTION_KEYS": "c2lnbmluZy1rZXktb25lIWVuY3J5cHQta2V5LW9uZSE=",
     "ALLOWED_HOSTS": "legacyflo.example.com",
     "DATABASE_URL": "sqlite:////tmp/legacyflo-deploy-check.sqlite3",
 }
