@@ -134,6 +134,7 @@ class PstExport:
         self.archives: list[ArchiveFile] = []
         self._timings: dict[str, float] = {}
         self.pacer = ExportPacer(self.ledger, self.t, self._progress_snapshot)
+        self._parser: ParseWorker | None = None  # while the PST is written (``_write_pst``)
 
     def key_for(self, path: Path) -> str:
         return self.spec.key(path.name[len(self.name):])  # ".pst" or ".part002.pst"

@@ -209,3 +209,20 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.3):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def limits(settings):
+    """Small login limits for the throttle tests (login, password change)."""
+    settings.LEGACYFLO_LOGIN_MAX_FAILURES = 3
+    settings.LEGACYFLO_LOGIN_IP_MAX_FAILURES = 5
+    settings.LEGACYFLO_LOGIN_WINDOW_SECONDS = 900
+    return settings
+
+
+@pytest.fixture
+def throttle_db(redis_server):
+    """The Redis database that holds Django's cache (see ``redis_server`` in conftest)."""
+    import redis
+
+    return redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/1")

@@ -6,7 +6,6 @@ import re
 import time
 
 import pytest
-import redis
 from django.core import mail
 from django.test import RequestFactory
 
@@ -18,20 +17,6 @@ from tests.conftest import PASSWORD
 LOGIN = "/accounts/login/"
 RESET = "/accounts/password/reset/"
 LOCKED_TEXT = "Too many failed attempts. Try again in"
-
-
-@pytest.fixture
-def limits(settings):
-    settings.LEGACYFLO_LOGIN_MAX_FAILURES = 3
-    settings.LEGACYFLO_LOGIN_IP_MAX_FAILURES = 5
-    settings.LEGACYFLO_LOGIN_WINDOW_SECONDS = 900
-    return settings
-
-
-@pytest.fixture
-def throttle_db(redis_server):
-    """The Redis database that holds Django's cache (see ``redis_server`` in conftest)."""
-    return redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/1")
 
 
 def end_windows_now(db) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import redis
 
 from accounts.models import AuditEvent, User
 from tests.conftest import PASSWORD
@@ -18,20 +17,6 @@ WRONG_TEXT = "Your old password was entered incorrectly."
 def fast_hashing(settings):
     """A cheap hasher: these tests check many passwords, and the throttle does not care how they are hashed."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def limits(settings):
-    settings.LEGACYFLO_LOGIN_MAX_FAILURES = 3
-    settings.LEGACYFLO_LOGIN_IP_MAX_FAILURES = 5
-    settings.LEGACYFLO_LOGIN_WINDOW_SECONDS = 900
-    return settings
-
-
-@pytest.fixture
-def throttle_db(redis_server):
-    """The Redis database that holds Django's cache (see ``redis_server`` in conftest)."""
-    return redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/1")
 
 
 def change(client, old, ip="198.51.100.7"):

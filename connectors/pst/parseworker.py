@@ -19,9 +19,9 @@ Every ``EncodedContent`` that points into a message is sent without its ``source
 puts its own copy of the bytes back), so only the small parse results come back. The pickle
 comes from our own child.
 
-Whatever goes wrong with the child (it cannot start, dies, answers garbage) the message is
+Whatever goes wrong with the child (it cannot start, dies, answers garbage) the messages are
 parsed in this process instead and the child is not used again: slower, never a lost message.
-``parse`` is called from one thread at a time (the export's fetching thread).
+``parse_batch`` is called from one thread at a time (the export's parsing stage).
 """
 
 from __future__ import annotations
