@@ -183,7 +183,7 @@ def main() -> int:
     parser.add_argument("--batch-mb", type=int, default=8)
     parser.add_argument("--level", type=int, default=1)
     parser.add_argument("--md5", action="store_true", help="send Content-MD5 with every part")
-    parser.add_argument("--max-ahead-mb", type=int, default=128,
+    parser.add_argument("--max-ahead-mb", type=int, default=224,
                         help="PST: bytes sent before part 1 (LEGACYFLO_S3_MAX_AHEAD_BYTES)")
     parser.add_argument("--mmap-kb", type=int, default=0, help="malloc mmap threshold (tuning)")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
