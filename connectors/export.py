@@ -185,7 +185,7 @@ class Tuning:
     progress_interval: float = 1.0
     cancel_interval: float = 0.5
     content_md5: bool = False  # TLS already guards transit; MD5 costs ~1 s CPU per 500 MB
-    max_ahead_bytes: int = 224 * 1024 * 1024  # sent before part 1 of a PST (connectors.growingupload)
+    max_ahead_bytes: int = 224 * 1024 * 1024  # sent before part 1 of a PST (growingupload.default_max_ahead)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     tmp_dir: str | None = None
 

@@ -194,7 +194,9 @@ CACHES = {
 # Transfers.
 LEGACYFLO_PART_SIZE = env_int("LEGACYFLO_PART_SIZE", 8 * 1024 * 1024, minimum=5 * 1024 * 1024)
 # A PST's first part (its header) is written last; this much of it may be uploaded before.
-LEGACYFLO_S3_MAX_AHEAD_BYTES = env_int("LEGACYFLO_S3_MAX_AHEAD_BYTES", 224 * 1024 * 1024, minimum=0)
+# Unset: everything on AWS S3, 224 MiB elsewhere (connectors.growingupload.default_max_ahead).
+LEGACYFLO_S3_MAX_AHEAD_BYTES = (env_int("LEGACYFLO_S3_MAX_AHEAD_BYTES", 0, minimum=0)
+                                if env_str("LEGACYFLO_S3_MAX_AHEAD_BYTES") else None)
 LEGACYFLO_PST_SPLIT_BYTES = env_int("LEGACYFLO_PST_SPLIT_BYTES", 20 * 1024**3, minimum=1024 * 1024)
 # 0 (the default): one FILE.zip; otherwise volumes FILE.part001.zip, ... of at most this size.
 LEGACYFLO_ZIP_SPLIT_BYTES = env_int_or_off("LEGACYFLO_ZIP_SPLIT_BYTES", minimum=1024 * 1024)

@@ -184,11 +184,16 @@ def _remove_leftovers(row: MigrationRequest) -> None:
             log.warning("could not delete %s of request %s", key, row.pk, exc_info=True)
 
 
-def tuning():
+def tuning(endpoint_url: str = ""):
+    """The export's tuning from the settings, for a bucket at ``endpoint_url`` ("" = AWS S3)."""
     from connectors.export import Tuning
+    from connectors.growingupload import default_max_ahead
 
     settings.LEGACYFLO_WORK_DIR.mkdir(parents=True, exist_ok=True)
-    return Tuning(part_bytes=settings.LEGACYFLO_PART_SIZE, max_ahead_bytes=settings.LEGACYFLO_S3_MAX_AHEAD_BYTES,
+    max_ahead = settings.LEGACYFLO_S3_MAX_AHEAD_BYTES
+    if max_ahead is None:
+        max_ahead = default_max_ahead(endpoint_url)
+    return Tuning(part_bytes=settings.LEGACYFLO_PART_SIZE, max_ahead_bytes=max_ahead,
                   tmp_dir=str(settings.LEGACYFLO_WORK_DIR))
 
 
@@ -229,7 +234,7 @@ def _run(pk: int, token: str) -> str:
     try:
         client = make_client(bucket_target(req.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
         with source_for_request(req, rtype) as source:
-            result = run_export(source, client, spec, ledger, tuning())
+            result = run_export(source, client, spec, ledger, tuning(req.bucket.endpoint_url))
     except Superseded:
         log.warning("request %s: another run took over; this one stops", pk)
         return "superseded"

@@ -8,7 +8,14 @@ import random
 import pytest
 
 from connectors.base import Message
-from connectors.growingupload import GrowingFileUpload, SentPartChanged, tail_parts
+from connectors.growingupload import (
+    IN_ORDER_SAFE_AHEAD,
+    UNLIMITED_AHEAD,
+    GrowingFileUpload,
+    SentPartChanged,
+    default_max_ahead,
+    tail_parts,
+)
 from connectors.pst import PstWriter, check_pst
 from connectors.pst.fileout import PositionedOutput
 from connectors.s3sink import MAX_PARTS, MultipartSink
@@ -114,3 +121,15 @@ def test_the_tail_gets_longer_parts_when_part_numbers_run_short():
     assert jobs[0][0] == MAX_PARTS - 9 and jobs[-1][0] <= MAX_PARTS
     assert sum(length for _n, _start, length in jobs) == 1024**3
     assert all(b[1] == a[1] + a[2] for a, b in zip(jobs, jobs[1:], strict=False))
+
+
+@pytest.mark.parametrize(("endpoint", "ahead"), [
+    ("", UNLIMITED_AHEAD),  # no endpoint: AWS S3
+    ("https://s3.eu-central-1.amazonaws.com", UNLIMITED_AHEAD),
+    ("https://S3.CN-NORTH-1.AMAZONAWS.COM.CN", UNLIMITED_AHEAD),
+    ("http://127.0.0.1:9000", IN_ORDER_SAFE_AHEAD),  # might be rclone's S3 server
+    ("https://minio.example.com", IN_ORDER_SAFE_AHEAD),
+    ("https://amazonaws.com.evil.example", IN_ORDER_SAFE_AHEAD),
+])
+def test_by_default_everything_goes_ahead_of_part_1_only_on_aws(endpoint, ahead):
+    assert default_max_ahead(endpoint) == ahead

@@ -223,3 +223,15 @@ def test_imap_pst_request_opens_in_libpff_with_every_message(operator, tenant, d
         matching = [v for k, v in counts.items() if k.endswith(folder)]
         assert n in matching, (folder, n, counts)
     assert req.messages_done == sum(expected.values())
+
+
+def test_the_part_1_lead_follows_the_bucket_unless_the_operator_sets_it(settings, tmp_path):
+    from connectors.growingupload import IN_ORDER_SAFE_AHEAD, UNLIMITED_AHEAD
+    from requests_app.runner import tuning
+
+    settings.LEGACYFLO_WORK_DIR = tmp_path
+    settings.LEGACYFLO_S3_MAX_AHEAD_BYTES = None
+    assert tuning("").max_ahead_bytes == UNLIMITED_AHEAD
+    assert tuning("http://127.0.0.1:9000").max_ahead_bytes == IN_ORDER_SAFE_AHEAD
+    settings.LEGACYFLO_S3_MAX_AHEAD_BYTES = 64 * 1024 * 1024
+    assert tuning("").max_ahead_bytes == tuning("http://127.0.0.1:9000").max_ahead_bytes == 64 * 1024 * 1024
