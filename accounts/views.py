@@ -10,6 +10,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, Validatio
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from accounts import selectors, services
@@ -178,6 +179,8 @@ def audit_log(request):
     return render(request, "accounts/audit.html", {"page": page, "action": request.GET.get("action", "")})
 
 
+@sensitive_post_parameters("password1", "password2")
+@sensitive_variables("token")
 def invitation_accept(request, token: str):
     """Accept an invitation: log in as the invited address, or create that account here."""
     invitation = services.invitation_by_token(token)

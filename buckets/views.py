@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from accounts.access import get_owned_or_404, tenant_view
@@ -18,6 +19,7 @@ def bucket_list(request):
     return render(request, "buckets/list.html", {"buckets": buckets})
 
 
+@sensitive_post_parameters("secret_access_key")
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 def bucket_register(request):
     form = BucketForm(request.POST or None)
@@ -65,6 +67,7 @@ def bucket_verify(request, bucket_uuid):
     return redirect("buckets:detail", tenant_slug=request.access.tenant.slug, bucket_uuid=bucket.uuid)
 
 
+@sensitive_post_parameters("secret_access_key")
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
 def bucket_credentials(request, bucket_uuid):

@@ -15,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.access import TenantAccess, get_owned_or_404, membership_for, tenant_view
@@ -48,6 +49,7 @@ def connection_list(request):
     return render(request, "providers/list.html", {"connections": selectors.connections_of(request.access.tenant)})
 
 
+@sensitive_post_parameters("client_secret", "service_account_key")
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 def connection_create(request, provider: str):
     if provider not in FORMS:
@@ -65,6 +67,7 @@ def connection_create(request, provider: str):
     return render(request, "providers/form.html", {"form": form, "provider": Provider(provider), "editing": False})
 
 
+@sensitive_post_parameters("client_secret", "service_account_key")
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 def connection_edit(request, connection_uuid):
     connection = get_owned_or_404(request.access, ProviderConnection, uuid=connection_uuid)

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from accounts.access import get_owned_or_404, tenant_view
@@ -50,6 +51,7 @@ def request_new(request):
         "types": available_types(), "has_bucket": destination_buckets(request.access.tenant).exists()})
 
 
+@sensitive_post_parameters("source_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 def request_create(request, type_code: str):
     rtype = get_type(type_code)
@@ -68,6 +70,7 @@ def request_create(request, type_code: str):
     return render(request, "requests_app/create.html", {"form": form, "rtype": rtype})
 
 
+@sensitive_post_parameters("source_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @require_POST
 def request_test_connection(request, type_code: str):
