@@ -179,3 +179,31 @@ def test_killed_pst_export_restarts_from_scratch(tmp_path, dovecot, s3):
     assert pst_counts(s3.path("k.pst"))["INBOX"] == len(truth.messages) == 400
     ledger = SqliteLedger(tmp_path / "l.sqlite")
     assert ledger.load_upload().archive_complete
+
+
+def test_a_pst_sent_ahead_of_its_header_to_an_aws_like_store_is_the_file(dovecot, moto, tmp_path, monkeypatch):
+    """AWS S3 (moto here, with its 5 MiB part rule) keeps parts in any order, so by default the
+    whole PST goes up while it is written and part 1, the header, last of all."""
+    from connectors.growingupload import UNLIMITED_AHEAD, default_max_ahead
+    from connectors.pst import check_pst
+    from connectors.s3sink import MultipartSink
+
+    assert default_max_ahead("") == UNLIMITED_AHEAD
+    order = []
+    upload_part = MultipartSink.upload_part
+    monkeypatch.setattr(MultipartSink, "upload_part",
+                        lambda self, number, part, size: (order.append(number), upload_part(self, number, part, size))[1])
+    write_maildir(dovecot, USER, generate_mailbox("flat", count=500, size=60_000))
+    client = moto.client()
+    client.create_bucket(Bucket="pst-ahead")
+    with imap_source(dovecot) as source:
+        result = run_export(source, client, ExportSpec(bucket="pst-ahead", file_name="ahead", format="pst"),
+                            MemoryLedger(), fast_tuning(part_bytes=5 * 1024 * 1024, min_part_bytes=5 * 1024 * 1024,
+                                                        max_ahead_bytes=UNLIMITED_AHEAD))
+    assert result.state == COMPLETED, result.error
+    assert order.index(1) >= 2, order  # parts went up before the header was written
+    local = tmp_path / "ahead.pst"
+    client.download_file("pst-ahead", "ahead.pst", str(local))
+    assert local.stat().st_size == result.archives[0].size
+    assert check_pst(local) == []
+    assert sum(pst_counts(local).values()) == 500
