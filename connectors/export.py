@@ -86,6 +86,7 @@ from connectors.base import (
 )
 from connectors.exportprogress import Cancelled, ExportPacer
 from connectors.folderfilter import FolderFilter
+from connectors.growingupload import IN_ORDER_SAFE_AHEAD
 from connectors.ledger import (
     DIRECTORY,
     EXPORTED,
@@ -185,7 +186,7 @@ class Tuning:
     progress_interval: float = 1.0
     cancel_interval: float = 0.5
     content_md5: bool = False  # TLS already guards transit; MD5 costs ~1 s CPU per 500 MB
-    max_ahead_bytes: int = 224 * 1024 * 1024  # sent before part 1 of a PST (growingupload.default_max_ahead)
+    max_ahead_bytes: int = IN_ORDER_SAFE_AHEAD  # sent before part 1 of a PST (growingupload.default_max_ahead)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     tmp_dir: str | None = None
 

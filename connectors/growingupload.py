@@ -13,9 +13,9 @@ parts in memory, up to 256 MiB by default (``--multipart-streaming-buffer-limit`
 that makes them wait, which with every upload thread waiting would leave no thread to send
 part 1 (seen: 34 parts of 8 MB hang). So ``max_ahead`` bounds what is sent before part 1
 (``LEGACYFLO_S3_MAX_AHEAD_BYTES``; by default everything on AWS S3, elsewhere 224 MiB, a few
-parts below rclone's limit: ``default_max_ahead``). Whatever is not
-held there is written after the PST closes: sending 224 instead of 128 MiB ahead cut that
-tail from 0.72 to 0.51 s for 432 MB (rclone alone, 3 runs each).
+parts below rclone's limit: ``default_max_ahead``). Whatever rclone does not hold is written
+after the PST closes: sending 224 instead of 128 MiB ahead cut that tail from 0.72 to 0.51 s
+for 432 MB (rclone alone, 3 runs each).
 
 Re-sending a part that changed after it was sent is not an option either: S3 allows it, but
 rclone refuses a second, different upload of a part. So the writer records

@@ -191,8 +191,12 @@ def test_a_pst_sent_ahead_of_its_header_to_an_aws_like_store_is_the_file(dovecot
     assert default_max_ahead("") == UNLIMITED_AHEAD
     order = []
     upload_part = MultipartSink.upload_part
-    monkeypatch.setattr(MultipartSink, "upload_part",
-                        lambda self, number, part, size: (order.append(number), upload_part(self, number, part, size))[1])
+
+    def recording_upload_part(self, number, part, size):
+        order.append(number)
+        return upload_part(self, number, part, size)
+
+    monkeypatch.setattr(MultipartSink, "upload_part", recording_upload_part)
     write_maildir(dovecot, USER, generate_mailbox("flat", count=500, size=60_000))
     client = moto.client()
     client.create_bucket(Bucket="pst-ahead")
