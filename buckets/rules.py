@@ -1,11 +1,14 @@
-"""Static rules for bucket registration: names, regions, endpoint URLs."""
+"""Static rules for bucket registration: names, regions, endpoint URLs, roles."""
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import boto3
+
+from connectors.awsrole import role_arn_problem
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
@@ -50,3 +53,46 @@ def region_problem(region: str, *, has_endpoint: bool) -> str | None:
     if region not in aws_regions():
         return f"{region!r} is not an AWS region. Pick one from the list (for example eu-west-1)."
     return None
+
+
+def normalise_endpoint(url: str) -> str:
+    """One spelling per endpoint, so that "one registration per bucket" holds: lowercase scheme and
+    host, no default port, no trailing slash ("" stays "": AWS S3)."""
+    url = url.strip().rstrip("/")
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return url
+    if not host:
+        return url
+    scheme = parts.scheme.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port in (None, {"https": 443, "http": 80}.get(scheme)) else f"{host}:{port}"
+    if parts.username or parts.password:
+        netloc = f"{parts.netloc.rsplit('@', 1)[0]}@{netloc}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def role_mode_problems(*, endpoint_url: str, role_arn: str, principal: str) -> dict[str, str]:
+    """Why a bucket cannot be reached through a role, per form field (empty: it can).
+
+    A role bucket has no endpoint URL: the portal sends what its own identity signs (the
+    AssumeRole call and the role's credentials) only to AWS, never to a host a tenant typed.
+    """
+    problems: dict[str, str] = {}
+    if endpoint_url:
+        problems["endpoint_url"] = (
+            "A role works only with AWS S3's own endpoints: leave the endpoint URL empty (the portal uses the "
+            "region's AWS endpoint). For other S3-compatible stores, use an access key pair.")
+    if not role_arn:
+        problems["role_arn"] = "Enter the ARN of the role in your AWS account that the portal assumes."
+    elif problem := role_arn_problem(role_arn):
+        problems["role_arn"] = problem
+    if not principal:
+        problems["auth_mode"] = ("This portal is not set up to assume roles (its operator sets "
+                                 "LEGACYFLO_AWS_PRINCIPAL_ARN); use an access key pair.")
+    return problems
