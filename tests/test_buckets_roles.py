@@ -18,9 +18,16 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import AuditEvent, Tenant
 from buckets import services
-from buckets.models import AuthMode, Bucket
+from buckets.models import Bucket
 from connectors.base import ConnectionFailed
 from connectors.s3client import make_client
+from tests.portal_fixtures import (
+    archive_digests,
+    imap_form,
+    run_worker_burst,
+    source_digests,
+    submit,
+)
 from tests.servers.aws import form_fields, signing_key
 from tests.servers.recorder import RecordingEndpoint
 
@@ -36,9 +43,12 @@ def s3_calls(moto, bucket: str) -> list[dict]:
     return [r for r in moto.requests() if r["url"].split("?")[0].split("/", 3)[-1].startswith(bucket)]
 
 
+ROLE = "portal"  # the form's value for "a role the portal assumes" (before roles: "the portal's own credentials")
+
+
 def register_form(**overrides) -> dict:
     data = {"name": "", "region": "us-east-1", "endpoint_url": "", "purpose": "destination",
-            "auth_mode": AuthMode.ROLE, "role_arn": "", "access_key_id": "", "secret_access_key": ""}
+            "auth_mode": ROLE, "role_arn": "", "access_key_id": "", "secret_access_key": ""}
     data.update(overrides)
     return data
 
@@ -64,7 +74,7 @@ def test_admins_see_the_trust_policy_with_their_external_id_and_viewers_do_not(
     page = client_for(admin).get(f"/t/{tenant.slug}/buckets/register/").content.decode()
     assert tenant.aws_external_id in page and "arn:aws:iam::999988887777:role/legacyflo-portal" in page
     assert "sts:ExternalId" in page
-    bucket = Bucket.objects.create(tenant=tenant, name="acme-role", region="us-east-1", auth_mode=AuthMode.ROLE,
+    bucket = Bucket.objects.create(tenant=tenant, name="acme-role", region="us-east-1", auth_mode=ROLE,
                                    role_arn="arn:aws:iam::111122223333:role/legacyflo")
     page = client_for(admin).get(f"/t/{tenant.slug}/buckets/{bucket.uuid}/").content.decode()
     assert tenant.aws_external_id in page and "Trust policy of the role" in page
@@ -78,15 +88,16 @@ def test_admins_see_the_trust_policy_with_their_external_id_and_viewers_do_not(
 def test_acme_cannot_register_a_bucket_globex_registered(client_for, admin, tenant, other_tenant, outsider,
                                                           rclone, s3_bucket, monkeypatch):
     held = services.bucket_register(tenant=other_tenant, actor=outsider, name=s3_bucket, region="us-east-1",
-                                    endpoint_url=rclone.url, purpose="destination", auth_mode=AuthMode.KEYS,
+                                    endpoint_url=rclone.url, purpose="destination", auth_mode="keys",
                                     access_key_id=rclone.access_key, secret_access_key=rclone.secret_key)
     assert held.status == "verified"
 
     # The form, with the endpoint spelled another way.
     other_spelling = rclone.url.replace("http://", "HTTP://") + "/"
     response = client_for(admin).post(f"/t/{tenant.slug}/buckets/register/", register_form(
-        name=s3_bucket, endpoint_url=other_spelling, auth_mode=AuthMode.KEYS,
+        name=s3_bucket, endpoint_url=other_spelling, auth_mode="keys",
         access_key_id=rclone.access_key, secret_access_key=rclone.secret_key))
+    assert list(Bucket.objects.filter(name=s3_bucket)) == [held]
     assert response.status_code == 200
     assert "already registered with this portal by another organisation" in response.content.decode()
     # The command.
@@ -109,25 +120,25 @@ def test_the_same_name_on_another_endpoint_is_another_bucket_and_a_tenant_regist
         tenant, other_tenant, admin):
     services.bucket_register(tenant=other_tenant, actor=None, name="shared-name", region="garage",
                              endpoint_url="https://store-one.example.com", purpose="destination",
-                             auth_mode=AuthMode.KEYS, access_key_id="a", secret_access_key="b", verify=False)
+                             auth_mode="keys", access_key_id="a", secret_access_key="b", verify=False)
     mine = services.bucket_register(tenant=tenant, actor=admin, name="shared-name", region="garage",
                                     endpoint_url="https://store-two.example.com:443/", purpose="destination",
-                                    auth_mode=AuthMode.KEYS, access_key_id="a", secret_access_key="b", verify=False)
+                                    auth_mode="keys", access_key_id="a", secret_access_key="b", verify=False)
     assert mine.endpoint_url == "https://store-two.example.com"  # stored normalised
     with pytest.raises(ValidationError, match="already registered here"):
         services.bucket_register(tenant=tenant, actor=admin, name="shared-name", region="garage",
                                  endpoint_url="HTTPS://Store-Two.example.com", purpose="source",
-                                 auth_mode=AuthMode.KEYS, access_key_id="a", secret_access_key="b", verify=False)
+                                 auth_mode="keys", access_key_id="a", secret_access_key="b", verify=False)
 
 
 def test_naming_another_customers_bucket_first_blocks_nobody_and_two_verified_registrations_cannot_exist(
         tenant, other_tenant, admin, outsider, rclone, s3_bucket):
     squatter = services.bucket_register(tenant=other_tenant, actor=outsider, name=s3_bucket, region="us-east-1",
-                                        endpoint_url=rclone.url, purpose="destination", auth_mode=AuthMode.KEYS,
+                                        endpoint_url=rclone.url, purpose="destination", auth_mode="keys",
                                         access_key_id=rclone.access_key, secret_access_key="wrong-secret-0123456789")
     assert squatter.status == "failed"  # it could not prove access
     owner = services.bucket_register(tenant=tenant, actor=admin, name=s3_bucket, region="us-east-1",
-                                     endpoint_url=rclone.url, purpose="destination", auth_mode=AuthMode.KEYS,
+                                     endpoint_url=rclone.url, purpose="destination", auth_mode="keys",
                                      access_key_id=rclone.access_key, secret_access_key=rclone.secret_key)
     assert owner.status == "verified"
     squatter = services.bucket_verify(bucket=squatter, actor=outsider)
@@ -171,6 +182,35 @@ def test_a_role_bucket_is_verified_and_written_with_the_roles_credentials_not_th
     assert AuditEvent.objects.filter(tenant=tenant, action="bucket.register", detail__role_arn=role).exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_export_to_a_role_bucket_is_written_with_the_roles_credentials(
+        portal_on_aws, operator, admin, tenant, dovecot, imap_ca, rq_queue):
+    """The worker's path (bucket_target → make_client → sink), not only verification."""
+    moto = portal_on_aws
+    bucket_name = moto.bucket("acme-role-exports")
+    role = moto.customer_role(bucket_name, external_id=tenant.aws_external_id)
+    bucket = services.bucket_register(tenant=tenant, actor=admin, name=bucket_name, region="us-east-1",
+                                      purpose="destination", auth_mode=ROLE, role_arn=role)
+    assert bucket.status == "verified", bucket.checks
+    moto.forget_requests()
+
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, bucket))
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+
+    admin_s3 = moto.client("s3")
+    expected = source_digests(dovecot.mailbox)
+    actual = archive_digests(admin_s3, bucket_name, "mail/alice-backup.zip")
+    assert all(sorted(actual.get(folder, [])) == sorted(d) for folder, d in expected.items())
+    writes = [r for r in s3_calls(moto, bucket_name) if r["method"] in ("PUT", "POST")]
+    assert any("alice-backup.zip" in r["url"] for r in writes) and any("report.csv" in r["url"] for r in writes)
+    assert all(signing_key(r).startswith("ASIA") for r in writes)
+    assert [c["ExternalId"] for c in sts_calls(moto)] == [tenant.aws_external_id]  # one session for the run
+    assert {signing_key(r) for r in moto.requests() if form_fields(r).get("Action") != "AssumeRole"} \
+        .isdisjoint({moto.portal.access_key})
+
+
 def test_a_role_that_trusts_another_tenants_external_id_is_refused_before_any_bucket_request(
         portal_on_aws, tenant, other_tenant, outsider):
     moto = portal_on_aws
@@ -178,7 +218,7 @@ def test_a_role_that_trusts_another_tenants_external_id_is_refused_before_any_bu
     acme_role = moto.customer_role(bucket_name, external_id=tenant.aws_external_id)
     moto.forget_requests()
     bucket = services.bucket_register(tenant=other_tenant, actor=outsider, name=bucket_name, region="us-east-1",
-                                      purpose="destination", auth_mode=AuthMode.ROLE, role_arn=acme_role)
+                                      purpose="destination", auth_mode=ROLE, role_arn=acme_role)
     role_check = bucket.checks[-1]
     assert bucket.status == "failed" and role_check["key"] == "role" and role_check["status"] == "fail"
     assert other_tenant.aws_external_id in role_check["fix"] and moto.portal.arn in role_check["fix"]
@@ -193,7 +233,7 @@ def test_a_role_whose_trust_policy_ignores_the_external_id_fails_verification(po
     role = moto.customer_role(bucket_name, external_id=None)
     moto.forget_requests()
     bucket = services.bucket_register(tenant=tenant, actor=admin, name=bucket_name, region="us-east-1",
-                                      purpose="destination", auth_mode=AuthMode.ROLE, role_arn=role)
+                                      purpose="destination", auth_mode=ROLE, role_arn=role)
     checks = {c["key"]: c for c in bucket.checks}
     assert bucket.status == "failed"
     assert checks["role"]["status"] == "pass" and checks["external_id"]["status"] == "fail"
@@ -262,16 +302,18 @@ def test_a_tenant_typed_endpoint_never_receives_the_portals_credentials(client_f
     with RecordingEndpoint() as endpoint:
         response = client_for(admin).post(f"/t/{tenant.slug}/buckets/register/", register_form(
             name="acme-elsewhere", endpoint_url=endpoint.url, role_arn=role))
+        assert not any(r.mentions(PORTAL_KEY) or r.mentions(PORTAL_TOKEN) for r in endpoint.received)
+        assert endpoint.received == []
         assert response.status_code == 200 and "AWS S3&#x27;s own endpoints" in response.content.decode()
         with pytest.raises(ValidationError, match="AWS S3's own endpoints"):
             services.bucket_register(tenant=tenant, actor=admin, name="acme-elsewhere", region="us-east-1",
-                                     endpoint_url=endpoint.url, purpose="destination", auth_mode=AuthMode.ROLE,
+                                     endpoint_url=endpoint.url, purpose="destination", auth_mode=ROLE,
                                      role_arn=role)
         assert not Bucket.objects.filter(name="acme-elsewhere").exists()
 
         # A row in that state anyway (from before the fix): verification and every client refuse it.
         old = Bucket.objects.create(tenant=tenant, name="acme-old-endpoint", region="us-east-1",
-                                    endpoint_url=endpoint.url, auth_mode=AuthMode.ROLE, role_arn=role)
+                                    endpoint_url=endpoint.url, auth_mode=ROLE, role_arn=role)
         old = services.bucket_verify(bucket=old, actor=admin)
         assert old.status == "failed" and {c["key"]: c["status"] for c in old.checks}["endpoint"] == "fail"
         with pytest.raises(ConnectionFailed, match="does not send AWS credentials"):
@@ -281,7 +323,7 @@ def test_a_tenant_typed_endpoint_never_receives_the_portals_credentials(client_f
         # Control: the recorder does record, and a key bucket sends the tenant's own key there.
         keys = services.bucket_register(tenant=tenant, actor=admin, name="acme-own-store", region="garage",
                                         endpoint_url=endpoint.url, purpose="destination",
-                                        auth_mode=AuthMode.KEYS, access_key_id="AKIATENANTOWNKEY0001",
+                                        auth_mode="keys", access_key_id="AKIATENANTOWNKEY0001",
                                         secret_access_key="tenant-secret-0123456789")
         assert keys.status == "failed" and endpoint.received
         assert all(r.mentions("AKIATENANTOWNKEY0001") for r in endpoint.received)
@@ -305,4 +347,4 @@ def test_a_foreign_buckets_role_cannot_be_changed(client_for, owner, other_tenan
                                       {"role_arn": "arn:aws:iam::111122223333:role/x"})
     assert response.status_code == 404
     foreign.refresh_from_db()
-    assert foreign.role_arn == "" and foreign.auth_mode == AuthMode.KEYS
+    assert foreign.role_arn == "" and foreign.auth_mode == "keys"

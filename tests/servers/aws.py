@@ -125,6 +125,9 @@ def form_fields(request: dict) -> dict[str, str]:
     """The fields of a recorded form-encoded request (STS and IAM use them)."""
     import base64
 
+    content_type = {k.lower(): v for k, v in request["headers"].items()}.get("content-type", "")
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        return {}
     body = request.get("body") or ""
     if request.get("body_encoded"):
         body = base64.b64decode(body).decode()
