@@ -93,7 +93,8 @@ def test_public_bucket_and_missing_encryption_are_flagged(moto):
 
 
 def test_a_target_without_keys_never_falls_back_to_the_portals_own_credentials(moto, monkeypatch):
-    """Before roles, no keys meant boto3's default chain: the portal's own identity signed."""
+    """Neither keys nor a role: refused, never signed by boto3's default chain (the portal's own identity),
+    as targets of the old "portal's own credentials" mode were."""
     moto.client().create_bucket(Bucket="acme-no-keys")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)  # the portal's identity, ready to be (mis)used
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)

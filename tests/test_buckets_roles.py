@@ -348,3 +348,54 @@ def test_a_foreign_buckets_role_cannot_be_changed(client_for, owner, other_tenan
     assert response.status_code == 404
     foreign.refresh_from_db()
     assert foreign.role_arn == "" and foreign.auth_mode == "keys"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_stops_portal_identity_buckets_and_keeps_one_verified_registration_per_bucket():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("buckets", "0001_initial"), ("accounts", "0002_tenant_aws_external_id")]
+    latest = [("buckets", "0002_roles_and_one_registration_per_bucket")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        OldTenant, OldBucket = old.get_model("accounts", "Tenant"), old.get_model("buckets", "Bucket")
+        acme = OldTenant.objects.create(slug="acme", name="Acme")
+        globex = OldTenant.objects.create(slug="globex", name="Globex")
+        first = OldBucket.objects.create(tenant=globex, name="shared", region="us-east-1", status="verified",
+                                         endpoint_url="https://store.example.com", auth_mode="keys")
+        second = OldBucket.objects.create(tenant=acme, name="shared", region="us-east-1", status="verified",
+                                          endpoint_url="HTTPS://Store.Example.com:443/", auth_mode="keys")
+        portal = OldBucket.objects.create(tenant=acme, name="acme-portal", region="us-east-1", status="verified",
+                                          auth_mode="portal")
+        executor = MigrationExecutor(connection)
+        executor.migrate(latest)
+        new = executor.loader.project_state(latest).apps.get_model("buckets", "Bucket")
+        first, second, portal = (new.objects.get(pk=b.pk) for b in (first, second, portal))
+        assert first.status == "verified"
+        assert second.status == "failed" and second.checks[0]["key"] == "registered"
+        assert second.endpoint_url == "https://store.example.com"
+        assert portal.status == "failed" and portal.checks[0]["key"] == "role" and portal.role_arn == ""
+    finally:
+        MigrationExecutor(connection).migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_every_existing_tenant_its_own_external_id():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, latest = [("accounts", "0001_initial")], [("accounts", "0002_tenant_aws_external_id")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        OldTenant = executor.loader.project_state(before).apps.get_model("accounts", "Tenant")
+        pks = [OldTenant.objects.create(slug=slug, name=slug).pk for slug in ("acme", "globex", "initech")]
+        executor = MigrationExecutor(connection)
+        executor.migrate(latest)
+        ids = list(Tenant.objects.filter(pk__in=pks).values_list("aws_external_id", flat=True))
+        assert len(set(ids)) == 3 and all(re.fullmatch(r"legacyflo-[0-9a-f]{32}", i) for i in ids)
+    finally:
+        MigrationExecutor(connection).migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
