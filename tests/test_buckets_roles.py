@@ -356,7 +356,7 @@ def test_the_migration_stops_portal_identity_buckets_and_keeps_one_verified_regi
     from django.db.migrations.executor import MigrationExecutor
 
     before = [("buckets", "0001_initial"), ("accounts", "0002_tenant_aws_external_id")]
-    latest = [("buckets", "0002_roles_and_one_registration_per_bucket")]
+    latest = [("buckets", "0003_bucket_verified_once")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
     try:

@@ -73,9 +73,6 @@ class Migration(migrations.Migration):
         migrations.RunPython(stop_portal_identity_buckets, migrations.RunPython.noop),
         migrations.RunPython(normalise_endpoints, migrations.RunPython.noop),
         migrations.RunPython(one_verified_registration, migrations.RunPython.noop),
-        migrations.AddConstraint(
-            model_name="bucket",
-            constraint=models.UniqueConstraint(condition=models.Q(("status", "verified")), fields=("name", "endpoint_url"),
-                                               name="bucket_verified_once"),
-        ),
+        # The constraint comes in 0003: PostgreSQL cannot build an index on a table whose rows this
+        # transaction updated ("pending trigger events").
     ]
