@@ -3,7 +3,13 @@ from django.conf import settings
 
 from accounts.forms import SecretField
 from buckets.models import AuthMode, Purpose
-from buckets.rules import aws_regions, bucket_name_problem, region_problem, role_mode_problems
+from buckets.rules import (
+    aws_regions,
+    bucket_name_problem,
+    normalise_endpoint,
+    region_problem,
+    role_mode_problems,
+)
 
 
 class BucketForm(forms.Form):
@@ -12,7 +18,7 @@ class BucketForm(forms.Form):
                              widget=forms.TextInput(attrs={"list": "aws-regions", "autocomplete": "off"}))
     endpoint_url = forms.URLField(required=False, label="Endpoint URL", assume_scheme="https",
                                   help_text="Only for S3-compatible stores (MinIO, Wasabi, Ceph...), which use an "
-                                            "access key pair. Empty for AWS.")
+                                            "access key pair. Empty for AWS (AWS S3's own endpoints count as empty).")
     purpose = forms.ChoiceField(choices=Purpose.choices, initial=Purpose.DESTINATION)
     auth_mode = forms.ChoiceField(choices=AuthMode.choices, initial=AuthMode.KEYS, widget=forms.RadioSelect,
                                   label="How the portal reaches the bucket")
@@ -31,6 +37,7 @@ class BucketForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        data["endpoint_url"] = normalise_endpoint(data.get("endpoint_url") or "")
         region = (data.get("region") or "").strip()
         problem = region_problem(region, has_endpoint=bool(data.get("endpoint_url")))
         if problem:
@@ -41,7 +48,7 @@ class BucketForm(forms.Form):
             if not data.get("secret_access_key"):
                 self.add_error("secret_access_key", "Enter the secret access key.")
         elif data.get("auth_mode") == AuthMode.ROLE:
-            problems = role_mode_problems(endpoint_url=data.get("endpoint_url") or "",
+            problems = role_mode_problems(endpoint_url=data["endpoint_url"],
                                           role_arn=(data.get("role_arn") or "").strip(),
                                           principal=settings.LEGACYFLO_AWS_PRINCIPAL_ARN)
             for field, message in problems.items():

@@ -55,11 +55,43 @@ def region_problem(region: str, *, has_endpoint: bool) -> str | None:
     return None
 
 
+_AWS_S3_HOST = re.compile(
+    r"^s3(?:\.dualstack)?(?:[.-](?P<region>[a-z0-9-]+))?\.amazonaws\.com(?P<cn>\.cn)?$", re.ASCII)
+
+
+def is_aws_s3_endpoint(url: str) -> bool:
+    """Whether ``url`` is AWS S3's own regional or global endpoint, and nothing that looks like it.
+
+    Exactly ``https://s3[.dualstack].REGION.amazonaws.com[.cn]`` (or ``s3-REGION``, or the global
+    ``s3.amazonaws.com``) for a region botocore knows, with no user, port, path or query: a name
+    such as ``s3.amazonaws.com.example.net``, ``evils3.amazonaws.com``, ``…amazonaws.com@host`` or
+    one spelled with look-alike Unicode letters is not AWS.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    if (parts.scheme.lower() != "https" or parts.username is not None or parts.password is not None
+            or port not in (None, 443) or parts.path not in ("", "/") or parts.query or parts.fragment
+            or not host.isascii()):
+        return False
+    match = _AWS_S3_HOST.match(host)
+    if match is None:
+        return False
+    region = match.group("region")
+    if region is None:
+        return not match.group("cn")
+    return region in aws_regions() and bool(match.group("cn")) == region.startswith("cn-")
+
+
 def normalise_endpoint(url: str) -> str:
-    """One spelling per endpoint, so that "one registration per bucket" holds: lowercase scheme and
-    host, no default port, no trailing slash ("" stays "": AWS S3)."""
+    """One spelling per endpoint, so that "one registration per bucket" holds: AWS S3's own
+    endpoints become "" (AWS S3, the region's endpoint), others get a lowercase scheme and host,
+    no default port and no trailing slash."""
     url = url.strip().rstrip("/")
-    if not url:
+    if not url or is_aws_s3_endpoint(url):
         return ""
     try:
         parts = urlsplit(url)
@@ -80,8 +112,9 @@ def normalise_endpoint(url: str) -> str:
 def role_mode_problems(*, endpoint_url: str, role_arn: str, principal: str) -> dict[str, str]:
     """Why a bucket cannot be reached through a role, per form field (empty: it can).
 
-    A role bucket has no endpoint URL: the portal sends what its own identity signs (the
-    AssumeRole call and the role's credentials) only to AWS, never to a host a tenant typed.
+    A role bucket has no endpoint URL (AWS S3's own endpoints are normalised to none first):
+    the portal sends what its own identity signs (the AssumeRole call and the role's
+    credentials) only to AWS, never to a host a tenant typed.
     """
     problems: dict[str, str] = {}
     if endpoint_url:

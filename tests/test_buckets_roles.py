@@ -330,6 +330,50 @@ def test_a_tenant_typed_endpoint_never_receives_the_portals_credentials(client_f
         assert not any(r.mentions(PORTAL_KEY) or r.mentions(PORTAL_TOKEN) for r in endpoint.received)
 
 
+@pytest.mark.parametrize("url,aws", [
+    ("https://s3.amazonaws.com", True),
+    ("https://s3.eu-west-1.amazonaws.com/", True),
+    ("https://S3.EU-WEST-1.AMAZONAWS.COM:443", True),
+    ("https://s3-eu-west-1.amazonaws.com", True),
+    ("https://s3.dualstack.us-east-2.amazonaws.com", True),
+    ("https://s3.cn-north-1.amazonaws.com.cn", True),
+    ("https://s3.amazonaws.com.evil.example", False),
+    ("https://s3.eu-west-1.amazonaws.com.", False),
+    ("https://evils3.amazonaws.com", False),
+    ("https://s3.evil.amazonaws.com", False),  # not a region
+    ("https://s3.eu-west-9.amazonaws.com", False),
+    ("https://s3.eu-west-1.amazonaws.com.cn", False),
+    ("https://s3.amazonaws.com@evil.example", False),
+    ("https://user@s3.amazonaws.com", False),
+    ("https://s3.amazonaws.com:8443", False),
+    ("https://s3.amazonaws.com/evil-prefix", False),
+    ("https://s3.amazonaws.com?x=1", False),
+    ("http://s3.amazonaws.com", False),
+    ("https://s3.amazonaws.c\u03bfm", False),  # Greek omicron
+    ("https://s3.amazonaws.com\u3002evil.example", False),  # ideographic full stop
+    ("https://bucket.s3.amazonaws.com", False),
+])
+def test_only_aws_s3s_own_endpoints_count_as_aws(url, aws):
+    from buckets.rules import is_aws_s3_endpoint, normalise_endpoint
+
+    assert is_aws_s3_endpoint(url) is aws
+    assert (normalise_endpoint(url) == "") is aws
+
+
+def test_a_role_bucket_typed_with_aws_s3s_own_endpoint_is_an_aws_bucket(portal_on_aws, client_for, admin, tenant):
+    role = portal_on_aws.customer_role("acme-aws-endpoint", external_id=tenant.aws_external_id)
+    client_for(admin).post(f"/t/{tenant.slug}/buckets/register/", register_form(
+        name="acme-aws-endpoint", endpoint_url="https://s3.eu-west-1.amazonaws.com", region="eu-west-1",
+        role_arn=role))
+    bucket = Bucket.objects.get(name="acme-aws-endpoint")
+    assert bucket.endpoint_url == "" and bucket.role_arn == role
+    response = client_for(admin).post(f"/t/{tenant.slug}/buckets/register/", register_form(
+        name="acme-look-alike", endpoint_url="https://s3.eu-west-1.amazonaws.com.evil.example", region="eu-west-1",
+        role_arn=role))
+    assert "AWS S3&#x27;s own endpoints" in response.content.decode()
+    assert not Bucket.objects.filter(name="acme-look-alike").exists()
+
+
 def test_role_mode_needs_the_operator_to_name_the_portals_identity(client_for, admin, tenant, settings):
     settings.LEGACYFLO_AWS_PRINCIPAL_ARN = ""
     response = client_for(admin).post(f"/t/{tenant.slug}/buckets/register/", register_form(

@@ -29,7 +29,8 @@ class Command(BaseCommand):
         tenant = Tenant.objects.filter(slug=o["tenant"]).first()
         if tenant is None:
             raise CommandError(f"No tenant with the slug {o['tenant']!r}.")
-        problem = bucket_name_problem(o["name"]) or region_problem(o["region"], has_endpoint=bool(o["endpoint_url"]))
+        endpoint = normalise_endpoint(o["endpoint_url"])
+        problem = bucket_name_problem(o["name"]) or region_problem(o["region"], has_endpoint=bool(endpoint))
         if problem:
             raise CommandError(problem)
         if bool(o["access_key_id"]) == bool(o["role_arn"]):
@@ -44,7 +45,7 @@ class Command(BaseCommand):
         mode = AuthMode.KEYS if o["access_key_id"] else AuthMode.ROLE
         actor = "manage.py bucket_register"
         existing = Bucket.objects.for_tenant(tenant).filter(
-            name=o["name"], endpoint_url=normalise_endpoint(o["endpoint_url"])).first()
+            name=o["name"], endpoint_url=endpoint).first()
         try:
             if existing is not None:
                 self.stdout.write(f"Bucket {existing.name} is already registered: verifying it again.")
@@ -56,7 +57,7 @@ class Command(BaseCommand):
                 return self._report(bucket_verify(bucket=existing, actor=actor))
             bucket = bucket_register(
                 tenant=tenant, actor=actor, name=o["name"], region=o["region"],
-                endpoint_url=o["endpoint_url"], purpose=o["purpose"], auth_mode=mode,
+                endpoint_url=endpoint, purpose=o["purpose"], auth_mode=mode,
                 access_key_id=o["access_key_id"], secret_access_key=secret, role_arn=o["role_arn"],
             )
         except ValidationError as exc:
