@@ -76,22 +76,24 @@ def _sts_client(region: str):
     return session.create_client("sts", region_name=region or None, config=_STS_CONFIG)
 
 
+def _assume(sts, role: RoleAccess, external_id: str) -> dict:
+    return sts.assume_role(RoleArn=role.role_arn, RoleSessionName=role.session_name, ExternalId=external_id,
+                           DurationSeconds=role.session_seconds)
+
+
 def assume_role(role: RoleAccess, *, region: str, external_id: str | None = None) -> dict:
     """One AssumeRole call; ``external_id`` overrides the role's own (the verification probe)."""
-    return _sts_client(region).assume_role(
-        RoleArn=role.role_arn, RoleSessionName=role.session_name, DurationSeconds=role.session_seconds,
-        ExternalId=role.external_id if external_id is None else external_id)
+    return _assume(_sts_client(region), role, role.external_id if external_id is None else external_id)
 
 
 def role_credentials(role: RoleAccess, *, region: str,
                      clock: Callable[[], datetime] | None = None) -> DeferredRefreshableCredentials:
-    """Credentials that assume ``role`` when first used and again before each session expires."""
+    """Credentials that assume ``role`` when first used and again before each session expires
+    (botocore refreshes from 15 minutes before the end, and blocks for it from 10 minutes)."""
     sts = _sts_client(region)
 
     def fetch() -> dict:
-        answer = sts.assume_role(RoleArn=role.role_arn, RoleSessionName=role.session_name,
-                                 ExternalId=role.external_id, DurationSeconds=role.session_seconds)
-        creds = answer["Credentials"]
+        creds = _assume(sts, role, role.external_id)["Credentials"]
         return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
                 "token": creds["SessionToken"], "expiry_time": creds["Expiration"].isoformat()}
 

@@ -267,6 +267,23 @@ def test_a_bucket_registered_with_the_portals_own_identity_stops_working_until_i
     assert AuditEvent.objects.filter(tenant=tenant, action="bucket.role", detail__role_arn=role).exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_request_queued_on_a_portal_identity_bucket_fails_with_the_reason_and_sends_nothing(
+        portal_on_aws, operator, tenant, dovecot, imap_ca, rq_queue):
+    moto = portal_on_aws
+    bucket_name = moto.bucket("acme-legacy-queued")
+    legacy = Bucket.objects.create(tenant=tenant, name=bucket_name, region="us-east-1", auth_mode="portal",
+                                   status="verified", purpose="destination")
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, legacy))  # queued before the upgrade
+    migration = importlib.import_module("buckets.migrations.0002_roles_and_one_registration_per_bucket")
+    migration.stop_portal_identity_buckets(apps, None)
+    moto.forget_requests()
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "failed" and "has no role ARN" in req.error
+    assert moto.requests() == []
+
+
 def test_bucket_register_command_takes_a_role_arn(portal_on_aws, tenant, capsys):
     moto = portal_on_aws
     bucket_name = moto.bucket("acme-cli-role")
