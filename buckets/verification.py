@@ -7,12 +7,14 @@ verified when no check failed; warnings are advice (public access, no default en
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import asdict, dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from buckets.rules import bucket_name_problem, region_problem
+from connectors.awsrole import NoPortalIdentity, assume_role, role_arn_problem
 from connectors.base import ConnectionFailed
 from connectors.netpolicy import ensure_public_url
 from connectors.s3client import make_client
@@ -68,19 +70,33 @@ def verify_bucket(target: S3Target, *, purpose_write: bool, purpose_read: bool, 
     problem = region_problem(target.region, has_endpoint=bool(target.endpoint_url))
     checks.append(Check("region", "Region", FAIL if problem else PASS, problem or f"{target.region} is a valid region.",
                         "Choose the region the bucket was created in." if problem else ""))
-    if target.endpoint_url:
+    if target.role is not None and target.endpoint_url:
+        checks.append(Check("endpoint", "Endpoint", FAIL,
+                            f"A bucket reached through a role uses AWS S3's own endpoints; the portal does not send "
+                            f"AWS credentials to {target.endpoint_url}.",
+                            "Register the bucket again without an endpoint URL, or use an access key pair for "
+                            "S3-compatible stores."))
+    elif target.endpoint_url:
         try:
             ensure_public_url(target.endpoint_url, allow_private=allow_private)
             checks.append(Check("endpoint", "Endpoint", PASS, f"{target.endpoint_url} is reachable by policy."))
         except ConnectionFailed as exc:
             checks.append(Check("endpoint", "Endpoint", FAIL, str(exc), "Use a public S3 endpoint URL."))
-    if target.uses_keys and not (target.access_key_id and target.secret_access_key):
+    if target.role is None and not (target.access_key_id and target.secret_access_key):
         checks.append(Check("credentials", "Credentials", FAIL, "The access key id or secret is missing.",
                             "Enter both the access key id and the secret access key."))
     if any(c.status == FAIL for c in checks):
         return checks
+    if target.role is not None:
+        checks.extend(_role_checks(target, principal_arn))
+        if any(c.status == FAIL for c in checks):
+            return checks  # nothing is sent to a bucket before its role has proven to be this tenant's
 
-    client = make_client(target, allow_private=allow_private, connect_timeout=5, read_timeout=20, max_attempts=2)
+    try:
+        client = make_client(target, allow_private=allow_private, connect_timeout=5, read_timeout=20, max_attempts=2)
+    except ConnectionFailed as exc:
+        checks.append(Check("credentials", "Credentials", FAIL, str(exc), "Ask the portal's operator."))
+        return checks
 
     # Location: does the bucket exist, and is it where the user said?
     try:
@@ -162,6 +178,62 @@ def verify_bucket(target: S3Target, *, purpose_write: bool, purpose_read: bool, 
 
     checks.append(_public_access_check(client, target))
     checks.append(_encryption_check(client, target))
+    return checks
+
+
+def _role_checks(target: S3Target, principal_arn: str) -> list[Check]:
+    """Can the portal assume the role with this tenant's ExternalId, and *only* with it?
+
+    The second AssumeRole, with an ExternalId nobody has, must be refused: if it is not, the
+    role's trust policy does not check the ExternalId and any tenant could name this role.
+    """
+    role, label = target.role, "Role"
+    if not role.role_arn:
+        return [Check("role", label, FAIL,
+                      "This bucket has no role to assume. The portal no longer reaches buckets with its own AWS "
+                      "identity (another tenant could have registered your bucket and written to it).",
+                      "Create a role in your AWS account with the trust and permissions policies shown on this "
+                      "page, enter its ARN under Role, and verify again.")]
+    problem = role_arn_problem(role.role_arn)
+    if problem:
+        return [Check("role", label, FAIL, problem, "Copy the ARN from the role's page in the IAM console.")]
+    principal = principal_arn or "the portal's AWS identity"
+    trust_fix = (f"Open the role in IAM (Roles → Trust relationships) and paste the trust policy shown below: it "
+                 f"must allow {principal} to call sts:AssumeRole with the condition sts:ExternalId = "
+                 f"{role.external_id}. Check the role ARN too.")
+    try:
+        assumed = assume_role(role, region=target.region)["AssumedRoleUser"]["Arn"]
+    except NoPortalIdentity as exc:
+        return [Check("role", label, FAIL, str(exc), "Ask the portal's operator.")]
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code in ("InvalidClientTokenId", "ExpiredToken", "SignatureDoesNotMatch"):
+            return [Check("role", label, FAIL, f"AWS refused the portal's own credentials ({_describe(exc)}).",
+                          "Ask the portal's operator.")]
+        return [Check("role", label, FAIL, f"The portal may not assume {role.role_arn} ({_describe(exc)}).",
+                      trust_fix)]
+    except BotoCoreError as exc:
+        return [Check("role", label, FAIL, f"AWS STS cannot be reached: {exc}", "Ask the portal's operator.")]
+    checks = [Check("role", label, PASS, f"The portal assumed {assumed} with this organisation's ExternalId.")]
+    try:
+        assume_role(role, region=target.region, external_id=f"legacyflo-probe-{secrets.token_hex(16)}")
+        checks.append(Check("external_id", "ExternalId", FAIL,
+                            "The role can be assumed with an ExternalId that is not this organisation's, so other "
+                            "tenants of this portal could use it too.",
+                            f'Add the condition "StringEquals": {{"sts:ExternalId": "{role.external_id}"}} to the '
+                            "role's trust policy (shown below), then verify again."))
+    except ClientError as exc:
+        if _error_code(exc) == "AccessDenied":
+            checks.append(Check("external_id", "ExternalId", PASS,
+                                "The role refuses other ExternalIds: no other tenant of this portal can use it."))
+        else:
+            checks.append(Check("external_id", "ExternalId", WARN,
+                                f"Whether the role requires the ExternalId could not be checked ({_describe(exc)}).",
+                                "Make sure the trust policy has the sts:ExternalId condition shown below."))
+    except (BotoCoreError, ConnectionFailed) as exc:
+        checks.append(Check("external_id", "ExternalId", WARN,
+                            f"Whether the role requires the ExternalId could not be checked ({exc}).",
+                            "Make sure the trust policy has the sts:ExternalId condition shown below."))
     return checks
 
 

@@ -10,7 +10,10 @@ what a long transfer needs:
   default; parts can carry Content-MD5 instead (``Tuning.content_md5``);
 - unsigned payloads, as botocore already does over HTTPS: over plain HTTP (local stores) it
   would otherwise SHA-256 every part just to sign it;
-- a connection pool large enough for the concurrent part uploads.
+- a connection pool large enough for the concurrent part uploads;
+- explicit credentials, always: the tenant's access key pair, or the temporary credentials of
+  the tenant's role (``connectors.awsrole``), which go to AWS's own endpoints only. Never
+  boto3's default chain, which would sign with the portal's own identity.
 """
 
 from __future__ import annotations
@@ -18,13 +21,36 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config
 
+from connectors.awsrole import role_session
+from connectors.base import ConnectionFailed
 from connectors.netpolicy import ensure_public_url
 from connectors.s3target import S3Target
+
+
+class NoCredentials(ConnectionFailed):
+    """The target cannot be reached without sending the portal's own AWS identity somewhere."""
+
+
+def _credentials_session(target: S3Target) -> boto3.session.Session:
+    """The session whose credentials sign this target's requests; refuses to fall back to the portal's."""
+    if target.role is not None:
+        if target.endpoint_url:
+            raise NoCredentials(
+                f"A bucket reached through a role uses AWS S3's own endpoints; the portal does not send "
+                f"AWS credentials to {target.endpoint_url}.")
+        if not target.role.role_arn:
+            raise NoCredentials(f"The bucket {target.bucket} has no role ARN: enter one on its page and verify it.")
+        return role_session(target.role, region=target.region)
+    if not (target.access_key_id and target.secret_access_key):
+        raise NoCredentials(f"The bucket {target.bucket} has no access key pair.")
+    return boto3.session.Session(aws_access_key_id=target.access_key_id,
+                                 aws_secret_access_key=target.secret_access_key)
 
 
 def make_client(target: S3Target, *, allow_private: bool = False, connect_timeout: float = 10,
                 read_timeout: float = 120, max_attempts: int = 4, max_pool_connections: int = 16):
     """A thread-safe boto3 S3 client for ``target`` (one per export; clients are cheap to share)."""
+    session = _credentials_session(target)  # first: nothing is resolved or sent before this passes
     if target.endpoint_url:
         ensure_public_url(target.endpoint_url, allow_private=allow_private)
     config = Config(
@@ -40,8 +66,4 @@ def make_client(target: S3Target, *, allow_private: bool = False, connect_timeou
         response_checksum_validation="when_required",
         tcp_keepalive=True,
     )
-    kwargs: dict = {"config": config, "endpoint_url": target.endpoint_url or None}
-    if target.uses_keys:
-        kwargs.update(aws_access_key_id=target.access_key_id,
-                      aws_secret_access_key=target.secret_access_key)
-    return boto3.session.Session().client("s3", **kwargs)
+    return session.client("s3", config=config, endpoint_url=target.endpoint_url or None)

@@ -12,6 +12,8 @@ from buckets.models import Bucket
 from buckets.policy import policies_for
 from buckets.rules import bucket_name_problem, region_problem
 from buckets.verification import verify_bucket
+from connectors.base import ConnectionFailed
+from connectors.s3client import make_client
 from connectors.s3target import S3Target
 
 
@@ -90,12 +92,17 @@ def test_public_bucket_and_missing_encryption_are_flagged(moto):
     assert checks["encryption"].status == "pass" and "aws:kms" in checks["encryption"].message
 
 
-def test_portal_credentials_use_the_default_chain(moto, monkeypatch):
-    moto.client().create_bucket(Bucket="acme-role-bucket")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
+def test_a_target_without_keys_never_falls_back_to_the_portals_own_credentials(moto, monkeypatch):
+    """Neither keys nor a role: refused, never signed by boto3's default chain (the portal's own identity),
+    as targets of the old "portal's own credentials" mode were."""
+    moto.client().create_bucket(Bucket="acme-no-keys")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)  # the portal's identity, ready to be (mis)used
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
-    target = S3Target("acme-role-bucket", "us-east-1", moto.url, uses_keys=False)
-    assert statuses(verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True))["write"] == "pass"
+    target = S3Target("acme-no-keys", "us-east-1", moto.url)
+    with pytest.raises(ConnectionFailed, match="no access key pair"):
+        make_client(target, allow_private=True)
+    checks = verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True)
+    assert statuses(checks)["credentials"] == "fail" and "write" not in statuses(checks)
 
 
 def test_private_endpoints_refused_unless_allowed(rclone, s3_bucket):
@@ -107,14 +114,22 @@ def test_private_endpoints_refused_unless_allowed(rclone, s3_bucket):
 
 
 def test_policy_documents():
-    items = dict(policies_for("acme-mail", purpose="destination", principal="arn:aws:iam::123456789012:role/legacyflo"))
+    items = dict(policies_for("acme-mail", purpose="destination", uses_role=True,
+                              role_arn="arn:aws:iam::111122223333:role/legacyflo-backups",
+                              principal="arn:aws:iam::123456789012:role/legacyflo", external_id="legacyflo-abc"))
+    trust = json.loads(next(v for k, v in items.items() if k.startswith("Trust policy")))
+    assert trust["Statement"] == [{
+        "Sid": "LegacyFloAssumeRole", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:role/legacyflo"},
+        "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": "legacyflo-abc"}}}]
     write = json.loads(next(v for k, v in items.items() if "read and write" in k or "— write" in k))
     actions = {a for s in write["Statement"] for a in s["Action"]}
     assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"} <= actions
-    assert all(s["Principal"] == {"AWS": "arn:aws:iam::123456789012:role/legacyflo"} for s in write["Statement"])
-    assert any("KMS" in k for k in items)
-    no_principal = dict(policies_for("acme-mail", purpose="source", principal=None))
-    read = json.loads(next(iter(no_principal.values())))
+    assert all("Principal" not in s for s in write["Statement"])  # nothing is granted to the portal itself
+    kms = json.loads(next(v for k, v in items.items() if "KMS" in k))
+    assert kms["Principal"] == {"AWS": "arn:aws:iam::111122223333:role/legacyflo-backups"}  # the role signs
+    keys = dict(policies_for("acme-mail", purpose="source"))
+    assert not any(k.startswith("Trust policy") for k in keys)
+    read = json.loads(next(iter(keys.values())))
     assert all("Principal" not in s for s in read["Statement"])
     assert {a for s in read["Statement"] for a in s["Action"]} == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject"}
 
