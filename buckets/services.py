@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.audit import audit
@@ -26,40 +26,59 @@ def bucket_target(bucket: Bucket) -> S3Target:
 def bucket_register(*, tenant: Tenant, actor, name: str, region: str, endpoint_url: str = "",
                     purpose: str, auth_mode: str, access_key_id: str = "", secret_access_key: str = "",
                     request=None, verify: bool = True) -> Bucket:
-    """Save the bucket and (by default) verify it right away; the bucket is kept even if a check fails."""
+    """Verify the bucket (by default), then save it with its checks in one transaction.
+
+    A bucket is registered together with its verification result — kept when a check failed, so
+    its page shows the fixes — or not at all: nothing is saved before the checks have run, so an
+    error while verifying leaves no half-registered row.
+    """
     endpoint_url = endpoint_url.strip().rstrip("/")
+    name = name.strip()
     if Bucket.objects.filter(tenant=tenant, name=name, endpoint_url=endpoint_url).exists():
         raise ValidationError(f"The bucket {name} is already registered.")
-    with transaction.atomic():
-        bucket = Bucket.objects.create(
-            tenant=tenant, name=name.strip(), region=region.strip(), endpoint_url=endpoint_url,
-            purpose=purpose, auth_mode=auth_mode,
-            access_key_id=access_key_id.strip() if auth_mode == AuthMode.KEYS else "",
-            secret_access_key=secret_access_key if auth_mode == AuthMode.KEYS else "",
-            created_by=actor if getattr(actor, "is_authenticated", False) else None,
-        )
-        audit(tenant=tenant, actor=actor, action="bucket.register", target=bucket.name,
-              detail={"region": bucket.region, "endpoint_url": endpoint_url, "purpose": purpose,
-                      "auth_mode": auth_mode}, request=request)
+    bucket = Bucket(
+        tenant=tenant, name=name, region=region.strip(), endpoint_url=endpoint_url,
+        purpose=purpose, auth_mode=auth_mode,
+        access_key_id=access_key_id.strip() if auth_mode == AuthMode.KEYS else "",
+        secret_access_key=secret_access_key if auth_mode == AuthMode.KEYS else "",
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
     if verify:
-        bucket = bucket_verify(bucket=bucket, actor=actor, request=request)
+        _record_checks(bucket)  # network I/O, outside any transaction
+    try:
+        with transaction.atomic():
+            bucket.save()
+            audit(tenant=tenant, actor=actor, action="bucket.register", target=bucket.name,
+                  detail={"region": bucket.region, "endpoint_url": endpoint_url, "purpose": purpose,
+                          "auth_mode": auth_mode}, request=request)
+            if verify:
+                audit(tenant=tenant, actor=actor, action="bucket.verify", target=bucket.name,
+                      detail={"status": bucket.status}, request=request)
+    except IntegrityError as exc:  # registered concurrently
+        raise ValidationError(f"The bucket {name} is already registered.") from exc
     return bucket
 
 
-def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
-    """Run every check (network I/O happens outside any transaction) and store the results."""
+def _record_checks(bucket: Bucket) -> None:
+    """Run every check and put the results on ``bucket`` (not saved). verify_bucket never raises
+    for what the endpoint answers."""
     checks = verify_bucket(
         bucket_target(bucket), purpose_write=bucket.is_destination, purpose_read=bucket.is_source,
         allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS,
         principal_arn=settings.LEGACYFLO_AWS_PRINCIPAL_ARN,
     )
-    failed = any(c.status == FAIL for c in checks)
     bucket.checks = [c.as_dict() for c in checks]
-    bucket.status = Status.FAILED if failed else Status.VERIFIED
+    bucket.status = Status.FAILED if any(c.status == FAIL for c in checks) else Status.VERIFIED
     bucket.verified_at = timezone.now()
-    bucket.save(update_fields=["checks", "status", "verified_at"])
-    audit(tenant=bucket.tenant, actor=actor, action="bucket.verify", target=bucket.name,
-          detail={"status": bucket.status}, request=request)
+
+
+def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
+    """Run every check (network I/O happens outside any transaction) and store the results."""
+    _record_checks(bucket)
+    with transaction.atomic():
+        bucket.save(update_fields=["checks", "status", "verified_at"])
+        audit(tenant=bucket.tenant, actor=actor, action="bucket.verify", target=bucket.name,
+              detail={"status": bucket.status}, request=request)
     return bucket
 
 
