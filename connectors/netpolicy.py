@@ -100,10 +100,13 @@ def public_addresses(host: str, port: int) -> list[str]:
         raise ConnectionFailed(f"The host name {host!r} has no address.")
     for address in addresses:
         if not is_public_address(address):
+            address = address.split("%", 1)[0]
+            what = (f"{host} is an internal address" if address == host.strip("[]")
+                    else f"{host} resolves to the internal address {address}")
             raise PrivateAddressRefused(
-                f"{host} resolves to the internal address {address.split('%', 1)[0]}; connections to "
-                "loopback, private, link-local and other non-public networks are disabled on this "
-                "portal (the operator can allow them with LEGACYFLO_ALLOW_PRIVATE_NETWORKS=1)."
+                f"{what}; connections to loopback, private, link-local and other non-public "
+                "networks are disabled on this portal (the operator can allow them with "
+                "LEGACYFLO_ALLOW_PRIVATE_NETWORKS=1)."
             )
     return addresses
 
