@@ -57,6 +57,8 @@ def _describe(exc: Exception) -> str:
         return f"the answer is not an S3 response ({type(exc).__name__}: {str(exc)[:200]})"
     if isinstance(exc, ConnectionFailed):
         return str(exc)
+    if isinstance(exc, KeyError | TypeError | AttributeError | ValueError):
+        return f"the answer does not have the shape of an S3 response ({type(exc).__name__}: {str(exc)[:200]})"
     return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 

@@ -28,8 +28,9 @@ class ScriptedResolver:
         self.lookups: Counter[str] = Counter()
 
     def script(self, name: str, *answers: list[str]) -> None:
-        """Lookup N of ``name`` answers ``answers[N]`` (the last one from then on)."""
+        """From now on, lookup N of ``name`` answers ``answers[N]`` (the last one from then on)."""
         self._scripts[name.lower()] = [list(a) for a in answers]
+        self.lookups[name.lower()] = 0
 
     def __call__(self, host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 - getaddrinfo's names
         name = host.decode() if isinstance(host, bytes) else host

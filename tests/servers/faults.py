@@ -72,6 +72,10 @@ class TcpFaultProxy:
 
     def stop(self) -> None:
         self._stop.set()
+        try:  # wakes the accept() thread, so the listening socket is really gone (port reusable)
+            self._server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._server.close()
         with self._lock:
             for sock in self._sockets:
