@@ -14,8 +14,9 @@ Invariants, when private networks are not allowed:
   sends the name as Host: only the TCP connect uses the checked address.
 - every new connection (a reconnect, another pooled HTTP connection) is checked again.
 - "public" is ``is_public_address``: globally reachable unicast by the IANA special-purpose
-  registries, and an IPv6 address that embeds an IPv4 one (IPv4-mapped or -compatible, 6to4,
-  NAT64) is judged by the IPv4 address it reaches.
+  registries (IPv6: inside 2000::/3 only); an IPv6 address that embeds an IPv4 one (IPv4-mapped,
+  NAT64 64:ff9b::/96, 6to4) is judged by the IPv4 address it reaches too; Teredo, the
+  IPv4-compatible form and the local-use NAT64 prefix are refused.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ _IPV6_NOT_GLOBAL = _networks(
     "2001:db8::/32", "3fff::/20",  # documentation
 )
 _IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated; old stacks tunnel them to the IPv4
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix; 64:ff9b:1::/48 is local use: refused
+# IPv4-compatible addresses (::a.b.c.d, deprecated by RFC 4291; old stacks tunnel them to the
+# IPv4 address) lie outside 2000::/3 and are refused whatever they embed, as Teredo is.
 
 
 def _ipv4_is_public(ip: ipaddress.IPv4Address) -> bool:
@@ -60,8 +62,8 @@ def _ipv4_is_public(ip: ipaddress.IPv4Address) -> bool:
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address a connection to ``ip`` really reaches, for the translation forms."""
-    if ip in _IPV4_MAPPED or ip in _IPV4_COMPATIBLE or ip in _NAT64:
+    """The IPv4 address a connection to ``ip`` reaches, for IPv4-mapped and NAT64 addresses."""
+    if ip in _IPV4_MAPPED or ip in _NAT64:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

@@ -91,7 +91,7 @@ def test_bucket_registration_and_verify_never_reach_an_internal_endpoint(
         admin, tenant, rclone, s3_bucket, resolver, production_policy, client_for):
     port = int(rclone.url.rsplit(":", 1)[1])
     endpoint = f"http://s3.rebind.test:{port}"
-    resolver.script("s3.rebind.test", ["127.0.0.2"], ["127.0.0.1"])
+    resolver.script("s3.rebind.test", ["127.0.0.2"], ["127.0.0.2"], ["127.0.0.1"])
     client = client_for(admin)
     response = client.post(f"/t/{tenant.slug}/buckets/register/", {
         "name": s3_bucket, "region": "us-east-1", "endpoint_url": endpoint, "purpose": "destination",
@@ -103,7 +103,7 @@ def test_bucket_registration_and_verify_never_reach_an_internal_endpoint(
     assert bucket.status == "failed" and location["status"] == "fail"
     assert "internal address 127.0.0.1" in location["message"]
 
-    resolver.script("s3.rebind.test", ["127.0.0.2"], ["127.0.0.1"])  # the Verify button, from scratch
+    resolver.script("s3.rebind.test", ["127.0.0.2"], ["127.0.0.2"], ["127.0.0.1"])  # the Verify button, from scratch
     client.post(f"/t/{tenant.slug}/buckets/{bucket.uuid}/verify/")
     bucket.refresh_from_db()
     assert bucket.status == "failed"
@@ -113,7 +113,7 @@ def test_bucket_registration_and_verify_never_reach_an_internal_endpoint(
 def test_bucket_register_command_never_reaches_an_internal_endpoint(
         tenant, rclone, s3_bucket, resolver, production_policy, monkeypatch, capsys):
     port = int(rclone.url.rsplit(":", 1)[1])
-    resolver.script("s3.rebind.test", ["127.0.0.2"], ["127.0.0.1"])
+    resolver.script("s3.rebind.test", ["127.0.0.2"], ["127.0.0.2"], ["127.0.0.1"])
     monkeypatch.setenv("TEST_S3_SECRET", rclone.secret_key)
     with pytest.raises(CommandError, match="failed verification"):
         call_command("bucket_register", "--tenant", tenant.slug, "--name", s3_bucket, "--region", "us-east-1",
