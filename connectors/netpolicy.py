@@ -152,6 +152,8 @@ def open_connection(host: str, port: int, timeout, *, allow_private: bool,
     or urllib3's for its socket options); a refused host raises PrivateAddressRefused before any
     connection is attempted.
     """
+    if not host:
+        raise ConnectionFailed("No host name was given.")
     if allow_private:
         return connect((host, port), timeout, **options)
     error: OSError | None = None
