@@ -27,6 +27,8 @@ from connectors.s3target import S3Target
 
 HELD_ELSEWHERE = "The bucket {name} is already registered with this portal by another organisation."
 HELD_ELSEWHERE_FIX = "If it is yours, ask the portal's operator."
+ALREADY_HERE = ('The bucket {name} is already registered here: open it from the bucket list '
+                '(purpose "both" serves backups and restores).')
 
 
 def bucket_target(bucket: Bucket) -> S3Target:
@@ -58,7 +60,12 @@ def _audit_held_elsewhere(*, tenant: Tenant, holder: Bucket | None, actor, name:
 def bucket_register(*, tenant: Tenant, actor, name: str, region: str, endpoint_url: str = "",
                     purpose: str, auth_mode: str, access_key_id: str = "", secret_access_key: str = "",
                     role_arn: str = "", request=None, verify: bool = True) -> Bucket:
-    """Save the bucket and (by default) verify it right away; the bucket is kept even if a check fails."""
+    """Verify the bucket (by default), then save it with its checks in one transaction.
+
+    A bucket is registered together with its verification result — kept when a check failed, so
+    its page shows the fixes — or not at all: nothing is saved before the checks have run, so an
+    error while verifying leaves no half-registered row.
+    """
     name, endpoint_url, role_arn = name.strip(), normalise_endpoint(endpoint_url), role_arn.strip()
     if auth_mode == AuthMode.ROLE:
         problems = role_mode_problems(endpoint_url=endpoint_url, role_arn=role_arn,
@@ -70,45 +77,58 @@ def bucket_register(*, tenant: Tenant, actor, name: str, region: str, endpoint_u
         _audit_held_elsewhere(tenant=tenant, holder=holder, actor=actor, name=name, endpoint_url=endpoint_url,
                               request=request)
         raise ValidationError({"name": f"{HELD_ELSEWHERE.format(name=name)} {HELD_ELSEWHERE_FIX}"})
+    if Bucket.objects.filter(tenant=tenant, name=name, endpoint_url=endpoint_url).exists():
+        raise ValidationError({"name": ALREADY_HERE.format(name=name)})
     uses_keys = auth_mode == AuthMode.KEYS
-    try:
-        with transaction.atomic():
-            bucket = Bucket.objects.create(
-                tenant=tenant, name=name, region=region.strip(), endpoint_url=endpoint_url,
-                purpose=purpose, auth_mode=auth_mode,
-                access_key_id=access_key_id.strip() if uses_keys else "",
-                secret_access_key=secret_access_key if uses_keys else "",
-                role_arn="" if uses_keys else role_arn,
-                created_by=actor if getattr(actor, "is_authenticated", False) else None,
-            )
-            audit(tenant=tenant, actor=actor, action="bucket.register", target=bucket.name,
-                  detail={"region": bucket.region, "endpoint_url": endpoint_url, "purpose": purpose,
-                          "auth_mode": auth_mode, **({} if uses_keys else {"role_arn": role_arn})},
-                  request=request)
-    except IntegrityError:  # this tenant's own registration (perhaps one that raced this one)
-        if not Bucket.objects.filter(tenant=tenant, name=name, endpoint_url=endpoint_url).exists():
-            raise
-        raise ValidationError({"name": f"The bucket {name} is already registered here: open it from the bucket "
-                                       "list (purpose \"both\" serves backups and restores)."}) from None
+    bucket = Bucket(
+        tenant=tenant, name=name, region=region.strip(), endpoint_url=endpoint_url,
+        purpose=purpose, auth_mode=auth_mode,
+        access_key_id=access_key_id.strip() if uses_keys else "",
+        secret_access_key=secret_access_key if uses_keys else "",
+        role_arn="" if uses_keys else role_arn,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
     if verify:
-        bucket = bucket_verify(bucket=bucket, actor=actor, request=request)
+        _record_checks(bucket)  # network I/O, outside any transaction
+    try:
+        _save_registration(bucket, actor=actor, request=request, verified=verify)
+    except IntegrityError:
+        if Bucket.objects.filter(tenant=tenant, name=name, endpoint_url=endpoint_url).exists():
+            raise ValidationError({"name": ALREADY_HERE.format(name=name)}) from None  # raced this one
+        # another tenant's verification of this bucket committed first: kept, as failed
+        bucket.pk = None
+        bucket.checks = [_held_elsewhere_check(bucket.name).as_dict(), *bucket.checks]
+        bucket.status = Status.FAILED
+        _save_registration(bucket, actor=actor, request=request, verified=verify)
     return bucket
+
+
+def _save_registration(bucket: Bucket, *, actor, request, verified: bool) -> None:
+    with transaction.atomic():
+        bucket.save()
+        audit(tenant=bucket.tenant, actor=actor, action="bucket.register", target=bucket.name,
+              detail={"region": bucket.region, "endpoint_url": bucket.endpoint_url, "purpose": bucket.purpose,
+                      "auth_mode": bucket.auth_mode, **({"role_arn": bucket.role_arn} if bucket.role_arn else {})},
+              request=request)
+        if verified:
+            _audit_verify(bucket, actor=actor, request=request)
+
+
+def _audit_verify(bucket: Bucket, *, actor, request) -> None:
+    failed = [c["key"] for c in bucket.checks if c["status"] == FAIL]
+    audit(tenant=bucket.tenant, actor=actor, action="bucket.verify", target=bucket.name,
+          detail={"status": bucket.status, **({"failed": failed} if failed else {})}, request=request)
 
 
 def _held_elsewhere_check(name: str) -> Check:
     return Check("registered", "Registration", FAIL, HELD_ELSEWHERE.format(name=name), HELD_ELSEWHERE_FIX)
 
 
-def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
-    """Run every check (network I/O happens outside any transaction) and store the results.
-
-    A bucket another tenant holds is not contacted at all; a verification that loses the race
-    against another tenant's is stored as failed (the database constraint decides).
-    """
+def _record_checks(bucket: Bucket) -> None:
+    """Run every check and put the results on ``bucket`` (not saved). verify_bucket never raises
+    for what the endpoint answers; a bucket another tenant holds is not contacted at all."""
     holder = _holder_elsewhere(tenant=bucket.tenant, name=bucket.name, endpoint_url=bucket.endpoint_url)
     if holder is not None:
-        _audit_held_elsewhere(tenant=bucket.tenant, holder=holder, actor=actor, name=bucket.name,
-                              endpoint_url=bucket.endpoint_url, request=request)
         checks = [_held_elsewhere_check(bucket.name)]
     else:
         checks = verify_bucket(
@@ -119,6 +139,19 @@ def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
     bucket.checks = [c.as_dict() for c in checks]
     bucket.status = Status.FAILED if any(c.status == FAIL for c in checks) else Status.VERIFIED
     bucket.verified_at = timezone.now()
+
+
+def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
+    """Run every check (network I/O happens outside any transaction) and store the results.
+
+    A verification that loses the race against another tenant's is stored as failed (the
+    database constraint decides).
+    """
+    holder = _holder_elsewhere(tenant=bucket.tenant, name=bucket.name, endpoint_url=bucket.endpoint_url)
+    if holder is not None:
+        _audit_held_elsewhere(tenant=bucket.tenant, holder=holder, actor=actor, name=bucket.name,
+                              endpoint_url=bucket.endpoint_url, request=request)
+    _record_checks(bucket)
     try:
         with transaction.atomic():
             bucket.save(update_fields=["checks", "status", "verified_at"])
@@ -126,9 +159,7 @@ def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
         bucket.checks = [_held_elsewhere_check(bucket.name).as_dict(), *bucket.checks]
         bucket.status = Status.FAILED
         bucket.save(update_fields=["checks", "status", "verified_at"])
-    failed = [c["key"] for c in bucket.checks if c["status"] == FAIL]
-    audit(tenant=bucket.tenant, actor=actor, action="bucket.verify", target=bucket.name,
-          detail={"status": bucket.status, **({"failed": failed} if failed else {})}, request=request)
+    _audit_verify(bucket, actor=actor, request=request)
     return bucket
 
 

@@ -2,7 +2,9 @@
 
 Builds on ``connectors.s3target.S3Target`` (the bucket description the portal stores) and adds
 what a long transfer needs:
-- the network policy check on custom endpoints (no SSRF through a user-typed endpoint URL);
+- the network policy on custom endpoints (no SSRF through a user-typed endpoint URL): every
+  connection to the endpoint resolves it once, checks every address and connects to a checked
+  one (``connectors.s3connect``), so a DNS answer that changes cannot redirect it;
 - botocore "standard" retries (5xx, throttling, timeouts), on top of which the sink adds its
   own retries around UploadPart / CompleteMultipartUpload;
 - request checksums only when an API requires them: S3-compatible stores (rclone, MinIO,
@@ -23,7 +25,8 @@ from botocore.config import Config
 
 from connectors.awsrole import role_session
 from connectors.base import ConnectionFailed
-from connectors.netpolicy import ensure_public_url
+from connectors.netpolicy import url_host_port
+from connectors.s3connect import check_every_connection
 from connectors.s3target import S3Target
 
 
@@ -49,10 +52,14 @@ def _credentials_session(target: S3Target) -> boto3.session.Session:
 
 def make_client(target: S3Target, *, allow_private: bool = False, connect_timeout: float = 10,
                 read_timeout: float = 120, max_attempts: int = 4, max_pool_connections: int = 16):
-    """A thread-safe boto3 S3 client for ``target`` (one per export; clients are cheap to share)."""
+    """A thread-safe boto3 S3 client for ``target`` (one per export; clients are cheap to share).
+
+    A custom endpoint is checked when a connection is made, not here: a policy refusal is the
+    error of the first request (botocore's HTTPClientError, with the reason).
+    """
     session = _credentials_session(target)  # first: nothing is resolved or sent before this passes
     if target.endpoint_url:
-        ensure_public_url(target.endpoint_url, allow_private=allow_private)
+        url_host_port(target.endpoint_url)  # ConnectionFailed for a URL that is not http(s)
     config = Config(
         region_name=target.region or None,
         connect_timeout=connect_timeout,
@@ -66,4 +73,7 @@ def make_client(target: S3Target, *, allow_private: bool = False, connect_timeou
         response_checksum_validation="when_required",
         tcp_keepalive=True,
     )
-    return session.client("s3", config=config, endpoint_url=target.endpoint_url or None)
+    client = session.client("s3", config=config, endpoint_url=target.endpoint_url or None)
+    if target.endpoint_url and not allow_private:
+        check_every_connection(client)
+    return client

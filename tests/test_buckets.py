@@ -15,6 +15,7 @@ from buckets.verification import verify_bucket
 from connectors.base import ConnectionFailed
 from connectors.s3client import make_client
 from connectors.s3target import S3Target
+from tests.fakes.httpserver import Response, ServerThread
 
 
 def statuses(checks):
@@ -179,3 +180,77 @@ def test_bucket_register_command(tenant, rclone, s3_bucket, moto, monkeypatch, c
     assert "is in eu-west-1, not in us-east-1" in capsys.readouterr().out
     with pytest.raises(CommandError, match="No tenant"):
         call_command("bucket_register", "--tenant", "nope", "--name", "x-y-z", "--region", "us-east-1")
+
+
+class NotS3:
+    """An endpoint that answers every request with the same status and a body that is no S3 XML."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+
+    def handle(self, request) -> Response:
+        return Response(self.status, self.body, {"Content-Type": "text/html"})
+
+
+NOT_S3_ANSWERS = [(200, b""), (200, b"hello, not xml"), (403, b""), (500, b"<html><body>Bad gateway"),
+                  (404, b"\x00\xff\xfe garbage")]
+
+
+@pytest.fixture(params=NOT_S3_ANSWERS, ids=lambda a: f"{a[0]}-{len(a[1])}-bytes")
+def not_s3(request):
+    server = ServerThread(NotS3(*request.param)).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.django_db
+def test_an_endpoint_that_answers_no_s3_xml_gives_a_failed_check_on_the_web(client_for, admin, tenant, not_s3):
+    client = client_for(admin)
+    response = client.post(f"/t/{tenant.slug}/buckets/register/", {
+        "name": "acme-not-s3", "region": "us-east-1", "endpoint_url": not_s3.url, "purpose": "destination",
+        "auth_mode": "keys", "access_key_id": "AKIAEXAMPLEKEY000001", "secret_access_key": "example-secret-0123456789",
+    }, follow=True)
+    assert response.status_code == 200
+    bucket = Bucket.objects.get(tenant=tenant, name="acme-not-s3")  # registered with its checks, never half
+    failed = [c for c in bucket.checks if c["status"] == "fail"]
+    assert bucket.status == "failed" and bucket.verified_at is not None
+    assert failed and "not an S3 response" in failed[0]["message"] and failed[0]["fix"]
+    assert "not an S3 response" in response.content.decode()
+    assert AuditEvent.objects.filter(tenant=tenant, action="bucket.verify", target="acme-not-s3").count() == 1
+
+    response = client.post(f"/t/{tenant.slug}/buckets/{bucket.uuid}/verify/", follow=True)
+    assert response.status_code == 200 and "failed verification" in response.content.decode()
+    bucket.refresh_from_db()
+    assert bucket.status == "failed" and "not an S3 response" in bucket.checks[-1]["message"]
+
+
+@pytest.mark.django_db
+def test_an_endpoint_that_answers_no_s3_xml_fails_bucket_register_with_the_reason(tenant, not_s3, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.setenv("TEST_S3_SECRET", "example-secret-0123456789")
+    with pytest.raises(CommandError, match="failed verification"):
+        call_command("bucket_register", "--tenant", tenant.slug, "--name", "acme-not-s3", "--region", "us-east-1",
+                     "--endpoint-url", not_s3.url, "--access-key-id", "AKIAEXAMPLEKEY000001",
+                     "--secret-access-key-env", "TEST_S3_SECRET")
+    assert "[FAIL] Bucket location: The endpoint answered, but the answer is not an S3 response" in capsys.readouterr().out
+    assert Bucket.objects.get(tenant=tenant, name="acme-not-s3").status == "failed"
+
+
+def test_answers_of_the_wrong_shape_after_a_good_location_fail_the_probe_not_the_page():
+    """A store that answers the location right and the listing with XML of another shape."""
+    class Garbled:
+        def handle(self, request) -> Response:
+            if "location" in request.query:
+                return Response(200, b'<?xml version="1.0"?><LocationConstraint/>', {"Content-Type": "application/xml"})
+            return Response(200, b"<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>",
+                            {"Content-Type": "application/xml"})
+
+    server = ServerThread(Garbled()).start()
+    try:
+        target = S3Target("acme-garbled", "us-east-1", server.url, "AKIAEXAMPLEKEY000001", "example-secret-0123456789")
+        checks = {c.key: c for c in verify_bucket(target, purpose_write=False, purpose_read=True, allow_private=True)}
+    finally:
+        server.stop()
+    assert checks["location"].status == "pass"
+    assert checks["list"].status == "fail" and "shape of an S3 response" in checks["list"].message
+    assert checks["read"].status == "fail"  # nothing could be listed, so nothing proves reading
