@@ -12,7 +12,8 @@ Folders are named as in a ZIP (``connectors.naming.ArchiveFolders``): distinct s
 are distinct PST folders, whatever their names.
 
 Crash safety: a killed worker restarts a PST export from scratch — the ledger holds at most
-the upload in progress, which the next run aborts before starting over. Exactly-once holds
+the upload in progress (and, once every file is complete, the records), which the next run
+aborts and forgets before starting over. Exactly-once holds
 because a run either completes every file or leaves nothing its successor would keep.
 Failed or cancelled: the current upload is aborted, files this run already completed are
 deleted, the ledger is reset; no incomplete multipart upload and no partial archive remain.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.portal_fixtures import (
     submit,
     wait_for,
 )
+from tests.test_requests_reports import folder_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -288,6 +290,11 @@ def test_the_portal_shows_the_report_and_summary_the_bucket_holds_for_every_form
     page = client.get(f"{base}/report/").content.decode()
     failed = next(r for r in in_bucket if r["status"] == "failed")
     assert 'id="failures"' in page and failed["source_id"] in page and "did not deliver" in failed["error"]
+    shown = folder_rows(page)  # folder → (source count, exported, failed, skipped)
+    expected = {folder: (0, 0, 0, 0) for folder in shown}  # empty folders and parents: zeros
+    for folder, n in Counter(r["folder"] for r in in_bucket).items():
+        expected[folder] = (n, n - (folder == failed["folder"]), int(folder == failed["folder"]), 0)
+    assert shown == expected and 'id="reconciled"' in page
     assert ArchiveRecord.objects.filter(request=req, kind="message").count() == total
     summary = client.get(f"{base}/report.json").json()
     assert summary == json.loads(bucket_file(".summary.json"))
