@@ -24,6 +24,7 @@ Invariants, whatever a source calls its folders:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -47,9 +48,11 @@ _ROOT_FILE = re.compile(r"labels(\.part[0-9]+)?\.csv")  # the manifests at the a
 
 def safe_subject(subject: str, limit: int = SUBJECT_CHARS) -> str:
     """A subject as a file name: separators, characters Windows refuses and control characters
-    (also those NFKC turns into a separator, such as ``／``) become '_'."""
-    text = unicodedata.normalize("NFC", _SURROGATE.sub("\ufffd", subject or ""))
-    if not text.isascii():
+    (also those NFKC turns into a separator, such as ``／``) become '_'. Only the first
+    ``limit * 4`` characters are looked at (the report keeps the whole subject)."""
+    text = (subject or "").lstrip(" ._\t\r\n")[:limit * 4]
+    text = unicodedata.normalize("NFC", _SURROGATE.sub("\ufffd", text))
+    if not text.isascii() and _has_compat_separator(text):
         text = "".join(c if _stand_in(c) == c else "_" for c in text)
     text = _UNSAFE.sub("_", text)
     text = _SPACES.sub(" ", text).strip(" ._")
@@ -59,6 +62,12 @@ def safe_subject(subject: str, limit: int = SUBJECT_CHARS) -> str:
     return text or "no_subject"
 
 
+def _has_compat_separator(text: str) -> bool:
+    compat = unicodedata.normalize("NFKC", text)
+    return "/" in compat or "\\" in compat
+
+
+@functools.lru_cache(maxsize=4096)
 def _stand_in(char: str) -> str:
     """'\\' and the characters that NFKC turns into '/' or '\\' (``／``, ``＼``, ``℅``...)."""
     if char == "\\":
