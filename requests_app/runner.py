@@ -106,11 +106,11 @@ def result_document(result) -> dict:
     folders = [_jsonable(f) for f in result.folders]
     return {
         "state": result.state, "error": result.error, "folders": folders,
-        "folder_counts": {f["folder"]: f["source_count"] for f in folders},
         "totals": _jsonable(result.totals), "archives": _jsonable(result.archives),
         "report_key": result.report_key, "summary_key": result.summary_key,
         "started_at": result.started_at, "finished_at": result.finished_at,
         "timings": result.timings, "resumed": result.resumed, "parts": result.parts,
+        "summary": _jsonable(result.summary),  # what summary.json in the bucket says (reports.summary)
     }
 
 

@@ -44,3 +44,15 @@ def test_volumes_on_the_request_row(request_row):
         DatabaseLedger(request_row.pk, "run-2").begin_volume(Volume(2, "k", 1, 1), "p/f.part003.zip", "u")
     ledger.reset()
     assert ledger.load_upload() is None and list(ledger.iter_records()) == []
+
+
+def test_records_of_whole_files_are_committed_in_one_transaction_by_their_owner(request_row):
+    ledger = DatabaseLedger(request_row.pk, "run-1")
+    ledger.begin_upload("p/f.pst", "upload-1", "pst")
+    records = [EntryRecord(MESSAGE, "INBOX", f"1:{n}", name="p/f.pst", size=n) for n in range(1, 2502)]
+    ledger.commit_records(iter(records))
+    assert list(ledger.iter_records()) == records  # in order, over several insert batches
+    assert set(request_row.records.values_list("part_number", flat=True)) == {None}
+    with pytest.raises(Superseded):
+        DatabaseLedger(request_row.pk, "run-2").commit_records(records[:1])
+    assert request_row.records.count() == len(records)
