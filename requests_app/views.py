@@ -185,12 +185,14 @@ def request_report(request, request_uuid):
 def request_report_folders(request, request_uuid):
     """The per-folder table alone, polled by the report page while the request runs;
     ``?format=json`` gives the same figures to scripts (live while it runs, final after)."""
-    req = get_owned_or_404(request.access, MigrationRequest, uuid=request_uuid)
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     table = reports.folder_table(req)
     if request.GET.get("format") == "json":
         return JsonResponse({"id": str(req.uuid), "state": req.state, **table},
                             json_dumps_params={"ensure_ascii": False})
-    return render(request, "requests_app/_folder_report.html", {"req": req, "report": table})
+    # With the page's state badge and archive files (``oob``): they follow the run too.
+    return render(request, "requests_app/_folder_report.html", {"req": req, "report": table, "oob": True,
+                                                                 "archives": reports.archive_files(req)})
 
 
 @tenant_view(read=Role.VIEWER)

@@ -128,3 +128,17 @@ def test_a_cancelled_request_shows_nothing_kept_and_offers_retry(page, operator,
     assert page.locator("#cancel").count() == 0 and page.locator("#retry").is_visible()
     assert page.evaluate("window.sameDocument") is True  # the live fragment did all this...
     assert "Cancellation requested" not in page.inner_text("main")  # ...and took the flash away
+
+
+def test_report_page_follows_the_run_to_its_end_without_a_reload(page, operator, tenant, dovecot, dest_bucket,
+                                                                  worker_process):
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="alice-report"))
+    login(page, operator.email, PASSWORD)
+    page.goto(f"/t/{tenant.slug}/requests/{req.uuid}/report/")
+    assert page.inner_text("h1 .state") == "Queued" and page.locator("#archive-files").count() == 0
+    page.evaluate("window.sameDocument = true")
+    worker_process()
+    page.wait_for_selector("#reconciled", timeout=90000)
+    assert page.evaluate("window.sameDocument") is True
+    assert page.inner_text("h1 .state") == "Completed"
+    assert "s3://" + dest_bucket.name + "/mail/alice-report.zip" in page.inner_text("#archive-files")
