@@ -21,7 +21,10 @@ TOPBAR_BACKGROUND = "rgb(17, 26, 46)"  # #111a2e: the stylesheet is applied
 
 
 def page_fits(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    """Nothing wider than the window, and no table wider than the box it sits in."""
+    return page.evaluate("""document.documentElement.scrollWidth <= window.innerWidth
+        && [...document.querySelectorAll('table')].every(
+            (t) => t.getBoundingClientRect().right <= t.parentElement.getBoundingClientRect().right + 1)""")
 
 
 def styled_chrome(page) -> bool:
