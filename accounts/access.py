@@ -79,13 +79,13 @@ def tenant_view(read: str = Role.VIEWER, write: str | None = None):
             if membership is None:
                 raise Http404("No such tenant")
             access = TenantAccess(tenant=membership.tenant, membership=membership)
+            request.access = access  # a 403 page below still shows the member their tenant's menu
             if request.method in SAFE_METHODS:
                 access.require(read)
             elif write is None:
                 return HttpResponseNotAllowed(sorted(SAFE_METHODS))
             else:
                 access.require(write)
-            request.access = access
             request.session["last_tenant"] = tenant_slug
             return view(request, *args, **kwargs)
 

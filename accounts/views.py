@@ -69,6 +69,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         with transaction.atomic():
             response = super().form_valid(form)
             _audit_password_changed(form.user, self.request, via="password_change")
+        messages.success(self.request, "Your password was changed.")
         return response
 
 
@@ -83,6 +84,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         with transaction.atomic():
             response = super().form_valid(form)
             _audit_password_changed(form.user, self.request, via="password_reset")
+        messages.success(self.request, "Your new password is set: log in with it.")
         return response
 
 

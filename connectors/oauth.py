@@ -172,9 +172,39 @@ def _flow(client: GoogleClient, redirect_uri: str, scopes: Sequence[str], **kwar
                                    redirect_uri=redirect_uri, **kwargs)
 
 
+def _plain_http_refusal(client: GoogleClient, redirect_uri: str) -> OAuthError | None:
+    """oauthlib (not Google) refuses to finish a web flow over plain http — the callback URL or the
+    token endpoint — unless OAUTHLIB_INSECURE_TRANSPORT is set. Say which address is http and
+    what to do, instead of its bare "insecure_transport"."""
+    from oauthlib.oauth2.rfc6749.utils import is_secure_transport
+
+    if not is_secure_transport(redirect_uri):
+        return OAuthError(
+            f"LegacyFlo is reached over plain http ({redirect_uri}), and its OAuth library refuses to finish "
+            "a Google sign-in over http (the authorization code would travel unencrypted); Google refused "
+            "nothing, and nothing was connected. Serve the portal over https: behind a reverse proxy that "
+            "terminates TLS, set LEGACYFLO_PUBLIC_URL=https://your-host (or LEGACYFLO_BEHIND_PROXY=1 when "
+            "the proxy sends X-Forwarded-Proto) and register https://your-host/oauth/google/callback/ with "
+            "the OAuth client. Then connect again. (A local trial on http only: OAUTHLIB_INSECURE_TRANSPORT=1.)")
+    if not is_secure_transport(client.token_uri):
+        return OAuthError(
+            f"Google's token endpoint is configured as plain http ({client.token_uri}, GOOGLE_TOKEN_URI), and "
+            "LegacyFlo's OAuth library refuses to send an authorization code over http; nothing was "
+            "connected. Set GOOGLE_TOKEN_URI to an https address (the default is Google's own). "
+            "(Local trials with the test fakes only: OAUTHLIB_INSECURE_TRANSPORT=1.)")
+    return None
+
+
 def google_authorization_url(client: GoogleClient, *, redirect_uri: str, scopes: Sequence[str],
                              login_hint: str | None = None) -> AuthorizationStart:
-    """Start the web flow (offline access, consent forced so a refresh token is always issued, PKCE S256)."""
+    """Start the web flow (offline access, consent forced so a refresh token is always issued, PKCE S256).
+
+    Refused at once (OAuthError) when the flow could not be finished over plain http: better than
+    sending the person through Google's consent for nothing.
+    """
+    refusal = _plain_http_refusal(client, redirect_uri)
+    if refusal is not None:
+        raise refusal
     flow = _flow(client, redirect_uri, scopes, autogenerate_code_verifier=True)
     extra = {"login_hint": login_hint} if login_hint else {}
     url, state = flow.authorization_url(access_type="offline", prompt="consent", **extra)
@@ -208,6 +238,10 @@ def google_exchange_code(client: GoogleClient, *, redirect_uri: str, scopes: Seq
                             "mismatch). Please start the connection again.") from None
     except oauth_errors.AccessDeniedError:
         raise ConsentDenied("Access was denied on Google's consent page; nothing was connected.") from None
+    except oauth_errors.InsecureTransportError:
+        raise _plain_http_refusal(client, redirect_uri) or OAuthError(
+            "LegacyFlo's OAuth library refused plain http for this sign-in; serve the portal and the "
+            "token endpoint over https.") from None
     except oauth_errors.InvalidGrantError as exc:
         raise AuthorizationCodeRejected(
             "Google rejected the authorization code (it expired or was already used: codes live a few "

@@ -16,6 +16,7 @@ tenant_patterns = [
 urlpatterns = [
     path("", accounts_views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/", include(accounts_urls.auth_urlpatterns)),
     path("invite/<str:token>/", accounts_views.invitation_accept, name="invitation_accept"),
     path("oauth/", include((providers_urls.oauth_urlpatterns, "oauth"))),

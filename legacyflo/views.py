@@ -1,6 +1,7 @@
 from django.db import connection
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
 
 from accounts.access import tenant_view
 from accounts.models import Role
@@ -26,3 +27,8 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"ok": True})
+
+
+def favicon(request):
+    """Browsers and tools ask for /favicon.ico whatever the page links: send them to the icon."""
+    return redirect(static("favicon.svg"), permanent=True)

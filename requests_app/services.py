@@ -19,6 +19,13 @@ from requests_app.types import RequestType
 TERMINAL_RETRYABLE = (State.FAILED, State.CANCELLED, State.COMPLETED_WITH_ERRORS)
 
 
+def is_retryable(req: MigrationRequest) -> bool:
+    """Whether ``request_retry`` accepts ``req``: the Retry button is shown exactly then."""
+    from requests_app.recovery import is_interrupted
+
+    return req.state in TERMINAL_RETRYABLE or is_interrupted(req)
+
+
 def archive_base_key(req: MigrationRequest) -> str:
     """``PREFIX/FILE`` without extension; the archive, report and summary sit side by side."""
     return f"{req.s3_prefix}/{req.file_name}" if req.s3_prefix else req.file_name
@@ -112,10 +119,8 @@ def request_cancel(*, req: MigrationRequest, actor, request=None) -> MigrationRe
 @transaction.atomic
 def request_retry(*, req: MigrationRequest, actor, request=None) -> MigrationRequest:
     """Re-queue a failed, cancelled or interrupted request; it resumes from its checkpoint."""
-    from requests_app.recovery import is_interrupted
-
     req = MigrationRequest.objects.select_for_update().get(pk=req.pk)
-    if req.state not in TERMINAL_RETRYABLE and not is_interrupted(req):
+    if not is_retryable(req):
         raise ValidationError(f"The request is {req.get_state_display().lower()}; only failed, cancelled, "
                               "incomplete or interrupted requests can be retried.")
     if req.state == State.COMPLETED_WITH_ERRORS:

@@ -21,6 +21,9 @@ from requests_app.models import MigrationRequest, State
 from requests_app.types import available_types, get_type
 
 PAGE_SIZE = 50
+# A flash about a request's state ("queued", "cancellation requested"): the request page drops it
+# as soon as its live progress shows another state (see static/legacyflo.js).
+TRANSIENT = "transient"
 
 
 def _requests_page(request):
@@ -65,7 +68,7 @@ def request_create(request, type_code: str):
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            messages.success(request, "The request is queued.")
+            messages.success(request, "The request is queued.", extra_tags=TRANSIENT)
             return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
     return render(request, "requests_app/create.html", {"form": form, "rtype": rtype})
 
@@ -128,8 +131,7 @@ def request_sample(request, type_code: str):
 @tenant_view(read=Role.VIEWER)
 def request_detail(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
-    return render(request, "requests_app/detail.html", {"req": req, "rtype": get_type(req.request_type),
-                                                        "archives": reports.archive_files(req)})
+    return render(request, "requests_app/detail.html", {**_progress_context(req), "rtype": get_type(req.request_type)})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -137,7 +139,13 @@ def request_progress(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     if request.GET.get("format") == "json":
         return JsonResponse(reports.progress_dict(req))
-    return render(request, "requests_app/_progress.html", {"req": req, "archives": reports.archive_files(req)})
+    # The fragment carries the action buttons too (``oob``): the page swaps them in, so a Cancel
+    # button never outlives the run and Retry appears when the request ends.
+    return render(request, "requests_app/_progress.html", {**_progress_context(req), "oob": True})
+
+
+def _progress_context(req: MigrationRequest) -> dict:
+    return {"req": req, "archives": reports.archive_files(req), "retryable": services.is_retryable(req)}
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
@@ -146,7 +154,7 @@ def request_cancel(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest, uuid=request_uuid)
     try:
         services.request_cancel(req=req, actor=request.user, request=request)
-        messages.success(request, "Cancellation requested.")
+        messages.success(request, "Cancellation requested.", extra_tags=TRANSIENT)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
@@ -158,7 +166,8 @@ def request_retry(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest, uuid=request_uuid)
     try:
         services.request_retry(req=req, actor=request.user, request=request)
-        messages.success(request, "The request is queued again; it resumes from its last checkpoint.")
+        messages.success(request, "The request is queued again; it resumes from its last checkpoint.",
+                         extra_tags=TRANSIENT)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
@@ -176,12 +185,14 @@ def request_report(request, request_uuid):
 def request_report_folders(request, request_uuid):
     """The per-folder table alone, polled by the report page while the request runs;
     ``?format=json`` gives the same figures to scripts (live while it runs, final after)."""
-    req = get_owned_or_404(request.access, MigrationRequest, uuid=request_uuid)
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     table = reports.folder_table(req)
     if request.GET.get("format") == "json":
         return JsonResponse({"id": str(req.uuid), "state": req.state, **table},
                             json_dumps_params={"ensure_ascii": False})
-    return render(request, "requests_app/_folder_report.html", {"req": req, "report": table})
+    # With the page's state badge and archive files (``oob``): they follow the run too.
+    return render(request, "requests_app/_folder_report.html", {"req": req, "report": table, "oob": True,
+                                                                 "archives": reports.archive_files(req)})
 
 
 @tenant_view(read=Role.VIEWER)

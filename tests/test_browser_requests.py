@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.browser import login
@@ -9,6 +11,9 @@ from tests.conftest import PASSWORD
 from tests.portal_fixtures import (
     MAILBOX_PASSWORD,
     MAILBOX_USER,
+    imap_form,
+    submit,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -60,3 +65,80 @@ def test_operator_submits_and_watches_a_request_complete(page, operator, tenant,
     assert row.count() == 1 and "Alice's mailbox" in row.inner_text()
     keys = {o["Key"] for o in rclone.client().list_objects_v2(Bucket=dest_bucket.name)["Contents"]}
     assert {"browser/alice.zip", "browser/alice.report.csv", "browser/alice.summary.json"} <= keys
+
+
+def test_request_page_follows_the_run_to_its_end_without_a_reload(page, operator, tenant, dovecot, dest_bucket,
+                                                                   worker_process):
+    """The buttons and the flash follow the live progress: no Cancel (nor the "queued" flash)
+    once the request completed, no Retry on a completed request, an exact duration, and sizes
+    that say what they measure."""
+    login(page, operator.email, PASSWORD)
+    page.goto(f"/t/{tenant.slug}/requests/new/IMAP-S3-ZIP/")
+    fill_imap_form(page, dovecot, dest_bucket, MAILBOX_PASSWORD)
+    page.fill("#id_file_name", "alice-states")
+    page.click("button:has-text('Submit request')")
+    page.wait_for_url("**/requests/*/")
+    assert "The request is queued." in page.inner_text(".messages")
+    assert page.locator("#cancel").is_visible() and page.locator("#retry").count() == 0
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+
+    worker_process()
+    page.wait_for_selector("#progress [data-state=completed]", timeout=90000)
+    assert page.evaluate("window.sameDocument") is True
+    assert page.locator("#cancel").count() == 0 and page.locator("#retry").count() == 0
+    assert page.locator("#request-actions a:has-text('Report')").count() == 1
+    assert "queued" not in page.inner_text("main")
+    assert re.fullmatch(r"under 1 s|\d+ s|\d+ min( \d+ s)?", page.inner_text("#duration"))
+    facts = page.inner_text("#progress .facts")
+    assert "Archive size" in facts and "Messages' size" in facts and "Data" not in facts
+    page.click("#request-actions a:has-text('Report')")
+    assert "Size of the messages" in page.inner_text("#folder-report thead")
+    assert "Archive size" in page.inner_text("#archive-files")
+
+
+def test_a_cancelled_request_shows_nothing_kept_and_offers_retry(page, operator, tenant, dovecot, dest_bucket,
+                                                                 worker_process):
+    """Cancelled while it runs: a neutral notice instead of a red error box, no archive size, no
+    Cancel, and Retry — all without a reload."""
+    from tests.servers.faults import Fault, TcpFaultProxy
+
+    stall = {n: Fault(stall_after=0, after_marker=b"BODY.PEEK[]") for n in range(20)}
+    with TcpFaultProxy(dovecot.port, faults=stall) as proxy:  # the run stays in its first FETCH
+        req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(
+            dovecot, dest_bucket, source_port=proxy.port, source_security="none", file_name="alice-cancelled"))
+        login(page, operator.email, PASSWORD)
+        page.goto(f"/t/{tenant.slug}/requests/{req.uuid}/")
+        worker_process()
+        wait_for(lambda: any(b"BODY.PEEK[]" in c.client_bytes for c in proxy.connections), timeout=120,
+                 interval=0.05)
+        page.wait_for_selector("#progress [data-state=running]")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#cancel")
+        page.wait_for_url(f"**/requests/{req.uuid}/")
+        page.evaluate("window.sameDocument = true")
+        assert "Cancellation requested." in page.inner_text(".messages")
+        assert page.locator("#cancelling").is_visible() and page.locator("#cancel").count() == 0  # asked once
+    # Closing the stalled connections lets the run notice (a stalled FETCH holds it until then).
+    page.wait_for_selector("#progress [data-state=cancelled]", timeout=60000)
+    assert page.locator("#progress .errorbox").count() == 0
+    notice = page.inner_text("#cancelled")
+    assert "partial upload was discarded" in notice and "Retry runs it again" in notice
+    facts = page.inner_text("#progress .facts")
+    assert "none kept" in facts and not re.search(r"\d B\b|KB|MB|GB", facts)
+    assert page.locator("#cancel").count() == 0 and page.locator("#retry").is_visible()
+    assert page.evaluate("window.sameDocument") is True  # the live fragment did all this...
+    assert "Cancellation requested" not in page.inner_text("main")  # ...and took the flash away
+
+
+def test_report_page_follows_the_run_to_its_end_without_a_reload(page, operator, tenant, dovecot, dest_bucket,
+                                                                  worker_process):
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="alice-report"))
+    login(page, operator.email, PASSWORD)
+    page.goto(f"/t/{tenant.slug}/requests/{req.uuid}/report/")
+    assert page.inner_text("h1 .state") == "Queued" and page.locator("#archive-files").count() == 0
+    page.evaluate("window.sameDocument = true")
+    worker_process()
+    page.wait_for_selector("#reconciled", timeout=90000)
+    assert page.evaluate("window.sameDocument") is True
+    assert page.inner_text("h1 .state") == "Completed"
+    assert "s3://" + dest_bucket.name + "/mail/alice-report.zip" in page.inner_text("#archive-files")

@@ -97,6 +97,29 @@ def test_mismatched_state_is_refused_before_any_token_request(google, google_cli
     assert len(google.auth.token_requests) == before
 
 
+def test_a_sign_in_over_plain_http_is_explained_as_ours_not_googles(google, google_client, monkeypatch):
+    """oauthlib refuses http unless OAUTHLIB_INSECURE_TRANSPORT is set: the error says which address
+    is http and what to do (https, LEGACYFLO_PUBLIC_URL), not "Google refused ... insecure_transport"."""
+    start = _start(google_client)
+    callback = google.consent(start.url, user=BOB)
+    before = len(google.auth.token_requests)
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT")  # a portal served on plain http, as in production
+    with pytest.raises(oauth.OAuthError) as refused:
+        _exchange(google_client, start, callback)
+    text = str(refused.value)
+    assert REDIRECT in text and "refuses to finish a Google sign-in over http" in text
+    assert "Google refused nothing" in text and "LEGACYFLO_PUBLIC_URL=https://" in text
+    assert "insecure_transport" not in text and len(google.auth.token_requests) == before
+    with pytest.raises(oauth.OAuthError, match="refuses to finish a Google sign-in over http"):
+        _start(google_client)  # and a new sign-in is refused before anyone is sent to Google for nothing
+
+    https_redirect = "https://portal.example/oauth/google/callback/"  # the portal is fine; the endpoint is not
+    with pytest.raises(oauth.OAuthError, match=r"token endpoint is configured as plain http \(http://.*GOOGLE_TOKEN_URI"):
+        oauth.google_authorization_url(google_client, redirect_uri=https_redirect, scopes=[oauth.GMAIL_READONLY_SCOPE])
+    with pytest.raises(oauth.OAuthError, match="GOOGLE_TOKEN_URI"):
+        _exchange(google_client, start, https_redirect + "?" + urlsplit(callback).query, redirect_uri=https_redirect)
+
+
 def test_expired_and_reused_codes_are_rejected(google, google_client, clock):
     start = _start(google_client)
     callback = google.consent(start.url)

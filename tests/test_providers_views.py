@@ -186,6 +186,22 @@ def test_forged_or_foreign_state_is_refused_before_any_token_request(client_for,
     assert "state mismatch" in page_text(client.get(local_path(callback), follow=True))
 
 
+def test_coming_back_over_plain_http_says_what_is_wrong_and_what_to_do(client_for, admin, tenant, google,
+                                                                       monkeypatch):
+    connection = google_connection(tenant, admin, google)
+    client = client_for(admin)
+    callback = google.consent(start_consent(client, tenant, connection), user=ALICE)
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT")  # as on a real portal served over http
+    page = page_text(client.get(local_path(callback), follow=True))
+    assert "Google refused the token request" not in page and "insecure_transport" not in page
+    assert "refuses to finish a Google sign-in over http" in page and "LEGACYFLO_PUBLIC_URL" in page
+    assert not MailboxAuthorization.objects.exists()
+    # A new "Connect a mailbox" is refused on the spot, with the same explanation.
+    response = client.post(f"/t/{tenant.slug}/connections/{connection.uuid}/consent/", {}, follow=True)
+    assert "refuses to finish a Google sign-in over http" in page_text(response)
+    assert not response.redirect_chain[0][0].startswith(google.auth_uri)
+
+
 def test_state_is_bound_to_the_session_that_started_the_consent(client, admin, owner, tenant, google):
     connection = google_connection(tenant, admin, google)
     client.force_login(admin)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -44,6 +45,11 @@ def test_cancel_while_running_aborts_the_upload(operator, tenant, dovecot, dest_
     assert no_pending_uploads(s3, dest_bucket.name)
     assert "mail/big.zip" not in {o["Key"] for o in s3.list_objects_v2(Bucket=dest_bucket.name).get("Contents", [])}
     assert AuditEvent.objects.filter(tenant=tenant, action="request.cancel", target=str(req.uuid)).exists()
+    # The page does not show the discarded upload's size as if it were kept, nor the cancel as an error.
+    assert req.bytes_done > 0
+    fragment = client_for(operator).get(f"/t/{tenant.slug}/requests/{req.uuid}/progress/").content.decode()
+    assert 'id="cancelled"' in fragment and "errorbox" not in fragment
+    assert "none kept" in fragment and "MB" not in fragment and 'id="retry"' in fragment
 
 
 @pytest.mark.parametrize("code", ["IMAP-S3-ZIP", "IMAP-S3-PST"])
@@ -98,6 +104,37 @@ def test_retry_after_the_cause_is_fixed(operator, tenant, dovecot, imap_ca, dest
     assert rows == []  # carol's mailbox is empty: a header and nothing else
     with pytest.raises(CommandError, match="No request"):
         call_command("request_report", "not-a-uuid")
+
+
+def test_cancel_and_retry_buttons_appear_exactly_when_the_action_is_accepted(operator, viewer, tenant, dovecot,
+                                                                              dest_bucket, rq_queue, client_for):
+    """For every state, the request page offers Cancel / Retry only if clicking it would work
+    (Retry on a completed request used to be shown, and only refused); viewers get neither."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="buttons"))
+    base = f"/t/{tenant.slug}/requests/{req.uuid}/"
+    stale = timezone.now() - timedelta(hours=1)
+    cases = {"queued": {}, "running": {"heartbeat_at": timezone.now()}, "interrupted": {"heartbeat_at": stale},
+             "completed": {}, "completed_with_errors": {}, "failed": {}, "cancelled": {}}
+    client = client_for(operator)
+    for name, extra in cases.items():
+        state = "running" if name == "interrupted" else name
+        arrange = {"state": state, "cancel_requested": False, "heartbeat_at": None, **extra}
+        for action in ("retry", "cancel"):
+            MigrationRequest.objects.filter(pk=req.pk).update(**arrange)
+            shown = f'id="{action}"' in client.get(base).content.decode()
+            flashes = re.findall(r'class="msg ([^"]*)"', client.post(f"{base}{action}/", follow=True).content.decode())
+            accepted = flashes != [] and all("success" in f.split() for f in flashes)
+            assert shown == accepted, (name, action, shown, accepted)
+            assert shown == (action == "cancel" and state in ("queued", "running")
+                             or action == "retry" and name in ("interrupted", "completed_with_errors", "failed",
+                                                               "cancelled")), (name, action)
+    MigrationRequest.objects.filter(pk=req.pk).update(state="failed")
+    page = client_for(viewer).get(base).content.decode()
+    assert 'id="retry"' not in page and 'id="cancel"' not in page
 
 
 def test_csv_upload_page(operator, viewer, tenant, dovecot, imap_ca, dest_bucket, rq_queue, client_for):

@@ -34,6 +34,8 @@ from imapclient import imap_utf7
 from legacyflo.localservices import free_port, wait_for_port
 
 DOVECOT = "/usr/sbin/dovecot"
+# The IMAP service Dovecot starts for each login (package dovecot-imapd, not dovecot-core).
+DOVECOT_IMAP = Path(os.environ.get("DOVECOT_LIBEXEC", "/usr/lib/dovecot")) / "imap"
 
 
 def make_test_certificate(directory: Path) -> tuple[Path, Path, Path]:
@@ -273,14 +275,19 @@ protocol imap {{
             if self.ssl_port:
                 wait_for_port(self.ssl_port, proc=self.proc)
         except Exception as exc:
+            why = self.log_text()  # Dovecot's own words, before stop() closes its stderr and removes its log
             self.stop()
-            raise RuntimeError(f"dovecot did not start: {exc}\n{self.log_text()}") from exc
+            if not os.access(DOVECOT_IMAP, os.X_OK):
+                why += (f"\n{DOVECOT_IMAP} is missing: install dovecot-imapd (as root, `make test` "
+                        "does it through scripts/system-deps.sh).")
+            raise RuntimeError(f"dovecot did not start: {exc}\n{why}") from exc
         return self
 
     def log_text(self) -> str:
+        """Dovecot's log file, then what it wrote on stderr if it has exited (its config errors)."""
         log = self.root / "log" / "dovecot.log"
         text = log.read_text(errors="replace") if log.exists() else ""
-        if self.proc and self.proc.stderr and self.proc.poll() is not None:
+        if self.proc and self.proc.stderr and not self.proc.stderr.closed and self.proc.poll() is not None:
             text += self.proc.stderr.read().decode(errors="replace")
         return text
 

@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from legacyflo.localservices import start_rclone_s3, start_redis
 
 LOCAL_BUCKET = "local-backups"
+FIRST_LOGIN_FILE = "first-login.txt"
 
 
 class Command(BaseCommand):
@@ -51,7 +52,7 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(f"Redis: {os.environ['REDIS_URL']}")
 
-            login_line = self._first_login(var)
+            login_line = first_login(var)
             if not no_local_s3:
                 s3 = self._local_s3(var, s3_port, log)
                 started.append(s3)
@@ -81,22 +82,6 @@ class Command(BaseCommand):
                     raise CommandError(f"{item.name} exited with code {item.proc.returncode}; stopping everything.")
             time.sleep(0.5)
 
-    def _first_login(self, var: Path) -> str:
-        from accounts.models import Tenant
-        from accounts.services import tenant_create
-
-        login_file = var / "first-login.txt"
-        if not Tenant.objects.exists():
-            email, password = "admin@localhost", secrets.token_urlsafe(12)
-            tenant_create(slug="default", name="My organisation", owner_email=email, owner_password=password)
-            login_file.write_text(f"{email}\n{password}\n")
-            login_file.chmod(0o600)
-        if login_file.exists():
-            email, password = login_file.read_text().split()[:2]
-            return (f"First login: {email} / {password}  (change it under Password; "
-                    f"this file: {login_file})")
-        return "Log in with your account (create tenants with `manage.py tenant_create`)."
-
     def _local_s3(self, var: Path, port: int, log):
         access_key = os.environ.get("LEGACYFLO_LOCAL_S3_ACCESS_KEY")
         secret_key = os.environ.get("LEGACYFLO_LOCAL_S3_SECRET_KEY")
@@ -119,19 +104,77 @@ class Command(BaseCommand):
 
     def _register_local_bucket(self, server, access_key: str, secret_key: str) -> None:
         from accounts.models import Tenant
-        from buckets.models import AuthMode, Bucket, Purpose
-        from buckets.services import bucket_register, bucket_verify
 
-        tenant = Tenant.objects.order_by("id").first()
-        bucket = Bucket.objects.for_tenant(tenant).filter(name=LOCAL_BUCKET, endpoint_url=server.url).first()
-        if bucket is None:
-            bucket = bucket_register(
-                tenant=tenant, actor="make run", name=LOCAL_BUCKET, region="us-east-1", endpoint_url=server.url,
-                purpose=Purpose.BOTH, auth_mode=AuthMode.KEYS, access_key_id=access_key, secret_access_key=secret_key,
-            )
-        elif bucket.status != "verified":
-            bucket = bucket_verify(bucket=bucket, actor="make run")
-        self.stdout.write(f"Bucket {LOCAL_BUCKET} of {tenant.name}: {bucket.get_status_display()}")
+        bucket = register_local_bucket(Tenant.objects.order_by("id").first(), url=server.url,
+                                       access_key=access_key, secret_key=secret_key)
+        ok, lines = bucket_status(bucket)
+        style = self.style.SUCCESS if ok else self.style.ERROR
+        self.stdout.write(style(lines[0]))
+        for line in lines[1:]:
+            self.stdout.write(line)
+
+
+def first_login(var: Path) -> str:
+    """The line `make run` prints about logging in; creates the first tenant and owner on the first run.
+
+    The generated password is kept in ``var/first-login.txt`` only while it still opens the
+    account: once it was changed (on the Password page, by a reset, with ``changepassword``) or
+    the account is gone, the file is removed rather than printed.
+    """
+    from accounts.models import Tenant, User
+    from accounts.services import tenant_create
+
+    login_file = var / FIRST_LOGIN_FILE
+    if not Tenant.objects.exists():
+        email, password = "admin@localhost", secrets.token_urlsafe(12)
+        tenant_create(slug="default", name="My organisation", owner_email=email, owner_password=password)
+        login_file.write_text(f"{email}\n{password}\n")
+        login_file.chmod(0o600)
+    if login_file.exists():
+        email, password = ([*login_file.read_text().split(), "", ""])[:2]
+        user = User.objects.filter(email__iexact=email).first() if email else None
+        if user is not None and password and user.check_password(password):
+            return (f"First login: {email} / {password}  (change it under Password; "
+                    f"this file: {login_file})")
+        login_file.unlink()
+        if user is not None:
+            return f"Log in as {email} with the password you chose (the first password was changed; {login_file} is removed)."
+    return "Log in with your account (create tenants with `manage.py tenant_create`)."
+
+
+def register_local_bucket(tenant, *, url: str, access_key: str, secret_key: str):
+    """Register the local store as ``local-backups`` of ``tenant`` (first run), or verify it again
+    (every later run: the stored status may be stale, e.g. since LEGACYFLO_ALLOW_PRIVATE_NETWORKS
+    changed). Its keys follow var/dev.env's."""
+    from buckets.models import AuthMode, Bucket, Purpose
+    from buckets.services import bucket_register, bucket_set_credentials, bucket_verify
+
+    bucket = Bucket.objects.for_tenant(tenant).filter(name=LOCAL_BUCKET, endpoint_url=url).first()
+    if bucket is None:
+        return bucket_register(
+            tenant=tenant, actor="make run", name=LOCAL_BUCKET, region="us-east-1", endpoint_url=url,
+            purpose=Purpose.BOTH, auth_mode=AuthMode.KEYS, access_key_id=access_key, secret_access_key=secret_key,
+        )
+    if bucket.access_key_id != access_key or bucket.secret_access_key != secret_key:
+        bucket = bucket_set_credentials(bucket=bucket, actor="make run", access_key_id=access_key,
+                                        secret_access_key=secret_key)
+    return bucket_verify(bucket=bucket, actor="make run")
+
+
+def bucket_status(bucket) -> tuple[bool, list[str]]:
+    """Whether the bucket passed its verification, and the lines saying so (each failed check with its fix)."""
+    from buckets.models import Status
+    from buckets.verification import FAIL
+
+    head = f"Bucket {bucket.name} of {bucket.tenant.name}"
+    if bucket.status == Status.VERIFIED:
+        return True, [f"{head}: verified"]
+    lines = [f"{head}: verification FAILED — requests cannot use it until it passes:"]
+    for check in bucket.checks:
+        if check.get("status") == FAIL:
+            fix = f" {check['fix']}" if check.get("fix") else ""
+            lines.append(f"  - {check['label']}: {check['message']}{fix}")
+    return False, lines
 
 
 class _Proc:
