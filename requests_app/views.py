@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -121,7 +122,7 @@ def request_sample(request, type_code: str):
     if rtype is None:
         raise Http404("Unknown request type")
     response = HttpResponse(sample_csv(rtype), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{rtype.code.lower()}-sample.csv"'
+    response["Content-Disposition"] = content_disposition_header(True, f"{rtype.code.lower()}-sample.csv")
     return response
 
 
@@ -195,5 +196,6 @@ def request_report_download(request, request_uuid, kind: str):
         return FileResponse(reports.report_csv_file(req), as_attachment=True,
                             filename=f"{req.file_name}.report.csv", content_type="text/csv; charset=utf-8")
     response = JsonResponse(reports.summary(req), json_dumps_params={"indent": 2, "ensure_ascii": False})
-    response["Content-Disposition"] = f'attachment; filename="{req.file_name}.summary.json"'
+    # RFC 6266 (filename*= for a non-ASCII name), as FileResponse writes it for report.csv.
+    response["Content-Disposition"] = content_disposition_header(True, f"{req.file_name}.summary.json")
     return response
