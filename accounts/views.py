@@ -167,8 +167,11 @@ def member_remove(request, membership_uuid):
 @require_POST
 def invitation_revoke(request, invitation_uuid):
     invitation = get_owned_or_404(request.access, Invitation, uuid=invitation_uuid)
-    services.invitation_revoke(access=request.access, invitation=invitation, request=request)
-    messages.success(request, f"The invitation to {invitation.email} was withdrawn.")
+    try:
+        services.invitation_revoke(access=request.access, invitation=invitation, request=request)
+        messages.success(request, f"The invitation to {invitation.email} was withdrawn.")
+    except PermissionDenied as exc:
+        messages.error(request, _error_text(exc))
     return redirect("accounts:members", tenant_slug=request.access.tenant.slug)
 
 
