@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.access import TenantAccess
 from accounts.audit import audit
@@ -23,6 +24,7 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@sensitive_variables()
 @transaction.atomic
 def tenant_create(*, slug: str, name: str, owner_email: str, owner_password: str | None) -> Tenant:
     """Create a tenant and its first owner (an existing user keeps their password)."""
@@ -64,6 +66,7 @@ def sender_may_still_grant(invitation: Invitation) -> bool:
     return membership is not None and membership.has_role(granting_role(invitation.role))
 
 
+@sensitive_variables()
 def invitation_create(*, access: TenantAccess, email: str, role: str, base_url: str, request=None) -> Invitation:
     """Invite ``email`` with ``role``; the link goes by email and is valid for a week.
 
@@ -99,6 +102,7 @@ def invitation_create(*, access: TenantAccess, email: str, role: str, base_url: 
     return invitation
 
 
+@sensitive_variables()
 def invitation_by_token(token: str) -> Invitation | None:
     """The pending invitation the link's token names, if its sender may still grant its role."""
     invitation = (Invitation.objects.select_related("tenant", "invited_by")
@@ -139,6 +143,7 @@ def invitation_accept(*, invitation: Invitation, user: User, request=None) -> Me
     return _join(_lock_pending(invitation), user, request)
 
 
+@sensitive_variables()
 def invitation_accept_new_account(*, invitation: Invitation, password: str, request=None) -> User:
     """Create the invited account and join, all or nothing, so no account is left without a tenant.
 

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
 from accounts.models import Tenant
@@ -14,6 +15,8 @@ from buckets.verification import FAIL, verify_bucket
 from connectors.s3target import S3Target
 
 
+# Error reports hide every local of these (and of what they call): they handle the secret key.
+@sensitive_variables()
 def bucket_target(bucket: Bucket) -> S3Target:
     return S3Target(
         bucket=bucket.name, region=bucket.region, endpoint_url=bucket.endpoint_url,
@@ -23,6 +26,7 @@ def bucket_target(bucket: Bucket) -> S3Target:
     )
 
 
+@sensitive_variables()
 def bucket_register(*, tenant: Tenant, actor, name: str, region: str, endpoint_url: str = "",
                     purpose: str, auth_mode: str, access_key_id: str = "", secret_access_key: str = "",
                     request=None, verify: bool = True) -> Bucket:
@@ -46,6 +50,7 @@ def bucket_register(*, tenant: Tenant, actor, name: str, region: str, endpoint_u
     return bucket
 
 
+@sensitive_variables()
 def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
     """Run every check (network I/O happens outside any transaction) and store the results."""
     checks = verify_bucket(
@@ -63,6 +68,7 @@ def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
     return bucket
 
 
+@sensitive_variables()
 @transaction.atomic
 def bucket_set_credentials(*, bucket: Bucket, actor, access_key_id: str, secret_access_key: str, request=None) -> Bucket:
     bucket.auth_mode = AuthMode.KEYS

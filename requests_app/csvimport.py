@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from requests_app.forms import RequestForm, TenantLookups
 from requests_app.types import REQUEST_TYPES, RequestType, available_types, get_type, sample_row
@@ -152,6 +153,7 @@ def _header_errors(header: list[str]) -> list[str]:
     return errors
 
 
+@sensitive_variables()  # the rows hold mailbox passwords
 def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
     """Validate every row; ``errors`` holds one line per problem, naming the CSV line and column.
 

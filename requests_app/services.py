@@ -76,6 +76,7 @@ def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict
     )
 
 
+@sensitive_variables()
 def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest:
     conflict = _destination_conflict(tenant, data["bucket"], data["s3_prefix"], data["file_name"])
     if conflict:
@@ -91,6 +92,7 @@ def _enqueue_on_commit(req: MigrationRequest) -> None:
     transaction.on_commit(lambda: enqueue_request(req.pk))
 
 
+@sensitive_variables()
 @transaction.atomic
 def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=None) -> MigrationRequest:
     req = _build(tenant=tenant, actor=actor, rtype=rtype, data=data)
@@ -100,7 +102,7 @@ def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=Non
     return req
 
 
-@sensitive_variables("rows", "pending", "req")
+@sensitive_variables()
 @transaction.atomic
 def requests_submit_many(*, tenant, actor, rows, request=None, source: str = "csv") -> list[MigrationRequest]:
     """All or nothing: one failing row submits nothing.

@@ -8,7 +8,7 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from accounts.access import get_owned_or_404, tenant_view
@@ -54,6 +54,7 @@ def request_new(request):
 
 @sensitive_post_parameters("source_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@sensitive_variables()
 def request_create(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
@@ -74,6 +75,7 @@ def request_create(request, type_code: str):
 @sensitive_post_parameters("source_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @require_POST
+@sensitive_variables()
 def request_test_connection(request, type_code: str):
     """Check the credentials and list the folders with their message counts (an HTML fragment)."""
     rtype = get_type(type_code)
@@ -93,6 +95,7 @@ def request_test_connection(request, type_code: str):
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@sensitive_variables()  # the rows hold mailbox passwords
 def request_upload(request):
     errors, rows = [], 0
     if request.method == "POST":
