@@ -46,7 +46,8 @@ def _decode(raw: bytes | str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"The file is not UTF-8 text (byte {exc.start}). Save it as 'CSV UTF-8'.") from exc
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"Line {line}: the file is not UTF-8 text (byte {exc.start}). Save it as 'CSV UTF-8'.") from exc
 
 
 class MalformedCsv(ValueError):
