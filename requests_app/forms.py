@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.forms import SecretField
+from accounts.models import Tenant
 from buckets.models import Bucket, Purpose, Status
 from requests_app.models import Security
 from requests_app.types import RequestType
@@ -74,7 +75,7 @@ class TenantLookups:
     costs a handful of queries, not several per row. A snapshot serves one validation pass.
     """
 
-    tenant: object
+    tenant: Tenant
     destinations: list[Bucket]
     bucket_names: set[str]
     _connections: dict[str, list] = field(default_factory=dict)

@@ -37,17 +37,16 @@ def _destination_conflicts(tenant, destinations: list[tuple]) -> list[MigrationR
     File names are compared case-insensitively in Python, so the rule is the same on every
     database (SQLite folds only ASCII letters).
     """
-    wanted = {(bucket.pk, prefix) for bucket, prefix, _ in destinations}
     written: dict[tuple, int] = {}
-    scopes = sorted(wanted)
+    scopes = sorted({(bucket.pk, prefix) for bucket, prefix, _ in destinations})
     for start in range(0, len(scopes), 500):
-        chunk = scopes[start:start + 500]
+        chunk = set(scopes[start:start + 500])
         rows = (MigrationRequest.objects.for_tenant(tenant)
                 .filter(bucket_id__in={b for b, _ in chunk}, s3_prefix__in={p for _, p in chunk})
                 .exclude(state__in=[State.FAILED, State.CANCELLED])
                 .order_by("created_at", "id").values_list("pk", "bucket_id", "s3_prefix", "file_name"))
         for pk, bucket_id, prefix, name in rows:
-            if (bucket_id, prefix) in wanted:
+            if (bucket_id, prefix) in chunk:
                 written[(bucket_id, prefix, name.lower())] = pk  # the newest one wins
     found = [written.get((bucket.pk, prefix, name.lower())) for bucket, prefix, name in destinations]
     by_pk = MigrationRequest.objects.in_bulk({pk for pk in found if pk})
