@@ -188,6 +188,7 @@ def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
         return result
 
     lookups = TenantLookups.load(tenant)
+    unbound: dict[str, RequestForm] = {}  # one per type; each row gets a bound copy
     destinations: dict[tuple, int] = {}
     for line, values in rows:
         if len(values) > len(header):
@@ -204,7 +205,9 @@ def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
         if extra:
             result.errors.append(f"Line {line}: {', '.join(extra)} do(es) not apply to {rtype.code}.")
             continue
-        form = RequestForm(row, rtype=rtype, tenant=tenant, lookups=lookups)
+        if rtype.code not in unbound:
+            unbound[rtype.code] = RequestForm(rtype=rtype, tenant=tenant, lookups=lookups)
+        form = unbound[rtype.code].bound_copy(row)
         if not form.is_valid():
             for name, errors in form.errors.items():
                 where = "" if name == "__all__" else f"{name}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -168,6 +169,18 @@ class RequestForm(forms.Form):
                     self.fields["source_password"].label = "App password"
         if rtype.uses_connection:
             self._add_provider_fields()
+
+    def bound_copy(self, data: dict) -> RequestForm:
+        """This unbound form, bound to ``data``, sharing its fields.
+
+        Building a form deep-copies every field, which was most of the cost of checking a CSV of
+        10,000 rows. Validation never changes a field, so each copy checks its row exactly as a
+        form of its own would (errors and cleaned data are the copy's own).
+        """
+        form = copy.copy(self)
+        form.data, form.is_bound = data, True
+        form._errors, form._bound_fields_cache = None, {}
+        return form
 
     def _add_provider_fields(self) -> None:
         """The provider connection (by uuid from the page, by name from CSV) and the type's options."""

@@ -85,6 +85,11 @@ def test_csv_all_or_nothing_with_per_row_errors(tenant, bucket):
     assert "Line 3: since: Enter a valid date." in text
     assert "Line 4: request_type 'NOPE-S3-ZIP' is not one of" in text
     assert "Line 5: same bucket, prefix and file name as line 2" in text
+    # Rows of one type share the form's fields, not their errors or data.
+    mixed = parse_csv(to_csv([row(since="yesterday"), row(file_name="bob", source_user="bob@acme.test")]), tenant=tenant)
+    assert mixed.errors == ["Line 2: since: Enter a valid date."]
+    assert [(r.line, r.data["source_user"], str(r.data["since"])) for r in mixed.rows] == [
+        (3, "bob@acme.test", "2020-01-01")]
 
 
 @pytest.mark.django_db
