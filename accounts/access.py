@@ -38,6 +38,10 @@ class TenantAccess:
         return self.membership.role
 
     @property
+    def is_owner(self) -> bool:
+        return self.can(Role.OWNER)
+
+    @property
     def is_admin(self) -> bool:
         return self.can(Role.ADMIN)
 

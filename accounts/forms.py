@@ -31,6 +31,7 @@ class AcceptInvitationForm(forms.Form):
     password1 = SecretField(label="Password")
     password2 = SecretField(label="Password again")
 
+    @sensitive_variables()
     def clean(self):
         data = super().clean()
         if data.get("password1") != data.get("password2"):
@@ -47,6 +48,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
     limit already answers with the lockout. See ``accounts.bruteforce``.
     """
 
+    @sensitive_variables()
     def clean(self):
         email, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
         if email is None or not password:
@@ -71,7 +73,7 @@ def lockout_error(seconds: int) -> forms.ValidationError:
     return forms.ValidationError(bruteforce.lockout_message(seconds), code="locked")
 
 
-@sensitive_variables("password")
+@sensitive_variables()
 def check_password_throttled(*, user, password: str, request, purpose: str, error: forms.ValidationError) -> None:
     """Check a signed-in user's password as a login would be: refused while locked out, failures counted.
 
@@ -96,7 +98,7 @@ class ThrottledPasswordChangeForm(PasswordChangeForm):
         self.request = request
         super().__init__(user, *args, **kwargs)
 
-    @sensitive_variables("password")
+    @sensitive_variables()
     def clean_old_password(self):
         password = self.cleaned_data["old_password"]
         check_password_throttled(
@@ -111,6 +113,7 @@ class ThrottledPasswordResetForm(PasswordResetForm):
     The view answers the same either way, so the limits reveal nothing about accounts.
     """
 
+    @sensitive_variables()  # the reset token
     def save(self, *args, request=None, **kwargs):
         if bruteforce.password_reset_allowed(email=self.cleaned_data["email"], request=request):
             super().save(*args, request=request, **kwargs)

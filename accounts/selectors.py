@@ -11,10 +11,16 @@ def members_of(tenant: Tenant):
     return Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__email")
 
 
-def pending_invitations(tenant: Tenant):
+def pending_invitations(tenant: Tenant) -> list[Invitation]:
+    """Invitations that can still be accepted: not used, not expired, their sender still
+    entitled to grant the role (``services.sender_may_still_grant``)."""
     from django.utils import timezone
 
-    return Invitation.objects.filter(tenant=tenant, accepted_at__isnull=True, expires_at__gt=timezone.now())
+    from accounts.services import sender_may_still_grant
+
+    pending = (Invitation.objects.filter(tenant=tenant, accepted_at__isnull=True, expires_at__gt=timezone.now())
+               .select_related("invited_by"))
+    return [invitation for invitation in pending if sender_may_still_grant(invitation)]
 
 
 def audit_events(tenant: Tenant, *, action_prefix: str = ""):

@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.access import TenantAccess
 from accounts.audit import audit
@@ -23,6 +24,7 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@sensitive_variables()
 @transaction.atomic
 def tenant_create(*, slug: str, name: str, owner_email: str, owner_password: str | None) -> Tenant:
     """Create a tenant and its first owner (an existing user keeps their password)."""
@@ -41,12 +43,30 @@ def tenant_create(*, slug: str, name: str, owner_email: str, owner_password: str
     return tenant
 
 
+def granting_role(role: str) -> Role:
+    """The role needed to give ``role`` to someone (by invitation or role change)."""
+    return Role.OWNER if role == Role.OWNER else Role.ADMIN
+
+
 def _check_can_grant(access: TenantAccess, role: str) -> None:
     access.require(Role.ADMIN)
-    if role == Role.OWNER and not access.can(Role.OWNER):
+    if not access.can(granting_role(role)):
         raise PermissionDenied("Only an owner can make someone an owner.")
 
 
+def sender_may_still_grant(invitation: Invitation) -> bool:
+    """An invitation is worth what its sender's rights are worth now: its sender's account is
+    active and still holds, in the tenant, the role needed to grant the invited role. Removing,
+    demoting or deactivating the sender thus voids their pending invitations, whenever it
+    happened: this is checked when the invitation is shown and when it is accepted."""
+    sender = invitation.invited_by
+    if sender is None or not sender.is_active:
+        return False
+    membership = Membership.objects.filter(tenant_id=invitation.tenant_id, user=sender).first()
+    return membership is not None and membership.has_role(granting_role(invitation.role))
+
+
+@sensitive_variables()
 def invitation_create(*, access: TenantAccess, email: str, role: str, base_url: str, request=None) -> Invitation:
     """Invite ``email`` with ``role``; the link goes by email and is valid for a week.
 
@@ -82,9 +102,12 @@ def invitation_create(*, access: TenantAccess, email: str, role: str, base_url: 
     return invitation
 
 
+@sensitive_variables()
 def invitation_by_token(token: str) -> Invitation | None:
-    invitation = Invitation.objects.select_related("tenant").filter(token_hash=_hash_token(token)).first()
-    return invitation if invitation and invitation.is_pending else None
+    """The pending invitation the link's token names, if its sender may still grant its role."""
+    invitation = (Invitation.objects.select_related("tenant", "invited_by")
+                  .filter(token_hash=_hash_token(token)).first())
+    return invitation if invitation and invitation.is_pending and sender_may_still_grant(invitation) else None
 
 
 def _lock_pending(invitation: Invitation) -> Invitation:
@@ -95,6 +118,9 @@ def _lock_pending(invitation: Invitation) -> Invitation:
         raise ValidationError("This invitation has already been used.", code="used")
     if locked is None or not locked.is_pending:
         raise ValidationError("This invitation has expired or was withdrawn. Ask for a new one.", code="invalid")
+    if not sender_may_still_grant(locked):
+        raise ValidationError("This invitation is no longer valid: the person who sent it can no longer grant "
+                              "that role. Ask for a new one.", code="invalid")
     return locked
 
 
@@ -117,6 +143,7 @@ def invitation_accept(*, invitation: Invitation, user: User, request=None) -> Me
     return _join(_lock_pending(invitation), user, request)
 
 
+@sensitive_variables()
 def invitation_accept_new_account(*, invitation: Invitation, password: str, request=None) -> User:
     """Create the invited account and join, all or nothing, so no account is left without a tenant.
 
@@ -171,7 +198,10 @@ def membership_remove(*, access: TenantAccess, membership: Membership, request=N
 
 @transaction.atomic
 def invitation_revoke(*, access: TenantAccess, invitation: Invitation, request=None) -> None:
+    """Withdraw an invitation; an owner invitation only by an owner (as only an owner grants it)."""
     access.require(Role.ADMIN)
+    if not access.can(granting_role(invitation.role)):
+        raise PermissionDenied("Only an owner can withdraw an invitation to become an owner.")
     email = invitation.email
     invitation.delete()
     audit(tenant=access.tenant, actor=access.user, action="member.invite_revoke", target=email, request=request)

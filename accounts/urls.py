@@ -19,7 +19,7 @@ auth_urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password/change/", views.PasswordChangeView.as_view(), name="password_change"),
-    path("password/reset/", auth_views.PasswordResetView.as_view(
+    path("password/reset/", views.PasswordResetView.as_view(
         form_class=ThrottledPasswordResetForm, template_name="accounts/form_page.html", email_template_name="accounts/password_reset_email.txt",
         success_url=reverse_lazy("password_reset_done"), extra_context={"title": "Reset your password"}),
         name="password_reset"),

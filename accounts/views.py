@@ -10,6 +10,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, Validatio
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.shortcuts import redirect, render
+from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
@@ -32,6 +33,9 @@ def _error_text(exc: Exception) -> str:
     return str(exc)
 
 
+# Credentials pass through these views: error reports hide every local of their call trees
+# (legacyflo.errorreports), with DEBUG on too.
+@method_decorator(sensitive_variables(), name="dispatch")
 class LoginView(auth_views.LoginView):
     """Django's login with brute-force protection; a locked-out attempt answers 429 Too Many Requests."""
 
@@ -47,6 +51,7 @@ class LoginView(auth_views.LoginView):
         return response
 
 
+@method_decorator(sensitive_variables(), name="dispatch")
 class PasswordChangeView(auth_views.PasswordChangeView):
     """Django's password change, the old password throttled like a login; locked out, it answers 429."""
 
@@ -73,6 +78,12 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         return response
 
 
+@method_decorator(sensitive_variables(), name="dispatch")
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's password reset request; the mail it sends carries a reset token."""
+
+
+@method_decorator(sensitive_variables(), name="dispatch")
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     """Django's password reset confirmation, with the new password audited like a change."""
 
@@ -120,6 +131,7 @@ def members(request):
 
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
+@sensitive_variables()  # the invitation's token
 def member_invite(request):
     form = InviteForm(request.POST)
     if form.is_valid():
@@ -169,8 +181,11 @@ def member_remove(request, membership_uuid):
 @require_POST
 def invitation_revoke(request, invitation_uuid):
     invitation = get_owned_or_404(request.access, Invitation, uuid=invitation_uuid)
-    services.invitation_revoke(access=request.access, invitation=invitation, request=request)
-    messages.success(request, f"The invitation to {invitation.email} was withdrawn.")
+    try:
+        services.invitation_revoke(access=request.access, invitation=invitation, request=request)
+        messages.success(request, f"The invitation to {invitation.email} was withdrawn.")
+    except PermissionDenied as exc:
+        messages.error(request, _error_text(exc))
     return redirect("accounts:members", tenant_slug=request.access.tenant.slug)
 
 
@@ -182,7 +197,7 @@ def audit_log(request):
 
 
 @sensitive_post_parameters("password1", "password2")
-@sensitive_variables("token")
+@sensitive_variables()
 def invitation_accept(request, token: str):
     """Accept an invitation: log in as the invited address, or create that account here."""
     invitation = services.invitation_by_token(token)

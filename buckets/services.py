@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
 from accounts.models import Tenant
@@ -31,6 +32,8 @@ ALREADY_HERE = ('The bucket {name} is already registered here: open it from the 
                 '(purpose "both" serves backups and restores).')
 
 
+# Error reports hide every local of these (and of what they call): they handle the secret key.
+@sensitive_variables()
 def bucket_target(bucket: Bucket) -> S3Target:
     """How the portal reaches ``bucket``: its key pair, or its role with the tenant's ExternalId."""
     if bucket.auth_mode == AuthMode.ROLE:
@@ -57,6 +60,7 @@ def _audit_held_elsewhere(*, tenant: Tenant, holder: Bucket | None, actor, name:
               target=name, detail={"reason": "another tenant tried to register this bucket", **where})
 
 
+@sensitive_variables()
 def bucket_register(*, tenant: Tenant, actor, name: str, region: str, endpoint_url: str = "",
                     purpose: str, auth_mode: str, access_key_id: str = "", secret_access_key: str = "",
                     role_arn: str = "", request=None, verify: bool = True) -> Bucket:
@@ -124,6 +128,7 @@ def _held_elsewhere_check(name: str) -> Check:
     return Check("registered", "Registration", FAIL, HELD_ELSEWHERE.format(name=name), HELD_ELSEWHERE_FIX)
 
 
+@sensitive_variables()
 def _record_checks(bucket: Bucket) -> None:
     """Run every check and put the results on ``bucket`` (not saved). verify_bucket never raises
     for what the endpoint answers; a bucket another tenant holds is not contacted at all."""
@@ -141,6 +146,7 @@ def _record_checks(bucket: Bucket) -> None:
     bucket.verified_at = timezone.now()
 
 
+@sensitive_variables()
 def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
     """Run every check (network I/O happens outside any transaction) and store the results.
 
@@ -163,6 +169,7 @@ def bucket_verify(*, bucket: Bucket, actor, request=None) -> Bucket:
     return bucket
 
 
+@sensitive_variables()
 @transaction.atomic
 def bucket_set_credentials(*, bucket: Bucket, actor, access_key_id: str, secret_access_key: str, request=None) -> Bucket:
     bucket.auth_mode = AuthMode.KEYS

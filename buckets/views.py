@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from accounts.access import get_owned_or_404, tenant_view
@@ -21,6 +21,7 @@ def bucket_list(request):
 
 @sensitive_post_parameters("secret_access_key")
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
+@sensitive_variables()
 def bucket_register(request):
     form = BucketForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -64,6 +65,7 @@ def bucket_detail(request, bucket_uuid):
 
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
+@sensitive_variables()
 def bucket_verify(request, bucket_uuid):
     bucket = get_owned_or_404(request.access, Bucket, uuid=bucket_uuid)
     bucket = services.bucket_verify(bucket=bucket, actor=request.user, request=request)
@@ -77,6 +79,7 @@ def bucket_verify(request, bucket_uuid):
 @sensitive_post_parameters("secret_access_key")
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
+@sensitive_variables()
 def bucket_credentials(request, bucket_uuid):
     bucket = get_owned_or_404(request.access, Bucket, uuid=bucket_uuid)
     form = CredentialsForm(request.POST)

@@ -56,15 +56,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ProviderPreset:
-    """Connection defaults and quirks of one IMAP flavour (imported by the request form)."""
+    """Connection defaults and quirks of one IMAP flavour (imported by the request form).
+
+    Folder names are never preset: every flavour splits them with the delimiter the server's
+    LIST reports and removes the personal namespace prefix its NAMESPACE reports (Mithi's
+    ``INBOX.`` and ``.`` included), so the archive shows the server's own folder tree.
+    """
 
     label: str
     host: str
     port: int
     security: str  # "ssl" | "starttls" | "none"
     window: int = 5000  # max messages per UID SEARCH / size FETCH / body FETCH
-    namespace_prefix: str | None = None  # None: ask the server (NAMESPACE)
-    separator: str | None = None  # None: as the server says in LIST
     all_mail_only: bool = False  # Gmail: back up \All once (+ Trash, Spam), labels in a manifest
 
 
@@ -73,8 +76,7 @@ PRESETS: dict[str, ProviderPreset] = {
     "gmail": ProviderPreset("Gmail", "imap.gmail.com", 993, "ssl", all_mail_only=True),
     "o365": ProviderPreset("Microsoft 365 / Exchange Online", "outlook.office365.com", 993, "ssl"),
     "yahoo": ProviderPreset("Yahoo Mail", "imap.mail.yahoo.com", 993, "ssl", window=1000),
-    "mithi": ProviderPreset("Mithi SkyConnect / Vaultastic", "", 993, "ssl",
-                            namespace_prefix="INBOX.", separator="."),
+    "mithi": ProviderPreset("Mithi SkyConnect / Vaultastic", "", 993, "ssl"),
 }
 SECURITY_CHOICES = ("ssl", "starttls", "none")
 
@@ -339,8 +341,8 @@ class ImapSource(Source):
 
     # ---- folders ---------------------------------------------------------------------------
     def _namespace_prefix(self) -> str:
-        if self.preset.namespace_prefix is not None:
-            return self.preset.namespace_prefix
+        """The personal namespace's prefix as the server reports it (``INBOX.`` on Courier-style
+        servers such as Mithi); empty without NAMESPACE."""
         if self._prefix is None:
             self._prefix = ""
             if "NAMESPACE" in self._capabilities:
@@ -365,8 +367,7 @@ class ImapSource(Source):
             if isinstance(raw_name, int):
                 raw_name = str(raw_name).encode()
             name = decode_mailbox_name(raw_name)
-            sep = self.preset.separator or (to_unicode(delimiter) if delimiter else None)
-            path = folder_path(name, sep, prefix)
+            path = folder_path(name, to_unicode(delimiter) if delimiter else None, prefix)
             if path in seen:  # two server names that map to one path: keep both, distinctly
                 seen[path] += 1
                 path = f"{path} ({seen[path]})"

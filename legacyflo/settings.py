@@ -218,6 +218,9 @@ MICROSOFT_GRAPH_URL = env_str("MICROSOFT_GRAPH_URL", "https://graph.microsoft.co
 MICROSOFT_IMAP_HOST = env_str("MICROSOFT_IMAP_HOST", "outlook.office365.com")
 LEGACYFLO_CA_BUNDLE = env_str("LEGACYFLO_CA_BUNDLE", "")  # extra CA for provider endpoints (tests)
 
+# Error reports hide credentials (sensitive_variables / sensitive_post_parameters) with DEBUG on too.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "legacyflo.errorreports.AlwaysSafeExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

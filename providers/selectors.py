@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 from django.db.models import QuerySet
 
@@ -18,15 +19,25 @@ def connections_of(tenant, provider: str | None = None) -> QuerySet[ProviderConn
 
 def connection_by_ref(tenant, ref: str, provider: str | None = None) -> ProviderConnection | None:
     """A connection by uuid (the web form) or by name (CSV files), within the tenant."""
+    return pick_connection(list(connections_of(tenant, provider)), ref) if (ref or "").strip() else None
+
+
+def pick_connection(connections: list[ProviderConnection], ref: str) -> ProviderConnection | None:
+    """The connection ``ref`` names among ``connections`` (one tenant's): its uuid, else its exact
+    name, else its name ignoring case."""
     ref = (ref or "").strip()
     if not ref:
         return None
-    qs = connections_of(tenant, provider)
     if _UUID.match(ref):
-        found = qs.filter(uuid=ref).first()
-        if found:
-            return found
-    return qs.filter(name=ref).first() or qs.filter(name__iexact=ref).first()
+        wanted = uuid.UUID(ref)
+        for connection in connections:
+            if connection.uuid == wanted:
+                return connection
+    for same in (lambda c: c.name == ref, lambda c: c.name.lower() == ref.lower()):
+        for connection in connections:
+            if same(connection):
+                return connection
+    return None
 
 
 def authorizations_of(connection: ProviderConnection) -> QuerySet[MailboxAuthorization]:
@@ -35,7 +46,11 @@ def authorizations_of(connection: ProviderConnection) -> QuerySet[MailboxAuthori
 
 def authorization_for(connection: ProviderConnection, email: str, *, scope: str | None = None) -> MailboxAuthorization | None:
     """The mailbox's usable consent through ``connection`` (with ``scope`` if given), else None."""
-    found = authorizations_of(connection).filter(email=(email or "").strip().lower()).first()
+    return usable_consent(authorizations_of(connection).filter(email=(email or "").strip().lower()).first(), scope)
+
+
+def usable_consent(found: MailboxAuthorization | None, scope: str | None = None) -> MailboxAuthorization | None:
+    """``found`` if it can be used now (with ``scope`` if given), else None."""
     if found is None or not found.usable or (scope and not found.has_scope(scope)):
         return None
     return found

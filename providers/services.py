@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
 from connectors import oauth
@@ -25,7 +26,12 @@ from providers.models import MailboxAuthorization, Provider, ProviderConnection,
 log = logging.getLogger(__name__)
 
 
+# Error reports hide every local of the functions marked @sensitive_variables() and of what they
+# call (legacyflo.errorreports): they handle client secrets, keys, codes and tokens.
+
+
 # --- connections -------------------------------------------------------------------------------
+@sensitive_variables()
 def parse_service_account_key(text: str) -> dict:
     """The Google JSON key's fields, checked; messages never quote the key."""
     try:
@@ -48,6 +54,7 @@ def _name_taken(tenant, name: str, exclude_pk: int | None = None) -> bool:
     return qs.exclude(pk=exclude_pk).exists() if exclude_pk else qs.exists()
 
 
+@sensitive_variables()
 def _apply_service_account(connection: ProviderConnection, key_text: str) -> None:
     info = parse_service_account_key(key_text)
     connection.service_account_key = json.dumps(info)
@@ -55,6 +62,7 @@ def _apply_service_account(connection: ProviderConnection, key_text: str) -> Non
     connection.service_account_client_id = str(info["client_id"])
 
 
+@sensitive_variables()
 @transaction.atomic
 def connection_create(*, tenant, actor, provider: str, name: str, client_id: str = "", client_secret: str = "",
                       directory_tenant: str = "", service_account_key: str = "", request=None) -> ProviderConnection:
@@ -79,6 +87,7 @@ def connection_create(*, tenant, actor, provider: str, name: str, client_id: str
     return connection
 
 
+@sensitive_variables()
 @transaction.atomic
 def connection_update(*, connection: ProviderConnection, actor, name: str, client_id: str, client_secret: str = "",
                       directory_tenant: str = "", service_account_key: str = "", request=None) -> ProviderConnection:
@@ -138,6 +147,7 @@ def connection_remove(*, connection: ProviderConnection, actor, request=None) ->
         audit(tenant=tenant, actor=actor, action="provider.connection_remove", target=name, request=request)
 
 
+@sensitive_variables()
 def connection_check(*, connection: ProviderConnection, actor, mailbox: str = "", request=None) -> ProviderConnection:
     """Test what the connection can do without a user's consent and record the outcome.
 
@@ -179,6 +189,7 @@ def connection_check(*, connection: ProviderConnection, actor, mailbox: str = ""
 
 
 # --- consent -------------------------------------------------------------------------------------
+@sensitive_variables()
 def _store_authorization(*, connection: ProviderConnection, actor, email: str, refresh_token: str,
                          scopes: list[str], provider_tenant_id: str = "", expires_at=None,
                          request=None) -> MailboxAuthorization:
@@ -206,6 +217,7 @@ def _store_authorization(*, connection: ProviderConnection, actor, email: str, r
     return authorization
 
 
+@sensitive_variables()
 def consent_google_finish(*, connection: ProviderConnection, actor, pending: PendingConsent,
                           authorization_response: str, request=None) -> MailboxAuthorization:
     """Redeem the code (state and PKCE checked), learn which account consented, store its refresh token."""
@@ -225,6 +237,7 @@ def consent_google_finish(*, connection: ProviderConnection, actor, pending: Pen
                                 scopes=list(tokens.scopes), expires_at=tokens.expires_at, request=request)
 
 
+@sensitive_variables()
 def consent_microsoft_finish(*, connection: ProviderConnection, actor, pending: PendingConsent,
                              query: dict[str, str], request=None) -> MailboxAuthorization:
     """msal checks state, nonce and PKCE; the id token names the account that consented."""
@@ -240,6 +253,7 @@ def consent_microsoft_finish(*, connection: ProviderConnection, actor, pending: 
                                 expires_at=tokens.expires_at, request=request)
 
 
+@sensitive_variables()
 def admin_consent_finish(*, connection: ProviderConnection, actor, pending: PendingConsent,
                          query: dict[str, str], request=None) -> ProviderConnection:
     """Record the tenant whose administrator granted the app's application permissions."""
@@ -260,6 +274,7 @@ def _microsoft_state(exc: oauth.OAuthError) -> str:
     return TokenState.EXPIRED if "700082" in str(exc) else TokenState.REVOKED
 
 
+@sensitive_variables()
 def authorization_check(*, authorization: MailboxAuthorization, actor, request=None) -> MailboxAuthorization:
     """Redeem the refresh token once and record whether it still works (Microsoft's rotated one is kept)."""
     connection = authorization.connection
@@ -293,6 +308,7 @@ def authorization_check(*, authorization: MailboxAuthorization, actor, request=N
     return authorization
 
 
+@sensitive_variables()
 def authorization_revoke(*, authorization: MailboxAuthorization, actor, request=None) -> MailboxAuthorization:
     """Withdraw the mailbox's consent: Google revokes the grant; Microsoft has no per-token
     revocation, so the stored refresh token is destroyed (remove the app in Entra to go further)."""
@@ -316,6 +332,7 @@ def authorization_revoke(*, authorization: MailboxAuthorization, actor, request=
     return authorization
 
 
+@sensitive_variables()
 def authorization_store_refresh_token(*, authorization_id: int, refresh_token: str) -> None:
     """Keep the refresh token Microsoft rotated during a backup (the old one may stop working).
 

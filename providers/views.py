@@ -15,7 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.access import TenantAccess, get_owned_or_404, membership_for, tenant_view
@@ -51,6 +51,7 @@ def connection_list(request):
 
 @sensitive_post_parameters("client_secret", "service_account_key")
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
+@sensitive_variables()
 def connection_create(request, provider: str):
     if provider not in FORMS:
         raise Http404("Unknown provider")
@@ -69,6 +70,7 @@ def connection_create(request, provider: str):
 
 @sensitive_post_parameters("client_secret", "service_account_key")
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
+@sensitive_variables()
 def connection_edit(request, connection_uuid):
     connection = get_owned_or_404(request.access, ProviderConnection, uuid=connection_uuid)
     initial = {"name": connection.name, "client_id": connection.client_id, "directory_tenant": connection.directory_tenant}
@@ -114,6 +116,7 @@ def connection_remove(request, connection_uuid):
 
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
+@sensitive_variables()
 def connection_test(request, connection_uuid):
     connection = get_owned_or_404(request.access, ProviderConnection, uuid=connection_uuid)
     form = ConnectionTestForm(request.POST)
@@ -129,6 +132,7 @@ def connection_test(request, connection_uuid):
 
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
+@sensitive_variables()
 def consent_start(request, connection_uuid):
     """Send the browser to the provider's consent page; state and PKCE stay in this session."""
     connection = get_owned_or_404(request.access, ProviderConnection, uuid=connection_uuid)
@@ -154,6 +158,7 @@ def consent_start(request, connection_uuid):
 
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
+@sensitive_variables()
 def admin_consent_start(request, connection_uuid):
     connection = get_owned_or_404(request.access, ProviderConnection.objects.filter(provider=Provider.MICROSOFT),
                                   uuid=connection_uuid)
@@ -171,6 +176,7 @@ def _authorization(request, connection_uuid, authorization_uuid) -> MailboxAutho
 
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
+@sensitive_variables()
 def authorization_test(request, connection_uuid, authorization_uuid):
     authorization = _authorization(request, connection_uuid, authorization_uuid)
     try:
@@ -185,6 +191,7 @@ def authorization_test(request, connection_uuid, authorization_uuid):
 
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 @require_POST
+@sensitive_variables()
 def authorization_revoke(request, connection_uuid, authorization_uuid):
     authorization = _authorization(request, connection_uuid, authorization_uuid)
     try:
@@ -223,6 +230,7 @@ def _no_state(request):
 
 @login_required
 @require_GET
+@sensitive_variables()
 def google_callback(request):
     pending, access, connection = _callback_target(request, (consent.GOOGLE,))
     if pending is None:
@@ -241,6 +249,7 @@ def google_callback(request):
 
 @login_required
 @require_GET
+@sensitive_variables()
 def microsoft_callback(request):
     """Delegated sign-in and admin consent come back here; the remembered kind tells them apart."""
     pending, access, connection = _callback_target(request, (consent.MICROSOFT, consent.MICROSOFT_ADMIN))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from connectors.base import Folder, SourceError
 from requests_app.types import RequestType
@@ -17,6 +18,7 @@ class ConnectionResult:
     folders: list[Folder] = field(default_factory=list)
 
 
+@sensitive_variables()
 def test_connection(rtype: RequestType, data: dict, *, tenant) -> ConnectionResult:
     from requests_app.sources import build_source
 

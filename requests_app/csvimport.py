@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
-from requests_app.forms import RequestForm
+from requests_app.forms import RequestForm, TenantLookups
 from requests_app.types import REQUEST_TYPES, RequestType, available_types, get_type, sample_row
 
 
@@ -43,44 +46,156 @@ def _decode(raw: bytes | str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"The file is not UTF-8 text (byte {exc.start}). Save it as 'CSV UTF-8'.") from exc
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"Line {line}: the file is not UTF-8 text (byte {exc.start}). Save it as 'CSV UTF-8'.") from exc
 
 
-def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
-    """Validate every row; ``errors`` holds one line per problem, naming the CSV line and column."""
-    result = ParseResult()
-    try:
-        text = _decode(raw)
-    except ValueError as exc:
-        result.errors.append(str(exc))
-        return result
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        result.errors.append("The file is empty: the first line must name the columns.")
-        return result
-    reader.fieldnames = header
+class MalformedCsv(ValueError):
+    """The file cannot be read as CSV; the message names the line and column."""
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, values) of each record, the header first, read with csv's strict rules: a
+    quote left open, or text after a closing quote, is an error naming its line and column, not a
+    value that swallows the rest of the file."""
+    consumed = [0]  # characters of ``text`` handed to the reader so far
+
+    def lines() -> Iterator[str]:
+        for physical in io.StringIO(text, newline=""):
+            consumed[0] += len(physical)
+            yield physical
+
+    reader = csv.reader(lines(), strict=True)
+    header: list[str] = []
+    line, offset = 1, 0  # where the next record starts
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise MalformedCsv(_describe(exc, text[offset:], line, header)) from None
+        header = header or [v.strip() for v in values]
+        yield line, values
+        line, offset = reader.line_num + 1, consumed[0]
+
+
+_PLAIN_END = re.compile(r"[,\r\n]")
+
+
+def _line_breaks(text: str) -> int:
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _locate(rest: str) -> tuple[str, int, int] | None:
+    """Where csv's strict reader gives up in ``rest`` (the file from the start of a record):
+    (``long`` | ``open`` | ``after``, line offset, column index), or None if the record is fine.
+
+    ``long``: a value over csv's field size limit; ``open``: a quote never closed; ``after``:
+    text after a closing quote.
+    """
+    limit = csv.field_size_limit()
+    pos = column = line = 0
+    while pos < len(rest):
+        if rest[pos] == '"':
+            start_line, length, pos = line, 0, pos + 1
+            while True:
+                quote = rest.find('"', pos)
+                if quote < 0:
+                    return "open", start_line, column
+                length += quote - pos
+                line += _line_breaks(rest[pos:quote])
+                if rest.startswith('""', quote):
+                    length, pos = length + 1, quote + 2
+                    continue
+                pos = quote + 1
+                break
+            if length > limit:
+                return "long", start_line, column
+            if pos < len(rest) and rest[pos] not in ",\r\n":
+                return "after", line, column
+        else:
+            end = _PLAIN_END.search(rest, pos)
+            end_pos = end.start() if end else len(rest)
+            if end_pos - pos > limit:
+                return "long", line, column
+            pos = end_pos
+        if pos >= len(rest) or rest[pos] in "\r\n":
+            return None
+        column, pos = column + 1, pos + 1
+    return None
+
+
+def _describe(exc: csv.Error, rest: str, line: int, header: list[str]) -> str:
+    """The error for a record csv refused, starting at ``line`` with the text ``rest``."""
+    found = _locate(rest)
+    if found is None:
+        return f"Line {line}: the file is not valid CSV ({exc})."
+    kind, offset, column = found
+    name = header[column] if column < len(header) else f"{column + 1}"
+    where = f"Line {line + offset}, column {name}"
+    if kind == "long":
+        return f"{where}: the value is longer than {csv.field_size_limit():,} characters."
+    if kind == "open":
+        return f"{where}: a quoted value is never closed (a '\"' without its closing '\"'), so nothing after it can be read."
+    return f"{where}: text follows a closing quote; inside a quoted value write '\"' as '\"\"'."
+
+
+def _header_errors(header: list[str]) -> list[str]:
+    errors = []
     unknown = sorted(set(header) - _known_columns())
     if unknown:
-        result.errors.append(f"Line 1: unknown column(s) {', '.join(unknown)}.")
+        errors.append(f"Line 1: unknown column(s) {', '.join(name or '(empty)' for name in unknown)}.")
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        errors.append(f"Line 1: column(s) {', '.join(twice)} appear more than once.")
     if "request_type" not in header:
-        result.errors.append("Line 1: the column request_type is required.")
-    if result.errors:
+        errors.append("Line 1: the column request_type is required.")
+    return errors
+
+
+@sensitive_variables()  # the rows hold mailbox passwords
+def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
+    """Validate every row; ``errors`` holds one line per problem, naming the CSV line and column.
+
+    The file is read in two steps: first its structure and size (no row is validated in a file
+    that is malformed or has more than ``LEGACYFLO_CSV_MAX_ROWS`` requests), then every row,
+    against one snapshot of the tenant's buckets and connections.
+    """
+    result = ParseResult()
+    max_rows = settings.LEGACYFLO_CSV_MAX_ROWS
+    try:
+        text = _decode(raw)
+        records = _records(text)
+        header = [h.strip() for h in next(records, (1, []))[1]]
+        if not any(header):
+            result.errors.append("The file is empty: the first line must name the columns.")
+            return result
+        result.errors.extend(_header_errors(header))
+        if result.errors:
+            return result
+        rows: list[tuple[int, list[str]]] = []
+        for line, values in records:
+            if not any(v.strip() for v in values):
+                continue
+            if len(rows) == max_rows:
+                result.errors.append(f"The file has more than {max_rows:,} requests (the most one file may "
+                                     "hold); split it.")
+                return result
+            rows.append((line, values))
+    except ValueError as exc:  # not UTF-8, or not CSV (MalformedCsv)
+        result.errors.append(str(exc))
         return result
 
+    lookups = TenantLookups.load(tenant)
+    unbound: dict[str, RequestForm] = {}  # one per type; each row gets a bound copy
     destinations: dict[tuple, int] = {}
-    max_rows = settings.LEGACYFLO_CSV_MAX_ROWS
-    for index, raw_row in enumerate(reader):
-        line = index + 2
-        if None in raw_row:
+    for line, values in rows:
+        if len(values) > len(header):
             result.errors.append(f"Line {line}: more values than columns.")
             continue
-        row = {k: (v or "").strip() for k, v in raw_row.items()}
-        if not any(row.values()):
-            continue
-        if len(result.rows) + len(result.errors) >= max_rows:
-            result.errors.append(f"The file has more than {max_rows} requests; split it.")
-            break
+        row = dict.fromkeys(header, "")
+        row.update((name, value.strip()) for name, value in zip(header, values, strict=False))
         rtype = get_type(row.get("request_type", ""))
         if rtype is None:
             codes = ", ".join(t.code for t in available_types())
@@ -90,7 +205,9 @@ def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
         if extra:
             result.errors.append(f"Line {line}: {', '.join(extra)} do(es) not apply to {rtype.code}.")
             continue
-        form = RequestForm(row, rtype=rtype, tenant=tenant)
+        if rtype.code not in unbound:
+            unbound[rtype.code] = RequestForm(rtype=rtype, tenant=tenant, lookups=lookups)
+        form = unbound[rtype.code].bound_copy(row)
         if not form.is_valid():
             for name, errors in form.errors.items():
                 where = "" if name == "__all__" else f"{name}: "

@@ -11,6 +11,7 @@ import uuid
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
 from requests_app.models import ACTIVE_STATES, MigrationRequest, State
@@ -34,28 +35,59 @@ def archive_base_key(req: MigrationRequest) -> str:
 def _destination_conflict(tenant, bucket, s3_prefix: str, file_name: str):
     """Another live or finished request writing under the same PREFIX/FILE (its archive, report or
     summary would be overwritten: ZIP and PST share FILE.report.csv and FILE.summary.json)."""
-    return (MigrationRequest.objects.for_tenant(tenant)
-            .filter(bucket=bucket, s3_prefix=s3_prefix, file_name__iexact=file_name)
-            .exclude(state__in=[State.FAILED, State.CANCELLED]).first())
+    return _destination_conflicts(tenant, [(bucket, s3_prefix, file_name)])[0]
 
 
-def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest:
-    conflict = _destination_conflict(tenant, data["bucket"], data["s3_prefix"], data["file_name"])
-    if conflict:
-        raise ValidationError(
-            f"{data['bucket'].name}/{archive_base_key(conflict)}.* is already written by request "
+def _destination_conflicts(tenant, destinations: list[tuple]) -> list[MigrationRequest | None]:
+    """``_destination_conflict`` for each (bucket, prefix, file name), in one query per 500 prefixes.
+
+    File names are compared case-insensitively in Python, so the rule is the same on every
+    database (SQLite folds only ASCII letters).
+    """
+    written: dict[tuple, int] = {}
+    scopes = sorted({(bucket.pk, prefix) for bucket, prefix, _ in destinations})
+    for start in range(0, len(scopes), 500):
+        chunk = set(scopes[start:start + 500])
+        rows = (MigrationRequest.objects.for_tenant(tenant)
+                .filter(bucket_id__in={b for b, _ in chunk}, s3_prefix__in={p for _, p in chunk})
+                .exclude(state__in=[State.FAILED, State.CANCELLED])
+                .order_by("created_at", "id").values_list("pk", "bucket_id", "s3_prefix", "file_name"))
+        for pk, bucket_id, prefix, name in rows:
+            if (bucket_id, prefix) in chunk:
+                written[(bucket_id, prefix, name.lower())] = pk  # the newest one wins
+    found = [written.get((bucket.pk, prefix, name.lower())) for bucket, prefix, name in destinations]
+    by_pk = MigrationRequest.objects.in_bulk({pk for pk in found if pk})
+    return [by_pk.get(pk) if pk else None for pk in found]
+
+
+def _conflict_message(bucket, conflict: MigrationRequest) -> str:
+    return (f"{bucket.name}/{archive_base_key(conflict)}.* is already written by request "
             f"“{conflict.title or conflict.source_user}”: choose another file name or prefix.")
-    req = MigrationRequest(
+
+
+def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict | None = None,
+                 job_id: str = "") -> MigrationRequest:
+    """The row for one submission, not saved yet."""
+    return MigrationRequest(
+        job_id=job_id,
         tenant=tenant, request_type=rtype.code, title=data.get("title") or data["source_user"],
         source_server=data.get("source_server", ""), source_port=data.get("source_port"),
         source_security=data.get("source_security") or rtype.security, source_user=data["source_user"],
         source_password=data.get("source_password", ""),
-        options={k: v for k, v in data.get("options", {}).items()},
+        options={**data.get("options", {}), **(options or {})},
         folders=data.get("folders", []), exclude_folders=data.get("exclude_folders", []),
         since=data.get("since"), before=data.get("before"),
         bucket=data["bucket"], s3_prefix=data.get("s3_prefix", ""), file_name=data["file_name"],
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
+
+
+@sensitive_variables()
+def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest:
+    conflict = _destination_conflict(tenant, data["bucket"], data["s3_prefix"], data["file_name"])
+    if conflict:
+        raise ValidationError(_conflict_message(data["bucket"], conflict))
+    req = _new_request(tenant=tenant, actor=actor, rtype=rtype, data=data)
     req.save()
     return req
 
@@ -66,6 +98,7 @@ def _enqueue_on_commit(req: MigrationRequest) -> None:
     transaction.on_commit(lambda: enqueue_request(req.pk))
 
 
+@sensitive_variables()
 @transaction.atomic
 def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=None) -> MigrationRequest:
     req = _build(tenant=tenant, actor=actor, rtype=rtype, data=data)
@@ -75,27 +108,37 @@ def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=Non
     return req
 
 
+@sensitive_variables()
 @transaction.atomic
 def requests_submit_many(*, tenant, actor, rows, request=None, source: str = "csv") -> list[MigrationRequest]:
-    """All or nothing: one failing row rolls the whole batch back."""
+    """All or nothing: one failing row submits nothing.
+
+    The checks and the inserts are batched (one conflict query per 500 prefixes, bulk inserts,
+    one enqueue pipeline after the commit), so the documented maximum of rows goes in one web
+    request; every row gets the same checks as ``request_submit``.
+    """
+    from requests_app.queue import enqueue_jobs, new_job_id
+
     batch = uuid.uuid4().hex[:12]
-    created = []
+    pending = [_new_request(tenant=tenant, actor=actor, rtype=row.rtype, data=row.data, options={"batch": batch},
+                            job_id=new_job_id()) for row in rows]
+    conflicts = _destination_conflicts(tenant, [(r.bucket, r.s3_prefix, r.file_name) for r in pending])
     errors = []
-    for row in rows:
-        try:
-            req = _build(tenant=tenant, actor=actor, rtype=row.rtype, data=row.data)
-        except ValidationError as exc:
-            errors.append(f"Line {row.line}: {' '.join(exc.messages)}")
-            continue
-        req.options = {**req.options, "batch": batch}
-        req.save(update_fields=["options"])
-        created.append(req)
+    lines: dict[tuple, int] = {}
+    for row, req, conflict in zip(rows, pending, conflicts, strict=True):
+        key = (req.bucket.pk, req.s3_prefix, req.file_name.lower())
+        if conflict:
+            errors.append(f"Line {row.line}: {_conflict_message(req.bucket, conflict)}")
+        elif key in lines:
+            errors.append(f"Line {row.line}: same bucket, prefix and file name as line {lines[key]}.")
+        lines.setdefault(key, row.line)
     if errors:
         raise ValidationError(errors)
+    created = MigrationRequest.objects.bulk_create(pending, batch_size=500)
     audit(tenant=tenant, actor=actor, action="request.submit_bulk", target=batch,
           detail={"count": len(created), "source": source}, request=request)
-    for req in created:
-        _enqueue_on_commit(req)
+    jobs = [(req.pk, req.job_id) for req in created]
+    transaction.on_commit(lambda: enqueue_jobs(jobs))
     return created
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from connectors.base import AuthenticationFailed, Folder, Source, SourceError
 from requests_app.types import RequestType
 
 
+# Error reports hide every local of these (and of what they call): they handle credentials.
+@sensitive_variables()
 def imap_source(rtype: RequestType, *, server: str, port: int | None, security: str, user: str,
                 password: str, allow_private: bool, oauth2_token=None) -> Source:
     from connectors.imap import ImapSource
@@ -40,6 +43,7 @@ def _is_oauth(rtype: RequestType, options: dict) -> bool:
     return rtype.uses_connection and (not rtype.uses_password or options.get("auth_method") == "oauth")
 
 
+@sensitive_variables()
 def build_source(rtype: RequestType, data: dict, *, tenant, allow_private: bool) -> Source:
     """From form data (the "Test connection" button)."""
     options = data.get("options") or {}
@@ -57,6 +61,7 @@ def build_source(rtype: RequestType, data: dict, *, tenant, allow_private: bool)
     raise NotImplementedError(f"{rtype.code} has no source builder")
 
 
+@sensitive_variables()
 def source_for_request(req, rtype: RequestType) -> Source:
     """From a stored request (the worker)."""
     allow_private = settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS
@@ -69,6 +74,7 @@ def source_for_request(req, rtype: RequestType) -> Source:
     raise NotImplementedError(f"{rtype.code} has no source builder")
 
 
+@sensitive_variables()
 def provider_source(rtype: RequestType, *, tenant, user: str, options: dict, folders, exclude,
                     allow_private: bool) -> Source:
     """GMAILOAUTH, GMAILAPI, M365API and O365 with OAuth, through the tenant's provider connection.

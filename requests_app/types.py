@@ -62,7 +62,8 @@ _GMAILAPI_HELP = ("Gmail API (raw messages, every label in labels.csv) with the 
 _M365API_HELP = ("Microsoft Graph (each message's MIME $value, the whole folder tree) with the mailbox user's "
                  "consent, or app-only access after admin consent. At most 4 requests at once per mailbox.")
 _YAHOO_HELP = "Yahoo Mail with an app password (plain passwords are refused by Yahoo)."
-_MITHI_HELP = "Mithi SkyConnect / Vaultastic over IMAP (INBOX. prefix, '.' separator)."
+_MITHI_HELP = ("Mithi SkyConnect / Vaultastic over IMAP. Folders are named as the server lists them (its "
+               "INBOX. prefix removed, its separator, usually '.', shown as '/').")
 
 REQUEST_TYPES: dict[str, RequestType] = {t.code: t for t in [
     RequestType("IMAP-S3-ZIP", "Any IMAP server → ZIP of EML", "imap", "imap", "zip", server="", help=_IMAP_HELP),

@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.debug import sensitive_post_parameters
+from django.utils.http import content_disposition_header
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from accounts.access import get_owned_or_404, tenant_view
@@ -56,6 +57,7 @@ def request_new(request):
 
 @sensitive_post_parameters("source_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@sensitive_variables()
 def request_create(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
@@ -76,6 +78,7 @@ def request_create(request, type_code: str):
 @sensitive_post_parameters("source_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @require_POST
+@sensitive_variables()
 def request_test_connection(request, type_code: str):
     """Check the credentials and list the folders with their message counts (an HTML fragment)."""
     rtype = get_type(type_code)
@@ -95,6 +98,7 @@ def request_test_connection(request, type_code: str):
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@sensitive_variables()  # the rows hold mailbox passwords
 def request_upload(request):
     errors, rows = [], 0
     if request.method == "POST":
@@ -124,7 +128,7 @@ def request_sample(request, type_code: str):
     if rtype is None:
         raise Http404("Unknown request type")
     response = HttpResponse(sample_csv(rtype), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{rtype.code.lower()}-sample.csv"'
+    response["Content-Disposition"] = content_disposition_header(True, f"{rtype.code.lower()}-sample.csv")
     return response
 
 
@@ -206,5 +210,6 @@ def request_report_download(request, request_uuid, kind: str):
         return FileResponse(reports.report_csv_file(req), as_attachment=True,
                             filename=f"{req.file_name}.report.csv", content_type="text/csv; charset=utf-8")
     response = JsonResponse(reports.summary(req), json_dumps_params={"indent": 2, "ensure_ascii": False})
-    response["Content-Disposition"] = f'attachment; filename="{req.file_name}.summary.json"'
+    # RFC 6266 (filename*= for a non-ASCII name), as FileResponse writes it for report.csv.
+    response["Content-Disposition"] = content_disposition_header(True, f"{req.file_name}.summary.json")
     return response

@@ -129,11 +129,11 @@ class Truth:
 def truth_of(dc: DovecotServer, user: str = USER, password: str = PASSWORD) -> Truth:
     from imapclient import IMAPClient
 
-    from connectors.imap import PRESETS, folder_path
+    from connectors.imap import folder_path
 
     messages: dict[tuple[str, str], bytes] = {}
     folders = []
-    prefix = PRESETS["mithi"].namespace_prefix if dc.layout == "mithi" else ""
+    prefix = "INBOX." if dc.layout == "mithi" else ""
     sep = "." if dc.layout == "mithi" else "/"
     with IMAPClient("127.0.0.1", dc.port, ssl=False) as client:
         client.plain_login(user, password)  # UTF-8 password

@@ -166,3 +166,101 @@ def test_password_reset_completion_is_audited(client, owner, tenant):
     response = client.post(set_url, {"new_password1": new, "new_password2": new})
     assert response.status_code == 302 and User.objects.get(pk=owner.pk).check_password(new)
     assert_password_change_audited(owner, "password_reset", [PASSWORD, new, path.rsplit("/", 2)[1]])
+
+
+def invite(client, tenant, email: str, role: str) -> str:
+    """Send an invitation through the members page; the path of the emailed link."""
+    response = client.post(f"/t/{tenant.slug}/members/invite/", {"email": email, "role": role})
+    assert response.status_code == 302 and mail.outbox, "the invitation was not sent"
+    return re.search(r"/invite/\S+/", mail.outbox[-1].body).group(0)
+
+
+def _remove(sender):
+    Membership.objects.filter(user=sender).delete()
+
+
+def _demote(sender):
+    Membership.objects.filter(user=sender).update(role="operator")
+
+
+def _deactivate(sender):
+    User.objects.filter(pk=sender.pk).update(is_active=False)
+
+
+def _delete(sender):
+    sender.delete()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("loses_rights", [_remove, _demote, _deactivate, _delete],
+                         ids=["removed", "demoted", "deactivated", "deleted"])
+def test_an_invitation_dies_when_its_sender_loses_the_right_to_invite(
+        client, client_for, admin, owner, tenant, loses_rights):
+    token_path = invite(client_for(admin), tenant, "new.person@acme.test", "operator")
+    client.post("/accounts/logout/")
+    assert client.get(token_path).status_code == 200  # opened while the sender was an admin
+    loses_rights(admin)
+    response = client.post(token_path, {"password1": "brand-new-password-9", "password2": "brand-new-password-9"})
+    assert response.status_code == 404
+    assert not User.objects.filter(email="new.person@acme.test").exists()
+    members_page = client_for(owner).get(f"/t/{tenant.slug}/members/").content.decode()
+    assert "new.person@acme.test" not in members_page  # not listed as pending any more
+
+
+@pytest.mark.django_db
+def test_accepting_checks_the_senders_rights_at_that_moment(client_for, admin, tenant, outsider):
+    """The service itself refuses (not only the page that read the invitation earlier)."""
+    from django.core.exceptions import ValidationError
+
+    from accounts import services
+    from accounts.models import Invitation
+
+    invite(client_for(admin), tenant, outsider.email, "admin")
+    invitation = Invitation.objects.get(email=outsider.email)
+    Membership.objects.filter(user=admin).update(role="operator")
+    with pytest.raises(ValidationError, match="the person who sent it can no longer grant that role"):
+        services.invitation_accept(invitation=invitation, user=outsider)
+    with pytest.raises(ValidationError, match="the person who sent it can no longer grant that role"):
+        services.invitation_accept_new_account(invitation=invitation, password="brand-new-password-9")
+    assert not Membership.objects.filter(tenant=tenant, user=outsider).exists()
+
+
+@pytest.mark.django_db
+def test_an_owner_invitation_dies_when_its_sender_is_no_longer_an_owner(client, client_for, owner, admin, tenant):
+    token_path = invite(client_for(owner), tenant, "co.owner@acme.test", "owner")
+    other = Membership.objects.get(user=admin)
+    other.role = "owner"
+    other.save()
+    Membership.objects.filter(user=owner).update(role="admin")  # still an admin: not enough for owners
+    client.post("/accounts/logout/")
+    assert client.get(token_path).status_code == 404
+    assert not User.objects.filter(email="co.owner@acme.test").exists()
+
+
+@pytest.mark.django_db
+def test_only_an_owner_can_withdraw_an_owner_invitation(client_for, owner, admin, tenant):
+    from accounts.models import Invitation
+
+    invite(client_for(owner), tenant, "co.owner@acme.test", "owner")
+    invitation = Invitation.objects.get(email="co.owner@acme.test")
+    client = client_for(admin)
+    page = client.get(f"/t/{tenant.slug}/members/").content.decode()
+    assert "co.owner@acme.test" in page and f"/invitations/{invitation.uuid}/revoke/" not in page
+    response = client.post(f"/t/{tenant.slug}/invitations/{invitation.uuid}/revoke/", follow=True)
+    assert "Only an owner can withdraw an invitation to become an owner." in response.content.decode()
+    assert Invitation.objects.filter(pk=invitation.pk).exists()
+    assert not AuditEvent.objects.filter(action="member.invite_revoke").exists()
+    client = client_for(owner)
+    assert f"/invitations/{invitation.uuid}/revoke/" in client.get(f"/t/{tenant.slug}/members/").content.decode()
+    client.post(f"/t/{tenant.slug}/invitations/{invitation.uuid}/revoke/")
+    assert not Invitation.objects.filter(pk=invitation.pk).exists()
+
+
+@pytest.mark.django_db
+def test_an_admin_may_still_withdraw_other_invitations(client_for, owner, admin, tenant):
+    from accounts.models import Invitation
+
+    invite(client_for(owner), tenant, "new.admin@acme.test", "admin")
+    invitation = Invitation.objects.get(email="new.admin@acme.test")
+    client_for(admin).post(f"/t/{tenant.slug}/invitations/{invitation.uuid}/revoke/")
+    assert not Invitation.objects.filter(pk=invitation.pk).exists()

@@ -58,7 +58,6 @@ def test_presets_for_the_request_form():
     assert (PRESETS["gmail"].host, PRESETS["gmail"].port, PRESETS["gmail"].security) == ("imap.gmail.com", 993, "ssl")
     assert PRESETS["o365"].host == "outlook.office365.com"
     assert PRESETS["yahoo"].host == "imap.mail.yahoo.com" and PRESETS["yahoo"].window == 1000
-    assert PRESETS["mithi"].namespace_prefix == "INBOX." and PRESETS["mithi"].separator == "."
 
 
 def test_gmail_flavour_backs_up_all_mail_trash_and_spam_only():
@@ -140,6 +139,28 @@ def test_mithi_namespace_prefix_and_dot_separator():
         assert "Projekte/日本語" in folders and folders["Projekte/日本語"].ref == "INBOX.Projekte.&ZeVnLIqe-"
         assert "INBOX" in folders and not any(p.startswith("INBOX/") for p in folders)
         assert {k: v.raw for k, v in got.items()} == truth.messages
+
+
+@pytest.fixture(scope="module", params=["fs", "mithi"], ids=["slash-separator", "dot-separator-INBOX-prefix"])
+def layout_dovecot(request):
+    """Dovecot with '/' and no prefix, or with '.' and the INBOX. prefix (Mithi's shape)."""
+    with DovecotServer({USER: PASSWORD}, layout=request.param) as dc:
+        dc.mailbox = generate_mailbox("test")
+        write_maildir(dc, USER, dc.mailbox)
+        yield dc
+
+
+@pytest.mark.parametrize("flavour", ["imap", "mithi"])
+def test_every_flavour_names_folders_with_the_separator_and_namespace_the_server_reports(layout_dovecot, flavour):
+    dc = layout_dovecot
+    with imap_source(dc, flavour=flavour) as source:
+        folders = {f.path: f for f in source.list_folders()}
+        got = fetch_all(source)
+    # The generator's own folder tree, '/' between levels, whatever the server's separator.
+    assert set(folders) == set(dc.mailbox.folders) | set(dc.mailbox.noselect)
+    assert folders["Archive/2023/Q1 ½"].ref == dc.imap_name("Archive/2023/Q1 ½").replace("½", "&AL0-")
+    assert not folders["Projekte"].selectable
+    assert {k: v.raw for k, v in got.items()} == truth_of(dc).messages
 
 
 def test_mithi_export_end_to_end(s3):

@@ -85,6 +85,11 @@ def test_csv_all_or_nothing_with_per_row_errors(tenant, bucket):
     assert "Line 3: since: Enter a valid date." in text
     assert "Line 4: request_type 'NOPE-S3-ZIP' is not one of" in text
     assert "Line 5: same bucket, prefix and file name as line 2" in text
+    # Rows of one type share the form's fields, not their errors or data.
+    mixed = parse_csv(to_csv([row(since="yesterday"), row(file_name="bob", source_user="bob@acme.test")]), tenant=tenant)
+    assert mixed.errors == ["Line 2: since: Enter a valid date."]
+    assert [(r.line, r.data["source_user"], str(r.data["since"])) for r in mixed.rows] == [
+        (3, "bob@acme.test", "2020-01-01")]
 
 
 @pytest.mark.django_db
@@ -99,7 +104,8 @@ def test_csv_thousand_rows(tenant, bucket):
 @pytest.mark.django_db
 def test_csv_structure_errors(tenant, bucket):
     assert "unknown column(s) colour" in parse_csv(b"request_type,colour\nIMAP-S3-ZIP,red\n", tenant=tenant).errors[0]
-    assert "not UTF-8" in parse_csv("request_type\nÄ".encode("latin-1"), tenant=tenant).errors[0]
+    assert parse_csv("request_type\nÄ".encode("latin-1"), tenant=tenant).errors[0].startswith(
+        "Line 2: the file is not UTF-8 text (byte 13).")
     assert "no requests" in parse_csv(b"request_type,title\n", tenant=tenant).errors[0]
     assert parse_csv(b"\xef\xbb\xbf" + to_csv([row()]), tenant=tenant).ok  # Excel's BOM
 
@@ -165,3 +171,122 @@ def test_zip_and_pst_of_one_name_would_share_reports_so_refused(tenant, bucket, 
 
     with pytest.raises(ValidationError, match="already written"):
         requests_submit_many(tenant=tenant, actor=None, rows=second.rows)
+
+
+def upload_csv(client, tenant, body: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return client.post(f"/t/{tenant.slug}/requests/upload/",
+                       {"file": SimpleUploadedFile("requests.csv", body, content_type="text/csv")})
+
+
+@pytest.mark.django_db
+def test_a_cell_over_the_csv_field_limit_is_refused_with_its_line_and_column(tenant, bucket, operator, client_for):
+    body = to_csv([row(), row(source_user="bob@acme.test", file_name="bob", title="x" * 140_000)])
+    response = upload_csv(client_for(operator), tenant, body)
+    assert response.status_code == 200
+    assert "Line 3, column title: the value is longer than 131,072 characters." in response.context["errors"]
+    assert not MigrationRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_unbalanced_quote_before_more_than_128_kb_is_refused_with_its_line_and_column(
+        tenant, bucket, operator, client_for):
+    rows = [row(source_user=f"user{n}@acme.test", file_name=f"user{n}") for n in range(1500)]
+    body = to_csv(rows).replace(b"\nIMAP-S3-ZIP,Alice,imap.acme.test,993,ssl,user7@", b'\nIMAP-S3-ZIP,"Alice,imap.acme.test,993,ssl,user7@', 1)
+    assert len(body) > 180_000  # more than csv's field limit after the quote
+    response = upload_csv(client_for(operator), tenant, body)
+    assert response.status_code == 200
+    [error] = response.context["errors"]
+    assert error.startswith("Line 9, column title: a quoted value is never closed")
+    assert not MigrationRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_quote_left_open_at_the_end_of_the_file_is_refused_not_read_as_a_value(tenant, bucket):
+    body = to_csv([row()]).replace(b",alice\r\n", b',"alice\r\n')
+    assert body.endswith(b'mail/2026,"alice\r\n')  # read leniently, the value would be "alice\r\n"
+    assert parse_csv(body, tenant=tenant).errors == [
+        "Line 2, column file_name: a quoted value is never closed (a '\"' without its closing '\"'), so nothing "
+        "after it can be read."]
+
+
+@pytest.mark.django_db
+def test_text_after_a_closing_quote_is_refused_with_its_line_and_column(tenant, bucket):
+    body = to_csv([row()]).replace(b",Alice,", b',"Al"ice,')
+    assert parse_csv(body, tenant=tenant).errors == [
+        "Line 2, column title: text follows a closing quote; inside a quoted value write '\"' as '\"\"'."]
+
+
+@pytest.mark.django_db
+def test_a_quoted_value_may_hold_commas_quotes_and_line_breaks(tenant, bucket):
+    result = parse_csv(to_csv([row(title='Alice, "the boss"\nof sales'), row(file_name="bob", source_user="b@x")]),
+                       tenant=tenant)
+    assert result.ok, result.errors
+    assert result.rows[0].data["title"] == 'Alice, "the boss"\nof sales'
+    assert [r.line for r in result.rows] == [2, 4]  # line numbers count the line break inside the value
+
+
+@pytest.mark.django_db
+def test_a_repeated_column_is_refused(tenant, bucket):
+    body = b"request_type,title,title\nIMAP-S3-ZIP,a,b\n"
+    assert "Line 1: column(s) title appear more than once." in parse_csv(body, tenant=tenant).errors
+
+
+@pytest.mark.django_db
+def test_a_file_over_the_row_limit_is_refused_before_any_row_is_checked(
+        tenant, bucket, settings, django_assert_max_num_queries):
+    settings.LEGACYFLO_CSV_MAX_ROWS = 5
+    rows = [row(source_user=f"user{n}@acme.test", file_name=f"user{n}", bucket="nope") for n in range(12)]
+    with django_assert_max_num_queries(0):  # checking a row looks up its bucket
+        result = parse_csv(to_csv(rows), tenant=tenant)
+    assert result.errors == ["The file has more than 5 requests (the most one file may hold); split it."]
+    assert parse_csv(to_csv(rows[:5]), tenant=tenant).errors[0].startswith("Line 2: bucket: No bucket named nope")
+
+
+@pytest.mark.django_db
+def test_checking_and_submitting_a_csv_takes_no_query_per_row(
+        tenant, bucket, rq_queue, django_assert_max_num_queries, django_capture_on_commit_callbacks):
+    """The documented maximum must go in one web request: checking reads the tenant once, and
+    submitting inserts in bulk (SQLite's parameter limit allows ~38 rows per INSERT)."""
+    from requests_app.services import requests_submit_many
+
+    rows = [row(source_user=f"user{n}@acme.test", file_name=f"user{n}") for n in range(300)]
+    with django_assert_max_num_queries(3):
+        result = parse_csv(to_csv(rows), tenant=tenant)
+    assert result.ok, result.errors[:3]
+    with django_capture_on_commit_callbacks(execute=True), django_assert_max_num_queries(30):
+        created = requests_submit_many(tenant=tenant, actor=None, rows=result.rows)
+    assert len(created) == 300
+    stored = MigrationRequest.objects.for_tenant(tenant).order_by("id")
+    assert [r.source_user for r in stored] == [f"user{n}@acme.test" for n in range(300)]
+    assert stored[0].source_password == "pw-alice" and len({r.options["batch"] for r in stored}) == 1
+    jobs = {job.id: job.args for job in rq_queue.get_jobs()}
+    assert len(jobs) == 300 and all(jobs[r.job_id] == (r.pk,) for r in stored)
+
+
+@pytest.mark.django_db
+def test_a_csv_row_that_would_overwrite_an_existing_archive_is_refused_by_line(tenant, bucket, rq_queue):
+    from django.core.exceptions import ValidationError
+
+    from requests_app.services import requests_submit_many
+
+    requests_submit_many(tenant=tenant, actor=None, rows=parse_csv(to_csv([row(file_name="Ärger")]), tenant=tenant).rows)
+    again = parse_csv(to_csv([row(file_name="bob"), row(file_name="ärger")]), tenant=tenant)
+    assert again.ok
+    with pytest.raises(ValidationError) as refused:
+        requests_submit_many(tenant=tenant, actor=None, rows=again.rows)
+    assert refused.value.messages == [
+        "Line 3: acme-backups/mail/2026/Ärger.* is already written by request “Alice”: choose another file name or "
+        "prefix."]
+    assert MigrationRequest.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_requests_submit_reports_a_malformed_file_like_the_upload_page(tenant, bucket, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(to_csv([row(title="x" * 140_000)]))
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("requests_submit", "--tenant", tenant.slug, str(bad))
+    assert exit_info.value.code == 2
+    assert "Line 2, column title: the value is longer than 131,072 characters." in capsys.readouterr().err

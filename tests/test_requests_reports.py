@@ -93,3 +93,22 @@ def test_ended_run_shows_its_own_figures_and_stops_polling(running, client_for, 
     assert folder_rows(page) == {"INBOX": (5, 5, 0, 0)} and 'id="reconciled"' in page
     assert "data-poll=" not in page
     assert 'data-final="1"' in client.get(f"{base}folders/").content.decode()
+
+
+@pytest.mark.parametrize("kind", ["csv", "json"])
+def test_report_downloads_keep_a_non_ascii_file_name(tenant, viewer, client_for, kind):
+    """RFC 6266 ``filename*`` (as Django's FileResponse writes it), not a MIME encoded-word that
+    browsers show as ``=?utf-8?b?…?=``."""
+    bucket = Bucket.objects.create(tenant=tenant, name="acme-mail", region="us-east-1", status="verified")
+    req = MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=bucket,
+                                         file_name="Bérénice Dupré", source_user="berenice@acme.test")
+    response = client_for(viewer).get(f"/t/{tenant.slug}/requests/{req.uuid}/report.{kind}")
+    assert response.status_code == 200
+    suffix = "report.csv" if kind == "csv" else "summary.json"
+    assert response["Content-Disposition"] == f"attachment; filename*=utf-8''B%C3%A9r%C3%A9nice%20Dupr%C3%A9.{suffix}"
+
+
+def test_sample_csv_download_is_an_attachment_with_its_name(tenant, viewer, client_for):
+    response = client_for(viewer).get(f"/t/{tenant.slug}/requests/sample/IMAP-S3-ZIP.csv")
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="imap-s3-zip-sample.csv"'

@@ -300,3 +300,32 @@ def test_the_portal_shows_the_report_and_summary_the_bucket_holds_for_every_form
     assert summary == json.loads(bucket_file(".summary.json"))
     assert summary["totals"]["failed"] == 1 and summary["format"] == name
     assert "folder_counts" not in req.result
+
+
+@pytest.fixture(scope="module", params=["fs", "mithi"], ids=["slash-separator", "dot-separator-INBOX-prefix"])
+def layout_dovecot(request):
+    """Dovecot with '/' and no prefix, or with '.' and the INBOX. prefix (Mithi's shape)."""
+    from tests.mailgen import generate_mailbox, write_maildir
+    from tests.servers.dovecot import DovecotServer
+
+    with DovecotServer({"alice": MAILBOX_PASSWORD}, layout=request.param) as server:
+        server.mailbox = generate_mailbox("test", seed=3)
+        write_maildir(server, "alice", server.mailbox)
+        yield server
+
+
+@pytest.mark.parametrize("code", ["IMAP-S3-ZIP", "MITHI-S3-ZIP"])
+def test_a_request_archives_the_servers_own_folder_tree_whatever_its_separator(
+        operator, tenant, layout_dovecot, dest_bucket, rclone, rq_queue, code):
+    """The type only pre-fills the form: MITHI on a '/' server must not flatten Archive/2023 into
+    Archive_2023 and still say completed."""
+    form = imap_form(layout_dovecot, dest_bucket, source_port=layout_dovecot.port, source_security="none",
+                     file_name=f"{code.lower()}-{layout_dovecot.layout}")
+    req = submit(tenant, operator, code, form)
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    actual = archive_digests(rclone.client(), dest_bucket.name, f"mail/{form['file_name']}.zip")
+    expected = source_digests(layout_dovecot.mailbox)
+    assert {folder: sorted(d) for folder, d in actual.items()} == {folder: sorted(d) for folder, d in expected.items()}
+    assert "Archive/2023/Q1 ½" in actual
