@@ -20,7 +20,7 @@ class ConnectionResult:
 
 @sensitive_variables()
 def test_connection(rtype: RequestType, data: dict, *, tenant) -> ConnectionResult:
-    from requests_app.sources import build_source
+    from requests_app.kinds import build_source
 
     try:
         with build_source(rtype, data, tenant=tenant, allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS) as source:

@@ -215,8 +215,8 @@ def _run(pk: int, token: str) -> str:
     from connectors.base import ConnectionFailed
     from connectors.export import ExportSpec, run_export
     from connectors.s3client import make_client
+    from requests_app.kinds import source_for_request
     from requests_app.ledger import DatabaseLedger, Superseded
-    from requests_app.sources import source_for_request
 
     req = MigrationRequest.objects.select_related("bucket", "tenant").get(pk=pk)
     rtype = get_type(req.request_type)
