@@ -1,25 +1,70 @@
-"""Build the connector Source for a request type from a request row or form data."""
+"""The registry of source kinds: how a request chooses its credential and builds its Source.
+
+A request type (``types.RequestType``) lists the kinds it accepts, the first being its default;
+a request whose authentication method is ``oauth`` uses the first kind that goes through a
+provider connection. The kind then answers every question about authenticating, for each of
+its users: the form (which columns and credential a mailbox needs, where an OAuth token may
+go), the CSV import (the same form and columns), Test connection and the worker (the Source).
+
+Invariants: a token is only ever sent to the provider's own endpoint (settings
+``GMAIL_IMAP_HOST``, ``MICROSOFT_IMAP_HOST``, the API URLs), never to a server the user typed;
+the credential a request uses (``options["credential"]``) is decided once, by the form through
+``SourceKind.credential``, and only read by ``SourceKind.build``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from connectors.base import AuthenticationFailed, Folder, Source, SourceError
-from requests_app.types import RequestType
+
+if TYPE_CHECKING:
+    from requests_app.types import RequestType
+
+IMAP_COLUMNS = ("source_server", "source_port", "source_security", "source_user", "source_password")
+CONNECTION_COLUMNS = ("source_user", "connection")
 
 
-# Error reports hide every local of these (and of what they call): they handle credentials.
-@sensitive_variables()
-def imap_source(rtype: RequestType, *, server: str, port: int | None, security: str, user: str,
-                password: str, allow_private: bool, oauth2_token=None) -> Source:
-    from connectors.imap import ImapSource
+@dataclass(frozen=True)
+class SourceParams:
+    """What a kind needs to build a Source: from a stored request (the worker) or from form data
+    (Test connection). Error reports hide the password (``repr`` leaves it out)."""
 
-    return ImapSource(
-        host=server or rtype.server, port=port or rtype.port, security=security or rtype.security,
-        username=user, password=password, oauth2_token=oauth2_token, flavour=rtype.flavour,
-        allow_private=allow_private, ca_file=settings.LEGACYFLO_IMAP_CA_FILE or None,
-    )
+    tenant: object
+    user: str
+    server: str = ""
+    port: int | None = None
+    security: str = ""
+    password: str = field(default="", repr=False)
+    options: Mapping = field(default_factory=dict)
+    folders: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+
+    @classmethod
+    def of_request(cls, req) -> SourceParams:
+        return cls(tenant=req.tenant, user=req.source_user, server=req.source_server, port=req.source_port,
+                   security=req.source_security, password=req.source_password, options=req.options or {},
+                   folders=req.folders, exclude=req.exclude_folders)
+
+    @classmethod
+    def of_form(cls, data: Mapping, *, tenant) -> SourceParams:
+        return cls(tenant=tenant, user=data.get("source_user", ""), server=data.get("source_server", ""),
+                   port=data.get("source_port"), security=data.get("source_security", ""),
+                   password=data.get("source_password", ""), options=data.get("options") or {},
+                   folders=data.get("folders") or [], exclude=data.get("exclude_folders") or [])
+
+
+class NoCredential(Exception):
+    """The mailbox has no usable credential of this kind; ``message`` belongs to form field ``field``."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field_name, message
 
 
 class UnavailableSource(Source):
@@ -39,115 +84,265 @@ class UnavailableSource(Source):
         raise self.error
 
 
-def _is_oauth(rtype: RequestType, options: dict) -> bool:
-    return rtype.uses_connection and (not rtype.uses_password or options.get("auth_method") == "oauth")
+Consent = Callable[..., object]  # consent(scope=None) -> the mailbox's usable authorization, or None
 
 
+class SourceKind:
+    """One way of reaching a mailbox. Subclasses set the class attributes and ``build``."""
+
+    name: str = ""
+    columns: tuple[str, ...] = ()  # the CSV columns (form fields) of the source
+    provider: str = ""  # the provider connection it goes through ("" = none)
+
+    @property
+    def uses_connection(self) -> bool:
+        return bool(self.provider)
+
+    def endpoint(self) -> tuple[str, int, str] | None:
+        """The provider's own IMAP host, port and security, where the form points the request."""
+        return None
+
+    def server_problem(self, rtype: RequestType, server: str) -> str:
+        """Why a server the user typed cannot be used with this kind, or ""."""
+        return ""
+
+    def credential(self, connection, user: str, consent: Consent) -> str:
+        """The credential the worker will use for ``user`` (stored in ``options["credential"]``);
+        raises NoCredential when there is none."""
+        raise NotImplementedError
+
+    def build(self, rtype: RequestType, params: SourceParams) -> Source:
+        raise NotImplementedError
+
+
+# Error reports hide every local of these (and of what they call): they handle credentials.
 @sensitive_variables()
-def build_source(rtype: RequestType, data: dict, *, tenant, allow_private: bool) -> Source:
-    """From form data (the "Test connection" button)."""
-    options = data.get("options") or {}
-    if rtype.uses_connection and _is_oauth(rtype, {"auth_method": data.get("auth_method") or options.get("auth_method")}):
-        if not options.get("connection"):
+def imap_source(rtype: RequestType, *, server: str, port: int | None, security: str, user: str,
+                password: str, oauth2_token=None) -> Source:
+    from connectors.imap import ImapSource
+
+    return ImapSource(
+        host=server or rtype.server, port=port or rtype.port, security=security or rtype.security,
+        username=user, password=password, oauth2_token=oauth2_token, flavour=rtype.flavour,
+        allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS, ca_file=settings.LEGACYFLO_IMAP_CA_FILE or None,
+    )
+
+
+class ImapPassword(SourceKind):
+    """Any IMAP server the user names, with the mailbox's password."""
+
+    name, columns = "imap_password", IMAP_COLUMNS
+
+    @sensitive_variables()
+    def build(self, rtype: RequestType, params: SourceParams) -> Source:
+        return imap_source(rtype, server=params.server, port=params.port, security=params.security,
+                           user=params.user, password=params.password)
+
+
+class ConnectionKind(SourceKind):
+    """A kind that authenticates through the tenant's provider connection (the ``providers`` app).
+
+    The connection is looked up within the request's tenant. Microsoft rotates refresh tokens:
+    every new one is stored on the mailbox's authorization as soon as it arrives.
+    """
+
+    columns = CONNECTION_COLUMNS
+
+    @sensitive_variables()
+    def build(self, rtype: RequestType, params: SourceParams) -> Source:
+        from providers.selectors import authorization_for, connection_by_ref
+
+        connection = connection_by_ref(params.tenant, params.options.get("connection", ""), self.provider)
+        if connection is None:
             return UnavailableSource(AuthenticationFailed(
-                "Choose a connection for this mailbox first (see the form's errors)."))
-        return provider_source(rtype, tenant=tenant, user=data.get("source_user", ""), options=options,
-                               folders=data.get("folders") or [], exclude=data.get("exclude_folders") or [],
-                               allow_private=allow_private)
-    if rtype.source == "imap":
-        return imap_source(rtype, server=data.get("source_server", ""), port=data.get("source_port"),
-                           security=data.get("source_security", ""), user=data.get("source_user", ""),
-                           password=data.get("source_password", ""), allow_private=allow_private)
-    raise NotImplementedError(f"{rtype.code} has no source builder")
+                "The provider connection of this request was removed; register it again under Connections."))
+        user = params.user
+
+        def consent(scope: str | None = None):
+            found = authorization_for(connection, user, scope=scope)
+            if found is None:
+                raise AuthenticationFailed(f"{user} no longer has a valid consent through {connection.name} "
+                                           "(revoked?): connect the mailbox again on the connection's page, then retry.")
+            return found
+
+        try:
+            return self.source(rtype, params, connection, consent)
+        except SourceError as exc:
+            return UnavailableSource(exc)
+
+    def source(self, rtype: RequestType, params: SourceParams, connection, consent) -> Source:
+        raise NotImplementedError
+
+
+def _store_rotated(authorization_id: int):
+    from providers import services
+
+    return lambda token: services.authorization_store_refresh_token(authorization_id=authorization_id,
+                                                                     refresh_token=token)
+
+
+def _microsoft_credential(connection, user: str, consent: Consent, scope: str, what: str) -> str:
+    if consent(scope=scope):
+        return "delegated"
+    if connection.supports_app_only:
+        return "app_only"
+    raise NoCredential("source_user", f"{user} has not consented ({what}) through {connection.name}, and the "
+                                      "connection has no directory or admin consent for app-only access.")
+
+
+class GmailApi(ConnectionKind):
+    """The Gmail API with the user's consent, else the service account's domain-wide delegation."""
+
+    name, provider = "gmail_api", "google"
+
+    def credential(self, connection, user: str, consent: Consent) -> str:
+        if consent():
+            return "user"
+        if connection.has_service_account:
+            return "service_account"
+        raise NoCredential("source_user", f"{user} has not consented through {connection.name}, which has no "
+                                          "service account: connect the mailbox on the connection's page.")
+
+    @sensitive_variables()
+    def source(self, rtype, params, connection, consent) -> Source:
+        from connectors import oauth
+        from connectors.gmail_api import GmailApiSource
+        from connectors.ratelimit import RedisQuota, gmail_quota_key
+        from providers import credentials
+
+        if params.options.get("credential", "") == "user":
+            google_credentials = credentials.google_user(connection, consent())
+        else:
+            google_credentials = credentials.google_service_account(
+                connection, subject=params.user, scopes=[oauth.GMAIL_READONLY_SCOPE])
+        return GmailApiSource(google_credentials, api_url=settings.GMAIL_API_URL,
+                              include_spam_trash=bool(params.options.get("include_spam_trash")),
+                              quota=RedisQuota(settings.REDIS_URL, gmail_quota_key(params.user)))
+
+
+class Graph(ConnectionKind):
+    """Microsoft Graph with the user's delegated consent, else app-only access."""
+
+    name, provider = "graph", "microsoft"
+
+    def credential(self, connection, user: str, consent: Consent) -> str:
+        from providers import credentials
+
+        return _microsoft_credential(connection, user, consent, credentials.GRAPH_READ_SCOPE, "Graph")
+
+    @sensitive_variables()
+    def source(self, rtype, params, connection, consent) -> Source:
+        from connectors import oauth
+        from connectors.graph import GraphSource
+        from connectors.ratelimit import RedisQuota, graph_quota_key
+        from providers import credentials
+
+        if params.options.get("credential", "") == "delegated":
+            authorization = consent(credentials.GRAPH_READ_SCOPE)
+            provider = credentials.microsoft_delegated(connection, authorization, scopes=oauth.GRAPH_MAIL_SCOPES,
+                                                       on_refresh_token=_store_rotated(authorization.pk))
+            mailbox = None  # /me: the signed-in mailbox
+        else:
+            provider = credentials.microsoft_app_only(connection, scopes=[oauth.GRAPH_DEFAULT_SCOPE])
+            mailbox = params.user
+        return GraphSource(provider, mailbox=mailbox, graph_url=settings.MICROSOFT_GRAPH_URL,
+                           ca_bundle=credentials.ca_bundle(), include=params.folders, exclude=params.exclude,
+                           quota=RedisQuota(settings.REDIS_URL, graph_quota_key(connection.client_id, params.user),
+                                            limit=10_000, window=600, burst=50))
+
+
+class GoogleImap(ConnectionKind):
+    """Gmail over IMAP with XOAUTH2 tokens of the service account's domain-wide delegation (GMAILOAUTH)."""
+
+    name, provider = "imap_google_oauth", "google"
+
+    def endpoint(self) -> tuple[str, int, str]:
+        return settings.GMAIL_IMAP_HOST, settings.GMAIL_IMAP_PORT, "ssl"
+
+    def credential(self, connection, user: str, consent: Consent) -> str:
+        if not connection.has_service_account:
+            raise NoCredential("connection", f"{connection.name} has no service account (GMAILOAUTH needs "
+                                             "domain-wide delegation).")
+        return "service_account"
+
+    @sensitive_variables()
+    def source(self, rtype, params, connection, consent) -> Source:
+        from connectors import oauth
+        from providers import credentials
+
+        service_account = credentials.google_service_account(connection, subject=params.user,
+                                                             scopes=[oauth.GMAIL_IMAP_SCOPE])
+        session = credentials.http_session()
+        host, port, security = self.endpoint()
+        return imap_source(rtype, server=host, port=port, security=security, user=params.user, password="",
+                           oauth2_token=lambda: oauth.google_access_token(service_account, session=session))
+
+
+class MicrosoftImap(ConnectionKind):
+    """Exchange Online over IMAP with XOAUTH2: the user's delegated consent, else app-only access."""
+
+    name, provider = "imap_microsoft_oauth", "microsoft"
+
+    def endpoint(self) -> tuple[str, int, str]:
+        return settings.MICROSOFT_IMAP_HOST, settings.MICROSOFT_IMAP_PORT, "ssl"
+
+    def server_problem(self, rtype: RequestType, server: str) -> str:
+        if server and server not in (rtype.server, settings.MICROSOFT_IMAP_HOST.lower()):
+            return ("With OAuth the server is always Exchange Online "
+                    f"({settings.MICROSOFT_IMAP_HOST}): tokens go nowhere else.")
+        return ""
+
+    def credential(self, connection, user: str, consent: Consent) -> str:
+        from providers import credentials
+
+        return _microsoft_credential(connection, user, consent, credentials.OUTLOOK_IMAP_SCOPE, "IMAP")
+
+    @sensitive_variables()
+    def source(self, rtype, params, connection, consent) -> Source:
+        from connectors import oauth
+        from providers import credentials
+
+        if params.options.get("credential", "") == "delegated":
+            authorization = consent(credentials.OUTLOOK_IMAP_SCOPE)
+            provider = credentials.microsoft_delegated(connection, authorization,
+                                                       scopes=[oauth.OUTLOOK_IMAP_DELEGATED_SCOPE],
+                                                       on_refresh_token=_store_rotated(authorization.pk))
+        else:
+            provider = credentials.microsoft_app_only(connection, scopes=[oauth.OUTLOOK_IMAP_APP_SCOPE])
+        host, port, security = self.endpoint()
+        return imap_source(rtype, server=host, port=port, security=security, user=params.user, password="",
+                           oauth2_token=provider)
+
+
+KINDS: dict[str, SourceKind] = {k.name: k for k in (ImapPassword(), GmailApi(), Graph(), GoogleImap(), MicrosoftImap())}
+
+
+def kind_for(rtype: RequestType, auth_method: str = "") -> SourceKind:
+    """The kind a request of ``rtype`` uses: the type's first, or with ``auth_method`` "oauth" the
+    first that goes through a provider connection."""
+    kinds = [KINDS[name] for name in rtype.kinds]
+    if auth_method == "oauth":
+        return next((k for k in kinds if k.uses_connection), kinds[0])
+    return kinds[0]
+
+
+def columns_of(kind_names: Sequence[str]) -> list[str]:
+    """The source columns of a type accepting ``kind_names``: each kind's, in order, once."""
+    return list(dict.fromkeys(c for name in kind_names for c in KINDS[name].columns))
 
 
 @sensitive_variables()
 def source_for_request(req, rtype: RequestType) -> Source:
     """From a stored request (the worker)."""
-    allow_private = settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS
-    if _is_oauth(rtype, req.options or {}):
-        return provider_source(rtype, tenant=req.tenant, user=req.source_user, options=req.options,
-                               folders=req.folders, exclude=req.exclude_folders, allow_private=allow_private)
-    if rtype.source == "imap":
-        return imap_source(rtype, server=req.source_server, port=req.source_port, security=req.source_security,
-                           user=req.source_user, password=req.source_password, allow_private=allow_private)
-    raise NotImplementedError(f"{rtype.code} has no source builder")
+    return kind_for(rtype, (req.options or {}).get("auth_method", "")).build(rtype, SourceParams.of_request(req))
 
 
 @sensitive_variables()
-def provider_source(rtype: RequestType, *, tenant, user: str, options: dict, folders, exclude,
-                    allow_private: bool) -> Source:
-    """GMAILOAUTH, GMAILAPI, M365API and O365 with OAuth, through the tenant's provider connection.
-
-    The connection is looked up within the request's tenant. Microsoft rotates refresh tokens:
-    every new one is stored on the mailbox's authorization as soon as it arrives (hook below).
-    """
-    from connectors import oauth
-    from connectors.ratelimit import RedisQuota, gmail_quota_key, graph_quota_key
-    from providers import credentials, services
-    from providers.selectors import authorization_for, connection_by_ref
-
-    connection = connection_by_ref(tenant, options.get("connection", ""), rtype.provider)
-    if connection is None:
+def source_from_form(rtype: RequestType, data: Mapping, *, tenant) -> Source:
+    """From the form's cleaned data (the "Test connection" button)."""
+    options = data.get("options") or {}
+    kind = kind_for(rtype, data.get("auth_method") or options.get("auth_method", ""))
+    if kind.uses_connection and not options.get("connection"):
         return UnavailableSource(AuthenticationFailed(
-            "The provider connection of this request was removed; register it again under Connections."))
-    kind = options.get("credential", "")
-
-    def consent(scope: str | None = None):
-        found = authorization_for(connection, user, scope=scope)
-        if found is None:
-            raise AuthenticationFailed(f"{user} no longer has a valid consent through {connection.name} (revoked?): "
-                                       "connect the mailbox again on the connection's page, then retry.")
-        return found
-
-    def store_rotated(authorization_id: int):
-        return lambda token: services.authorization_store_refresh_token(authorization_id=authorization_id,
-                                                                         refresh_token=token)
-
-    try:
-        if rtype.source == "gmail_api":
-            from connectors.gmail_api import GmailApiSource
-
-            if kind == "user":
-                google_credentials = credentials.google_user(connection, consent())
-            else:
-                google_credentials = credentials.google_service_account(
-                    connection, subject=user, scopes=[oauth.GMAIL_READONLY_SCOPE])
-            return GmailApiSource(google_credentials, api_url=settings.GMAIL_API_URL,
-                                  include_spam_trash=bool(options.get("include_spam_trash")),
-                                  quota=RedisQuota(settings.REDIS_URL, gmail_quota_key(user)))
-        if rtype.source == "graph":
-            from connectors.graph import GraphSource
-
-            if kind == "delegated":
-                authorization = consent(credentials.GRAPH_READ_SCOPE)
-                provider = credentials.microsoft_delegated(connection, authorization, scopes=oauth.GRAPH_MAIL_SCOPES,
-                                                           on_refresh_token=store_rotated(authorization.pk))
-                mailbox = None  # /me: the signed-in mailbox
-            else:
-                provider = credentials.microsoft_app_only(connection, scopes=[oauth.GRAPH_DEFAULT_SCOPE])
-                mailbox = user
-            return GraphSource(provider, mailbox=mailbox, graph_url=settings.MICROSOFT_GRAPH_URL,
-                               ca_bundle=credentials.ca_bundle(), include=folders, exclude=exclude,
-                               quota=RedisQuota(settings.REDIS_URL, graph_quota_key(connection.client_id, user),
-                                                limit=10_000, window=600, burst=50))
-        if rtype.flavour == "gmail":  # GMAILOAUTH: IMAP with the service account's delegated token
-            service_account = credentials.google_service_account(connection, subject=user,
-                                                                 scopes=[oauth.GMAIL_IMAP_SCOPE])
-            session = credentials.http_session()
-            return imap_source(rtype, server=settings.GMAIL_IMAP_HOST, port=settings.GMAIL_IMAP_PORT,
-                               security="ssl", user=user, password="", allow_private=allow_private,
-                               oauth2_token=lambda: oauth.google_access_token(service_account, session=session))
-        # O365 over IMAP with XOAUTH2
-        if kind == "delegated":
-            authorization = consent(credentials.OUTLOOK_IMAP_SCOPE)
-            provider = credentials.microsoft_delegated(connection, authorization,
-                                                       scopes=[oauth.OUTLOOK_IMAP_DELEGATED_SCOPE],
-                                                       on_refresh_token=store_rotated(authorization.pk))
-        else:
-            provider = credentials.microsoft_app_only(connection, scopes=[oauth.OUTLOOK_IMAP_APP_SCOPE])
-        return imap_source(rtype, server=settings.MICROSOFT_IMAP_HOST, port=settings.MICROSOFT_IMAP_PORT,
-                           security="ssl", user=user, password="", allow_private=allow_private,
-                           oauth2_token=provider)
-    except SourceError as exc:
-        return UnavailableSource(exc)
+            "Choose a connection for this mailbox first (see the form's errors)."))
+    return kind.build(rtype, SourceParams.of_form(data, tenant=tenant))
