@@ -13,7 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import audit
+from connectors.archivekeys import file_name_problem
 from requests_app.models import ACTIVE_STATES, MigrationRequest, State
+from requests_app.selectors import destination_holders
 from requests_app.types import RequestType
 
 TERMINAL_RETRYABLE = (State.FAILED, State.CANCELLED, State.COMPLETED_WITH_ERRORS)
@@ -24,20 +26,29 @@ def archive_base_key(req: MigrationRequest) -> str:
     return f"{req.s3_prefix}/{req.file_name}" if req.s3_prefix else req.file_name
 
 
-def _destination_conflict(tenant, bucket, s3_prefix: str, file_name: str):
-    """Another live or finished request writing under the same PREFIX/FILE (its archive, report or
-    summary would be overwritten: ZIP and PST share FILE.report.csv and FILE.summary.json)."""
-    return (MigrationRequest.objects.for_tenant(tenant)
-            .filter(bucket=bucket, s3_prefix=s3_prefix, file_name__iexact=file_name)
-            .exclude(state__in=[State.FAILED, State.CANCELLED]).first())
+def destination_conflict(req: MigrationRequest, *, claiming: bool = False) -> MigrationRequest | None:
+    """Another request holding ``req``'s PREFIX/FILE (``selectors.destination_holders``): ``req``
+    must not run into it, or it would overwrite or delete that request's archive. When a worker
+    claims ``req`` (``claiming``), a live request submitted after it does not count: that one is
+    refused when it is claimed, so of two submitted at once exactly the first runs."""
+    holders = destination_holders(req.tenant, bucket=req.bucket, s3_prefix=req.s3_prefix,
+                                  file_name=req.file_name).exclude(pk=req.pk)
+    for other in holders:
+        if claiming and other.state in ACTIVE_STATES and other.pk > req.pk and "archives" not in other.checkpoint:
+            continue
+        return other
+    return None
+
+
+def conflict_message(req: MigrationRequest, holder: MigrationRequest) -> str:
+    return (f"{req.bucket.name}/{archive_base_key(req)}.* is already written by request "
+            f"“{holder.title or holder.source_user}”: choose another file name or prefix.")
 
 
 def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest:
-    conflict = _destination_conflict(tenant, data["bucket"], data["s3_prefix"], data["file_name"])
-    if conflict:
-        raise ValidationError(
-            f"{data['bucket'].name}/{archive_base_key(conflict)}.* is already written by request "
-            f"“{conflict.title or conflict.source_user}”: choose another file name or prefix.")
+    problem = file_name_problem(data.get("file_name") or "")
+    if problem:
+        raise ValidationError(problem)
     req = MigrationRequest(
         tenant=tenant, request_type=rtype.code, title=data.get("title") or data["source_user"],
         source_server=data.get("source_server", ""), source_port=data.get("source_port"),
@@ -49,6 +60,9 @@ def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest
         bucket=data["bucket"], s3_prefix=data.get("s3_prefix", ""), file_name=data["file_name"],
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
+    holder = destination_conflict(req)
+    if holder is not None:
+        raise ValidationError(conflict_message(req, holder))
     req.save()
     return req
 
@@ -100,7 +114,7 @@ def request_cancel(*, req: MigrationRequest, actor, request=None) -> MigrationRe
         raise ValidationError(f"The request is {req.get_state_display().lower()} and cannot be cancelled.")
     req.cancel_requested = True
     fields = ["cancel_requested"]
-    if req.state == State.QUEUED and not req.checkpoint.get("upload_id"):
+    if req.state == State.QUEUED and not req.checkpoint.get("upload"):  # else its run removes the upload
         req.state = State.CANCELLED
         req.finished_at = timezone.now()
         fields += ["state", "finished_at"]
@@ -118,8 +132,13 @@ def request_retry(*, req: MigrationRequest, actor, request=None) -> MigrationReq
     if req.state not in TERMINAL_RETRYABLE and not is_interrupted(req):
         raise ValidationError(f"The request is {req.get_state_display().lower()}; only failed, cancelled, "
                               "incomplete or interrupted requests can be retried.")
+    holder = destination_conflict(req)
+    if holder is not None:  # submitted while this one had failed: its archive must not be overwritten
+        raise ValidationError(f"{conflict_message(req, holder)} This request cannot be retried into it; "
+                              "submit it again under another file name or prefix.")
     if req.state == State.COMPLETED_WITH_ERRORS:
-        # The archive is complete and cannot be appended to: export again from scratch.
+        # The archive is complete and cannot be appended to: export again from scratch. Its keys
+        # stay (checkpoint["archives"]): the new run replaces them only when it commits.
         req.records.all().delete()
         req.parts.all().delete()
         req.checkpoint = {k: v for k, v in req.checkpoint.items() if k != "upload"}
