@@ -462,3 +462,43 @@ def test_cancelling_a_requeued_request_with_an_upload_removes_its_own_volumes(op
     assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == [theirs]
     assert req.checkpoint.get("archives") == ["mail/x.zip"] and "upload" not in req.checkpoint
     s3.abort_multipart_upload(Bucket=bucket, Key="mail/x.part004.zip", UploadId=theirs)
+
+
+def test_giving_up_on_a_retry_keeps_the_earlier_archive_and_a_pending_publication(tenant, dest_bucket, rclone):
+    """``fail_request`` removes only what the run completed under its own keys."""
+    from requests_app.models import UploadedPart
+    from requests_app.runner import fail_request
+
+    s3 = rclone.client()
+    bucket = dest_bucket.name
+    earlier = ["mail/y.part001.zip", "mail/y.part002.zip", "mail/y.report.csv", "mail/y.summary.json"]
+    for key in [*earlier, "mail/.legacyflo-new.y.part001.zip"]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a file")
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mail/.legacyflo-new.y.part002.zip")["UploadId"]
+    req = MigrationRequest.objects.create(
+        tenant=tenant, request_type="IMAP-S3-ZIP", bucket=dest_bucket, file_name="y", s3_prefix="mail",
+        state="running", checkpoint={"archives": ["mail/y.part001.zip", "mail/y.part002.zip"], "upload": {
+            "key": "mail/.legacyflo-new.y.part002.zip", "upload_id": upload_id, "format": "zip", "volume": 2,
+            "volumes": [{"number": 1, "key": "mail/.legacyflo-new.y.part001.zip", "size": 6, "parts": 1}]}})
+    UploadedPart.objects.create(request=req, archive_key="mail/.legacyflo-new.y.part002.zip", part_number=1,
+                                etag='"e"', size=5)
+    fail_request(req, "The transfer was interrupted 8 times; giving up.")
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(earlier)
+    assert no_pending_uploads(s3, bucket)
+    req.refresh_from_db()
+    assert req.state == "failed" and req.checkpoint["archives"] == ["mail/y.part001.zip", "mail/y.part002.zip"]
+
+    # a PST commit whose publication is pending: the staged files are the archive, kept
+    staged = ["mail/.legacyflo-new.z.part001.pst", "mail/.legacyflo-new.z.part002.pst"]
+    for key in staged:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a new part")
+    pst = MigrationRequest.objects.create(
+        tenant=tenant, request_type="IMAP-S3-PST", bucket=dest_bucket, file_name="z", s3_prefix="mail",
+        state="running", checkpoint={
+            "archives": ["mail/z.part001.pst", "mail/z.part002.pst"],
+            "publication": {"moves": [[staged[0], "mail/z.part001.pst", 10], [staged[1], "mail/z.part002.pst", 10]],
+                            "stale": []},
+            "upload": {"key": staged[1], "upload_id": "done", "format": "pst", "volume": 2, "archive_complete": True,
+                       "volumes": [{"number": 1, "key": staged[0], "size": 10, "parts": 0}]}})
+    fail_request(pst, "giving up")
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted([*earlier, *staged])
