@@ -51,16 +51,16 @@ def claim(pk: int) -> str | None:
     if "archives" not in row.checkpoint and row.result.get("archives"):  # finished before archives were recorded
         row.checkpoint = {**row.checkpoint, "archives": [a["key"] for a in row.result["archives"]]}
         row.save(update_fields=["checkpoint"])
+    if row.cancel_requested and not row.checkpoint.get("upload"):
+        row.state, row.finished_at = State.CANCELLED, timezone.now()
+        row.save(update_fields=["state", "finished_at"])
+        return None
     holder = destination_conflict(row, claiming=True)
     if holder is not None:  # the bucket is left alone: what its keys hold is the holder's
         log.warning("request %s: its destination is held by request %s; not run", pk, holder.pk)
         row.state, row.finished_at = State.FAILED, timezone.now()
         row.error = conflict_message(row, holder) + " This request was not run."
         row.save(update_fields=["state", "finished_at", "error"])
-        return None
-    if row.cancel_requested and not row.checkpoint.get("upload"):
-        row.state, row.finished_at = State.CANCELLED, timezone.now()
-        row.save(update_fields=["state", "finished_at"])
         return None
     job_id = _current_job_id()
     # A running row is taken over only if its worker is gone: stale heartbeat, or RQ re-running
