@@ -246,8 +246,9 @@ def _row(tenant, dovecot, bucket, *, file_name: str, user: str = "alice", passwo
     racing past it) are; enqueued like a submission."""
     from requests_app.queue import enqueue_request
 
+    fields.setdefault("request_type", "IMAP-S3-ZIP")
     req = MigrationRequest.objects.create(
-        tenant=tenant, request_type="IMAP-S3-ZIP", title=file_name, source_server="127.0.0.1",
+        tenant=tenant, title=file_name, source_server="127.0.0.1",
         source_port=dovecot.ssl_port, source_security="ssl", source_user=user, source_password=password,
         bucket=bucket, s3_prefix="mail", file_name=file_name, **fields)
     enqueue_request(req.pk)
@@ -502,3 +503,29 @@ def test_giving_up_on_a_retry_keeps_the_earlier_archive_and_a_pending_publicatio
                        "volumes": [{"number": 1, "key": staged[0], "size": 10, "parts": 0}]}})
     fail_request(pst, "giving up")
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted([*earlier, *staged])
+
+
+def test_cancelling_a_requeued_pst_request_removes_the_files_its_killed_run_completed(operator, tenant, dovecot,
+                                                                                   imap_ca, dest_bucket, rclone,
+                                                                                   rq_queue):
+    """The PST engine records each file it completes (``begin_volume``); cancelled before it
+    runs again, it deletes them and aborts the upload of the next one."""
+    from requests_app.services import request_cancel
+
+    s3 = rclone.client()
+    bucket = dest_bucket.name
+    s3.put_object(Bucket=bucket, Key="mail/p.part001.pst", Body=b"a completed file of the killed run")
+    others = ["mail/p2.pst", "mail/p.part003.pst"]
+    for key in others:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"not this run's")
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mail/p.part002.pst")["UploadId"]
+    req = _row(tenant, dovecot, dest_bucket, file_name="p", request_type="IMAP-S3-PST", state="queued", attempts=1,
+               checkpoint={"upload": {"key": "mail/p.part002.pst", "upload_id": upload_id, "format": "pst",
+                                      "volume": 2, "volumes": [{"number": 1, "key": "mail/p.part001.pst",
+                                                                "size": 34, "parts": 0}]}})
+    request_cancel(req=req, actor=operator)
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "cancelled", req.error
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(others)
+    assert no_pending_uploads(s3, bucket)
