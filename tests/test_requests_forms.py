@@ -212,3 +212,19 @@ def test_a_name_is_taken_by_an_older_request_whose_archive_is_named_like_its_vol
         request_submit(tenant=tenant, actor=operator, rtype=REQUEST_TYPES["IMAP-S3-ZIP"], data=form.cleaned_data)
     request_submit(tenant=tenant, actor=operator, rtype=REQUEST_TYPES["IMAP-S3-ZIP"],
                    data={**form.cleaned_data, "file_name": "alice.partial"})  # not a volume name: its own
+
+
+@pytest.mark.django_db
+def test_destination_names_are_compared_literally_and_case_insensitively(tenant, bucket):
+    from requests_app.selectors import destination_holders
+
+    taken = MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=bucket,
+                                            s3_prefix="Mail", file_name="a b+c@d.e-f", state="completed")
+    holders = lambda name, prefix="mail": list(destination_holders(  # noqa: E731
+        tenant, bucket=bucket, s3_prefix=prefix, file_name=name))
+    assert holders("A B+C@D.E-F") == [taken]
+    assert holders("a bbc@d.e-f") == holders("a b+c@dxe-f") == holders("a b+c@d.e-f", "other") == []
+    MigrationRequest.objects.filter(pk=taken.pk).update(state="failed")
+    assert holders("a b+c@d.e-f") == []  # failed before writing anything: the name is free again
+    MigrationRequest.objects.filter(pk=taken.pk).update(checkpoint={"archives": ["Mail/a b+c@d.e-f.zip"]})
+    assert holders("a b+c@d.e-f") == [taken]  # its earlier archive is still there
