@@ -20,7 +20,10 @@ class Purpose(models.TextChoices):
 
 class AuthMode(models.TextChoices):
     KEYS = "keys", "An access key pair (stored encrypted)"
-    PORTAL = "portal", "The portal's own AWS credentials + a bucket policy"
+    # Stored as "portal", the mode's value from before roles, so forms, scripts and old rows keep
+    # their meaning: "the portal reaches it with its AWS identity" — now only through the
+    # tenant's role, never directly (a row without a role ARN fails verification).
+    ROLE = "portal", "A role in your AWS account that the portal assumes (AWS S3 only)"
 
 
 class Status(models.TextChoices):
@@ -30,6 +33,9 @@ class Status(models.TextChoices):
 
 
 class Bucket(models.Model):
+    """A bucket of one tenant. ROLE buckets are on AWS S3 (no endpoint URL) and have a role ARN;
+    KEYS buckets have an access key pair. Nothing is ever reached with the portal's own identity."""
+
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="buckets")
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=63)
@@ -39,6 +45,7 @@ class Bucket(models.Model):
     auth_mode = models.CharField(max_length=16, choices=AuthMode.choices, default=AuthMode.KEYS)
     access_key_id = models.CharField(max_length=128, blank=True)
     secret_access_key = EncryptedTextField(blank=True)
+    role_arn = models.CharField(max_length=2048, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNVERIFIED)
     checks = models.JSONField(default=list, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
@@ -49,8 +56,15 @@ class Bucket(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # ``endpoint_url`` is stored normalised (``rules.normalise_endpoint``); "" is AWS S3.
         constraints = [
+            # A tenant registers a bucket once (purpose "both" serves backups and restores).
             models.UniqueConstraint(fields=["tenant", "name", "endpoint_url"], name="bucket_unique_per_tenant"),
+            # One *verified* registration per bucket in the whole portal: the first tenant to prove
+            # access holds it, others are refused, even when two verifications race. Unverified rows
+            # do not count, so naming another customer's bucket first blocks nobody.
+            models.UniqueConstraint(fields=["name", "endpoint_url"], condition=models.Q(status="verified"),
+                                    name="bucket_verified_once"),
         ]
 
     def __str__(self) -> str:

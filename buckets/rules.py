@@ -1,11 +1,14 @@
-"""Static rules for bucket registration: names, regions, endpoint URLs."""
+"""Static rules for bucket registration: names, regions, endpoint URLs, roles."""
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import boto3
+
+from connectors.awsrole import role_arn_problem
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
@@ -50,3 +53,79 @@ def region_problem(region: str, *, has_endpoint: bool) -> str | None:
     if region not in aws_regions():
         return f"{region!r} is not an AWS region. Pick one from the list (for example eu-west-1)."
     return None
+
+
+_AWS_S3_HOST = re.compile(
+    r"^s3(?:\.dualstack)?(?:[.-](?P<region>[a-z0-9-]+))?\.amazonaws\.com(?P<cn>\.cn)?$", re.ASCII)
+
+
+def is_aws_s3_endpoint(url: str) -> bool:
+    """Whether ``url`` is AWS S3's own regional or global endpoint, and nothing that looks like it.
+
+    Exactly ``https://s3[.dualstack].REGION.amazonaws.com[.cn]`` (or ``s3-REGION``, or the global
+    ``s3.amazonaws.com``) for a region botocore knows, with no user, port, path or query: a name
+    such as ``s3.amazonaws.com.example.net``, ``evils3.amazonaws.com``, ``…amazonaws.com@host`` or
+    one spelled with look-alike Unicode letters is not AWS.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    if (parts.scheme.lower() != "https" or parts.username is not None or parts.password is not None
+            or port not in (None, 443) or parts.path not in ("", "/") or parts.query or parts.fragment
+            or not host.isascii()):
+        return False
+    match = _AWS_S3_HOST.match(host)
+    if match is None:
+        return False
+    region = match.group("region")
+    if region is None:
+        return not match.group("cn")
+    return region in aws_regions() and bool(match.group("cn")) == region.startswith("cn-")
+
+
+def normalise_endpoint(url: str) -> str:
+    """One spelling per endpoint, so that "one registration per bucket" holds: AWS S3's own
+    endpoints become "" (AWS S3, the region's endpoint), others get a lowercase scheme and host,
+    no default port and no trailing slash."""
+    url = url.strip().rstrip("/")
+    if not url or is_aws_s3_endpoint(url):
+        return ""
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return url
+    if not host:
+        return url
+    scheme = parts.scheme.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port in (None, {"https": 443, "http": 80}.get(scheme)) else f"{host}:{port}"
+    if parts.username or parts.password:
+        netloc = f"{parts.netloc.rsplit('@', 1)[0]}@{netloc}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def role_mode_problems(*, endpoint_url: str, role_arn: str, principal: str) -> dict[str, str]:
+    """Why a bucket cannot be reached through a role, per form field (empty: it can).
+
+    A role bucket has no endpoint URL (AWS S3's own endpoints are normalised to none first):
+    the portal sends what its own identity signs (the AssumeRole call and the role's
+    credentials) only to AWS, never to a host a tenant typed.
+    """
+    problems: dict[str, str] = {}
+    if endpoint_url:
+        problems["endpoint_url"] = (
+            "A role works only with AWS S3's own endpoints: leave the endpoint URL empty (the portal uses the "
+            "region's AWS endpoint). For other S3-compatible stores, use an access key pair.")
+    if not role_arn:
+        problems["role_arn"] = "Enter the ARN of the role in your AWS account that the portal assumes."
+    elif problem := role_arn_problem(role_arn):
+        problems["role_arn"] = problem
+    if not principal:
+        problems["auth_mode"] = ("This portal is not set up to assume roles (its operator sets "
+                                 "LEGACYFLO_AWS_PRINCIPAL_ARN); use an access key pair.")
+    return problems

@@ -10,5 +10,6 @@ urlpatterns = [
     path("<uuid:bucket_uuid>/", views.bucket_detail, name="detail"),
     path("<uuid:bucket_uuid>/verify/", views.bucket_verify, name="verify"),
     path("<uuid:bucket_uuid>/credentials/", views.bucket_credentials, name="credentials"),
+    path("<uuid:bucket_uuid>/role/", views.bucket_role, name="role"),
     path("<uuid:bucket_uuid>/remove/", views.bucket_remove, name="remove"),
 ]

@@ -8,9 +8,9 @@ from django.views.decorators.http import require_POST
 from accounts.access import get_owned_or_404, tenant_view
 from accounts.models import Role
 from buckets import services
-from buckets.forms import BucketForm, CredentialsForm
+from buckets.forms import BucketForm, CredentialsForm, RoleForm
 from buckets.models import AuthMode, Bucket
-from buckets.policy import policies_for
+from buckets.policy import policies_for, trust_policy
 
 
 @tenant_view(read=Role.VIEWER)
@@ -29,7 +29,8 @@ def bucket_register(request):
             bucket = services.bucket_register(
                 tenant=request.access.tenant, actor=request.user, name=data["name"], region=data["region"],
                 endpoint_url=data["endpoint_url"] or "", purpose=data["purpose"], auth_mode=data["auth_mode"],
-                access_key_id=data["access_key_id"], secret_access_key=data["secret_access_key"], request=request,
+                access_key_id=data["access_key_id"], secret_access_key=data["secret_access_key"],
+                role_arn=data["role_arn"], request=request,
             )
         except ValidationError as exc:
             form.add_error(None, exc)
@@ -39,19 +40,25 @@ def bucket_register(request):
             else:
                 messages.error(request, f"{bucket.name} is registered but failed verification: see the checks below.")
             return redirect("buckets:detail", tenant_slug=request.access.tenant.slug, bucket_uuid=bucket.uuid)
-    return render(request, "buckets/register.html", {"form": form, "regions": BucketForm.regions()})
+    return render(request, "buckets/register.html", {
+        "form": form, "regions": BucketForm.regions(), "external_id": request.access.tenant.aws_external_id,
+        "trust_policy": trust_policy(principal=settings.LEGACYFLO_AWS_PRINCIPAL_ARN,
+                                     external_id=request.access.tenant.aws_external_id),
+    })
 
 
 @tenant_view(read=Role.VIEWER)
 def bucket_detail(request, bucket_uuid):
     bucket = get_owned_or_404(request.access, Bucket, uuid=bucket_uuid)
-    principal = settings.LEGACYFLO_AWS_PRINCIPAL_ARN if bucket.auth_mode == AuthMode.PORTAL else None
-    if bucket.auth_mode == AuthMode.PORTAL and not principal:
-        principal = "arn:aws:iam::ACCOUNT-ID:role/legacyflo (set LEGACYFLO_AWS_PRINCIPAL_ARN)"
+    uses_role = bucket.auth_mode == AuthMode.ROLE
+    policies = policies_for(bucket.name, purpose=bucket.purpose, uses_role=uses_role, role_arn=bucket.role_arn,
+                            principal=settings.LEGACYFLO_AWS_PRINCIPAL_ARN,
+                            external_id=request.access.tenant.aws_external_id)
+    if uses_role and not request.access.is_admin:
+        policies = policies[1:]  # the trust policy (with the ExternalId) is for the tenant's admins
     return render(request, "buckets/detail.html", {
-        "bucket": bucket,
-        "policies": policies_for(bucket.name, purpose=bucket.purpose, principal=principal),
-        "credentials_form": CredentialsForm(),
+        "bucket": bucket, "policies": policies, "uses_role": uses_role,
+        "credentials_form": CredentialsForm(), "role_form": RoleForm(initial={"role_arn": bucket.role_arn}),
     })
 
 
@@ -79,6 +86,29 @@ def bucket_credentials(request, bucket_uuid):
         messages.success(request, "The credentials were replaced and the bucket verified again.")
     else:
         messages.error(request, "Enter both the access key id and the secret access key.")
+    return redirect("buckets:detail", tenant_slug=request.access.tenant.slug, bucket_uuid=bucket.uuid)
+
+
+@tenant_view(read=Role.ADMIN, write=Role.ADMIN)
+@require_POST
+def bucket_role(request, bucket_uuid):
+    bucket = get_owned_or_404(request.access, Bucket, uuid=bucket_uuid)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Enter the role ARN.")
+        return redirect("buckets:detail", tenant_slug=request.access.tenant.slug, bucket_uuid=bucket.uuid)
+    try:
+        services.bucket_set_role(bucket=bucket, actor=request.user, role_arn=form.cleaned_data["role_arn"],
+                                 request=request)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("buckets:detail", tenant_slug=request.access.tenant.slug, bucket_uuid=bucket.uuid)
+    bucket = services.bucket_verify(bucket=bucket, actor=request.user, request=request)
+    if bucket.status == "verified":
+        messages.success(request, f"{bucket.name} now uses the role {bucket.role_arn} and is verified.")
+    else:
+        messages.error(request, f"{bucket.name} now uses the role {bucket.role_arn} but failed verification: "
+                                "see the checks below.")
     return redirect("buckets:detail", tenant_slug=request.access.tenant.slug, bucket_uuid=bucket.uuid)
 
 

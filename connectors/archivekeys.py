@@ -152,7 +152,7 @@ def publish(ledger, client, bucket: str, publication: Publication, *, retry: Ret
     if not failed:
         return ""
     return (f"Files of this request's previous archive that are not part of this one could not be "
-            f"deleted ({error}): {', '.join(failed)}; retry to delete them, or delete them by hand.")
+            f"deleted ({error}): {', '.join(failed)}; delete them by hand (a retry deletes them too).")
 
 
 def leftover_keys(state: UploadState, names: ArchiveNames) -> list[str]:

@@ -116,8 +116,8 @@ from connectors.ledger import (
 )
 from connectors.memtune import tune_malloc
 from connectors.naming import (
+    ArchiveFolders,
     clean_file_name,
-    directory_entry_name,
     message_entry_name,
     object_key,
 )
@@ -218,6 +218,7 @@ class ExportResult:
     progress: Progress = field(default_factory=Progress)
     resumed: bool = False
     parts: int = 0
+    summary: dict = field(default_factory=dict)  # summary.json as uploaded (completed runs)
 
 
 class _Stopped(Exception):
@@ -402,16 +403,20 @@ def _now() -> str:
 
 
 def unique_paths(folders: Iterable[Folder]) -> list[Folder]:
-    """Folders with distinct paths (a source that maps two names to one path gets " (2)")."""
-    seen: dict[str, int] = {}
+    """Folders with distinct paths: a source that maps two names to one path gets " (2)", " (3)"...
+    for the second, never a path another folder of the listing has. (The ledger, report and
+    filters know a folder by this path; ``ArchiveFolders`` then names it in the archive.)"""
+    listed = list(folders)
+    taken = {f.path for f in listed}
+    used: set[str] = set()
     out = []
-    for f in folders:
-        path = f.path
-        if path in seen:
-            seen[path] += 1
-            f = dataclasses.replace(f, path=f"{path} ({seen[path]})")
-        else:
-            seen[path] = 1
+    for f in listed:
+        if f.path in used:
+            number = 2
+            while f"{f.path} ({number})" in taken or f"{f.path} ({number})" in used:
+                number += 1
+            f = dataclasses.replace(f, path=f"{f.path} ({number})")
+        used.add(f.path)
         out.append(f)
     return out
 
@@ -452,6 +457,7 @@ class ZipExport:
         self._timings: dict[str, float] = {}
         self.pacer = ExportPacer(self.ledger, self.t, lambda: dataclasses.replace(self.progress))
         self._processed = 0
+        self.folder_names = ArchiveFolders()  # source folder path -> its path in the archive
         self.conflict = False  # the store refused our parts: run_export starts afresh once
         self.archive_done = False  # the last volume is complete and in the ledger
         self.committing = ""  # "publish" or "report": the archive is committed, nothing is cleaned up
@@ -474,6 +480,7 @@ class ZipExport:
             folders = self._list_and_count()
             self._timings["listing"] = time.monotonic() - t0
             self._resume_or_create()
+            self._name_folders(folders)
             t1 = time.monotonic()
             while not self.archive_done:
                 if self.parts and self.parts[-1].final:
@@ -547,6 +554,17 @@ class ZipExport:
             self.progress.messages_done += len(committed - {""})
         self.pacer.report(force=True)
         return folders
+
+    def _name_folders(self, folders: list[Folder]) -> None:
+        """Every folder's archive path, before the assembler makes any entry: first those the
+        committed directory entries of a resumed export hold (its folders keep their
+        directories, and no other folder can take one), then the rest in listing order."""
+        if self.resumed:
+            for r in self.ledger.iter_records():
+                if r.kind == DIRECTORY and not self.folder_names.keep(r.folder, r.name.rstrip("/")):
+                    log.warning("%s: the committed folder %r (%r) is named afresh", self.key, r.folder, r.name)
+        for folder in folders:
+            self.folder_names.path(folder.path)
 
     # ---- phase 2: the upload ------------------------------------------------------------------
     def _new_sink(self, key: str, upload_id: str | None) -> MultipartSink:
@@ -816,7 +834,7 @@ class ZipExport:
         return part
 
     def _add_directory(self, part: PartBuffer, folder: Folder) -> PartBuffer:
-        name = directory_entry_name(folder.path)
+        name = self.folder_names.path(folder.path) + "/"
         entry = zipwriter.directory_entry(name, self.offset)
         if self.volume_budget is not None and self.volume_budget.must_split_before(entry):
             part = self._wait_for_next_volume(part)
@@ -831,7 +849,7 @@ class ZipExport:
 
     def _message_entry(self, p: Prepared, sequence: int) -> zipwriter.ZipEntry:
         dos_time, dos_date = zipwriter.dos_datetime(p.when)
-        return zipwriter.ZipEntry(message_entry_name(p.folder, sequence, p.info.subject),
+        return zipwriter.ZipEntry(message_entry_name(self.folder_names.path(p.folder), sequence, p.info.subject),
                                   self.offset, p.crc32, len(p.payload), p.size, p.method,
                                   dos_time, dos_date)
 
@@ -1022,6 +1040,7 @@ class ZipExport:
                                    "resumed": self.resumed, **timings},
                           archives=result.archives, report_key=result.report_key,
                           source=dict(self.spec.source_description))
+        result.summary = summary.to_dict()
         body = summary.to_json()
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
             out.write(body)

@@ -48,8 +48,8 @@ from connectors.base import (
     Source,
     TransientError,
 )
+from connectors.imapconnect import CheckedIMAPClient
 from connectors.imapfetch import parse_fetch
-from connectors.netpolicy import ensure_public_host
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +213,15 @@ class ImapSource(Source):
         return ctx
 
     def _open(self) -> IMAPClient:
+        """Connect and log in. Every call (reconnects too) resolves and checks the host again
+        and connects to the checked address (``connectors.imapconnect``)."""
         where = f"{self.host}:{self.port}"
-        ensure_public_host(self.host, self.port, allow_private=self.allow_private)
         from imapclient import SocketTimeout
 
         try:
-            client = IMAPClient(self.host, self.port, ssl=self.security == "ssl",
-                                ssl_context=self._ssl_context, use_uid=True,
-                                timeout=SocketTimeout(self.connect_timeout, self.read_timeout))
+            client = CheckedIMAPClient(self.host, self.port, allow_private=self.allow_private,
+                                       ssl=self.security == "ssl", ssl_context=self._ssl_context, use_uid=True,
+                                       timeout=SocketTimeout(self.connect_timeout, self.read_timeout))
         except socket.gaierror as exc:
             raise ConnectionFailed(f"The host name {self.host!r} cannot be resolved ({exc.strerror}).") from exc
         except ConnectionRefusedError as exc:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -180,6 +180,10 @@ class Ledger(Protocol):
     def commit_part(self, part: PartRecord, records: Sequence[EntryRecord]) -> None:
         """Atomically store ``part`` and ``records``; called for part N only after N-1."""
 
+    def commit_records(self, records: Iterable[EntryRecord]) -> None:
+        """Atomically store ``records``, which belong to no part: an engine that uploads whole
+        files (PST) commits every record once all its files are complete."""
+
     def mark_archive_complete(self, size: int, etag: str) -> None:
         """CompleteMultipartUpload succeeded: the archive object exists."""
 
@@ -250,6 +254,12 @@ class MemoryLedger:
             if part.number != expected:
                 raise ValueError(f"part {part.number} committed out of order (expected {expected})")
             self.upload.parts.append(part)
+            self.records.extend(records)
+            self.commits += 1
+
+    def commit_records(self, records: Iterable[EntryRecord]) -> None:
+        records = list(records)
+        with self._lock:
             self.records.extend(records)
             self.commits += 1
 
@@ -378,6 +388,13 @@ class SqliteLedger:
             db.executemany(
                 f"INSERT INTO records (part, {_COLUMNS}) VALUES ({placeholders})",
                 [(part.number, *_record_row(r)) for r in records])
+        self.commits += 1
+
+    def commit_records(self, records: Iterable[EntryRecord]) -> None:
+        placeholders = ", ".join("?" for _ in range(len(_RECORD_FIELDS) + 1))
+        with self._tx() as db:
+            db.executemany(f"INSERT INTO records (part, {_COLUMNS}) VALUES ({placeholders})",
+                           ((0, *_record_row(r)) for r in records))
         self.commits += 1
 
     def begin_volume(self, done: Volume, key: str, upload_id: str) -> None:

@@ -4,7 +4,8 @@ Only the header block is looked at (never the body, never a full MIME parse), so
 microseconds even for a 30 MB message. It never raises: real mailboxes contain raw 8-bit
 headers in unknown charsets, encoded words with bogus charsets or broken base64, messages
 without Date or From, and messages without any header at all. Whatever cannot be decoded is
-replaced, never dropped.
+replaced, never dropped. Lines may end in CRLF, a bare LF or a bare CR (old Mac mailers), mixed
+within one message, as Python's ``email`` package reads them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t\r\n]+(=\?)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"[ \t\r\n]+")
 _NEEDS_CLEANING = re.compile(rb"[\x00-\x1f\x7f]|  ")
+# An empty line: two line ends in a row, each CRLF, LF or CR (a CR before LF is never a line end alone).
+_BLANK_LINE = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 _WANTED = {b"message-id": "message_id", b"date": "date", b"from": "from_", b"to": "to",
            b"subject": "subject"}
 
@@ -37,15 +40,25 @@ class HeaderInfo:
     subject: str = ""
 
 
+def header_end(raw: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """(end of the header block, start of the body) of the entity in ``raw[start:end]``: the
+    header block stops before the first empty line; without one it runs to ``end``."""
+    end = len(raw) if end is None else end
+    if raw.startswith((b"\r\n", b"\n", b"\r"), start):  # no header at all
+        return start, start + (2 if raw.startswith(b"\r\n", start) else 1)
+    found = _BLANK_LINE.search(raw, start, end)
+    if found is None:
+        return end, end
+    return found.start(), found.end()
+
+
 def header_block(raw: bytes, limit: int = HEADER_SCAN_LIMIT) -> bytes:
-    """The bytes before the first empty line (all of ``raw`` up to ``limit`` if there is none)."""
-    if raw.startswith(b"\r\n") or raw.startswith(b"\n"):
-        return b""
-    end = raw.find(b"\r\n\r\n", 0, limit)
-    lf_end = raw.find(b"\n\n", 0, end if end >= 0 else limit)  # bare-LF messages
-    if lf_end >= 0:
-        end = lf_end
-    return raw[:end] if end >= 0 else raw[:limit]
+    """The bytes before the first empty line (all of ``raw`` up to ``limit`` if there is none),
+    with every line ending made LF."""
+    block = raw[:header_end(raw, 0, min(len(raw), limit))[0]]
+    if b"\r" in block:
+        block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return block
 
 
 def _charset_decode(data: bytes, charset: str) -> str:
@@ -126,7 +139,7 @@ def _field(block: bytes, lower: bytes, name: bytes) -> bytes | None:
     end = block.find(b"\n", start)
     while end >= 0 and block[end + 1:end + 2] in (b" ", b"\t"):  # folded continuation
         end = block.find(b"\n", end + 1)
-    return (block[start:] if end < 0 else block[start:end]).rstrip(b"\r")
+    return block[start:] if end < 0 else block[start:end]
 
 
 def extract(raw: bytes) -> HeaderInfo:

@@ -15,6 +15,7 @@ oauthlib refuses plain-http endpoints and redirect URIs unless ``OAUTHLIB_INSECU
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -486,6 +487,9 @@ def admin_consent_url(client: MicrosoftClient, *, redirect_uri: str, state: str,
     return f"{client.authority(tenant or 'organizations')}/v2.0/adminconsent?{query}"
 
 
+_DIRECTORY_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def parse_admin_consent(query: Mapping[str, str], *, state: str) -> str:
     """The consenting tenant's id from the admin-consent redirect; raise if denied or forged."""
     if not state or query.get("state") != state:
@@ -497,7 +501,11 @@ def parse_admin_consent(query: Mapping[str, str], *, state: str) -> str:
         raise OAuthError(f"Admin consent failed: {query['error']} ({description})")
     if str(query.get("admin_consent", "")).lower() != "true" or not query.get("tenant"):
         raise OAuthError("Microsoft did not confirm the admin consent.")
-    return query["tenant"]
+    # The tenant becomes part of the authority URL of every later app-only token request, and the
+    # query string is the browser's to forge: only a directory id (a GUID) is accepted.
+    if not _DIRECTORY_ID.fullmatch(str(query["tenant"])):
+        raise OAuthError("The admin consent did not name a Microsoft directory id.")
+    return str(query["tenant"]).lower()
 
 
 class MicrosoftTokenProvider:

@@ -5,17 +5,25 @@ like a ZIP: it is built in a temp directory (needs free disk about the mailbox's
 each file is uploaded as its own multipart upload to ``PREFIX/FILE.pst`` (``FILE.partNNN.pst``
 when split), followed by the report and summary.
 
+Records: each message's record goes to a local file while the PST is written; once every file
+is uploaded they are committed to the ledger (``Ledger.commit_records``) and the report is
+written from the ledger, so the portal's report and the bucket's ``report.csv`` are one.
+Folders are named as in a ZIP (``connectors.naming.ArchiveFolders``): distinct source folders
+are distinct PST folders, whatever their names.
+
 Crash safety: a killed worker restarts a PST export from scratch — the ledger holds the upload
-in progress and the files already completed (``begin_volume``), which the next run aborts and
-deletes before starting over. Exactly-once holds because a run either completes every file or
-leaves nothing its successor would keep.
+in progress and the files already completed (``begin_volume``; and, once every file is
+complete, the records), which the next run aborts, deletes and forgets before starting over.
+Exactly-once holds because a run either completes every file or leaves nothing its successor
+would keep.
 Files are written under their write keys (``connectors.archivekeys``): a staging key when the
 final key holds a file of the request's previous archive, so nothing of it is replaced before
 the commit. Failed or cancelled before the commit: the current upload is aborted, files this
 run completed are deleted, the ledger is reset; no incomplete multipart upload and no partial
 archive remain, the previous archive is untouched. Completed: the commit moves staged files
 into place and deletes the previous archive's files this one does not reuse (a warning in the
-result if some remain), then the report is written; from the commit on nothing is cleaned up.
+result if some remain), then the records and the report are written; from the commit on
+nothing is cleaned up.
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ from connectors.ledger import (
     Progress,
     Volume,
 )
-from connectors.naming import clean_file_name
+from connectors.naming import ArchiveFolders, clean_file_name
 from connectors.prefetch import prefetched
 from connectors.pst.mime import ParsedMessage
 from connectors.pst.parseworker import ParseWorker
@@ -150,6 +158,8 @@ class PstExport:
         self._timings: dict[str, float] = {}
         self.pacer = ExportPacer(self.ledger, self.t, self._progress_snapshot)
         self._parser: ParseWorker | None = None  # while the PST is written (``_write_pst``)
+        self.folder_names = ArchiveFolders()  # source folder path -> PST folder path
+        self._records_committed = False  # the ledger holds the records: no outcomes in progress
 
     def key_for(self, path: Path) -> str:
         """The final key of the local file ``path``."""
@@ -267,7 +277,7 @@ class PstExport:
                                     on_part_closed=lambda *closed: self._closed_volumes.append(closed))
         with ParseWorker() as self._parser, writer, open(records_path, "w", encoding="utf-8") as records:
             for folder in folders:
-                writer.add_folder(folder.path)
+                writer.add_folder(self.folder_names.path(folder.path))
             self._start_volume(writer.current, writer.paths[-1])
             for folder in folders:
                 self.progress.current_folder = folder.path
@@ -331,7 +341,7 @@ class PstExport:
                              message_id=info.message_id, date=info.date, from_=info.from_,
                              to=info.to, subject=info.subject, labels=tuple(item.labels), sha256=digest)
         try:
-            writer.add_message(item, parsed)
+            writer.add_message(dataclasses.replace(item, folder=self.folder_names.path(item.folder)), parsed)
         except Exception as exc:  # noqa: BLE001 - one unconvertible message must not sink the rest
             log.warning("PST conversion of %s failed: %s", item.source_id, exc)
             record.status, record.error = FAILED, f"could not be converted to PST: {exc}"
@@ -432,9 +442,14 @@ class PstExport:
                         record.name = keys.get(record.volume, "")
                     yield record
 
+        # The outcomes in progress reports stand for records the ledger does not hold yet: they
+        # stop before the records arrive, so the live table never counts a message twice.
+        self._records_committed = True
+        self.pacer.report(force=True)
+        self.ledger.commit_records(records())
         report_key = self.spec.key(".report.csv")
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
-            write_report(records(), self.folder_errors, out, keys)
+            write_report(self.ledger.iter_records(), self.folder_errors, out, keys)
             put_file(self.client, self.spec.bucket, report_key, out, content_type="text/csv; charset=utf-8",
                      retry=self.t.retry)
         folders = sorted(self.stats.values(), key=lambda s: s.folder.split("/"))
@@ -449,6 +464,7 @@ class PstExport:
                           timings={"started_at": result.started_at, "finished_at": _now(),
                                    **{k: round(v, 3) for k, v in self._timings.items()}},
                           source=dict(self.spec.source_description))
+        result.summary = summary.to_dict()
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
             out.write(summary.to_json())
             put_file(self.client, self.spec.bucket, result.summary_key, out,
@@ -481,6 +497,7 @@ class PstExport:
     def _progress_snapshot(self) -> Progress:
         # The records stay in a local file until the end: the per-folder outcomes travel with
         # the counters (one pass over the folders per report, nothing per message).
-        outcomes = {path: [s.exported, s.failed, s.skipped, s.bytes] for path, s in self.stats.items()}
+        outcomes = {} if self._records_committed else {
+            path: [s.exported, s.failed, s.skipped, s.bytes] for path, s in self.stats.items()}
         return dataclasses.replace(self.progress, folder_outcomes=outcomes)
 

@@ -137,10 +137,13 @@ class Summary:
     report_key: str = ""
     source: dict = field(default_factory=dict)
 
-    def to_json(self) -> bytes:
+    def to_dict(self) -> dict:
         data = asdict(self)
         data["reconciled"] = all(f.reconciles for f in self.folders)
-        return json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
+        return data
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
 
 
 def labels_manifest(records: Iterable[EntryRecord], out: BinaryIO) -> int:

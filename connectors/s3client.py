@@ -2,7 +2,9 @@
 
 Builds on ``connectors.s3target.S3Target`` (the bucket description the portal stores) and adds
 what a long transfer needs:
-- the network policy check on custom endpoints (no SSRF through a user-typed endpoint URL);
+- the network policy on custom endpoints (no SSRF through a user-typed endpoint URL): every
+  connection to the endpoint resolves it once, checks every address and connects to a checked
+  one (``connectors.s3connect``), so a DNS answer that changes cannot redirect it;
 - botocore "standard" retries (5xx, throttling, timeouts), on top of which the sink adds its
   own retries around UploadPart / CompleteMultipartUpload;
 - request checksums only when an API requires them: S3-compatible stores (rclone, MinIO,
@@ -10,7 +12,10 @@ what a long transfer needs:
   default; parts can carry Content-MD5 instead (``Tuning.content_md5``);
 - unsigned payloads, as botocore already does over HTTPS: over plain HTTP (local stores) it
   would otherwise SHA-256 every part just to sign it;
-- a connection pool large enough for the concurrent part uploads.
+- a connection pool large enough for the concurrent part uploads;
+- explicit credentials, always: the tenant's access key pair, or the temporary credentials of
+  the tenant's role (``connectors.awsrole``), which go to AWS's own endpoints only. Never
+  boto3's default chain, which would sign with the portal's own identity.
 """
 
 from __future__ import annotations
@@ -18,15 +23,43 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config
 
-from connectors.netpolicy import ensure_public_url
+from connectors.awsrole import role_session
+from connectors.base import ConnectionFailed
+from connectors.netpolicy import url_host_port
+from connectors.s3connect import check_every_connection
 from connectors.s3target import S3Target
+
+
+class NoCredentials(ConnectionFailed):
+    """The target cannot be reached without sending the portal's own AWS identity somewhere."""
+
+
+def _credentials_session(target: S3Target) -> boto3.session.Session:
+    """The session whose credentials sign this target's requests; refuses to fall back to the portal's."""
+    if target.role is not None:
+        if target.endpoint_url:
+            raise NoCredentials(
+                f"A bucket reached through a role uses AWS S3's own endpoints; the portal does not send "
+                f"AWS credentials to {target.endpoint_url}.")
+        if not target.role.role_arn:
+            raise NoCredentials(f"The bucket {target.bucket} has no role ARN: enter one on its page and verify it.")
+        return role_session(target.role, region=target.region)
+    if not (target.access_key_id and target.secret_access_key):
+        raise NoCredentials(f"The bucket {target.bucket} has no access key pair.")
+    return boto3.session.Session(aws_access_key_id=target.access_key_id,
+                                 aws_secret_access_key=target.secret_access_key)
 
 
 def make_client(target: S3Target, *, allow_private: bool = False, connect_timeout: float = 10,
                 read_timeout: float = 120, max_attempts: int = 4, max_pool_connections: int = 16):
-    """A thread-safe boto3 S3 client for ``target`` (one per export; clients are cheap to share)."""
+    """A thread-safe boto3 S3 client for ``target`` (one per export; clients are cheap to share).
+
+    A custom endpoint is checked when a connection is made, not here: a policy refusal is the
+    error of the first request (botocore's HTTPClientError, with the reason).
+    """
+    session = _credentials_session(target)  # first: nothing is resolved or sent before this passes
     if target.endpoint_url:
-        ensure_public_url(target.endpoint_url, allow_private=allow_private)
+        url_host_port(target.endpoint_url)  # ConnectionFailed for a URL that is not http(s)
     config = Config(
         region_name=target.region or None,
         connect_timeout=connect_timeout,
@@ -40,8 +73,7 @@ def make_client(target: S3Target, *, allow_private: bool = False, connect_timeou
         response_checksum_validation="when_required",
         tcp_keepalive=True,
     )
-    kwargs: dict = {"config": config, "endpoint_url": target.endpoint_url or None}
-    if target.uses_keys:
-        kwargs.update(aws_access_key_id=target.access_key_id,
-                      aws_secret_access_key=target.secret_access_key)
-    return boto3.session.Session().client("s3", **kwargs)
+    client = session.client("s3", config=config, endpoint_url=target.endpoint_url or None)
+    if target.endpoint_url and not allow_private:
+        check_every_connection(client)
+    return client

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from connectors.awsrole import RoleAccess
+
 
 @dataclass(frozen=True)
 class S3Target:
+    """A bucket and how to reach it: an access key pair, or (``role``) a role the portal assumes.
+
+    There is no third way: the portal's own AWS identity never signs an S3 request. A target
+    with a role has no ``endpoint_url`` (role credentials go to AWS only; ``make_client`` refuses).
+    """
+
     bucket: str
     region: str
     endpoint_url: str = ""
     access_key_id: str = ""
     secret_access_key: str = field(default="", repr=False)
-    uses_keys: bool = True  # False: the portal's own credentials (boto3's default chain)
-
+    role: RoleAccess | None = None

@@ -175,8 +175,12 @@ if not LEGACYFLO_ENCRYPTION_KEYS:
 # Network policy: loopback/private/link-local targets are refused unless the operator allows them.
 LEGACYFLO_ALLOW_PRIVATE_NETWORKS = env_bool("LEGACYFLO_ALLOW_PRIVATE_NETWORKS", False)
 
-# AWS: the principal that bucket policies must grant when a bucket uses the portal's own credentials.
-LEGACYFLO_AWS_PRINCIPAL_ARN = env_str("LEGACYFLO_AWS_PRINCIPAL_ARN", "")
+# AWS: the portal's own identity (an IAM role or user ARN), which role buckets' trust policies name.
+# It may only call sts:AssumeRole; unset, tenants cannot register role buckets.
+LEGACYFLO_AWS_PRINCIPAL_ARN = env_str("LEGACYFLO_AWS_PRINCIPAL_ARN", "").strip()
+if LEGACYFLO_AWS_PRINCIPAL_ARN and not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/\S+$", LEGACYFLO_AWS_PRINCIPAL_ARN):
+    raise ImproperEnv(f"LEGACYFLO_AWS_PRINCIPAL_ARN={LEGACYFLO_AWS_PRINCIPAL_ARN!r} is not the ARN of an IAM role or "
+                      "user (arn:aws:iam::123456789012:role/legacyflo)")
 
 # Queue.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

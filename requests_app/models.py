@@ -119,8 +119,9 @@ class ArchiveRecord(models.Model):
     """One message (or folder entry) of a request's archive, written when its bytes are safely in S3.
 
     The ledger of a transfer: a row exists only for an uploaded part (or a message reported as
-    failed/skipped in that part), so after a crash every source id with a row is done and every
-    other one is fetched again: exactly once. ``entry`` keeps what the archive writer needs to
+    failed/skipped in that part; for a PST, once every file of the archive is complete, with no
+    part), so after a crash every source id with a row is done and every other one is fetched
+    again: exactly once. ``entry`` keeps what the archive writer needs to
     rebuild its index (ZIP central directory) on resume.
     """
 

@@ -99,7 +99,8 @@ def report_csv_file(req: MigrationRequest):
 
 
 def summary(req: MigrationRequest) -> dict:
-    """The summary.json the run uploaded, or a live one while it runs."""
+    """The summary.json a completed run uploaded (kept in ``result``), otherwise one built from
+    the ledger: while the request runs, or after it failed or was cancelled."""
     if req.result.get("summary"):
         return req.result["summary"]
     table = folder_table(req)

@@ -121,11 +121,11 @@ def result_document(result) -> dict:
     folders = [_jsonable(f) for f in result.folders]
     return {
         "state": result.state, "error": result.error, "folders": folders,
-        "folder_counts": {f["folder"]: f["source_count"] for f in folders},
         "totals": _jsonable(result.totals), "archives": _jsonable(result.archives),
         "report_key": result.report_key, "summary_key": result.summary_key,
         "started_at": result.started_at, "finished_at": result.finished_at,
         "timings": result.timings, "resumed": result.resumed, "parts": result.parts,
+        "summary": _jsonable(result.summary),  # what summary.json in the bucket says (reports.summary)
     }
 
 
@@ -236,6 +236,7 @@ def run_request(pk: int) -> str:
 
 def _run(pk: int, token: str) -> str:
     from buckets.services import bucket_target
+    from connectors.base import ConnectionFailed
     from connectors.export import ExportSpec, run_export
     from connectors.s3client import make_client
     from requests_app.ledger import DatabaseLedger, Superseded
@@ -255,8 +256,12 @@ def _run(pk: int, token: str) -> str:
                             "server": req.source_server, "user": req.source_user},
     )
     ledger = DatabaseLedger(pk, token)
-    try:
+    try:  # a bucket the portal may not reach (a role bucket without a role...) fails with the reason
         client = make_client(bucket_target(req.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
+    except ConnectionFailed as exc:
+        finish(pk, token, state=State.FAILED, error=str(exc))
+        return State.FAILED
+    try:
         with source_for_request(req, rtype) as source:
             result = run_export(source, client, spec, ledger, tuning(req.bucket.endpoint_url))
     except Superseded:

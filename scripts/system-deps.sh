@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages the tests and benchmarks use, when missing and when we are root.
 # dovecot-imapd: a real IMAP server; chromium(-driver): browser tests; pst-utils, pff-tools:
-# independent PST readers; isync: mbsync, the benchmark's reference.
+# independent PST readers; isync: mbsync, the benchmark's reference; unzip, libarchive-tools
+# (bsdtar): independent ZIP extractors the archive tests unpack with.
 set -e
 need=""
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need="$need dovecot-imapd"
@@ -11,6 +12,7 @@ command -v readpst >/dev/null 2>&1 || need="$need pst-utils"
 command -v pffexport >/dev/null 2>&1 || need="$need pff-tools"
 command -v mbsync >/dev/null 2>&1 || need="$need isync"
 command -v unzip >/dev/null 2>&1 || need="$need unzip"
+command -v bsdtar >/dev/null 2>&1 || need="$need libarchive-tools"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != "0" ]; then
   echo "Missing Debian packages:$need (run as root, or: sudo apt-get install$need)." >&2

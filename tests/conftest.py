@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.servers.aws import MotoAws
 from tests.servers.s3 import moto_s3, rclone_s3
 
 # Fixture modules shared by many test files (defined once: session fixtures must not be duplicated).
-pytest_plugins = ["tests.browser", "tests.portal_fixtures"]
+pytest_plugins = ["tests.browser", "tests.portal_fixtures", "tests.fakes.dns"]
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -66,6 +67,33 @@ def moto(tmp_path_factory):
     server = moto_s3()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_aws(tmp_path_factory):
+    """moto with IAM enforced, in its own process (tests/servers/aws.py)."""
+    server = MotoAws(tmp_path_factory.mktemp("moto-aws"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def portal_on_aws(moto_aws, monkeypatch, settings):
+    """This process is a portal whose own AWS identity is moto's ``legacyflo-portal`` user (allowed
+    sts:AssumeRole only), with AWS's endpoints pointed at moto the way an operator would (botocore's
+    AWS_ENDPOINT_URL_*). Returns the server, its request recording emptied."""
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_aws.portal.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_aws.portal.secret_key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_aws.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_aws.url)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings.LEGACYFLO_AWS_PRINCIPAL_ARN = moto_aws.portal.arn
+    moto_aws.forget_requests()
+    return moto_aws
 
 
 @pytest.fixture

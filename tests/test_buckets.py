@@ -12,7 +12,10 @@ from buckets.models import Bucket
 from buckets.policy import policies_for
 from buckets.rules import bucket_name_problem, region_problem
 from buckets.verification import verify_bucket
+from connectors.base import ConnectionFailed
+from connectors.s3client import make_client
 from connectors.s3target import S3Target
+from tests.fakes.httpserver import Response, ServerThread
 
 
 def statuses(checks):
@@ -90,12 +93,17 @@ def test_public_bucket_and_missing_encryption_are_flagged(moto):
     assert checks["encryption"].status == "pass" and "aws:kms" in checks["encryption"].message
 
 
-def test_portal_credentials_use_the_default_chain(moto, monkeypatch):
-    moto.client().create_bucket(Bucket="acme-role-bucket")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
+def test_a_target_without_keys_never_falls_back_to_the_portals_own_credentials(moto, monkeypatch):
+    """Neither keys nor a role: refused, never signed by boto3's default chain (the portal's own identity),
+    as targets of the old "portal's own credentials" mode were."""
+    moto.client().create_bucket(Bucket="acme-no-keys")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)  # the portal's identity, ready to be (mis)used
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
-    target = S3Target("acme-role-bucket", "us-east-1", moto.url, uses_keys=False)
-    assert statuses(verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True))["write"] == "pass"
+    target = S3Target("acme-no-keys", "us-east-1", moto.url)
+    with pytest.raises(ConnectionFailed, match="no access key pair"):
+        make_client(target, allow_private=True)
+    checks = verify_bucket(target, purpose_write=True, purpose_read=False, allow_private=True)
+    assert statuses(checks)["credentials"] == "fail" and "write" not in statuses(checks)
 
 
 def test_private_endpoints_refused_unless_allowed(rclone, s3_bucket):
@@ -107,14 +115,22 @@ def test_private_endpoints_refused_unless_allowed(rclone, s3_bucket):
 
 
 def test_policy_documents():
-    items = dict(policies_for("acme-mail", purpose="destination", principal="arn:aws:iam::123456789012:role/legacyflo"))
+    items = dict(policies_for("acme-mail", purpose="destination", uses_role=True,
+                              role_arn="arn:aws:iam::111122223333:role/legacyflo-backups",
+                              principal="arn:aws:iam::123456789012:role/legacyflo", external_id="legacyflo-abc"))
+    trust = json.loads(next(v for k, v in items.items() if k.startswith("Trust policy")))
+    assert trust["Statement"] == [{
+        "Sid": "LegacyFloAssumeRole", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:role/legacyflo"},
+        "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": "legacyflo-abc"}}}]
     write = json.loads(next(v for k, v in items.items() if "read and write" in k or "— write" in k))
     actions = {a for s in write["Statement"] for a in s["Action"]}
     assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"} <= actions
-    assert all(s["Principal"] == {"AWS": "arn:aws:iam::123456789012:role/legacyflo"} for s in write["Statement"])
-    assert any("KMS" in k for k in items)
-    no_principal = dict(policies_for("acme-mail", purpose="source", principal=None))
-    read = json.loads(next(iter(no_principal.values())))
+    assert all("Principal" not in s for s in write["Statement"])  # nothing is granted to the portal itself
+    kms = json.loads(next(v for k, v in items.items() if "KMS" in k))
+    assert kms["Principal"] == {"AWS": "arn:aws:iam::111122223333:role/legacyflo-backups"}  # the role signs
+    keys = dict(policies_for("acme-mail", purpose="source"))
+    assert not any(k.startswith("Trust policy") for k in keys)
+    read = json.loads(next(iter(keys.values())))
     assert all("Principal" not in s for s in read["Statement"])
     assert {a for s in read["Statement"] for a in s["Action"]} == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject"}
 
@@ -164,3 +180,77 @@ def test_bucket_register_command(tenant, rclone, s3_bucket, moto, monkeypatch, c
     assert "is in eu-west-1, not in us-east-1" in capsys.readouterr().out
     with pytest.raises(CommandError, match="No tenant"):
         call_command("bucket_register", "--tenant", "nope", "--name", "x-y-z", "--region", "us-east-1")
+
+
+class NotS3:
+    """An endpoint that answers every request with the same status and a body that is no S3 XML."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+
+    def handle(self, request) -> Response:
+        return Response(self.status, self.body, {"Content-Type": "text/html"})
+
+
+NOT_S3_ANSWERS = [(200, b""), (200, b"hello, not xml"), (403, b""), (500, b"<html><body>Bad gateway"),
+                  (404, b"\x00\xff\xfe garbage")]
+
+
+@pytest.fixture(params=NOT_S3_ANSWERS, ids=lambda a: f"{a[0]}-{len(a[1])}-bytes")
+def not_s3(request):
+    server = ServerThread(NotS3(*request.param)).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.django_db
+def test_an_endpoint_that_answers_no_s3_xml_gives_a_failed_check_on_the_web(client_for, admin, tenant, not_s3):
+    client = client_for(admin)
+    response = client.post(f"/t/{tenant.slug}/buckets/register/", {
+        "name": "acme-not-s3", "region": "us-east-1", "endpoint_url": not_s3.url, "purpose": "destination",
+        "auth_mode": "keys", "access_key_id": "AKIAEXAMPLEKEY000001", "secret_access_key": "example-secret-0123456789",
+    }, follow=True)
+    assert response.status_code == 200
+    bucket = Bucket.objects.get(tenant=tenant, name="acme-not-s3")  # registered with its checks, never half
+    failed = [c for c in bucket.checks if c["status"] == "fail"]
+    assert bucket.status == "failed" and bucket.verified_at is not None
+    assert failed and "not an S3 response" in failed[0]["message"] and failed[0]["fix"]
+    assert "not an S3 response" in response.content.decode()
+    assert AuditEvent.objects.filter(tenant=tenant, action="bucket.verify", target="acme-not-s3").count() == 1
+
+    response = client.post(f"/t/{tenant.slug}/buckets/{bucket.uuid}/verify/", follow=True)
+    assert response.status_code == 200 and "failed verification" in response.content.decode()
+    bucket.refresh_from_db()
+    assert bucket.status == "failed" and "not an S3 response" in bucket.checks[-1]["message"]
+
+
+@pytest.mark.django_db
+def test_an_endpoint_that_answers_no_s3_xml_fails_bucket_register_with_the_reason(tenant, not_s3, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.setenv("TEST_S3_SECRET", "example-secret-0123456789")
+    with pytest.raises(CommandError, match="failed verification"):
+        call_command("bucket_register", "--tenant", tenant.slug, "--name", "acme-not-s3", "--region", "us-east-1",
+                     "--endpoint-url", not_s3.url, "--access-key-id", "AKIAEXAMPLEKEY000001",
+                     "--secret-access-key-env", "TEST_S3_SECRET")
+    assert "[FAIL] Bucket location: The endpoint answered, but the answer is not an S3 response" in capsys.readouterr().out
+    assert Bucket.objects.get(tenant=tenant, name="acme-not-s3").status == "failed"
+
+
+def test_answers_of_the_wrong_shape_after_a_good_location_fail_the_probe_not_the_page():
+    """A store that answers the location right and the listing with XML of another shape."""
+    class Garbled:
+        def handle(self, request) -> Response:
+            if "location" in request.query:
+                return Response(200, b'<?xml version="1.0"?><LocationConstraint/>', {"Content-Type": "application/xml"})
+            return Response(200, b"<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>",
+                            {"Content-Type": "application/xml"})
+
+    server = ServerThread(Garbled()).start()
+    try:
+        target = S3Target("acme-garbled", "us-east-1", server.url, "AKIAEXAMPLEKEY000001", "example-secret-0123456789")
+        checks = {c.key: c for c in verify_bucket(target, purpose_write=False, purpose_read=True, allow_private=True)}
+    finally:
+        server.stop()
+    assert checks["location"].status == "pass"
+    assert checks["list"].status == "fail" and "shape of an S3 response" in checks["list"].message
+    assert checks["read"].status == "fail"  # nothing could be listed, so nothing proves reading

@@ -353,3 +353,33 @@ def test_folder_vanishing_mid_fetch_reports_its_remaining_messages(s3):
     assert next(f for f in result.folders if f.folder == "Sent").exported == 1
     rows = [r for r in read_report(s3, "exports/2024/alice.report.csv") if r["status"] == "failed"]
     assert len(rows) == 7 and "became unreadable" in rows[0]["error"]
+
+
+@pytest.mark.parametrize("archive_format", ["zip", "pst"])
+def test_report_reads_the_headers_of_messages_with_cr_lf_or_mixed_line_endings(dovecot, s3, archive_format):
+    """Dovecot serves each message's bytes as stored: CRLF, bare LF, bare CR (old Mac mail) and a
+    mix of them. Every one keeps its subject and Message-ID in report.csv; a ZIP entry stays
+    byte-exact."""
+    from tests.mailgen import GeneratedMessage, Mailbox
+
+    when = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    raws = {f"<{name}@endings>": ending.join([
+        f"Subject: =?UTF-8?Q?{name}_=C3=BC?=".encode(), b"  folded", f"Message-ID: <{name}@endings>".encode(),
+        b"From: Ann <ann@example.com>", b"", b"Subject: not this one", b""])
+        for name, ending in (("crlf", b"\r\n"), ("lf", b"\n"), ("cr", b"\r"))}
+    raws["<mixed@endings>"] = (b"Subject: mixed\r =?ISO-8859-1?Q?f=FCr?=\nMessage-ID: <mixed@endings>\r\n"
+                               b"From: ann@example.com\r\rSubject: not this one\r\n")
+    messages = [GeneratedMessage("INBOX", raw, when) for raw in raws.values()]
+    write_maildir(dovecot, USER, Mailbox("endings", 0, ["INBOX"], _factory=lambda: iter(messages)))
+    with imap_source(dovecot) as source:
+        result = run_export(source, s3.client(), spec(s3, format=archive_format), MemoryLedger(), fast_tuning())
+    assert result.state == COMPLETED, result.error
+    rows = {row["message_id"]: row for row in read_report(s3, "exports/2024/alice.report.csv")}
+    assert set(rows) == set(raws)
+    assert {rows[f"<{n}@endings>"]["subject"] for n in ("crlf", "lf", "cr")} == {
+        "crlf ü folded", "lf ü folded", "cr ü folded"}
+    assert rows["<mixed@endings>"]["subject"] == "mixed für"
+    assert all(row["from"].endswith("ann@example.com>") or row["from"] == "ann@example.com" for row in rows.values())
+    if archive_format == "zip":
+        with zipfile.ZipFile(s3.path("exports/2024/alice.zip")) as archive:
+            assert {archive.read(row["entry"]) for row in rows.values()} == set(raws.values())

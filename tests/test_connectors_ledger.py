@@ -94,3 +94,15 @@ def test_volumes_keep_records_and_restart_part_numbers(ledger):
     assert ledger.load_upload() is None and list(ledger.iter_records()) == []
     ledger.begin_upload("p/f.zip", "upload-4", "zip")
     assert ledger.load_upload().volumes == [] and ledger.load_upload().volume == 1
+
+
+def test_records_of_whole_files_are_committed_without_a_part(ledger):
+    """A PST export uploads whole files and commits every record once they are complete."""
+    ledger.begin_upload("p/f.pst", "upload-1", "pst")
+    records = [EntryRecord(MESSAGE, "INBOX", f"1:{n}", name="p/f.pst", size=n, subject=f"Grüße {n}")
+               for n in range(1, 2501)] + [EntryRecord(MESSAGE, "INBOX", "1:9999", FAILED, error="NO")]
+    ledger.commit_records(iter(records))
+    assert list(ledger.iter_records()) == records
+    assert ledger.load_upload().parts == [] and ledger.committed_source_ids("INBOX") == {r.source_id for r in records}
+    ledger.reset()
+    assert list(ledger.iter_records()) == []

@@ -85,13 +85,24 @@ def test_split_pst_files_are_numbered(dovecot, s3):
     assert entries == set(keys)
 
 
+class CommitNotingLedger(RecordingLedger):
+    """Notes how many progress reports came before the records were committed."""
+
+    reports_before_commit: int | None = None
+
+    def commit_records(self, records) -> None:
+        self.reports_before_commit = len(self.reports)
+        super().commit_records(records)
+
+
 def test_progress_carries_folder_counts_and_outcomes_while_writing(dovecot, s3):
-    """A PST export's records stay in a local file until the end: the report page's per-folder
-    figures travel with the progress counters instead."""
+    """A PST export's records stay in a local file until every file is uploaded: until then the
+    report page's per-folder figures travel with the progress counters; once the records are in
+    the ledger, the progress carries no outcomes (the live table never counts a message twice)."""
     write_maildir(dovecot, USER, generate_mailbox("test"))
     truth = truth_of(dovecot)
     expected = Counter(folder for folder, _sid in truth.messages)
-    ledger = RecordingLedger()
+    ledger = CommitNotingLedger()
     with imap_source(dovecot) as source:
         result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="live", format="pst"),
                             ledger, fast_tuning(progress_interval=0))
@@ -105,8 +116,11 @@ def test_progress_carries_folder_counts_and_outcomes_while_writing(dovecot, s3):
         assert sum(sum(v[:3]) for v in report.folder_outcomes.values()) == report.messages_done
     # a folder is seen complete while the run is still at work on others
     assert any(v[0] == expected[f] > 0 for r in mid_run for f, v in r.folder_outcomes.items())
-    final = ledger.reports[-1].folder_outcomes
+    before, after = ledger.reports[:ledger.reports_before_commit], ledger.reports[ledger.reports_before_commit:]
+    final = [r for r in before if r.folder_outcomes][-1].folder_outcomes
     assert {f: v[0] for f, v in final.items() if v[0]} == dict(expected) and all(v[3] > 0 for v in final.values() if v[0])
+    assert before[-1].folder_outcomes == {} and after and all(r.folder_outcomes == {} for r in after)
+    assert Counter(r.folder for r in ledger.records if r.status == "exported") == expected
 
 
 class CancelAfterFirstFile(MemoryLedger):

@@ -279,6 +279,9 @@ def test_app_only_token_and_admin_consent_for_a_new_tenant(ms):
         oauth.parse_admin_consent(granted, state="s-2")
     assert granted["admin_consent"] == "True"
     assert oauth.parse_admin_consent(granted, state="s-1") == ms.other_tenant_id
+    for forged in ("evil.example", "../../evil.example/x", f"{ms.other_tenant_id}/../x", ""):
+        with pytest.raises(oauth.OAuthError, match="directory id|did not confirm"):
+            oauth.parse_admin_consent(granted | {"tenant": forged}, state="s-1")
     assert oauth.microsoft_app_token(other).access_token
     assert oauth.microsoft_token_status(other).ok
 

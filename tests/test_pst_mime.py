@@ -168,3 +168,14 @@ def test_subject_prefix_split():
     assert split_subject("Meeting: 10:30") == ("", "Meeting: 10:30")
     assert split_subject("123: numbers") == ("", "123: numbers")
     assert split_subject("") == ("", "")
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n", b"\r"], ids=["CRLF", "LF", "CR"])
+def test_header_fields_and_body_whatever_the_line_endings(ending):
+    raw = ending.join([b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=", b" aus Rom", b"Message-ID: <cr@example.com>",
+                       b"From: Ann <ann@example.com>", b"Content-Type: text/plain; charset=utf-8", b"",
+                       b"Subject: in the body", b""])
+    parsed = parse_message(raw)
+    assert (parsed.subject, parsed.message_id) == ("Grüße aus Rom", "<cr@example.com>")
+    assert parsed.sender is not None and "ann@example.com" in str(parsed.sender)
+    assert parsed.body_text.startswith("Subject: in the body")

@@ -67,3 +67,15 @@ def test_the_committed_archive_outlives_resets_and_is_written_only_by_the_owner(
     with pytest.raises(Superseded):
         DatabaseLedger(request_row.pk, "run-2").publication_done(None)
     assert ledger.archive_keys() == ["p/f.part001.zip"]
+
+
+def test_records_of_whole_files_are_committed_in_one_transaction_by_their_owner(request_row):
+    ledger = DatabaseLedger(request_row.pk, "run-1")
+    ledger.begin_upload("p/f.pst", "upload-1", "pst")
+    records = [EntryRecord(MESSAGE, "INBOX", f"1:{n}", name="p/f.pst", size=n) for n in range(1, 2502)]
+    ledger.commit_records(iter(records))
+    assert list(ledger.iter_records()) == records  # in order, over several insert batches
+    assert set(request_row.records.values_list("part_number", flat=True)) == {None}
+    with pytest.raises(Superseded):
+        DatabaseLedger(request_row.pk, "run-2").commit_records(records[:1])
+    assert request_row.records.count() == len(records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -21,6 +22,7 @@ from tests.portal_fixtures import (
     submit,
     wait_for,
 )
+from tests.test_requests_reports import folder_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -529,3 +531,66 @@ def test_cancelling_a_requeued_pst_request_removes_the_files_its_killed_run_comp
     assert req.state == "cancelled", req.error
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(others)
     assert no_pending_uploads(s3, bucket)
+
+
+@pytest.fixture
+def unreadable_dovecot(settings, monkeypatch):
+    """A Dovecot of its own whose mailbox holds one message it cannot read (the file's mode is
+    0): a FETCH of it fails with a server error, so the run reports it as failed. IMAP's
+    reconnect back-off is not waited for (its delays are the only thing patched)."""
+    import os
+
+    from tests.mailgen import generate_mailbox, write_maildir
+    from tests.portal_fixtures import MAILBOX_USER
+    from tests.servers.dovecot import DovecotServer
+
+    monkeypatch.setattr("connectors.imap.ImapSource._sleep_backoff", lambda self, attempt: None)
+    with DovecotServer(users={MAILBOX_USER: MAILBOX_PASSWORD}, ssl=True) as server:
+        mailbox = generate_mailbox("test", seed=3)
+        write_maildir(server, MAILBOX_USER, mailbox)
+        server.mailbox = mailbox
+        unreadable = sorted((server.maildir(MAILBOX_USER, "INBOX") / "cur").iterdir())[2]
+        os.chmod(unreadable, 0)
+        settings.LEGACYFLO_IMAP_CA_FILE = str(server.ca_file)
+        yield server
+
+
+@pytest.mark.parametrize("code", ["IMAP-S3-ZIP", "IMAP-S3-PST"])
+def test_the_portal_shows_the_report_and_summary_the_bucket_holds_for_every_format(
+        code, operator, tenant, unreadable_dovecot, dest_bucket, rclone, rq_queue, client_for):
+    """PST and ZIP alike: the report page lists the failure, the portal's report.csv is the
+    bucket's report.csv row for row (every message, exported or not), and the summary.json
+    download is the bucket's summary.json."""
+    name = code.rsplit("-", 1)[1].lower()
+    req = submit(tenant, operator, code, imap_form(unreadable_dovecot, dest_bucket, file_name=f"report-{name}"))
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed_with_errors", req.error
+    s3 = rclone.client()
+
+    def bucket_file(suffix: str) -> bytes:
+        return s3.get_object(Bucket=dest_bucket.name, Key=f"mail/report-{name}{suffix}")["Body"].read()
+
+    def rows(data: bytes) -> list[dict]:
+        return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+
+    total = sum(len(v) for v in source_digests(unreadable_dovecot.mailbox).values())
+    in_bucket = rows(bucket_file(".report.csv"))
+    assert len(in_bucket) == total and [r["status"] for r in in_bucket].count("failed") == 1
+    client = client_for(operator)
+    base = f"/t/{tenant.slug}/requests/{req.uuid}"
+    portal_csv = b"".join(client.get(f"{base}/report.csv").streaming_content)
+    assert rows(portal_csv) == in_bucket
+    page = client.get(f"{base}/report/").content.decode()
+    failed = next(r for r in in_bucket if r["status"] == "failed")
+    assert 'id="failures"' in page and failed["source_id"] in page and "did not deliver" in failed["error"]
+    shown = folder_rows(page)  # folder → (source count, exported, failed, skipped)
+    expected = {folder: (0, 0, 0, 0) for folder in shown}  # empty folders and parents: zeros
+    for folder, n in Counter(r["folder"] for r in in_bucket).items():
+        expected[folder] = (n, n - (folder == failed["folder"]), int(folder == failed["folder"]), 0)
+    assert shown == expected and 'id="reconciled"' in page
+    assert ArchiveRecord.objects.filter(request=req, kind="message").count() == total
+    summary = client.get(f"{base}/report.json").json()
+    assert summary == json.loads(bucket_file(".summary.json"))
+    assert summary["totals"]["failed"] == 1 and summary["format"] == name
+    assert "folder_counts" not in req.result

@@ -79,3 +79,10 @@ def test_bad_client_ip_settings_fail_loudly():
     assert no_proxies.returncode != 0 and "LEGACYFLO_TRUSTED_PROXY_COUNT=0 must be at least 1" in no_proxies.stderr
     fine = manage("check", env={**PROD_ENV, "LEGACYFLO_CLIENT_IP_HEADER": "X-Real-IP"})
     assert fine.returncode == 0, fine.stderr
+
+
+def test_a_portal_principal_that_is_not_an_iam_arn_fails_loudly():
+    bad = manage("check", env={**PROD_ENV, "LEGACYFLO_AWS_PRINCIPAL_ARN": "legacyflo-portal"})
+    assert bad.returncode != 0 and "is not the ARN of an IAM role or user" in bad.stderr
+    fine = manage("check", env={**PROD_ENV, "LEGACYFLO_AWS_PRINCIPAL_ARN": "arn:aws:iam::123456789012:role/legacyflo"})
+    assert fine.returncode == 0, fine.stderr

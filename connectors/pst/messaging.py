@@ -16,6 +16,7 @@ from __future__ import annotations
 import marshal
 import struct
 import tempfile
+import unicodedata
 import uuid
 from array import array
 from collections.abc import Iterable, Iterator
@@ -101,12 +102,17 @@ class FolderRecord:
         return self.parent.nid if self.parent else self.nid  # the root is its own parent
 
 
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
+
+
 def _unique_sibling_name(name: str, parent: FolderRecord) -> str:
     """Outlook treats sibling folder names case-insensitively: "Inbox" next to "INBOX"
-    becomes "Inbox (2)" rather than a second folder Outlook would take for the first."""
-    taken = {child.name.casefold() for child in parent.children}
+    becomes "Inbox (2)" rather than a second folder Outlook would take for the first (and
+    "Café" in NFC next to "Café" in NFD likewise)."""
+    taken = {_folded(child.name) for child in parent.children}
     candidate, number = name, 1
-    while candidate.casefold() in taken:
+    while _folded(candidate) in taken:
         number += 1
         candidate = f"{name} ({number})"
     return candidate
@@ -175,8 +181,10 @@ class MessageStore:
     # -- folders ----------------------------------------------------------------------------
 
     def folder(self, path: str) -> FolderRecord:
-        """The folder at a '/'-separated path below the IPM subtree, created with its parents."""
-        parts = tuple(p.strip() for p in path.split("/") if p.strip())
+        """The folder at a '/'-separated path below the IPM subtree, created with its parents.
+        Paths that differ only in whitespace around a level ("Work", "Work ") are distinct
+        folders; the display name is stripped, and made unique among its siblings."""
+        parts = tuple(p for p in path.split("/") if p.strip())
         if not parts:
             return self.ipm_subtree
         record = self._folders.get(parts)
@@ -187,7 +195,7 @@ class MessageStore:
         for table_type in (NID_TYPE_HIERARCHY_TABLE, NID_TYPE_CONTENTS_TABLE,
                            NID_TYPE_ASSOC_CONTENTS_TABLE):  # fmt: skip
             self.ndb.nids.observe(make_nid(table_type, nid_index(nid)))
-        name = _unique_sibling_name(parts[-1], parent)
+        name = _unique_sibling_name(parts[-1].strip(), parent)
         record = FolderRecord(nid, name, parent, container_class=MAIL_CONTAINER_CLASS)
         parent.children.append(record)
         self._folders[parts] = record

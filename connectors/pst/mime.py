@@ -22,6 +22,8 @@ from email.utils import getaddresses, parsedate_to_datetime
 
 import pybase64
 
+from connectors.mimeinfo import header_end
+
 # Decoded pieces stay below glibc's mmap threshold as the export sets it (connectors.memtune,
 # 256 KB): larger ones would each be a fresh mmap, and page faults cost ~2.5 s per 450 MB of
 # attachments on the benchmark machine (measured: 577,000 faults against 361,000 untuned).
@@ -126,16 +128,9 @@ def parse_message(raw: bytes, *, _depth: int = 0) -> ParsedMessage:
 
 
 def _split_header(source: bytes, start: int, end: int) -> tuple[int, int]:
-    """(end of the header block, start of the body) within [start, end)."""
-    if source.startswith((b"\r\n", b"\n"), start):
-        return start, start + (2 if source[start] == 0x0D else 1)
-    best = (end, end)
-    for separator in (b"\r\n\r\n", b"\n\n", b"\n\r\n"):
-        # Each search stops where the best blank line so far is: no scan of a large body.
-        at = source.find(separator, start, min(end, best[0] + len(separator)))
-        if 0 <= at < best[0]:
-            best = (at, at + len(separator))
-    return best
+    """(end of the header block, start of the body) within [start, end); lines end in CRLF,
+    LF or a bare CR (``mimeinfo.header_end``, which stops at the first empty line)."""
+    return header_end(source, start, end)
 
 
 def _codec_name(charset: str | None) -> str | None:
@@ -195,8 +190,9 @@ def decode_header_value(raw: bytes) -> str:
 def _parse_header_block(block: bytes) -> list[tuple[str, bytes]]:
     """(lower-case name, unfolded raw value) in order; lines without a colon are skipped."""
     fields: list[tuple[str, bytes]] = []
+    if b"\r" in block:  # CRLF, bare CR or both: every line end becomes LF
+        block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     for line in block.split(b"\n"):
-        line = line.rstrip(b"\r")
         if not line:
             continue
         if line[:1] in (b" ", b"\t") and fields:

@@ -46,13 +46,15 @@ class ConnectionLog:
 
 class TcpFaultProxy:
     def __init__(self, target_port: int, *, target_host: str = "127.0.0.1",
-                 faults: dict[int, Fault] | None = None) -> None:
-        """``faults`` maps the 0-based connection index to its Fault."""
+                 faults: dict[int, Fault] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        """``faults`` maps the 0-based connection index to its Fault; the proxy listens on
+        ``host:port`` (any loopback address, e.g. 127.0.0.2; port 0: a free one)."""
         self.target = (target_host, target_port)
         self.faults = dict(faults or {})
-        self.port = free_port()
+        self.host = host
         self.connections: list[ConnectionLog] = []
-        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server = socket.create_server((host, port))
+        self.port = self._server.getsockname()[1]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -70,6 +72,10 @@ class TcpFaultProxy:
 
     def stop(self) -> None:
         self._stop.set()
+        try:  # wakes the accept() thread, so the listening socket is really gone (port reusable)
+            self._server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._server.close()
         with self._lock:
             for sock in self._sockets:
