@@ -45,12 +45,16 @@ Split into volumes (``spec.split_bytes``; see ``connectors.zipvolume`` and ``Zip
 - Names as PST's: ``FILE.zip`` while one volume suffices; at the first split the completed
   first volume is renamed (server-side copy + delete) to ``FILE.part001.zip`` and the next
   ones are ``FILE.part002.zip``... Only then is the next upload recorded (``begin_volume``).
+  Each file is written under its write key (``connectors.archivekeys``): a staging key when
+  its final key holds a file of the request's previous archive.
 - Every step between "last part committed" and "next volume recorded" is repeatable, so a
   rerun after a kill anywhere in it finishes the step (``_settle_volume``) and goes on.
-- Failed or cancelled: the current upload is aborted and every completed volume deleted.
-- Completed: before the report, files of this name an earlier run wrote and this one did not
-  (fewer volumes, or one ``FILE.zip``) are deleted (``connectors.stalevolumes``); one that
-  cannot be goes into the result's error as a warning, the state stays.
+- Failed or cancelled before the commit: the current upload is aborted and every volume this
+  run completed deleted; the previous archive is untouched.
+- Completed: the commit (``archivekeys.commit_archive``) moves staged volumes into place and
+  deletes the previous archive's files this one does not reuse (fewer volumes, or one
+  ``FILE.zip``), then the report is written; a file that cannot be deleted goes into the
+  result's error as a warning, the state stays. From the commit on, nothing is cleaned up.
 
 PST: see ``connectors.pstexport`` (written locally, uploaded at the end, restarts from scratch
 after a kill).
@@ -74,6 +78,13 @@ from dataclasses import dataclass, field
 from itertools import accumulate, chain
 
 from connectors import mimeinfo, zipwriter
+from connectors.archivekeys import (
+    ArchiveNames,
+    commit_archive,
+    final_key,
+    finish_publication,
+    leftover_keys,
+)
 from connectors.base import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -109,7 +120,6 @@ from connectors.naming import (
     clean_file_name,
     message_entry_name,
     object_key,
-    volume_suffix,
 )
 from connectors.report import (
     ArchiveFile,
@@ -135,7 +145,6 @@ from connectors.s3sink import (
     put_file,
     with_retries,
 )
-from connectors.stalevolumes import delete_stale_volumes
 from connectors.zipvolume import VolumeBudget, labels_row_bound
 
 __all__ = [
@@ -422,8 +431,7 @@ class ZipExport:
         self.source, self.client, self.spec = source, s3_client, spec
         self.ledger = LedgerGuard(ledger)
         self.t = tuning or Tuning()
-        self.base_key = spec.key(".zip")
-        self.key = self.base_key  # the current volume's
+        self._set_names(())
         self.volume = 1
         self.volumes: list[Volume] = []  # completed volumes before the current one
         self.volume_budget = self._new_volume_budget()
@@ -452,12 +460,22 @@ class ZipExport:
         self.folder_names = ArchiveFolders()  # source folder path -> its path in the archive
         self.conflict = False  # the store refused our parts: run_export starts afresh once
         self.archive_done = False  # the last volume is complete and in the ledger
+        self.committing = ""  # "publish" or "report": the archive is committed, nothing is cleaned up
+        self.warnings: list[str] = []
+
+    def _set_names(self, previous) -> None:
+        """The archive's keys, given the final keys of the request's previous archive."""
+        self.names = ArchiveNames.of(self.spec.prefix, self.spec.file_name, "zip", previous,
+                                     can_split=bool(self.spec.split_bytes))
+        self.base_key = self.names.write(1, split=False)  # volume 1 while it is the only one
+        self.key = self.base_key  # the current volume's write key
 
     # ---- driver -------------------------------------------------------------------------------
     def run(self) -> ExportResult:
         started, t0 = _now(), time.monotonic()
         result = ExportResult(state=FAILED_STATE, started_at=started)
         try:
+            self._finish_publication()
             self.pacer.check_cancel(force=True)
             folders = self._list_and_count()
             self._timings["listing"] = time.monotonic() - t0
@@ -472,8 +490,8 @@ class ZipExport:
             self._timings["transfer"] = time.monotonic() - t1
             t2 = time.monotonic()
             self._phase("finishing")
-            warning = self._delete_stale_volumes()
-            result = self._write_report_and_summary(result, warning)
+            self._commit_archive()
+            result = self._write_report_and_summary(result, " ".join(filter(None, self.warnings)))
             self._timings["finishing"] = time.monotonic() - t2
         except UploadConflict as exc:
             log.warning("%s: %s; starting the upload afresh", self.key, exc)
@@ -495,11 +513,14 @@ class ZipExport:
             else:
                 log.exception("export of %s failed", self.key)
             result.state, result.error = FAILED_STATE, _user_message(exc)
-            if self.archive_done:
-                # The archive is complete and recorded; only the report/summary failed. Keep the
-                # ledger so that a retry writes them without exporting again.
-                result.error = (f"The archive {self.key} is complete, but its report could not be "
-                                f"written ({result.error}); retry to write it.")
+            if self.archive_done or self.committing:
+                # The archive is complete and recorded; only putting it in place or the
+                # report/summary failed. Keep the ledger so that a retry finishes without
+                # exporting again.
+                what = "it could not be put in place" if self.committing == "publish" else \
+                    "its report could not be written"
+                result.error = (f"The archive {self.spec.key('')}.* is complete, but {what} ({result.error}); "
+                                "retry to finish it.")
             else:
                 self._shutdown_and_abort()
             self._report_final_progress(result)
@@ -552,15 +573,24 @@ class ZipExport:
                              content_md5=self.t.content_md5)
 
     def _volume_key(self, number: int, *, split: bool) -> str:
-        return self.spec.key(volume_suffix(number, "zip", split=split))
+        return self.names.write(number, split=split)
 
     def _new_volume_budget(self) -> VolumeBudget | None:
         return VolumeBudget(self.spec.split_bytes) if self.spec.split_bytes else None
 
+    def _finish_publication(self) -> None:
+        """Before anything else: the previous archive's names, and the publication of a commit
+        a killed or failed run left, finished (a failure leaves everything as it is)."""
+        self._set_names(self.ledger.archive_keys())
+        self.committing = "publish"
+        self.warnings.append(finish_publication(self.ledger, self.client, self.spec.bucket, retry=self.t.retry))
+        self.committing = ""
+
     def _resume_or_create(self) -> None:
         state = self.ledger.load_upload()
-        if state is not None and (state.format != "zip"
-                                  or state.key != self._volume_key(state.volume, split=state.volume > 1)):
+        # by final key: a staged or in-place upload of the same volume is this export's own
+        if state is not None and (state.format != "zip" or final_key(state.key) != self.names.final(
+                state.volume, split=state.volume > 1)):
             log.warning("ledger holds an upload of %s; starting %s afresh", state.key, self.base_key)
             self._discard(state)
             state = None
@@ -939,9 +969,9 @@ class ZipExport:
         """
         size = sum(p.size for p in self.parts)
         key = self.key
-        if self.volume == 1 and key == self.base_key:
+        if self.volume == 1 and final_key(key) == self.names.final(1, split=False):
             key = self._volume_key(1, split=True)
-            move_object(self.client, self.spec.bucket, self.base_key, key, size, retry=self.t.retry)
+            move_object(self.client, self.spec.bucket, self.key, key, size, retry=self.t.retry)
         done = Volume(self.volume, key, size, len(self.parts))
         next_key = self._volume_key(self.volume + 1, split=True)
         abort_incomplete_uploads(self.client, self.spec.bucket, next_key, retry=self.t.retry)
@@ -955,13 +985,14 @@ class ZipExport:
         self.volume_budget = self._new_volume_budget()
         self._phase("transferring")
 
-    def _delete_stale_volumes(self) -> str:
-        """Files of this name an earlier run wrote and this one did not (it made fewer volumes,
-        or none besides ``FILE.zip``) must not pass for part of this archive. Returns a warning
-        when some remain."""
-        keep = {v.key for v in self.volumes} | {self.key}
-        return delete_stale_volumes(self.client, self.spec.bucket, self.spec.key(""), "zip", keep,
-                                    retry=self.t.retry)
+    def _commit_archive(self) -> None:
+        """Every volume is complete: put them in place, delete the previous archive's files
+        this one does not reuse (``archivekeys.commit_archive``)."""
+        written = [(v.key, v.size) for v in self.volumes] + [(self.key, sum(p.size for p in self.parts))]
+        self.committing = "publish"
+        self.warnings.append(commit_archive(self.ledger, self.client, self.spec.bucket, written,
+                                            retry=self.t.retry)[1])
+        self.committing = "report"
 
     # ---- report -------------------------------------------------------------------------------
     def _write_report_and_summary(self, result: ExportResult, warning: str = "") -> ExportResult:
@@ -976,7 +1007,7 @@ class ZipExport:
                 yield r
 
         report_key = self.spec.key(".report.csv")
-        archive_keys = {v.number: v.key for v in self.volumes} | {self.volume: self.key}
+        archive_keys = {v.number: final_key(v.key) for v in self.volumes} | {self.volume: final_key(self.key)}
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
             write_report(counted(self.ledger.iter_records()), self.folder_errors, out, archive_keys)
             put_file(self.client, self.spec.bucket, report_key, out, content_type="text/csv; charset=utf-8",
@@ -986,8 +1017,8 @@ class ZipExport:
                 s.source_count = s.exported + s.failed + s.skipped
         folders = sorted(stats.values(), key=lambda s: s.folder.split("/"))
         result.folders, result.totals = folders, Totals.of(folders)
-        result.archives = [*(ArchiveFile(v.key, v.size) for v in self.volumes),
-                           ArchiveFile(self.key, sum(p.size for p in self.parts))]
+        result.archives = [*(ArchiveFile(final_key(v.key), v.size) for v in self.volumes),
+                           ArchiveFile(final_key(self.key), sum(p.size for p in self.parts))]
         result.report_key, result.summary_key = report_key, self.spec.key(".summary.json")
         clean = (result.totals.failed == 0 and result.totals.skipped == 0
                  and not self.folder_errors and all(f.reconciles for f in folders))
@@ -1066,16 +1097,9 @@ class ZipExport:
         self._remove_objects(state)
 
     def _remove_objects(self, state: UploadState) -> None:
-        """Abort ``state``'s upload and delete its completed volumes: a partial set of volumes
-        must not look like an archive. A complete archive (only its report missing) stays."""
-        last = state.parts[-1] if state.parts else None
-        if state.archive_complete and last is not None and last.final and not last.next_volume:
-            return
-        keys = [v.key for v in state.volumes]
-        if last is not None and last.final and (state.volumes or last.next_volume):
-            keys.append(state.key)  # a volume completed, or perhaps completed before a kill
-        if state.archive_complete and state.volume == 1:  # perhaps halfway through its rename
-            keys.append(self._volume_key(1, split=True))
+        """Abort ``state``'s upload and delete the volumes it completed (``leftover_keys``: a
+        complete archive, and the previous archive, stay)."""
+        keys = leftover_keys(state, self.names)
         if not state.archive_complete:
             sink = self.sink if self.sink is not None and self.sink.upload_id == state.upload_id else \
                 MultipartSink(self.client, self.spec.bucket, state.key, upload_id=state.upload_id,

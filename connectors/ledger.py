@@ -14,6 +14,10 @@ at a time, the current volume's: ``begin_volume`` records the completed volume (
 and size) and the next volume's upload in one transaction, forgets the finished volume's parts
 and keeps every record. Records carry their ``volume``; their offsets are within that volume.
 
+The archive a committed export left in the bucket outlives the export (``reset``, a new
+``begin_upload``): ``archive_keys`` and the pending ``Publication`` are what a later export of
+the same request may replace or delete, and nothing else (``connectors.archivekeys``).
+
 Threading: the engine calls every Ledger method from the thread that called ``run_export``
 (database connections are per thread in Django).
 """
@@ -108,6 +112,37 @@ class UploadState:
     volumes: list[Volume] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Move:
+    """A staged file (``source``) to put in place under its final key (``target``)."""
+
+    source: str
+    target: str
+    size: int
+
+
+@dataclass
+class Publication:
+    """What remains of a commit (``connectors.archivekeys``): staged files to move into place,
+    then the previous archive's keys the new one does not reuse, to delete."""
+
+    moves: list[Move] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.moves or self.stale)
+
+    def to_json(self) -> dict:
+        return {"moves": [[m.source, m.target, m.size] for m in self.moves], "stale": list(self.stale)}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Publication | None:
+        if not data:
+            return None
+        return cls([Move(*m) for m in data.get("moves", [])], list(data.get("stale", [])))
+
+
+
 @dataclass
 class Progress:
     """Counters for the UI, reported at most about once a second."""
@@ -153,7 +188,21 @@ class Ledger(Protocol):
         """CompleteMultipartUpload succeeded: the archive object exists."""
 
     def reset(self) -> None:
-        """Forget the upload, its parts and all records (failed/cancelled export, fresh start)."""
+        """Forget the upload, its parts and all records (failed/cancelled export, fresh start).
+        Keeps ``archive_keys`` and the pending publication: they outlive every export."""
+
+    def archive_keys(self) -> list[str]:
+        """Final keys of the archive this ledger's last committed export left in the bucket
+        ([] before the first commit): the only earlier files a later export may replace or delete."""
+
+    def commit_archive(self, keys: Sequence[str], publication: Publication | None) -> None:
+        """Atomically: ``keys`` become ``archive_keys`` and ``publication`` the pending one."""
+
+    def publication(self) -> Publication | None:
+        """The commit's publication not yet carried out in full, or None."""
+
+    def publication_done(self, remaining: Publication | None) -> None:
+        """Record what is left of the pending publication (None: all of it is done)."""
 
     def committed_source_ids(self, folder: str) -> set[str]:
         """Source ids of every committed record of ``folder`` ("" marks its directory entry)."""
@@ -182,6 +231,8 @@ class MemoryLedger:
         self.progress_reports = 0
         self.cancel = False
         self.commits = 0
+        self.archives: list[str] = []
+        self.pending: Publication | None = None
 
     def load_upload(self) -> UploadState | None:
         with self._lock:
@@ -228,6 +279,22 @@ class MemoryLedger:
     def reset(self) -> None:
         with self._lock:
             self.upload, self.records = None, []
+
+    def archive_keys(self) -> list[str]:
+        with self._lock:
+            return list(self.archives)
+
+    def commit_archive(self, keys: Sequence[str], publication: Publication | None) -> None:
+        with self._lock:
+            self.archives, self.pending = list(keys), publication
+
+    def publication(self) -> Publication | None:
+        with self._lock:
+            return self.pending
+
+    def publication_done(self, remaining: Publication | None) -> None:
+        with self._lock:
+            self.pending = remaining
 
     def committed_source_ids(self, folder: str) -> set[str]:
         with self._lock:
@@ -352,6 +419,27 @@ class SqliteLedger:
             db.execute("DELETE FROM parts")
             db.execute("DELETE FROM records")
             db.execute("DELETE FROM volumes")
+
+    def _state(self, name: str):
+        row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def archive_keys(self) -> list[str]:
+        return self._state("archives") or []
+
+    def commit_archive(self, keys: Sequence[str], publication: Publication | None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO state (name, value) VALUES ('archives', ?)", (json.dumps(list(keys)),))
+            db.execute("INSERT OR REPLACE INTO state (name, value) VALUES ('publication', ?)",
+                       (json.dumps(publication.to_json() if publication else None),))
+
+    def publication(self) -> Publication | None:
+        return Publication.from_json(self._state("publication"))
+
+    def publication_done(self, remaining: Publication | None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO state (name, value) VALUES ('publication', ?)",
+                       (json.dumps(remaining.to_json() if remaining else None),))
 
     def committed_source_ids(self, folder: str) -> set[str]:
         return {row[0] for row in self._db.execute(

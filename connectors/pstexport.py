@@ -11,14 +11,19 @@ written from the ledger, so the portal's report and the bucket's ``report.csv`` 
 Folders are named as in a ZIP (``connectors.naming.ArchiveFolders``): distinct source folders
 are distinct PST folders, whatever their names.
 
-Crash safety: a killed worker restarts a PST export from scratch — the ledger holds at most
-the upload in progress (and, once every file is complete, the records), which the next run
-aborts and forgets before starting over. Exactly-once holds
-because a run either completes every file or leaves nothing its successor would keep.
-Failed or cancelled: the current upload is aborted, files this run already completed are
-deleted, the ledger is reset; no incomplete multipart upload and no partial archive remain.
-Completed: before the report, ``FILE.pst`` / ``FILE.partNNN.pst`` an earlier run wrote and this
-one did not are deleted (``connectors.stalevolumes``; a warning in the result if some remain).
+Crash safety: a killed worker restarts a PST export from scratch — the ledger holds the upload
+in progress and the files already completed (``begin_volume``; and, once every file is
+complete, the records), which the next run aborts, deletes and forgets before starting over.
+Exactly-once holds because a run either completes every file or leaves nothing its successor
+would keep.
+Files are written under their write keys (``connectors.archivekeys``): a staging key when the
+final key holds a file of the request's previous archive, so nothing of it is replaced before
+the commit. Failed or cancelled before the commit: the current upload is aborted, files this
+run completed are deleted, the ledger is reset; no incomplete multipart upload and no partial
+archive remain, the previous archive is untouched. Completed: the commit moves staged files
+into place and deletes the previous archive's files this one does not reuse (a warning in the
+result if some remain), then the records and the report are written; from the commit on
+nothing is cleaned up.
 """
 
 from __future__ import annotations
@@ -33,6 +38,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from connectors import mimeinfo
+from connectors.archivekeys import (
+    ArchiveNames,
+    commit_archive,
+    finish_publication,
+    leftover_keys,
+    orphan_upload_keys,
+)
 from connectors.base import FolderUnavailable, Message, MessageFailure, Source, SourceError
 from connectors.export import (
     CANCELLED,
@@ -58,6 +70,7 @@ from connectors.ledger import (
     EntryRecord,
     Ledger,
     Progress,
+    Volume,
 )
 from connectors.naming import ArchiveFolders, clean_file_name
 from connectors.prefetch import prefetched
@@ -70,7 +83,6 @@ from connectors.s3sink import (
     abort_incomplete_uploads,
     put_file,
 )
-from connectors.stalevolumes import archive_key_pattern, delete_stale_volumes
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +145,11 @@ class PstExport:
         self.progress = Progress()
         self.stats: dict[str, FolderStats] = {}
         self.folder_errors: list[FolderError] = []
-        self.completed_keys: list[str] = []
+        self.completed: list[Volume] = []  # files completed, under their write keys
+        self.names = ArchiveNames.of(spec.prefix, spec.file_name, "pst", can_split=True)
+        self._recorded = 0  # the volume whose upload the ledger holds
+        self.committing = ""  # "publish" or "report": the archive is committed, nothing is cleaned up
+        self.warnings: list[str] = []
         self.sink: MultipartSink | None = None
         self.upload: GrowingFileUpload | None = None
         self._volume = None  # the PstWriter whose file self.upload sends
@@ -146,22 +162,32 @@ class PstExport:
         self._records_committed = False  # the ledger holds the records: no outcomes in progress
 
     def key_for(self, path: Path) -> str:
+        """The final key of the local file ``path``."""
         return self.spec.key(path.name[len(self.name):])  # ".pst" or ".part002.pst"
+
+    def write_key_for(self, path: Path) -> str:
+        return self.names.write_key(self.key_for(path))
+
+    def _number(self, path: Path) -> int:
+        suffix = path.name[len(self.name):]
+        return int(suffix[5:-4]) if suffix.startswith(".part") else 1
 
     def run(self) -> ExportResult:
         t0 = time.monotonic()
         result = ExportResult(state=FAILED_STATE, started_at=_now())
         try:
             with tempfile.TemporaryDirectory(prefix="pst-", dir=self.t.tmp_dir) as work:
+                self._finish_publication()
                 self.pacer.check_cancel(force=True)
                 folders = self._list_and_count()
                 self._forget_previous_run()
                 t1 = time.monotonic()
                 self._timings["listing"] = t1 - t0
                 paths, records_path = self._write_pst(folders, Path(work))
-                warning = self._delete_stale_volumes()
-                result = self._report(result, self.archives, records_path, paths, warning)
-        except Cancelled:
+                self._commit_archive()
+                result = self._report(result, self.archives, records_path, paths,
+                                      " ".join(filter(None, self.warnings)))
+        except Cancelled:  # never raised while committing (no cancel check from there on)
             self._clean_up()
             result.state, result.error = CANCELLED, "The export was cancelled."
         except Exception as exc:  # noqa: BLE001 - every failure ends the same, cleanly
@@ -173,8 +199,14 @@ class PstExport:
                 log.warning("PST export %s failed: %s", self.name, exc)
             else:
                 log.exception("PST export %s failed", self.name)
-            self._clean_up()
             result.state, result.error = FAILED_STATE, _user_message(exc)
+            if self.committing:  # the archive is complete: keep it and what the ledger knows
+                what = "it could not be put in place" if self.committing == "publish" else \
+                    "its report could not be written"
+                result.error = (f"The archive {self.spec.key('')}.* is complete, but {what} ({result.error}); "
+                                "retry to export it again.")
+            else:
+                self._clean_up()
         if result.state in (FAILED_STATE, CANCELLED):
             self.progress.phase = result.state
             self.pacer.report_final()
@@ -200,17 +232,38 @@ class PstExport:
         self.pacer.report(force=True)
         return folders
 
+    def _finish_publication(self) -> None:
+        """Before anything else: the previous archive's names, and the publication of a commit
+        a killed or failed run left, finished (a failure leaves everything as it is)."""
+        self.names = ArchiveNames.of(self.spec.prefix, self.spec.file_name, "pst", self.ledger.archive_keys(),
+                                     can_split=True)
+        self.committing = "publish"
+        self.warnings.append(finish_publication(self.ledger, self.client, self.spec.bucket, retry=self.t.retry))
+        self.committing = ""
+
     def _forget_previous_run(self) -> None:
-        """A killed run's upload (the only state a PST export keeps) is aborted: start afresh."""
+        """What a killed run left (the upload in progress, the files it completed) is removed:
+        start afresh. Only keys its ledger recorded, or that it was creating when killed."""
         state = self.ledger.load_upload()
         if state is not None:
-            MultipartSink(self.client, self.spec.bucket, state.key, upload_id=state.upload_id,
-                          retry=self.t.retry).abort()
             self.ledger.reset()
-        # and uploads created but never recorded (killed in between), of FILE.pst or FILE.partNNN.pst
-        ours = archive_key_pattern(self.spec.key(""), "pst")
-        abort_incomplete_uploads(self.client, self.spec.bucket, self.spec.key(""),
-                                 matches=ours.fullmatch, retry=self.t.retry)
+            self._remove(state)
+        for key in orphan_upload_keys(state, self.names):  # created, then killed before recorded
+            abort_incomplete_uploads(self.client, self.spec.bucket, key, retry=self.t.retry)
+
+    def _remove(self, state) -> None:
+        """Abort ``state``'s upload and delete the files it completed (never the previous archive's)."""
+        if not state.archive_complete:
+            try:
+                MultipartSink(self.client, self.spec.bucket, state.key, upload_id=state.upload_id,
+                              retry=self.t.retry).abort()
+            except Exception:  # noqa: BLE001 - the bucket's lifecycle rule is the backstop
+                log.warning("could not abort the upload of %s", state.key, exc_info=True)
+        for key in leftover_keys(state, self.names):
+            try:
+                self.client.delete_object(Bucket=self.spec.bucket, Key=key)
+            except Exception:  # noqa: BLE001
+                log.warning("could not delete %s", key, exc_info=True)
 
     def _write_pst(self, folders, work: Path) -> tuple[list[Path], Path]:
         from connectors.pst import SplittingPstWriter
@@ -300,12 +353,21 @@ class PstExport:
 
     # ---- upload while writing (connectors.growingupload) -----------------------------------
     def _start_volume(self, volume, path: Path) -> None:
-        """Open the multipart upload of the PST file being started."""
-        key = self.key_for(path)
+        """Open the multipart upload of the PST file being started, and record it: file 1 as a
+        new upload, a later one with the file before it (``begin_volume``), so that a rerun
+        after a kill knows every file this run completed."""
+        key, number = self.write_key_for(path), self._number(path)
         self.sink = MultipartSink(self.client, self.spec.bucket, key, threads=self.t.upload_threads,
                                   retry=self.t.retry, content_md5=self.t.content_md5,
                                   content_type="application/vnd.ms-outlook")
-        self.ledger.begin_upload(key, self.sink.create(), "pst")
+        upload_id = self.sink.create()
+        if number == 1:
+            self.ledger.begin_upload(key, upload_id, "pst")
+        elif number == self._recorded + 1:
+            self.ledger.begin_volume(self.completed[-1], key, upload_id)
+        # else: file ``number`` sent again (SentPartChanged); the ledger keeps its first upload, and
+        # a rerun aborts this one by its key (``orphan_upload_keys``)
+        self._recorded = number
         self.upload = GrowingFileUpload(self.sink, path, part_bytes=max(self.t.part_bytes, self.t.min_part_bytes),
                                         in_flight=self.t.upload_threads, max_ahead=self.t.max_ahead_bytes,
                                         watch=volume.watch_rewrites,
@@ -326,7 +388,7 @@ class PstExport:
 
     def _finish_volume(self, volume, path: Path) -> None:
         """Send the rest of a closed PST file, complete its upload and delete the local copy."""
-        key, size = self.key_for(path), path.stat().st_size
+        key, size = self.write_key_for(path), path.stat().st_size
         if key != self.sink.key:  # the first file became FILE.part001.pst when the second began
             self._restart_upload(volume, path)
         try:
@@ -339,8 +401,8 @@ class PstExport:
         self.ledger.mark_archive_complete(size, etag)
         self.sink.close()
         self.sink = None
-        self.completed_keys.append(key)
-        self.archives.append(ArchiveFile(key, size))
+        self.completed.append(Volume(self._number(path), key, size))
+        self.archives.append(ArchiveFile(self.key_for(path), size))
         path.unlink()  # a split export holds one file at a time on disk
         self.pacer.report()
 
@@ -357,13 +419,13 @@ class PstExport:
         self.progress.archive_bytes += part.size
         self.pacer.report()
 
-    def _delete_stale_volumes(self) -> str:
-        """An earlier run's ``FILE.pst`` or ``FILE.partNNN.pst`` that this run did not write (a
-        split one now fits in one file, or the reverse) must not pass for part of this archive.
-        Returns a warning when some remain."""
-        keep = {a.key for a in self.archives}
-        return delete_stale_volumes(self.client, self.spec.bucket, self.spec.key(""), "pst", keep,
-                                    retry=self.t.retry)
+    def _commit_archive(self) -> None:
+        """Every file is complete: put them in place and delete the previous archive's files
+        this one does not reuse (a split one now fits in one file, or the reverse)."""
+        self.committing = "publish"
+        self.warnings.append(commit_archive(self.ledger, self.client, self.spec.bucket,
+                                            [(v.key, v.size) for v in self.completed], retry=self.t.retry)[1])
+        self.committing = "report"
 
     def _report(self, result: ExportResult, archives, records_path: Path, paths: list[Path],
                 warning: str = "") -> ExportResult:
@@ -413,24 +475,24 @@ class PstExport:
 
     # ---- control ----------------------------------------------------------------------------
     def _clean_up(self) -> None:
-        """Ledger first (it may say the export is no longer ours), then the bucket."""
+        """Ledger first (it may say the export is no longer ours), then the bucket: the recorded
+        upload and files (this run's, or a killed run's not yet forgotten), and an upload this
+        run created but had not recorded yet."""
         if self.sink is not None:
             self.sink.stop_uploads()
         try:
+            state = self.ledger.load_upload()
             self.ledger.reset()
         except Exception:  # noqa: BLE001
             log.warning("could not reset the ledger; the upload is left alone", exc_info=True)
             return
-        if self.sink is not None:
+        if state is not None:
+            self._remove(state)
+        if self.sink is not None and self.sink.upload_id and (state is None or self.sink.upload_id != state.upload_id):
             try:
                 self.sink.abort()
             except Exception:  # noqa: BLE001
                 log.warning("could not abort the upload of %s", self.name, exc_info=True)
-        for key in self.completed_keys:
-            try:
-                self.client.delete_object(Bucket=self.spec.bucket, Key=key)
-            except Exception:  # noqa: BLE001
-                log.warning("could not delete %s", key, exc_info=True)
 
     def _progress_snapshot(self) -> Progress:
         # The records stay in a local file until the end: the per-folder outcomes travel with

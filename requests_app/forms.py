@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.forms import SecretField
 from accounts.models import Tenant
 from buckets.models import Bucket, Purpose, Status
+from connectors.archivekeys import file_name_problem
 from requests_app.models import Security
 from requests_app.types import RequestType
 
@@ -250,6 +251,8 @@ class RequestForm(forms.Form):
                 value = value[: -len(ext)]
         if value and (not _FILE_NAME.match(value) or value.startswith(".")):
             raise forms.ValidationError("Use letters, digits, spaces and - _ . @ + only (no '/').")
+        if value and (problem := file_name_problem(value)):
+            raise forms.ValidationError(problem)
         return value
 
     def clean(self):

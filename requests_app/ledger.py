@@ -6,9 +6,11 @@ both write one archive: a run that lost ownership (the request was re-queued aft
 went stale, or cancelled and retried) fails its next commit and stops. A PST export, which
 uploads whole files, commits its records once, after its last file (``commit_records``: no part).
 
-The checkpoint's ``upload`` holds the current upload (key, id, volume) and, for a split ZIP,
-the completed ``volumes`` (number, key, size, parts); ``UploadedPart`` rows are the current
-volume's parts only.
+The checkpoint's ``upload`` holds the current upload (key, id, volume) and, for a split
+archive, the completed ``volumes`` (number, key, size, parts); ``UploadedPart`` rows are the
+current volume's parts only. ``archives`` (the final keys of the archive the request's last
+committed run left in the bucket) and ``publication`` (what remains of that commit) outlive
+every export: a retry, a reset, a failed run keep them (``connectors.archivekeys``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from connectors.ledger import MANIFEST, EntryRecord, PartRecord, Progress, UploadState, Volume
+from connectors.ledger import (
+    MANIFEST,
+    EntryRecord,
+    PartRecord,
+    Progress,
+    Publication,
+    UploadState,
+    Volume,
+)
 from requests_app.models import ArchiveRecord, MigrationRequest, UploadedPart
 
 _ENTRY_FIELDS = ("name", "offset", "crc32", "compressed_size", "method", "dos_time", "dos_date", "flags", "volume")
@@ -139,6 +149,34 @@ class DatabaseLedger:
         ArchiveRecord.objects.filter(request_id=self.pk).delete()
         UploadedPart.objects.filter(request_id=self.pk).delete()
         row.checkpoint = {k: v for k, v in row.checkpoint.items() if k != "upload"}
+        row.save(update_fields=["checkpoint"])
+
+    # -- the committed archive ----------------------------------------------------------------
+    def archive_keys(self) -> list[str]:
+        row = MigrationRequest.objects.only("checkpoint").get(pk=self.pk)
+        return list(row.checkpoint.get("archives") or [])
+
+    @transaction.atomic
+    def commit_archive(self, keys: Sequence[str], publication: Publication | None) -> None:
+        row = self._locked_row()
+        checkpoint = {k: v for k, v in row.checkpoint.items() if k != "publication"}
+        checkpoint["archives"] = list(keys)
+        if publication:
+            checkpoint["publication"] = publication.to_json()
+        row.checkpoint = checkpoint
+        row.save(update_fields=["checkpoint"])
+
+    def publication(self) -> Publication | None:
+        row = MigrationRequest.objects.only("checkpoint").get(pk=self.pk)
+        return Publication.from_json(row.checkpoint.get("publication"))
+
+    @transaction.atomic
+    def publication_done(self, remaining: Publication | None) -> None:
+        row = self._locked_row()
+        checkpoint = {k: v for k, v in row.checkpoint.items() if k != "publication"}
+        if remaining:
+            checkpoint["publication"] = remaining.to_json()
+        row.checkpoint = checkpoint
         row.save(update_fields=["checkpoint"])
 
     # -- records -----------------------------------------------------------------------------

@@ -70,14 +70,18 @@ def failures(req: MigrationRequest):
 
 def archive_files(req: MigrationRequest) -> list[dict]:
     """The archive files (key, size) in volume order: the finished run's, or while it runs the
-    completed volumes of a split ZIP and the one being written (size so far)."""
+    completed volumes of a split archive and the one being written (size so far), under the
+    keys they will have (a retry writes some under staging keys until it commits)."""
+    from connectors.archivekeys import final_key
+
     if req.is_final:
         return list(req.result.get("archives") or [])
     upload = req.checkpoint.get("upload") or {}
     if not upload.get("key"):
         return []
-    return [*({"key": v["key"], "size": v["size"]} for v in upload.get("volumes", [])),
-            {"key": upload["key"], "size": sum(req.parts.filter(archive_key=upload["key"]).values_list("size", flat=True))}]
+    size = sum(req.parts.filter(archive_key=upload["key"]).values_list("size", flat=True))
+    return [*({"key": final_key(v["key"]), "size": v["size"]} for v in upload.get("volumes", [])),
+            {"key": final_key(upload["key"]), "size": size}]
 
 
 def report_csv_file(req: MigrationRequest):

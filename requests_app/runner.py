@@ -3,6 +3,9 @@
 Invariants:
 - At most one run owns a request: ``claim`` writes a fresh ``run_token`` under a row lock, and
   every ledger commit re-checks it (``DatabaseLedger``). A run that lost ownership stops.
+- No run starts into another request's PREFIX/FILE: ``claim`` checks the destination as
+  submission and Retry do (``services.destination_conflict``), so a retry, an automatic re-queue
+  or a second request submitted at the same moment never overwrites another request's archive.
 - The row's heartbeat is refreshed by a thread of the owning process, independent of the
   engine's progress, so a long listing or a 40 MB message never looks like a dead worker.
 - The engine never raises for export failures; anything else (a bug, the database going away)
@@ -40,12 +43,24 @@ def _current_job_id() -> str:
 @transaction.atomic
 def claim(pk: int) -> str | None:
     """Take ownership of the request; None when there is nothing to do (ended, or owned elsewhere)."""
-    row = MigrationRequest.objects.select_for_update().filter(pk=pk).first()
+    from requests_app.services import conflict_message, destination_conflict
+
+    row = MigrationRequest.objects.select_for_update().select_related("bucket", "tenant").filter(pk=pk).first()
     if row is None or row.state in FINAL_STATES:
         return None
+    if "archives" not in row.checkpoint and row.result.get("archives"):  # finished before archives were recorded
+        row.checkpoint = {**row.checkpoint, "archives": [a["key"] for a in row.result["archives"]]}
+        row.save(update_fields=["checkpoint"])
     if row.cancel_requested and not row.checkpoint.get("upload"):
         row.state, row.finished_at = State.CANCELLED, timezone.now()
         row.save(update_fields=["state", "finished_at"])
+        return None
+    holder = destination_conflict(row, claiming=True)
+    if holder is not None:  # the bucket is left alone: what its keys hold is the holder's
+        log.warning("request %s: its destination is held by request %s; not run", pk, holder.pk)
+        row.state, row.finished_at = State.FAILED, timezone.now()
+        row.error = conflict_message(row, holder) + " This request was not run."
+        row.save(update_fields=["state", "finished_at", "error"])
         return None
     job_id = _current_job_id()
     # A running row is taken over only if its worker is gone: stale heartbeat, or RQ re-running
@@ -147,26 +162,35 @@ def fail_request(row: MigrationRequest, error: str) -> None:
     row.save(update_fields=["state", "error", "finished_at", "checkpoint"])
 
 
-def _remove_leftovers(row: MigrationRequest) -> None:
-    """Abort the upload in progress and delete the volumes a split ZIP export completed: a
-    partial set of volumes must not look like an archive. A complete archive is kept."""
-    from buckets.services import bucket_target
-    from connectors.naming import volume_suffix
-    from connectors.s3client import make_client
-    from requests_app.models import UploadedPart
+def archive_names(req: MigrationRequest, previous=()):
+    """The keys of ``req``'s archive, as its export engine names them (``connectors.archivekeys``)."""
+    from connectors.archivekeys import ArchiveNames
 
-    upload = row.checkpoint.get("upload")
-    if not upload:
+    rtype = get_type(req.request_type)
+    extension = rtype.format if rtype is not None else ("pst" if req.request_type.endswith("-PST") else "zip")
+    can_split = extension == "pst" or bool(settings.LEGACYFLO_ZIP_SPLIT_BYTES)
+    return ArchiveNames.of(req.s3_prefix, req.file_name, extension, previous, can_split=can_split)
+
+
+def _remove_leftovers(row: MigrationRequest) -> None:
+    """Abort the upload in progress and delete the files its run completed
+    (``archivekeys.leftover_keys``: a partial set of volumes must not look like an archive; a
+    complete archive, and the request's previous archive, are kept). A commit whose publication
+    is pending is left for the next run to finish."""
+    from buckets.services import bucket_target
+    from connectors.archivekeys import leftover_keys
+    from connectors.s3client import make_client
+    from requests_app.ledger import DatabaseLedger
+
+    ledger = DatabaseLedger(row.pk, "")
+    state = ledger.load_upload()
+    if state is None or ledger.publication() is not None:
         return
-    complete = upload.get("archive_complete", False)
-    last = UploadedPart.objects.filter(request=row, archive_key=upload["key"]).order_by("-part_number").first()
-    if complete and not (last is not None and last.final and last.next_volume):
+    complete = state.archive_complete
+    doomed = leftover_keys(state, archive_names(row, ledger.archive_keys()))
+    if complete and not doomed:
         return
-    doomed = [v["key"] for v in upload.get("volumes", [])]
-    if last is not None and last.final and (doomed or last.next_volume):
-        doomed.append(upload["key"])  # a volume completed, or perhaps completed before a kill
-    if complete and upload.get("volume", 1) == 1:  # perhaps halfway through its rename to .part001.zip
-        doomed.append(upload["key"].removesuffix(".zip") + volume_suffix(1, "zip", split=True))
+    upload = {"key": state.key, "upload_id": state.upload_id}
     try:  # best effort throughout; the bucket's lifecycle rule is the backstop for uploads
         client = make_client(bucket_target(row.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
     except Exception:  # noqa: BLE001

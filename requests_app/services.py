@@ -14,7 +14,9 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
+from connectors.archivekeys import file_name_problem
 from requests_app.models import ACTIVE_STATES, MigrationRequest, State
+from requests_app.selectors import destination_holders, destination_holders_many
 from requests_app.types import RequestType
 
 TERMINAL_RETRYABLE = (State.FAILED, State.CANCELLED, State.COMPLETED_WITH_ERRORS)
@@ -32,42 +34,41 @@ def archive_base_key(req: MigrationRequest) -> str:
     return f"{req.s3_prefix}/{req.file_name}" if req.s3_prefix else req.file_name
 
 
-def _destination_conflict(tenant, bucket, s3_prefix: str, file_name: str):
-    """Another live or finished request writing under the same PREFIX/FILE (its archive, report or
-    summary would be overwritten: ZIP and PST share FILE.report.csv and FILE.summary.json)."""
-    return _destination_conflicts(tenant, [(bucket, s3_prefix, file_name)])[0]
+def destination_conflict(req: MigrationRequest, *, claiming: bool = False) -> MigrationRequest | None:
+    """Another request holding ``req``'s PREFIX/FILE (``selectors.destination_holders``): ``req``
+    must not run into it, or it would overwrite or delete that request's archive. When a worker
+    claims ``req`` (``claiming``), a live request submitted after it does not count: that one is
+    refused when it is claimed, so of two submitted at once exactly the first runs."""
+    holders = destination_holders(req.tenant, bucket=req.bucket, s3_prefix=req.s3_prefix,
+                                  file_name=req.file_name)
+    for other in holders:
+        if other.pk == req.pk:
+            continue
+        if claiming and other.state in ACTIVE_STATES and other.pk > req.pk and "archives" not in other.checkpoint:
+            continue
+        return other
+    return None
 
 
-def _destination_conflicts(tenant, destinations: list[tuple]) -> list[MigrationRequest | None]:
-    """``_destination_conflict`` for each (bucket, prefix, file name), in one query per 500 prefixes.
-
-    File names are compared case-insensitively in Python, so the rule is the same on every
-    database (SQLite folds only ASCII letters).
-    """
-    written: dict[tuple, int] = {}
-    scopes = sorted({(bucket.pk, prefix) for bucket, prefix, _ in destinations})
-    for start in range(0, len(scopes), 500):
-        chunk = set(scopes[start:start + 500])
-        rows = (MigrationRequest.objects.for_tenant(tenant)
-                .filter(bucket_id__in={b for b, _ in chunk}, s3_prefix__in={p for _, p in chunk})
-                .exclude(state__in=[State.FAILED, State.CANCELLED])
-                .order_by("created_at", "id").values_list("pk", "bucket_id", "s3_prefix", "file_name"))
-        for pk, bucket_id, prefix, name in rows:
-            if (bucket_id, prefix) in chunk:
-                written[(bucket_id, prefix, name.lower())] = pk  # the newest one wins
-    found = [written.get((bucket.pk, prefix, name.lower())) for bucket, prefix, name in destinations]
-    by_pk = MigrationRequest.objects.in_bulk({pk for pk in found if pk})
-    return [by_pk.get(pk) if pk else None for pk in found]
+def _destination_conflicts(tenant, pending: list[MigrationRequest]) -> list[MigrationRequest | None]:
+    """For each new (unsaved) request, the newest request holding its destination, or None."""
+    holders = destination_holders_many(tenant, [(r.bucket, r.s3_prefix, r.file_name) for r in pending])
+    newest = [pks[-1] if pks else None for pks in holders]
+    by_pk = MigrationRequest.objects.in_bulk({pk for pk in newest if pk})
+    return [by_pk.get(pk) if pk else None for pk in newest]
 
 
-def _conflict_message(bucket, conflict: MigrationRequest) -> str:
-    return (f"{bucket.name}/{archive_base_key(conflict)}.* is already written by request "
-            f"“{conflict.title or conflict.source_user}”: choose another file name or prefix.")
+def conflict_message(req: MigrationRequest, holder: MigrationRequest) -> str:
+    return (f"{req.bucket.name}/{archive_base_key(holder)}.* is already written by request "
+            f"“{holder.title or holder.source_user}”: choose another file name or prefix.")
 
 
 def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict | None = None,
                  job_id: str = "") -> MigrationRequest:
-    """The row for one submission, not saved yet."""
+    """The row for one submission, not saved yet (its file name checked)."""
+    problem = file_name_problem(data.get("file_name") or "")
+    if problem:
+        raise ValidationError(problem)
     return MigrationRequest(
         job_id=job_id,
         tenant=tenant, request_type=rtype.code, title=data.get("title") or data["source_user"],
@@ -84,10 +85,10 @@ def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict
 
 @sensitive_variables()
 def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest:
-    conflict = _destination_conflict(tenant, data["bucket"], data["s3_prefix"], data["file_name"])
-    if conflict:
-        raise ValidationError(_conflict_message(data["bucket"], conflict))
     req = _new_request(tenant=tenant, actor=actor, rtype=rtype, data=data)
+    holder = _destination_conflicts(tenant, [req])[0]
+    if holder is not None:
+        raise ValidationError(conflict_message(req, holder))
     req.save()
     return req
 
@@ -120,15 +121,22 @@ def requests_submit_many(*, tenant, actor, rows, request=None, source: str = "cs
     from requests_app.queue import enqueue_jobs, new_job_id
 
     batch = uuid.uuid4().hex[:12]
-    pending = [_new_request(tenant=tenant, actor=actor, rtype=row.rtype, data=row.data, options={"batch": batch},
-                            job_id=new_job_id()) for row in rows]
-    conflicts = _destination_conflicts(tenant, [(r.bucket, r.s3_prefix, r.file_name) for r in pending])
     errors = []
+    pending = []
+    for row in rows:
+        try:
+            pending.append(_new_request(tenant=tenant, actor=actor, rtype=row.rtype, data=row.data,
+                                        options={"batch": batch}, job_id=new_job_id()))
+        except ValidationError as exc:
+            errors.extend(f"Line {row.line}: {message}" for message in exc.messages)
+    if errors:
+        raise ValidationError(errors)
+    conflicts = _destination_conflicts(tenant, pending)
     lines: dict[tuple, int] = {}
     for row, req, conflict in zip(rows, pending, conflicts, strict=True):
-        key = (req.bucket.pk, req.s3_prefix, req.file_name.lower())
+        key = (req.bucket.name, req.s3_prefix.casefold(), req.file_name.casefold())
         if conflict:
-            errors.append(f"Line {row.line}: {_conflict_message(req.bucket, conflict)}")
+            errors.append(f"Line {row.line}: {conflict_message(req, conflict)}")
         elif key in lines:
             errors.append(f"Line {row.line}: same bucket, prefix and file name as line {lines[key]}.")
         lines.setdefault(key, row.line)
@@ -150,7 +158,7 @@ def request_cancel(*, req: MigrationRequest, actor, request=None) -> MigrationRe
         raise ValidationError(f"The request is {req.get_state_display().lower()} and cannot be cancelled.")
     req.cancel_requested = True
     fields = ["cancel_requested"]
-    if req.state == State.QUEUED and not req.checkpoint.get("upload_id"):
+    if req.state == State.QUEUED and not req.checkpoint.get("upload"):  # else its run removes the upload
         req.state = State.CANCELLED
         req.finished_at = timezone.now()
         fields += ["state", "finished_at"]
@@ -166,8 +174,13 @@ def request_retry(*, req: MigrationRequest, actor, request=None) -> MigrationReq
     if not is_retryable(req):
         raise ValidationError(f"The request is {req.get_state_display().lower()}; only failed, cancelled, "
                               "incomplete or interrupted requests can be retried.")
+    holder = destination_conflict(req)
+    if holder is not None:  # submitted while this one had failed: its archive must not be overwritten
+        raise ValidationError(f"{conflict_message(req, holder)} This request cannot be retried into it; "
+                              "submit it again under another file name or prefix.")
     if req.state == State.COMPLETED_WITH_ERRORS:
-        # The archive is complete and cannot be appended to: export again from scratch.
+        # The archive is complete and cannot be appended to: export again from scratch. Its keys
+        # stay (checkpoint["archives"]): the new run replaces them only when it commits.
         req.records.all().delete()
         req.parts.all().delete()
         req.checkpoint = {k: v for k, v in req.checkpoint.items() if k != "upload"}

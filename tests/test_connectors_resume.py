@@ -113,6 +113,8 @@ def child_main(config_path: str) -> int:
     ledger = KillingLedger(cfg["ledger"], cfg.get("kill"))
     if (cfg.get("kill") or {}).get("method") == "rename":
         _die_between_copy_and_delete()
+    if (cfg.get("kill") or {}).get("method") == "publish":
+        _die_after_the_first_move_into_place()
     client = make_client(S3Target(cfg["bucket"], "us-east-1", cfg["s3_url"], ACCESS_KEY, SECRET_KEY),
                          allow_private=True)
     with ImapSource("127.0.0.1", cfg["imap_port"], "none", USER, PASSWORD, allow_private=True,
@@ -138,6 +140,18 @@ def _die_between_copy_and_delete() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     connectors.export.move_object = copy_then_die
+
+
+def _die_after_the_first_move_into_place() -> None:
+    """A retry's commit: its first staged volume copied into place, then SIGKILL."""
+    import connectors.archivekeys
+    from connectors.s3move import copy_object
+
+    def copy_then_die(client, bucket, source, target, size, *, retry):
+        copy_object(client, bucket, source, target, size, retry=retry)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    connectors.archivekeys.copy_object = copy_then_die
 
 
 def _config(tmp_path: Path, dovecot, s3, kill, **extra) -> Path:
@@ -321,6 +335,29 @@ def test_cancel_after_a_kill_at_a_volume_boundary_leaves_nothing(tmp_path, dovec
     assert code == 0 and result["state"] == "cancelled", err
     assert bucket_keys(s3) == []
     assert multipart_uploads(s3.client(), s3.bucket) == []
+
+
+def test_a_retry_killed_while_its_volumes_are_put_in_place_finishes_on_the_next_run(tmp_path, dovecot, s3,
+                                                                                    kill_mailbox):
+    """A retry (the ledger reset, its archive remembered) writes over the earlier volumes under
+    staging keys; killed after moving the first into place, the next run finishes the move and
+    deletes the earlier volumes it does not reuse: the volumes of an uninterrupted run, nothing else."""
+    from connectors.archivekeys import STAGING_MARK
+
+    code, first, err = run_child(tmp_path, dovecot, s3, None, split_bytes=SPLIT // 2)
+    assert code == 0 and first["state"] == "completed", err
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+    ledger.reset()  # what Retry does
+    assert ledger.archive_keys() == first["archives"]
+    ledger.close()
+    code, _result, err = run_child(tmp_path, dovecot, s3, {"method": "publish", "when": "during"}, split_bytes=SPLIT)
+    assert code == -signal.SIGKILL, err
+    assert any(STAGING_MARK in key for key in bucket_keys(s3))  # killed halfway through the moves
+    result = _finish_and_verify(tmp_path, dovecot, s3, kill_mailbox, split_bytes=SPLIT)
+    assert len(result["archives"]) < len(first["archives"])
+    assert not any(STAGING_MARK in key for key in bucket_keys(s3))
+    assert [k for k in bucket_keys(s3) if k.endswith(".zip")] == result["archives"]
+    _assert_same_volumes_as_an_uninterrupted_run(tmp_path, dovecot, s3, result["archives"])
 
 
 if __name__ == "__main__":

@@ -290,3 +290,66 @@ def test_requests_submit_reports_a_malformed_file_like_the_upload_page(tenant, b
         call_command("requests_submit", "--tenant", tenant.slug, str(bad))
     assert exit_info.value.code == 2
     assert "Line 2, column title: the value is longer than 131,072 characters." in capsys.readouterr().err
+
+
+# ---- file names whose archive could be another name's (issue 11.3) -----------------------------
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("file_name,message", [
+    ("alice.part001", "named like a volume of alice"), ("alice.PART12", "named like a volume"),
+    ("alice.zip.pst", "cannot end in .zip or .pst"), ("alice.zip.zip", "cannot end in .zip or .pst"),
+])
+def test_file_names_that_could_name_another_requests_files_are_refused(tenant, bucket, file_name, message):
+    form = RequestForm(row(file_name=file_name), rtype=REQUEST_TYPES["IMAP-S3-ZIP"], tenant=tenant)
+    assert not form.is_valid() and message in " ".join(form.errors["file_name"])
+    result = parse_csv(to_csv([row(file_name="bob"), row(file_name=file_name)]), tenant=tenant)
+    assert any(e.startswith("Line 3: file_name:") and message in e for e in result.errors), result.errors
+
+
+@pytest.mark.django_db
+def test_the_service_refuses_such_file_names_whatever_calls_it(tenant, bucket, operator):
+    from django.core.exceptions import ValidationError
+
+    from requests_app.services import request_submit
+
+    form = RequestForm(row(), rtype=REQUEST_TYPES["IMAP-S3-ZIP"], tenant=tenant)
+    assert form.is_valid(), form.errors
+    for name in ("alice.part001", ".legacyflo-new.alice", "alice.ZIP"):
+        with pytest.raises(ValidationError):
+            request_submit(tenant=tenant, actor=operator, rtype=REQUEST_TYPES["IMAP-S3-ZIP"],
+                           data={**form.cleaned_data, "file_name": name})
+    assert not MigrationRequest.objects.filter(tenant=tenant).exists()
+
+
+@pytest.mark.django_db
+def test_a_name_is_taken_by_an_older_request_whose_archive_is_named_like_its_volume(tenant, bucket, operator):
+    """A request named ``alice.part001`` from before such names were refused holds ``alice``: a
+    split archive of ``alice`` would overwrite its ``alice.part001.zip``."""
+    from django.core.exceptions import ValidationError
+
+    from requests_app.services import request_submit
+
+    MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=bucket, s3_prefix="mail/2026",
+                                    file_name="alice.part001", state="completed")
+    form = RequestForm(row(), rtype=REQUEST_TYPES["IMAP-S3-ZIP"], tenant=tenant)
+    assert form.is_valid(), form.errors
+    with pytest.raises(ValidationError, match="already written by request"):
+        request_submit(tenant=tenant, actor=operator, rtype=REQUEST_TYPES["IMAP-S3-ZIP"], data=form.cleaned_data)
+    request_submit(tenant=tenant, actor=operator, rtype=REQUEST_TYPES["IMAP-S3-ZIP"],
+                   data={**form.cleaned_data, "file_name": "alice.partial"})  # not a volume name: its own
+
+
+@pytest.mark.django_db
+def test_destination_names_are_compared_literally_and_case_insensitively(tenant, bucket):
+    from requests_app.selectors import destination_holders
+
+    taken = MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=bucket,
+                                            s3_prefix="Mail", file_name="a b+c@d.e-f", state="completed")
+    holders = lambda name, prefix="mail": list(destination_holders(  # noqa: E731
+        tenant, bucket=bucket, s3_prefix=prefix, file_name=name))
+    assert holders("A B+C@D.E-F") == [taken]
+    assert holders("a bbc@d.e-f") == holders("a b+c@dxe-f") == holders("a b+c@d.e-f", "other") == []
+    MigrationRequest.objects.filter(pk=taken.pk).update(state="failed")
+    assert holders("a b+c@d.e-f") == []  # failed before writing anything: the name is free again
+    MigrationRequest.objects.filter(pk=taken.pk).update(checkpoint={"archives": ["Mail/a b+c@d.e-f.zip"]})
+    assert holders("a b+c@d.e-f") == [taken]  # its earlier archive is still there

@@ -46,6 +46,29 @@ def test_volumes_on_the_request_row(request_row):
     assert ledger.load_upload() is None and list(ledger.iter_records()) == []
 
 
+def test_the_committed_archive_outlives_resets_and_is_written_only_by_the_owner(request_row):
+    from connectors.ledger import Move, Publication
+
+    ledger = DatabaseLedger(request_row.pk, "run-1")
+    assert ledger.archive_keys() == [] and ledger.publication() is None
+    ledger.begin_upload("p/.legacyflo-new.f.part001.zip", "upload-1", "zip")
+    publication = Publication([Move("p/.legacyflo-new.f.part001.zip", "p/f.part001.zip", 100)], ["p/f.part002.zip"])
+    ledger.commit_archive(["p/f.part001.zip"], publication)
+    assert ledger.archive_keys() == ["p/f.part001.zip"] and ledger.publication() == publication
+    ledger.publication_done(Publication(stale=["p/f.part002.zip"]))
+    assert ledger.publication() == Publication([], ["p/f.part002.zip"])
+    ledger.reset()  # a retry, a failed run: the archive in the bucket is still this request's
+    assert ledger.archive_keys() == ["p/f.part001.zip"] and ledger.publication() is not None
+    ledger.publication_done(None)
+    request_row.refresh_from_db()
+    assert request_row.checkpoint["archives"] == ["p/f.part001.zip"] and "publication" not in request_row.checkpoint
+    with pytest.raises(Superseded):
+        DatabaseLedger(request_row.pk, "run-2").commit_archive(["p/other.zip"], None)
+    with pytest.raises(Superseded):
+        DatabaseLedger(request_row.pk, "run-2").publication_done(None)
+    assert ledger.archive_keys() == ["p/f.part001.zip"]
+
+
 def test_records_of_whole_files_are_committed_in_one_transaction_by_their_owner(request_row):
     ledger = DatabaseLedger(request_row.pk, "run-1")
     ledger.begin_upload("p/f.pst", "upload-1", "pst")

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from requests_app.models import ArchiveRecord, MigrationRequest
 from tests.portal_fixtures import (
@@ -237,6 +238,299 @@ def test_the_part_1_lead_follows_the_bucket_unless_the_operator_sets_it(settings
     assert tuning("http://127.0.0.1:9000").max_ahead_bytes == IN_ORDER_SAFE_AHEAD
     settings.LEGACYFLO_S3_MAX_AHEAD_BYTES = 64 * 1024 * 1024
     assert tuning("").max_ahead_bytes == tuning("http://127.0.0.1:9000").max_ahead_bytes == 64 * 1024 * 1024
+
+
+# ---- a request never runs into another request's archive (issue 11.3, 11.4) ----------------------
+
+def _row(tenant, dovecot, bucket, *, file_name: str, user: str = "alice", password: str = MAILBOX_PASSWORD,
+         **fields) -> MigrationRequest:
+    """A request row made directly, as rows from before a check existed (or two submissions
+    racing past it) are; enqueued like a submission."""
+    from requests_app.queue import enqueue_request
+
+    fields.setdefault("request_type", "IMAP-S3-ZIP")
+    req = MigrationRequest.objects.create(
+        tenant=tenant, title=file_name, source_server="127.0.0.1",
+        source_port=dovecot.ssl_port, source_security="ssl", source_user=user, source_password=password,
+        bucket=bucket, s3_prefix="mail", file_name=file_name, **fields)
+    enqueue_request(req.pk)
+    return req
+
+
+def _mailbox_user(dovecot, name: str, count: int = 6):
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    dovecot.add_user(name, f"{name}-password")
+    mailbox = generate_mailbox("flat", seed=len(name) * 7 + count, count=count, size=3000)
+    write_maildir(dovecot, name, mailbox)
+    return mailbox
+
+
+def _digests(s3, bucket: str, key: str) -> list[str]:
+    return sorted(d for digests in archive_digests(s3, bucket, key).values() for d in digests)
+
+
+def _all_digests(mailbox) -> list[str]:
+    return sorted(d for digests in source_digests(mailbox).values() for d in digests)
+
+
+def test_a_request_cannot_destroy_the_archive_of_one_named_like_its_volume(operator, tenant, dovecot, imap_ca,
+                                                                           dest_bucket, rclone, rq_queue):
+    """Issue 11.3: request 1 (file ``alice.part001``, from before such names were refused)
+    completed; request 2 (file ``alice``) completed and deleted ``mail/alice.part001.zip``."""
+    from django.core.exceptions import ValidationError
+
+    first = _row(tenant, dovecot, dest_bucket, file_name="alice.part001")
+    run_worker_burst(rq_queue)
+    first.refresh_from_db()
+    assert first.state == "completed", first.error
+    s3 = rclone.client()
+    expected = _all_digests(dovecot.mailbox)
+    assert _digests(s3, dest_bucket.name, "mail/alice.part001.zip") == expected
+    with pytest.raises(ValidationError, match="already written by request"):
+        submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="alice"))
+    second = _row(tenant, dovecot, dest_bucket, file_name="alice")  # a row from before: it is not run
+    run_worker_burst(rq_queue)
+    second.refresh_from_db()
+    assert second.state == "failed" and "already written by request" in second.error and second.attempts == 0
+    assert _digests(s3, dest_bucket.name, "mail/alice.part001.zip") == expected
+    first.refresh_from_db()
+    assert first.state == "completed"
+
+
+def test_retry_is_refused_when_another_request_has_since_written_the_destination(operator, tenant, dovecot,
+                                                                                   imap_ca, dest_bucket, rclone,
+                                                                                   rq_queue, client_for):
+    """Issue 11.4: R1 failed (wrong password); R2, same bucket, prefix and file name, completed;
+    R1 retried after its password was fixed overwrote R2's archive with another mailbox."""
+    from django.core.exceptions import ValidationError
+
+    from requests_app.services import request_retry
+
+    erin = _mailbox_user(dovecot, "erin")
+    r1 = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, source_user="erin",
+                                                           source_password="not-erins", file_name="shared"))
+    run_worker_burst(rq_queue)
+    r1.refresh_from_db()
+    assert r1.state == "failed"
+    r2 = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="shared"))
+    run_worker_burst(rq_queue)
+    r2.refresh_from_db()
+    assert r2.state == "completed", r2.error
+    s3 = rclone.client()
+    alices = _all_digests(dovecot.mailbox)
+    assert _digests(s3, dest_bucket.name, "mail/shared.zip") == alices
+    MigrationRequest.objects.filter(pk=r1.pk).update(source_password="erin-password")  # fixed
+
+    with pytest.raises(ValidationError, match="already written by request .*cannot be retried"):
+        request_retry(req=r1, actor=operator)
+    with pytest.raises(CommandError, match="already written by request"):
+        call_command("request_retry", str(r1.uuid))
+    response = client_for(operator).post(f"/t/{tenant.slug}/requests/{r1.uuid}/retry/", follow=True)
+    assert "cannot be retried" in response.content.decode()
+    run_worker_burst(rq_queue)
+    r1.refresh_from_db()
+    assert r1.state == "failed" and r1.attempts == 1
+    assert _digests(s3, dest_bucket.name, "mail/shared.zip") == alices != _all_digests(erin)
+
+
+def test_an_interrupted_request_is_not_resumed_into_another_requests_archive(operator, tenant, dovecot, imap_ca,
+                                                                            dest_bucket, rclone, rq_queue):
+    """The automatic re-queue (recovery) goes through the same check, when the worker claims it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from requests_app.recovery import recover
+
+    _mailbox_user(dovecot, "fred")
+    holder = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="taken"))
+    run_worker_burst(rq_queue)
+    holder.refresh_from_db()
+    assert holder.state == "completed", holder.error
+    stale = timezone.now() - timedelta(hours=1)
+    interrupted = _row(tenant, dovecot, dest_bucket, file_name="taken", user="fred", password="fred-password",
+                       state="running", attempts=1, heartbeat_at=stale, started_at=stale)
+    rq_queue.connection.flushdb()  # only recovery enqueues it
+    assert recover() == [interrupted.pk]
+    run_worker_burst(rq_queue)
+    interrupted.refresh_from_db()
+    assert interrupted.state == "failed" and "already written by request" in interrupted.error
+    s3 = rclone.client()
+    assert _digests(s3, dest_bucket.name, "mail/taken.zip") == _all_digests(dovecot.mailbox)
+
+
+def test_of_two_requests_that_raced_into_one_destination_only_the_first_runs(tenant, dovecot, imap_ca,
+                                                                             dest_bucket, rclone, rq_queue):
+    """Two submissions at the same moment both pass the creation check (it takes no lock): the
+    worker's claim lets the older one run and refuses the other, in whichever order they come."""
+    _mailbox_user(dovecot, "gina")
+    older = _row(tenant, dovecot, dest_bucket, file_name="raced")
+    newer = _row(tenant, dovecot, dest_bucket, file_name="raced", user="gina", password="gina-password")
+    run_worker_burst(rq_queue)
+    older.refresh_from_db()
+    newer.refresh_from_db()
+    assert older.state == "completed", older.error
+    assert newer.state == "failed" and "already written by request" in newer.error and newer.attempts == 0
+    assert _digests(rclone.client(), dest_bucket.name, "mail/raced.zip") == _all_digests(dovecot.mailbox)
+
+
+def test_a_name_stays_taken_while_a_failed_retry_keeps_the_earlier_archive(operator, tenant, dovecot, imap_ca,
+                                                                          dest_bucket, rclone, rq_queue):
+    """Creation follows the same rule as retry: a request holds its destination while its
+    archive is in the bucket, whatever its state says now."""
+    from django.core.exceptions import ValidationError
+
+    from requests_app.services import request_retry
+
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="kept"))
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    MigrationRequest.objects.filter(pk=req.pk).update(state="completed_with_errors",  # as if a message had failed
+                                                      source_password="no-longer-right")
+    request_retry(req=req, actor=operator)
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "failed"
+    s3 = rclone.client()
+    assert _digests(s3, dest_bucket.name, "mail/kept.zip") == _all_digests(dovecot.mailbox)
+    with pytest.raises(ValidationError, match="already written by request"):
+        submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="kept"))
+    assert req.checkpoint["archives"] == ["mail/kept.zip"]
+
+
+def test_a_retry_of_a_split_request_puts_its_new_volumes_in_place(operator, tenant, dovecot, imap_ca,
+                                                                  dest_bucket, rclone, rq_queue, settings):
+    """The portal's ledger records the commit: the staged volumes are moved into place, the
+    earlier volumes it does not reuse deleted, nothing else left."""
+    from requests_app.services import request_retry
+
+    settings.LEGACYFLO_ZIP_SPLIT_BYTES = 60_000
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="again"))
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    first = [a["key"] for a in req.result["archives"]]
+    assert len(first) >= 3
+    MigrationRequest.objects.filter(pk=req.pk).update(state="completed_with_errors")
+    settings.LEGACYFLO_ZIP_SPLIT_BYTES = 100_000  # fewer, larger volumes this time
+    request_retry(req=req, actor=operator)
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    keys = [a["key"] for a in req.result["archives"]]
+    assert 2 <= len(keys) < len(first) and req.checkpoint["archives"] == keys and "publication" not in req.checkpoint
+    s3 = rclone.client()
+    listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest_bucket.name)["Contents"])
+    assert listed == sorted([*keys, "mail/again.report.csv", "mail/again.summary.json"])
+    digests = sorted(d for key in keys for d in _digests(s3, dest_bucket.name, key))
+    assert digests == _all_digests(dovecot.mailbox)
+    assert no_pending_uploads(s3, dest_bucket.name)
+
+
+def test_cancelling_a_requeued_request_with_an_upload_removes_its_own_volumes(operator, tenant, dovecot, imap_ca,
+                                                                             dest_bucket, rclone, rq_queue):
+    """``request_cancel`` looked for ``checkpoint["upload_id"]``, but the upload is under
+    ``checkpoint["upload"]``: the re-queued request was cancelled at once, its run never came,
+    and its multipart upload and completed volumes stayed. Its earlier archive
+    (``archives``) and every other file stay."""
+    from requests_app.models import UploadedPart
+    from requests_app.services import request_cancel
+
+    s3 = rclone.client()
+    bucket = dest_bucket.name
+    for key in ("mail/x.part001.zip", "mail/x.part002.zip"):  # this run's completed volumes (staged)
+        s3.put_object(Bucket=bucket, Key=key.replace("mail/", "mail/.legacyflo-new."), Body=b"a completed volume")
+    others = ["mail/x.zip", "mail/x.report.csv", "mail/x.summary.json",  # its earlier archive
+              "mail/x.part004.zip", "mail/x2.zip", "mail/x.part001.zip"]  # named like it, not its own
+    for key in others:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"not this run's")
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mail/x.part003.zip")["UploadId"]
+    theirs = s3.create_multipart_upload(Bucket=bucket, Key="mail/x.part004.zip")["UploadId"]
+    req = _row(tenant, dovecot, dest_bucket, file_name="x", state="queued", attempts=1, checkpoint={
+        "archives": ["mail/x.zip"],
+        "upload": {"key": "mail/x.part003.zip", "upload_id": upload_id, "format": "zip", "volume": 3, "volumes": [
+            {"number": 1, "key": "mail/.legacyflo-new.x.part001.zip", "size": 18, "parts": 1},
+            {"number": 2, "key": "mail/.legacyflo-new.x.part002.zip", "size": 18, "parts": 1}]}})
+    UploadedPart.objects.create(request=req, archive_key="mail/x.part003.zip", part_number=1, etag='"e"', size=5)
+
+    request_cancel(req=req, actor=operator)
+    req.refresh_from_db()
+    assert req.state == "queued" and req.cancel_requested  # its run removes what it wrote
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "cancelled", req.error
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(others)
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == [theirs]
+    assert req.checkpoint.get("archives") == ["mail/x.zip"] and "upload" not in req.checkpoint
+    s3.abort_multipart_upload(Bucket=bucket, Key="mail/x.part004.zip", UploadId=theirs)
+
+
+def test_giving_up_on_a_retry_keeps_the_earlier_archive_and_a_pending_publication(tenant, dest_bucket, rclone):
+    """``fail_request`` removes only what the run completed under its own keys."""
+    from requests_app.models import UploadedPart
+    from requests_app.runner import fail_request
+
+    s3 = rclone.client()
+    bucket = dest_bucket.name
+    earlier = ["mail/y.part001.zip", "mail/y.part002.zip", "mail/y.report.csv", "mail/y.summary.json"]
+    for key in [*earlier, "mail/.legacyflo-new.y.part001.zip"]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a file")
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mail/.legacyflo-new.y.part002.zip")["UploadId"]
+    req = MigrationRequest.objects.create(
+        tenant=tenant, request_type="IMAP-S3-ZIP", bucket=dest_bucket, file_name="y", s3_prefix="mail",
+        state="running", checkpoint={"archives": ["mail/y.part001.zip", "mail/y.part002.zip"], "upload": {
+            "key": "mail/.legacyflo-new.y.part002.zip", "upload_id": upload_id, "format": "zip", "volume": 2,
+            "volumes": [{"number": 1, "key": "mail/.legacyflo-new.y.part001.zip", "size": 6, "parts": 1}]}})
+    UploadedPart.objects.create(request=req, archive_key="mail/.legacyflo-new.y.part002.zip", part_number=1,
+                                etag='"e"', size=5)
+    fail_request(req, "The transfer was interrupted 8 times; giving up.")
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(earlier)
+    assert no_pending_uploads(s3, bucket)
+    req.refresh_from_db()
+    assert req.state == "failed" and req.checkpoint["archives"] == ["mail/y.part001.zip", "mail/y.part002.zip"]
+
+    # a PST commit whose publication is pending: the staged files are the archive, kept
+    staged = ["mail/.legacyflo-new.z.part001.pst", "mail/.legacyflo-new.z.part002.pst"]
+    for key in staged:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a new part")
+    pst = MigrationRequest.objects.create(
+        tenant=tenant, request_type="IMAP-S3-PST", bucket=dest_bucket, file_name="z", s3_prefix="mail",
+        state="running", checkpoint={
+            "archives": ["mail/z.part001.pst", "mail/z.part002.pst"],
+            "publication": {"moves": [[staged[0], "mail/z.part001.pst", 10], [staged[1], "mail/z.part002.pst", 10]],
+                            "stale": []},
+            "upload": {"key": staged[1], "upload_id": "done", "format": "pst", "volume": 2, "archive_complete": True,
+                       "volumes": [{"number": 1, "key": staged[0], "size": 10, "parts": 0}]}})
+    fail_request(pst, "giving up")
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted([*earlier, *staged])
+
+
+def test_cancelling_a_requeued_pst_request_removes_the_files_its_killed_run_completed(operator, tenant, dovecot,
+                                                                                   imap_ca, dest_bucket, rclone,
+                                                                                   rq_queue):
+    """The PST engine records each file it completes (``begin_volume``); cancelled before it
+    runs again, it deletes them and aborts the upload of the next one."""
+    from requests_app.services import request_cancel
+
+    s3 = rclone.client()
+    bucket = dest_bucket.name
+    s3.put_object(Bucket=bucket, Key="mail/p.part001.pst", Body=b"a completed file of the killed run")
+    others = ["mail/p2.pst", "mail/p.part003.pst"]
+    for key in others:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"not this run's")
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mail/p.part002.pst")["UploadId"]
+    req = _row(tenant, dovecot, dest_bucket, file_name="p", request_type="IMAP-S3-PST", state="queued", attempts=1,
+               checkpoint={"upload": {"key": "mail/p.part002.pst", "upload_id": upload_id, "format": "pst",
+                                      "volume": 2, "volumes": [{"number": 1, "key": "mail/p.part001.pst",
+                                                                "size": 34, "parts": 0}]}})
+    request_cancel(req=req, actor=operator)
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "cancelled", req.error
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(others)
+    assert no_pending_uploads(s3, bucket)
 
 
 @pytest.fixture
