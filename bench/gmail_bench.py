@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors import oauth  # noqa: E402
-from connectors.base import Message  # noqa: E402
-from connectors.gmail_api import GmailApiSource  # noqa: E402
-from connectors.ratelimit import RedisQuota, gmail_quota_key  # noqa: E402
+from connectors.model import Message  # noqa: E402
+from connectors.sources.gmail_api import GmailApiSource  # noqa: E402
+from connectors.sources.ratelimit import RedisQuota, gmail_quota_key  # noqa: E402
 from tests.fakes.google import GMAIL_USER_QUOTA, GoogleFake  # noqa: E402
 from tests.fakes.redis_server import redis_url_for_tests  # noqa: E402
 

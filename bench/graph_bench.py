@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors import oauth  # noqa: E402
-from connectors.base import Message  # noqa: E402
-from connectors.graph import GraphSource  # noqa: E402
+from connectors.model import Message  # noqa: E402
+from connectors.sources.graph import GraphSource  # noqa: E402
 from tests.fakes.microsoft import MicrosoftFake  # noqa: E402
 
 MAILBOX = "adele@legacyflo.onmicrosoft.com"

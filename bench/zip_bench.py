@@ -58,10 +58,10 @@ def child(config_path: str) -> int:
     """The measured engine process: one export, prints its result as JSON."""
     import logging
 
-    from connectors.export import ExportSpec, SqliteLedger, Tuning, run_export
-    from connectors.imap import ImapSource
-    from connectors.s3client import make_client
-    from connectors.s3target import S3Target
+    from connectors.pipeline.zip_backup import ExportSpec, SqliteLedger, Tuning, run_export
+    from connectors.sources.imap.client import ImapSource
+    from connectors.storage.s3.client import make_client
+    from connectors.storage.s3.target import S3Target
 
     logging.basicConfig(level=logging.WARNING)
     cfg = json.loads(Path(config_path).read_text())
@@ -150,7 +150,7 @@ def check_pst(path: Path, count: int) -> str:
     """Open the PST with libpff and count its messages (and run our structural checker)."""
     import pypff
 
-    from connectors.pst import check_pst as structural_problems
+    from connectors.archives.pst import check_pst as structural_problems
 
     pst = pypff.file()
     pst.open(str(path))
@@ -168,7 +168,7 @@ def check_pst(path: Path, count: int) -> str:
 
 
 def main() -> int:
-    from connectors.growingupload import IN_ORDER_SAFE_AHEAD  # the rclone-safe default
+    from connectors.storage.s3.growing import IN_ORDER_SAFE_AHEAD  # the rclone-safe default
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -27,7 +27,7 @@ import requests
 from google.auth.exceptions import RefreshError, TransportError
 from google.auth.transport.requests import Request as GoogleAuthRequest
 
-from connectors.base import AuthenticationFailed, TransientError
+from connectors.model import AuthenticationFailed, TransientError
 
 # --- scopes ------------------------------------------------------------------------------------
 GMAIL_READONLY_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"

@@ -18,7 +18,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
 from connectors import oauth
-from connectors.base import TransientError
+from connectors.model import TransientError
 from providers import credentials
 from providers.consent import PendingConsent
 from providers.models import MailboxAuthorization, Provider, ProviderConnection, TokenState

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.access import TenantAccess, get_owned_or_404, membership_for, tenant_view
 from accounts.models import Role
 from connectors import oauth
-from connectors.base import TransientError
+from connectors.model import TransientError
 from providers import consent, credentials, selectors, services
 from providers.forms import (
     ConnectionTestForm,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from django.views.decorators.debug import sensitive_variables
 
-from connectors.base import Folder, SourceError
+from connectors.model import Folder, SourceError
 from requests_app.types import RequestType
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.forms import SecretField
 from accounts.models import Tenant
 from buckets.models import Bucket, Purpose, Status
-from connectors.archivekeys import file_name_problem
+from connectors.pipeline.archivekeys import file_name_problem
 from requests_app.models import Security
 from requests_app.types import RequestType
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from connectors.base import AuthenticationFailed, Folder, Source, SourceError
+from connectors.model import AuthenticationFailed, Folder, Source, SourceError
 
 if TYPE_CHECKING:
     from requests_app.types import RequestType
@@ -119,7 +119,7 @@ class SourceKind:
 @sensitive_variables()
 def imap_source(rtype: RequestType, *, server: str, port: int | None, security: str, user: str,
                 password: str, oauth2_token=None) -> Source:
-    from connectors.imap import ImapSource
+    from connectors.sources.imap.client import ImapSource
 
     return ImapSource(
         host=server or rtype.server, port=port or rtype.port, security=security or rtype.security,
@@ -206,8 +206,8 @@ class GmailApi(ConnectionKind):
     @sensitive_variables()
     def source(self, rtype, params, connection, consent) -> Source:
         from connectors import oauth
-        from connectors.gmail_api import GmailApiSource
-        from connectors.ratelimit import RedisQuota, gmail_quota_key
+        from connectors.sources.gmail_api import GmailApiSource
+        from connectors.sources.ratelimit import RedisQuota, gmail_quota_key
         from providers import credentials
 
         if params.options.get("credential", "") == "user":
@@ -233,8 +233,8 @@ class Graph(ConnectionKind):
     @sensitive_variables()
     def source(self, rtype, params, connection, consent) -> Source:
         from connectors import oauth
-        from connectors.graph import GraphSource
-        from connectors.ratelimit import RedisQuota, graph_quota_key
+        from connectors.sources.graph import GraphSource
+        from connectors.sources.ratelimit import RedisQuota, graph_quota_key
         from providers import credentials
 
         if params.options.get("credential", "") == "delegated":

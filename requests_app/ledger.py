@@ -10,7 +10,7 @@ The checkpoint's ``upload`` holds the current upload (key, id, volume) and, for 
 archive, the completed ``volumes`` (number, key, size, parts); ``UploadedPart`` rows are the
 current volume's parts only. ``archives`` (the final keys of the archive the request's last
 committed run left in the bucket) and ``publication`` (what remains of that commit) outlive
-every export: a retry, a reset, a failed run keep them (``connectors.archivekeys``).
+every export: a retry, a reset, a failed run keep them (``connectors.pipeline.archivekeys``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from connectors.ledger import (
+from connectors.pipeline.ledger import (
     MANIFEST,
     EntryRecord,
     PartRecord,

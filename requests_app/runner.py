@@ -163,8 +163,8 @@ def fail_request(row: MigrationRequest, error: str) -> None:
 
 
 def archive_names(req: MigrationRequest, previous=()):
-    """The keys of ``req``'s archive, as its export engine names them (``connectors.archivekeys``)."""
-    from connectors.archivekeys import ArchiveNames
+    """The keys of ``req``'s archive, as its export engine names them (``connectors.pipeline.archivekeys``)."""
+    from connectors.pipeline.archivekeys import ArchiveNames
 
     rtype = get_type(req.request_type)
     extension = rtype.format if rtype is not None else ("pst" if req.request_type.endswith("-PST") else "zip")
@@ -178,8 +178,8 @@ def _remove_leftovers(row: MigrationRequest) -> None:
     complete archive, and the request's previous archive, are kept). A commit whose publication
     is pending is left for the next run to finish."""
     from buckets.services import bucket_target
-    from connectors.archivekeys import leftover_keys
-    from connectors.s3client import make_client
+    from connectors.pipeline.archivekeys import leftover_keys
+    from connectors.storage.s3.client import make_client
     from requests_app.ledger import DatabaseLedger
 
     ledger = DatabaseLedger(row.pk, "")
@@ -210,8 +210,8 @@ def _remove_leftovers(row: MigrationRequest) -> None:
 
 def tuning(endpoint_url: str = ""):
     """The export's tuning from the settings, for a bucket at ``endpoint_url`` ("" = AWS S3)."""
-    from connectors.export import Tuning
-    from connectors.growingupload import default_max_ahead
+    from connectors.pipeline.zip_backup import Tuning
+    from connectors.storage.s3.growing import default_max_ahead
 
     settings.LEGACYFLO_WORK_DIR.mkdir(parents=True, exist_ok=True)
     max_ahead = settings.LEGACYFLO_S3_MAX_AHEAD_BYTES
@@ -236,9 +236,9 @@ def run_request(pk: int) -> str:
 
 def _run(pk: int, token: str) -> str:
     from buckets.services import bucket_target
-    from connectors.base import ConnectionFailed
-    from connectors.export import ExportSpec, run_export
-    from connectors.s3client import make_client
+    from connectors.model import ConnectionFailed
+    from connectors.pipeline.zip_backup import ExportSpec, run_export
+    from connectors.storage.s3.client import make_client
     from requests_app.kinds import source_for_request
     from requests_app.ledger import DatabaseLedger, Superseded
 

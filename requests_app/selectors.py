@@ -7,7 +7,7 @@ from django.db.models import Q
 from requests_app.models import ACTIVE_STATES, MigrationRequest, State
 
 # A request in one of these states holds its PREFIX/FILE; in any other, only while it has an
-# archive in the bucket (``checkpoint["archives"]``, see ``connectors.archivekeys``).
+# archive in the bucket (``checkpoint["archives"]``, see ``connectors.pipeline.archivekeys``).
 HOLDING_STATES = (*ACTIVE_STATES, State.COMPLETED, State.COMPLETED_WITH_ERRORS)
 
 

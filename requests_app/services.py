@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
-from connectors.archivekeys import file_name_problem
+from connectors.pipeline.archivekeys import file_name_problem
 from requests_app.models import ACTIVE_STATES, MigrationRequest, State
 from requests_app.selectors import destination_holders, destination_holders_many
 from requests_app.types import RequestType

@@ -4,7 +4,7 @@ Real parts only: Dovecot from tests/servers/dovecot.py, S3 from ``rclone serve s
 session, a fresh bucket per test), the mailbox from tests/mailgen.py.
 
 ``truth_of(dovecot, user)`` reads every message back through a plain imapclient FETCH — a
-code path independent of connectors.imap — and ``verify_export`` checks an exported archive
+code path independent of connectors.sources.imap.client — and ``verify_export`` checks an exported archive
 against it: each source message in exactly one entry of one archive file (volume), byte for
 byte; every ZIP valid for zipfile and ``unzip -t``; report rows and summary totals reconciled.
 """
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors.export import Tuning
-from connectors.ledger import MemoryLedger
-from connectors.s3client import make_client
-from connectors.s3sink import RetryPolicy
-from connectors.s3target import S3Target
+from connectors.pipeline.ledger import MemoryLedger
+from connectors.pipeline.zip_backup import Tuning
+from connectors.storage.s3.client import make_client
+from connectors.storage.s3.sink import RetryPolicy
+from connectors.storage.s3.target import S3Target
 from legacyflo.localservices import start_rclone_s3
 from tests.servers.dovecot import DovecotServer
 
@@ -105,7 +105,7 @@ def dovecot():
 
 
 def imap_source(dc: DovecotServer, **kwargs):
-    from connectors.imap import ImapSource
+    from connectors.sources.imap.client import ImapSource
 
     kwargs.setdefault("security", "none")
     kwargs.setdefault("backoff", 0.01)
@@ -129,7 +129,7 @@ class Truth:
 def truth_of(dc: DovecotServer, user: str = USER, password: str = PASSWORD) -> Truth:
     from imapclient import IMAPClient
 
-    from connectors.imap import folder_path
+    from connectors.sources.imap.client import folder_path
 
     messages: dict[tuple[str, str], bytes] = {}
     folders = []

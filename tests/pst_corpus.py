@@ -20,7 +20,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from connectors.base import Message
+from connectors.model import Message
 
 BASE_DATE = datetime(2023, 5, 17, 8, 30, 0, tzinfo=UTC)
 

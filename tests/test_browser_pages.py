@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from accounts.models import User
-from connectors.ledger import FAILED, MESSAGE, EntryRecord, PartRecord
+from connectors.pipeline.ledger import FAILED, MESSAGE, EntryRecord, PartRecord
 from requests_app.ledger import DatabaseLedger
 from requests_app.runner import claim
 from tests.browser import login

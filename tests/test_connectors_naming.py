@@ -25,9 +25,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.base import Folder
-from connectors.export import ExportSpec, MemoryLedger, run_export, unique_paths
 from connectors.folderfilter import FolderFilter, split_folder_list
+from connectors.model import Folder
 from connectors.naming import (
     ArchiveFolders,
     collision_key,
@@ -36,6 +35,7 @@ from connectors.naming import (
     safe_level,
     safe_subject,
 )
+from connectors.pipeline.zip_backup import ExportSpec, MemoryLedger, run_export, unique_paths
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import PASSWORD, USER, fast_tuning, imap_source, read_report
 
@@ -348,8 +348,8 @@ def test_a_resumed_export_keeps_its_folder_names_when_a_colliding_folder_appears
 
     from imapclient import IMAPClient
 
-    from connectors.s3client import make_client
-    from connectors.s3target import S3Target
+    from connectors.storage.s3.client import make_client
+    from connectors.storage.s3.target import S3Target
 
     contents: Counter = Counter()
     rng = random.Random(11)

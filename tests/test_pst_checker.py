@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.pst import PstWriter, check_pst
-from connectors.pst import props as P
-from connectors.pst.encoding import permute_decode, permute_encode, pst_crc
-from connectors.pst.header import pack_header
-from connectors.pst.layout import FIRST_AMAP_OFFSET, PAGE_DATA_SIZE
-from connectors.pst.reader import PstReader
+from connectors.archives.pst import PstWriter, check_pst
+from connectors.archives.pst import props as P
+from connectors.archives.pst.encoding import permute_decode, permute_encode, pst_crc
+from connectors.archives.pst.header import pack_header
+from connectors.archives.pst.layout import FIRST_AMAP_OFFSET, PAGE_DATA_SIZE
+from connectors.archives.pst.reader import PstReader
 from tests.pst_corpus import bulk_messages, feature_corpus
 
 OUTLOOK_EMPTY = Path("/work/shared/fixtures/outlook-empty.pst")
@@ -78,11 +78,11 @@ def test_writer_output_passes(good_pst):
 
 
 def test_cli_reports_ok_and_problems(good_pst, victim):
-    ok = subprocess.run([sys.executable, "-m", "connectors.pst.checker", str(good_pst)],
+    ok = subprocess.run([sys.executable, "-m", "connectors.archives.pst.checker", str(good_pst)],
                         capture_output=True, text=True)  # fmt: skip
     assert ok.returncode == 0 and ok.stdout.strip().endswith("OK")
     _patch(victim, 4, b"\x00\x00\x00\x00")
-    bad = subprocess.run([sys.executable, "-m", "connectors.pst.checker", str(victim)],
+    bad = subprocess.run([sys.executable, "-m", "connectors.archives.pst.checker", str(victim)],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 1 and "dwCRCPartial" in bad.stdout
     assert "RuntimeWarning" not in bad.stderr
@@ -94,7 +94,7 @@ def test_cli_reports_ok_and_problems(good_pst, victim):
 def test_flipped_block_crc_is_caught(victim):
     with PstReader(victim) as reader:
         entry = next(e for e in reader.blocks.values() if e.cb > 100)
-    from connectors.pst.layout import block_size
+    from connectors.archives.pst.layout import block_size
 
     trailer_crc = entry.ib + block_size(entry.cb) - 12
     original = _read(victim, trailer_crc, 1)
@@ -163,7 +163,7 @@ def _rewrite_header(path: Path, **changes: object) -> None:
 
     with PstReader(path) as reader:
         h = reader.header
-    from connectors.pst.header import HeaderFields
+    from connectors.archives.pst.header import HeaderFields
 
     fields = HeaderFields(
         bid_next_page=h.bid_next_page, bid_next_block=h.bid_next_block, unique=h.unique,
@@ -242,7 +242,7 @@ def _patch_inline_property(path: Path, nid: int, prop_tag: int, value: int) -> N
     plain[at + 4 : at + 8] = struct.pack("<I", value)
     stored = permute_encode(plain) if encoded else bytes(plain)
     _patch(path, entry.ib, stored)
-    from connectors.pst.layout import block_size
+    from connectors.archives.pst.layout import block_size
 
     _patch(path, entry.ib + block_size(entry.cb) - 12, struct.pack("<I", pst_crc(stored)))
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Message
-from connectors.pst import SplittingPstWriter, check_pst
+from connectors.archives.pst import SplittingPstWriter, check_pst
+from connectors.model import Message
 from tests.pst_corpus import (
     bulk_messages,
     read_pst_with_pypff,

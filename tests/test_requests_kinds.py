@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.base import AuthenticationFailed
+from connectors.model import AuthenticationFailed
 from requests_app.kinds import KINDS, UnavailableSource, kind_for, source_for_request
 from requests_app.models import MigrationRequest
 from requests_app.types import REQUEST_TYPES

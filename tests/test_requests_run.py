@@ -229,7 +229,7 @@ def test_imap_pst_request_opens_in_libpff_with_every_message(operator, tenant, d
 
 
 def test_the_part_1_lead_follows_the_bucket_unless_the_operator_sets_it(settings, tmp_path):
-    from connectors.growingupload import IN_ORDER_SAFE_AHEAD, UNLIMITED_AHEAD
+    from connectors.storage.s3.growing import IN_ORDER_SAFE_AHEAD, UNLIMITED_AHEAD
     from requests_app.runner import tuning
 
     settings.LEGACYFLO_WORK_DIR = tmp_path
@@ -544,7 +544,7 @@ def unreadable_dovecot(settings, monkeypatch):
     from tests.portal_fixtures import MAILBOX_USER
     from tests.servers.dovecot import DovecotServer
 
-    monkeypatch.setattr("connectors.imap.ImapSource._sleep_backoff", lambda self, attempt: None)
+    monkeypatch.setattr("connectors.sources.imap.client.ImapSource._sleep_backoff", lambda self, attempt: None)
     with DovecotServer(users={MAILBOX_USER: MAILBOX_PASSWORD}, ssl=True) as server:
         mailbox = generate_mailbox("test", seed=3)
         write_maildir(server, MAILBOX_USER, mailbox)
