@@ -1,17 +1,14 @@
-"""The contracts between sources, archive writers and the export engine.
+"""What every part of the engine speaks: folders, messages, and the errors a source raises.
 
-Plain Python, no Django. A Source lists folders and serves messages as the exact bytes the
-provider returned; an ArchiveWriter turns (folder, message) into ZIP or PST. The engine
-(`connectors.pipeline.zip_backup`) drives them and reports every message to a Ledger, which the portal
-backs with its database so that a killed job resumes with every message exactly once.
+Plain Python, no Django. A message is the exact bytes the provider served; sources
+(``connectors.sources``) produce them, archive formats (``connectors.archives``) hold them, the
+pipelines (``connectors.pipeline``) carry them from one to the other.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 
 
 class SourceError(Exception):
@@ -84,34 +81,3 @@ class MessageFailure:
     error: str
     extra: dict = field(default_factory=dict)
     status: str = "failed"
-
-
-class Source(ABC):
-    """A mailbox to read from. Implementations retry transient faults themselves."""
-
-    @abstractmethod
-    def list_folders(self) -> list[Folder]:
-        """Every folder, selectable or not, parents before children."""
-
-    @abstractmethod
-    def list_message_ids(
-        self, folder: Folder, *, since: date | None = None, before: date | None = None
-    ) -> list[str]:
-        """The ids of the folder's messages in the date window, in the order they will be fetched.
-
-        This is the "source count at start" of the report: every id listed here ends up either
-        in the archive or in the report as failed or skipped.
-        """
-
-    @abstractmethod
-    def fetch_messages(self, folder: Folder, ids: Iterable[str]) -> Iterator[Message | MessageFailure]:
-        """Yield one Message or MessageFailure per id, in the given order."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

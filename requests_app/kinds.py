@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from connectors.model import AuthenticationFailed, Folder, Source, SourceError
+from connectors.model import AuthenticationFailed, Folder, SourceError
+from connectors.sources import Source
 
 if TYPE_CHECKING:
     from requests_app.types import RequestType

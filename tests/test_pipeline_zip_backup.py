@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from connectors.model import Folder, Message, MessageFailure, Source
+from connectors.model import Folder, Message, MessageFailure
 from connectors.pipeline.zip_backup import (
     CANCELLED,
     COMPLETED,
@@ -19,6 +19,7 @@ from connectors.pipeline.zip_backup import (
     Tuning,
     run_export,
 )
+from connectors.sources import Source
 from connectors.storage.s3.sink import RetryPolicy
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import (

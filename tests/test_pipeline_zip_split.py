@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from connectors.model import ConnectionFailed, Folder, Message, Source
+from connectors.model import ConnectionFailed, Folder, Message
 from connectors.pipeline.zip_backup import (
     CANCELLED,
     COMPLETED,
@@ -21,6 +21,7 @@ from connectors.pipeline.zip_backup import (
     ZipExport,
     run_export,
 )
+from connectors.sources import Source
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import (
     USER,

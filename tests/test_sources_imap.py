@@ -14,12 +14,12 @@ from connectors.model import AuthenticationFailed, ConnectionFailed, Folder, Mes
 from connectors.netpolicy import PrivateAddressRefused
 from connectors.pipeline.zip_backup import COMPLETED, ExportSpec, MemoryLedger, run_export
 from connectors.sources.imap.client import (
-    PRESETS,
     ImapSource,
     _FolderWithFlags,
     folder_path,
     sequence_set,
 )
+from connectors.sources.imap.presets import PRESETS
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import PASSWORD, USER, fast_tuning, imap_source, truth_of, verify_export
 from tests.mailgen import generate_mailbox, write_maildir

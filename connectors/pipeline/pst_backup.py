@@ -41,7 +41,7 @@ from connectors import mimeinfo
 from connectors.archives.pst.mime import ParsedMessage
 from connectors.archives.pst.parseworker import ParseWorker
 from connectors.folderfilter import FolderFilter
-from connectors.model import FolderUnavailable, Message, MessageFailure, Source, SourceError
+from connectors.model import FolderUnavailable, Message, MessageFailure, SourceError
 from connectors.naming import ArchiveFolders, clean_file_name
 from connectors.pipeline.archivekeys import (
     ArchiveNames,
@@ -83,6 +83,7 @@ from connectors.pipeline.zip_backup import (
     _user_message,
     unique_paths,
 )
+from connectors.sources import Source
 from connectors.storage.s3.growing import GrowingFileUpload, SentPartChanged
 from connectors.storage.s3.sink import (
     MultipartSink,

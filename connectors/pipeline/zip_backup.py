@@ -89,7 +89,6 @@ from connectors.model import (
     FolderUnavailable,
     Message,
     MessageFailure,
-    Source,
     SourceError,
 )
 from connectors.naming import (
@@ -131,6 +130,7 @@ from connectors.pipeline.report import (
     labels_manifest,
     write_report,
 )
+from connectors.sources import Source
 from connectors.storage.s3.growing import IN_ORDER_SAFE_AHEAD
 from connectors.storage.s3.move import move_object
 from connectors.storage.s3.sink import (

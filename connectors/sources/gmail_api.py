@@ -42,11 +42,11 @@ from connectors.model import (
     Folder,
     Message,
     MessageFailure,
-    Source,
     SourceError,
     TransientError,
 )
 from connectors.oauth import google_refresh_failure
+from connectors.sources import Source
 from connectors.sources.ratelimit import NoQuota, Quota
 
 log = logging.getLogger(__name__)

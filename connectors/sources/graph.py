@@ -40,11 +40,11 @@ from connectors.model import (
     FolderUnavailable,
     Message,
     MessageFailure,
-    Source,
     SourceError,
     TransientError,
 )
 from connectors.oauth import MICROSOFT_GRAPH_URL, http_session
+from connectors.sources import Source
 from connectors.sources.ratelimit import NoQuota, Quota
 
 log = logging.getLogger(__name__)

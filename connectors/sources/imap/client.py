@@ -45,40 +45,15 @@ from connectors.model import (
     FolderUnavailable,
     Message,
     MessageFailure,
-    Source,
     TransientError,
 )
+from connectors.sources import Source
 from connectors.sources.imap.connect import CheckedIMAPClient
 from connectors.sources.imap.fetch import parse_fetch
+from connectors.sources.imap.presets import PRESETS, SECURITY_CHOICES
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ProviderPreset:
-    """Connection defaults and quirks of one IMAP flavour (imported by the request form).
-
-    Folder names are never preset: every flavour splits them with the delimiter the server's
-    LIST reports and removes the personal namespace prefix its NAMESPACE reports (Mithi's
-    ``INBOX.`` and ``.`` included), so the archive shows the server's own folder tree.
-    """
-
-    label: str
-    host: str
-    port: int
-    security: str  # "ssl" | "starttls" | "none"
-    window: int = 5000  # max messages per UID SEARCH / size FETCH / body FETCH
-    all_mail_only: bool = False  # Gmail: back up \All once (+ Trash, Spam), labels in a manifest
-
-
-PRESETS: dict[str, ProviderPreset] = {
-    "imap": ProviderPreset("Any IMAP server", "", 993, "ssl"),
-    "gmail": ProviderPreset("Gmail", "imap.gmail.com", 993, "ssl", all_mail_only=True),
-    "o365": ProviderPreset("Microsoft 365 / Exchange Online", "outlook.office365.com", 993, "ssl"),
-    "yahoo": ProviderPreset("Yahoo Mail", "imap.mail.yahoo.com", 993, "ssl", window=1000),
-    "mithi": ProviderPreset("Mithi SkyConnect / Vaultastic", "", 993, "ssl"),
-}
-SECURITY_CHOICES = ("ssl", "starttls", "none")
 
 _TRANSIENT = (imaplib.IMAP4.abort, OSError, TransientError)  # OSError covers socket/ssl/timeouts
 
