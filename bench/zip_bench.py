@@ -58,7 +58,9 @@ def child(config_path: str) -> int:
     """The measured engine process: one export, prints its result as JSON."""
     import logging
 
-    from connectors.pipeline.zip_backup import ExportSpec, SqliteLedger, Tuning, run_export
+    from connectors.pipeline.ledger import SqliteLedger
+    from connectors.pipeline.run import run_backup
+    from connectors.pipeline.spec import ExportSpec, Tuning
     from connectors.sources.imap.client import ImapSource
     from connectors.storage.s3.client import make_client
     from connectors.storage.s3.target import S3Target
@@ -79,7 +81,7 @@ def child(config_path: str) -> int:
                     max_ahead_bytes=cfg["max_ahead_mb"] * 1024 * 1024)
     ledger = SqliteLedger(Path(cfg["tmp"]) / "ledger.sqlite")
     with source:
-        result = run_export(source, client, ExportSpec(bucket="bench", prefix="bench", file_name=cfg["file"],
+        result = run_backup(source, client, ExportSpec(bucket="bench", prefix="bench", file_name=cfg["file"],
                                                        format=cfg.get("format", "zip")), ledger, tuning)
     import resource
 

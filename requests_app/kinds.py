@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
@@ -24,8 +24,15 @@ from django.views.decorators.debug import sensitive_variables
 from connectors.model import AuthenticationFailed, Folder, SourceError
 from connectors.sources import Source
 
-if TYPE_CHECKING:
-    from requests_app.types import RequestType
+
+class RequestType(Protocol):
+    """What a kind reads of a request type (``types.RequestType``, which is built from the kinds)."""
+
+    kinds: tuple[str, ...]
+    server: str
+    port: int
+    security: str
+    flavour: str  # the IMAP flavour (connectors.sources.imap.presets)
 
 IMAP_COLUMNS = ("source_server", "source_port", "source_security", "source_user", "source_password")
 CONNECTION_COLUMNS = ("source_user", "connection")

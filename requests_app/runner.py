@@ -210,7 +210,7 @@ def _remove_leftovers(row: MigrationRequest) -> None:
 
 def tuning(endpoint_url: str = ""):
     """The export's tuning from the settings, for a bucket at ``endpoint_url`` ("" = AWS S3)."""
-    from connectors.pipeline.zip_backup import Tuning
+    from connectors.pipeline.spec import Tuning
     from connectors.storage.s3.growing import default_max_ahead
 
     settings.LEGACYFLO_WORK_DIR.mkdir(parents=True, exist_ok=True)
@@ -237,7 +237,8 @@ def run_request(pk: int) -> str:
 def _run(pk: int, token: str) -> str:
     from buckets.services import bucket_target
     from connectors.model import ConnectionFailed
-    from connectors.pipeline.zip_backup import ExportSpec, run_export
+    from connectors.pipeline.run import run_backup
+    from connectors.pipeline.spec import ExportSpec
     from connectors.storage.s3.client import make_client
     from requests_app.kinds import source_for_request
     from requests_app.ledger import DatabaseLedger, Superseded
@@ -263,7 +264,7 @@ def _run(pk: int, token: str) -> str:
         return State.FAILED
     try:
         with source_for_request(req, rtype) as source:
-            result = run_export(source, client, spec, ledger, tuning(req.bucket.endpoint_url))
+            result = run_backup(source, client, spec, ledger, tuning(req.bucket.endpoint_url))
     except Superseded:
         log.warning("request %s: another run took over; this one stops", pk)
         return "superseded"

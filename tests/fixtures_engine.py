@@ -25,8 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from connectors.model import Folder, Message, MessageFailure
 from connectors.pipeline.ledger import MemoryLedger
-from connectors.pipeline.zip_backup import Tuning
+from connectors.pipeline.spec import Tuning
+from connectors.sources import Source
 from connectors.storage.s3.client import make_client
 from connectors.storage.s3.sink import RetryPolicy
 from connectors.storage.s3.target import S3Target
@@ -52,6 +54,42 @@ class RecordingLedger(MemoryLedger):
     def report_progress(self, progress) -> None:
         super().report_progress(progress)
         self.reports.append(progress)
+
+
+class ScriptedSource(Source):
+    """Serves fixed messages; ``script`` maps source ids to failures or omissions."""
+
+    def __init__(self, folders: dict[str, list[tuple[str, bytes, tuple[str, ...]]]],
+                 script: dict[str, str] | None = None) -> None:
+        self.folders, self.script = folders, script or {}
+
+    def list_folders(self):
+        return [Folder(path, path) for path in self.folders]
+
+    def list_message_ids(self, folder, *, since=None, before=None):
+        return [sid for sid, _raw, _labels in self.folders[folder.path]]
+
+    def fetch_messages(self, folder, ids):
+        wanted = set(ids)
+        for sid, raw, labels in self.folders[folder.path]:
+            if sid not in wanted:
+                continue
+            action = self.script.get(sid)
+            if action == "fail":
+                yield MessageFailure(folder.path, sid, "server said NO")
+            elif action == "skip":
+                yield MessageFailure(folder.path, sid, "deleted meanwhile", status="skipped")
+            elif action == "omit":
+                continue
+            elif action == "twice":
+                yield Message(folder.path, sid, raw, labels=labels)
+                yield Message(folder.path, sid, raw, labels=labels)
+            else:
+                yield Message(folder.path, sid, raw, labels=labels)
+
+
+def numbered_message(n: int) -> bytes:
+    return f"Subject: message {n}\r\nMessage-ID: <{n}@x>\r\n\r\nbody {n}\r\n".encode()
 
 
 def fast_tuning(**overrides) -> Tuning:

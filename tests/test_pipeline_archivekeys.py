@@ -22,13 +22,13 @@ from connectors.pipeline.archivekeys import (
     staging_key,
 )
 from connectors.pipeline.ledger import MemoryLedger, Move, Publication
-from connectors.pipeline.zip_backup import (
+from connectors.pipeline.run import run_backup
+from connectors.pipeline.spec import (
     CANCELLED,
     COMPLETED,
     COMPLETED_WITH_ERRORS,
     FAILED_STATE,
     ExportSpec,
-    run_export,
 )
 from connectors.storage.s3.sink import RetryPolicy
 from tests.fixtures_engine import *  # noqa: F403
@@ -121,7 +121,7 @@ def noise_folders(count: int = 30, size: int = 120_000) -> dict:
 
 def export_dovecot(dovecot, s3, spec: ExportSpec, ledger=None):
     with imap_source(dovecot) as source:
-        result = run_export(source, s3.client(), spec, ledger if ledger is not None else MemoryLedger(),
+        result = run_backup(source, s3.client(), spec, ledger if ledger is not None else MemoryLedger(),
                             fast_tuning())
     assert result.state == COMPLETED, result.error
     return result
@@ -169,10 +169,10 @@ def test_a_retry_with_fewer_volumes_deletes_only_the_ones_beyond(s3):
     put_objects(s3.client(), s3.bucket, NEIGHBOURS)
     source = ListSource(noise_folders())
     ledger = RequestLedger()
-    first = run_export(source, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
+    first = run_backup(source, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
     assert first.state == COMPLETED and len(first.archives) == 4
 
-    again = run_export(source, s3.client(), zip_spec(s3, 2 * MB), ledger.retry(), fast_tuning())
+    again = run_backup(source, s3.client(), zip_spec(s3, 2 * MB), ledger.retry(), fast_tuning())
     keys = [a.key for a in again.archives]
     assert again.state == COMPLETED and keys == ["split/alice.part001.zip", "split/alice.part002.zip"]
     verify_export(s3, "split/alice", source.truth(), split_bytes=2 * MB)
@@ -184,12 +184,12 @@ def test_an_undeletable_earlier_volume_is_reported_and_a_rerun_deletes_it(s3):
     file remains; run again (as after a kill before the report), it deletes the file."""
     source = ListSource(noise_folders())
     ledger = RequestLedger()
-    first = run_export(source, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
+    first = run_backup(source, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
     assert len(first.archives) == 4
 
     ledger.retry()
     with S3FaultProxy(s3.url, fail_deletes_ending="/split/alice.part003.zip", fail_deletes=1000) as proxy:
-        again = run_export(source, s3.client(proxy.url), zip_spec(s3, 64 * MB), ledger, fast_tuning())
+        again = run_backup(source, s3.client(proxy.url), zip_spec(s3, 64 * MB), ledger, fast_tuning())
     assert again.state == COMPLETED
     assert [a.key for a in again.archives] == ["split/alice.zip"]
     assert proxy.injected >= 4  # retried as every S3 call is
@@ -199,7 +199,7 @@ def test_an_undeletable_earlier_volume_is_reported_and_a_rerun_deletes_it(s3):
     assert bucket_keys(s3) == sorted(["split/alice.zip", "split/alice.part003.zip", *REPORTS])
     assert ledger.publication() == Publication(stale=["split/alice.part003.zip"])
 
-    rerun = run_export(source, s3.client(), zip_spec(s3, 64 * MB), ledger, fast_tuning())
+    rerun = run_backup(source, s3.client(), zip_spec(s3, 64 * MB), ledger, fast_tuning())
     assert rerun.state == COMPLETED and rerun.resumed and rerun.error == ""
     assert bucket_keys(s3) == sorted(["split/alice.zip", *REPORTS])
     assert read_summary(s3, "split/alice.summary.json")["error"] == ""
@@ -214,7 +214,7 @@ def test_another_requests_archive_named_like_a_volume_survives_this_ones_run(s3)
     put_objects(s3.client(), s3.bucket, others)
     before = snapshot(s3)
     source = ListSource(noise_folders(10, 20_000))
-    result = run_export(source, s3.client(), zip_spec(s3, None), MemoryLedger(), fast_tuning())
+    result = run_backup(source, s3.client(), zip_spec(s3, None), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     assert [a.key for a in result.archives] == ["split/alice.zip"]
     after = snapshot(s3)
@@ -237,7 +237,7 @@ def test_a_pst_run_leaves_another_requests_upload_in_progress_alone(s3, dovecot)
 
 def _completed_with_errors_split_archive(s3, ledger, count: int = 30) -> dict[str, str]:
     source = UnreadableSource(noise_folders(count), unreadable={"7"})
-    first = run_export(source, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
+    first = run_backup(source, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
     assert first.state == COMPLETED_WITH_ERRORS and len(first.archives) == -(-count // 8), first.error
     return snapshot(s3)
 
@@ -247,7 +247,7 @@ def test_a_cancelled_retry_of_a_split_zip_leaves_the_earlier_archive_as_it_was(s
     deleted it: 3 of 4 volumes were left."""
     ledger = RequestLedger()
     before = _completed_with_errors_split_archive(s3, ledger)
-    retry = run_export(ListSource(noise_folders()), s3.client(), zip_spec(s3, 1 * MB),
+    retry = run_backup(ListSource(noise_folders()), s3.client(), zip_spec(s3, 1 * MB),
                        ledger.retry(cancel_in_volume=2), fast_tuning())
     assert retry.state == CANCELLED
     assert snapshot(s3) == before  # every volume, the report and summary, byte for byte; nothing more
@@ -260,7 +260,7 @@ def test_a_failed_retry_of_a_split_zip_leaves_the_earlier_archive_as_it_was(s3):
     ahead, so the retry has completed at least three volumes of ~8 messages by then."""
     ledger = RequestLedger()
     before = _completed_with_errors_split_archive(s3, ledger, count=60)
-    retry = run_export(ListSource(noise_folders(60), fail_after=50), s3.client(), zip_spec(s3, 1 * MB),
+    retry = run_backup(ListSource(noise_folders(60), fail_after=50), s3.client(), zip_spec(s3, 1 * MB),
                        ledger.retry(), fast_tuning())
     assert retry.state == FAILED_STATE and "closed the connection" in retry.error
     assert snapshot(s3) == before
@@ -271,10 +271,10 @@ def test_a_cancelled_retry_of_a_single_zip_that_now_splits_leaves_the_earlier_fi
     """The mailbox grew: the retry's first volume, completed when it filled up, replaced FILE.zip."""
     ledger = RequestLedger()
     small = UnreadableSource(noise_folders(5), unreadable={"3"})
-    first = run_export(small, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
+    first = run_backup(small, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
     assert first.state == COMPLETED_WITH_ERRORS and [a.key for a in first.archives] == ["split/alice.zip"]
     before = snapshot(s3)
-    retry = run_export(ListSource(noise_folders()), s3.client(), zip_spec(s3, 1 * MB),
+    retry = run_backup(ListSource(noise_folders()), s3.client(), zip_spec(s3, 1 * MB),
                        ledger.retry(cancel_in_volume=2), fast_tuning())
     assert retry.state == CANCELLED
     assert snapshot(s3) == before
@@ -284,11 +284,11 @@ def test_a_cancelled_retry_of_a_single_zip_that_now_splits_leaves_the_earlier_fi
 def test_a_cancelled_retry_of_a_single_zip_leaves_the_earlier_file(s3):
     """An archive that cannot split is written in place: its upload completes only at the end."""
     ledger = RequestLedger()
-    first = run_export(UnreadableSource(noise_folders(12), unreadable={"3"}), s3.client(), zip_spec(s3, None),
+    first = run_backup(UnreadableSource(noise_folders(12), unreadable={"3"}), s3.client(), zip_spec(s3, None),
                        ledger, fast_tuning())
     assert first.state == COMPLETED_WITH_ERRORS
     before = snapshot(s3)
-    retry = run_export(ListSource(noise_folders(12)), s3.client(), zip_spec(s3, None),
+    retry = run_backup(ListSource(noise_folders(12)), s3.client(), zip_spec(s3, None),
                        ledger.retry(cancel_in_volume=1, cancel_after=3), fast_tuning())
     assert retry.state == CANCELLED
     assert snapshot(s3) == before
@@ -299,7 +299,7 @@ def test_a_completed_retry_of_a_split_zip_puts_every_volume_in_place(s3):
     ledger = RequestLedger()
     _completed_with_errors_split_archive(s3, ledger)
     source = ListSource(noise_folders())
-    retry = run_export(source, s3.client(), zip_spec(s3, 1 * MB), ledger.retry(), fast_tuning())
+    retry = run_backup(source, s3.client(), zip_spec(s3, 1 * MB), ledger.retry(), fast_tuning())
     assert retry.state == COMPLETED and retry.error == ""
     keys = [f"split/alice.part00{n}.zip" for n in range(1, 5)]
     assert [a.key for a in retry.archives] == keys
@@ -315,11 +315,11 @@ def test_a_retry_whose_summary_cannot_be_written_keeps_its_archive(s3):
     source = ListSource(noise_folders())
     tuning = fast_tuning(retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01))
     with S3FaultProxy(s3.url, fail_puts_ending=".summary.json", fail_puts=1000) as proxy:
-        retry = run_export(source, s3.client(proxy.url), zip_spec(s3, 1 * MB), ledger.retry(), tuning)
+        retry = run_backup(source, s3.client(proxy.url), zip_spec(s3, 1 * MB), ledger.retry(), tuning)
     assert retry.state == FAILED_STATE and "is complete, but its report could not be written" in retry.error
     keys = [f"split/alice.part00{n}.zip" for n in range(1, 5)]
     assert [k for k in bucket_keys(s3) if k.endswith(".zip")] == keys
-    rerun = run_export(source, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
+    rerun = run_backup(source, s3.client(), zip_spec(s3, 1 * MB), ledger, fast_tuning())
     assert rerun.state == COMPLETED and rerun.resumed
     verify_export(s3, "split/alice", source.truth(), split_bytes=1 * MB)
 
@@ -382,7 +382,7 @@ def test_a_retry_of_a_split_pst_that_does_not_complete_leaves_the_earlier_parts(
     """Issue 11.5, PST: each file's upload completes when the file is closed; the retry's
     part001.pst replaced the earlier one and was deleted when the retry ended."""
     ledger = RequestLedger()
-    first = run_export(UnreadableSource(mail_folders(), unreadable={"5"}), s3.client(), pst_spec(s3, 700_000),
+    first = run_backup(UnreadableSource(mail_folders(), unreadable={"5"}), s3.client(), pst_spec(s3, 700_000),
                        ledger, fast_tuning())
     assert first.state == COMPLETED_WITH_ERRORS and len(first.archives) >= 3, first.error
     before = snapshot(s3)
@@ -390,7 +390,7 @@ def test_a_retry_of_a_split_pst_that_does_not_complete_leaves_the_earlier_parts(
         source, ledger = ListSource(mail_folders()), ledger.retry(cancel_after_a_file=True)
     else:
         source, ledger = ListSource(mail_folders(), fail_after=45), ledger.retry()
-    retry = run_export(source, s3.client(), pst_spec(s3, 700_000), ledger, fast_tuning())
+    retry = run_backup(source, s3.client(), pst_spec(s3, 700_000), ledger, fast_tuning())
     assert retry.state == (CANCELLED if ending == "cancelled" else FAILED_STATE), retry.error
     assert snapshot(s3) == before
     assert multipart_uploads(s3.client(), s3.bucket) == []
@@ -407,7 +407,7 @@ def test_a_pst_retry_whose_summary_cannot_be_written_keeps_its_new_file(dovecot,
     tuning = fast_tuning(retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01))
     with S3FaultProxy(s3.url, fail_puts_ending=".summary.json", fail_puts=1000) as proxy:
         with imap_source(dovecot) as source:
-            retry = run_export(source, s3.client(proxy.url), pst_spec(s3, None), ledger, tuning)
+            retry = run_backup(source, s3.client(proxy.url), pst_spec(s3, None), ledger, tuning)
     assert retry.state == FAILED_STATE
     assert s3.path("split/alice.pst").exists(), bucket_keys(s3)
     assert "is complete, but its report could not be written" in retry.error

@@ -12,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.pipeline.ledger import SqliteLedger
-from connectors.pipeline.zip_backup import (
-    CANCELLED,
-    COMPLETED,
-    ExportSpec,
-    MemoryLedger,
-    run_export,
-)
+from connectors.pipeline.ledger import MemoryLedger, SqliteLedger
+from connectors.pipeline.run import run_backup
+from connectors.pipeline.spec import CANCELLED, COMPLETED, ExportSpec
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import (
     USER,
@@ -61,7 +56,7 @@ def test_pst_export_holds_every_message_and_reports_it(dovecot, s3):
     write_maildir(dovecot, USER, generate_mailbox("test"))
     truth = truth_of(dovecot)
     with imap_source(dovecot) as source:
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, prefix="pst", file_name="alice",
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, prefix="pst", file_name="alice",
                                                             format="pst"), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     assert bucket_keys(s3) == ["pst/alice.pst", "pst/alice.report.csv", "pst/alice.summary.json"]
@@ -81,7 +76,7 @@ def test_pst_export_holds_every_message_and_reports_it(dovecot, s3):
 def test_split_pst_files_are_numbered(dovecot, s3):
     write_maildir(dovecot, USER, generate_mailbox("flat", count=60, size=30_000))
     with imap_source(dovecot) as source:
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="big", format="pst",
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="big", format="pst",
                                                             split_bytes=700_000), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     keys = [a.key for a in result.archives]
@@ -110,7 +105,7 @@ def test_progress_carries_folder_counts_and_outcomes_while_writing(dovecot, s3):
     expected = Counter(folder for folder, _sid in truth.messages)
     ledger = CommitNotingLedger()
     with imap_source(dovecot) as source:
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="live", format="pst"),
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="live", format="pst"),
                             ledger, fast_tuning(progress_interval=0))
     assert result.state == COMPLETED, result.error
     listed = ledger.reports[0]
@@ -146,7 +141,7 @@ def test_cancelled_pst_export_leaves_nothing(dovecot, s3):
     write_maildir(dovecot, USER, generate_mailbox("flat", count=40, size=30_000))
     ledger = CancelAfterFirstFile()
     with imap_source(dovecot) as source:
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="c", format="pst",
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="c", format="pst",
                                                             split_bytes=600_000), ledger,
                             fast_tuning(upload_threads=1))
     assert result.state == CANCELLED and ledger.completed == 1
@@ -155,7 +150,8 @@ def test_cancelled_pst_export_leaves_nothing(dovecot, s3):
 
 CHILD = """
 import json, os, signal, sys
-from connectors.pipeline.zip_backup import ExportSpec, run_export
+from connectors.pipeline.spec import ExportSpec
+from connectors.pipeline.run import run_backup
 from connectors.sources.imap.client import ImapSource
 from connectors.pipeline.ledger import SqliteLedger
 from connectors.storage.s3.client import make_client
@@ -172,7 +168,7 @@ class Killing(SqliteLedger):
 
 client = make_client(S3Target(cfg["bucket"], "us-east-1", cfg["url"], ACCESS_KEY, SECRET_KEY), allow_private=True)
 with ImapSource("127.0.0.1", cfg["port"], "none", USER, PASSWORD, allow_private=True) as source:
-    result = run_export(source, client, ExportSpec(bucket=cfg["bucket"], file_name="k", format="pst"),
+    result = run_backup(source, client, ExportSpec(bucket=cfg["bucket"], file_name="k", format="pst"),
                         Killing(cfg["ledger"]), fast_tuning(upload_threads=1))
 print(json.dumps({"state": result.state, "error": result.error}))
 """
@@ -221,7 +217,7 @@ def test_a_pst_sent_ahead_of_its_header_to_an_aws_like_store_is_the_file(dovecot
     client = moto.client()
     client.create_bucket(Bucket="pst-ahead")
     with imap_source(dovecot) as source:
-        result = run_export(source, client, ExportSpec(bucket="pst-ahead", file_name="ahead", format="pst"),
+        result = run_backup(source, client, ExportSpec(bucket="pst-ahead", file_name="ahead", format="pst"),
                             MemoryLedger(), fast_tuning(part_bytes=5 * 1024 * 1024, min_part_bytes=5 * 1024 * 1024,
                                                         max_ahead_bytes=UNLIMITED_AHEAD))
     assert result.state == COMPLETED, result.error

@@ -103,7 +103,8 @@ class KillingLedger(SqliteLedger):
 
 
 def child_main(config_path: str) -> int:
-    from connectors.pipeline.zip_backup import ExportSpec, run_export
+    from connectors.pipeline.run import run_backup
+    from connectors.pipeline.spec import ExportSpec
     from connectors.sources.imap.client import ImapSource
     from connectors.storage.s3.client import make_client
     from connectors.storage.s3.target import S3Target
@@ -119,7 +120,7 @@ def child_main(config_path: str) -> int:
                          allow_private=True)
     with ImapSource("127.0.0.1", cfg["imap_port"], "none", USER, PASSWORD, allow_private=True,
                     batch_bytes=64 * 1024) as source:
-        result = run_export(source, client, ExportSpec(bucket=cfg["bucket"], prefix=cfg.get("prefix", "kill"),
+        result = run_backup(source, client, ExportSpec(bucket=cfg["bucket"], prefix=cfg.get("prefix", "kill"),
                                                        file_name="alice",
                                                        split_bytes=cfg.get("split_bytes")), ledger,
                             fast_tuning(part_bytes=cfg.get("part_bytes", 32 * 1024),

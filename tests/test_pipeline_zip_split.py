@@ -12,15 +12,10 @@ import zipfile
 import pytest
 
 from connectors.model import ConnectionFailed, Folder, Message
-from connectors.pipeline.zip_backup import (
-    CANCELLED,
-    COMPLETED,
-    FAILED_STATE,
-    ExportSpec,
-    MemoryLedger,
-    ZipExport,
-    run_export,
-)
+from connectors.pipeline.ledger import MemoryLedger
+from connectors.pipeline.run import run_backup
+from connectors.pipeline.spec import CANCELLED, COMPLETED, FAILED_STATE, ExportSpec
+from connectors.pipeline.zip_backup import ZipBackup
 from connectors.sources import Source
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import (
@@ -85,7 +80,7 @@ def test_split_export_holds_every_message_once_across_valid_volumes(dovecot, s3)
     ledger = MemoryLedger()
     client = s3.client()
     with imap_source(dovecot) as source:
-        result = run_export(source, client, spec(s3, split), ledger, fast_tuning())
+        result = run_backup(source, client, spec(s3, split), ledger, fast_tuning())
     assert result.state == COMPLETED, result.error
     facts = verify_export(s3, "split/alice", truth, split_bytes=split)
     keys = [a.key for a in result.archives]
@@ -109,7 +104,7 @@ def test_split_export_holds_every_message_once_across_valid_volumes(dovecot, s3)
 
 def test_room_to_spare_keeps_the_single_file_name(s3):
     source = ListSource({"INBOX": [(str(n), noise_message(n, 2000), ()) for n in range(20)]})
-    result = run_export(source, s3.client(), spec(s3, 64 * MB), MemoryLedger(), fast_tuning())
+    result = run_backup(source, s3.client(), spec(s3, 64 * MB), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     assert [a.key for a in result.archives] == ["split/alice.zip"]
     facts = verify_export(s3, "split/alice", source.truth(), split_bytes=64 * MB)
@@ -121,7 +116,7 @@ def test_a_message_larger_than_the_split_size_goes_alone_into_its_volume(s3):
     small = [(f"s{n}", noise_message(n, 100_000), ()) for n in range(5)]
     big = ("big", noise_message(99, int(1.5 * MB)), ())
     source = ListSource({"INBOX": [*small[:3], big, *small[3:]]})
-    result = run_export(source, s3.client(), spec(s3, split), MemoryLedger(), fast_tuning())
+    result = run_backup(source, s3.client(), spec(s3, split), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     facts = verify_export(s3, "split/alice", source.truth(), split_bytes=split)
     emls = {key: [n for n in names if n.endswith(".eml")] for key, names in facts["volumes"].items()}
@@ -136,7 +131,7 @@ def test_a_message_larger_than_the_split_size_goes_alone_into_its_volume(s3):
 def test_each_volume_carries_the_labels_of_its_own_messages(s3):
     messages = [(f"1:{n}", noise_message(n, 150_000), ("\\Inbox", f"Label {n % 3}")) for n in range(20)]
     source = ListSource({"[Gmail]/All Mail": messages})
-    result = run_export(source, s3.client(), spec(s3, 1 * MB), MemoryLedger(), fast_tuning())
+    result = run_backup(source, s3.client(), spec(s3, 1 * MB), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     facts = verify_export(s3, "split/alice", source.truth(), split_bytes=1 * MB)
     assert len(facts["volumes"]) >= 3
@@ -168,7 +163,7 @@ class CancelInVolume(MemoryLedger):
 def test_cancel_in_a_later_volume_removes_every_volume(s3):
     ledger = CancelInVolume(volume=2, commits=2)
     client = s3.client()
-    result = run_export(ListSource(_noise_mailbox()), client, spec(s3, 1 * MB), ledger, fast_tuning())
+    result = run_backup(ListSource(_noise_mailbox()), client, spec(s3, 1 * MB), ledger, fast_tuning())
     assert result.state == CANCELLED
     assert bucket_keys(s3) == []  # part001.zip was complete: deleted too
     assert multipart_uploads(client, s3.bucket) == []
@@ -178,7 +173,7 @@ def test_cancel_in_a_later_volume_removes_every_volume(s3):
 def test_source_failing_in_a_later_volume_fails_cleanly(s3):
     client = s3.client()
     ledger = MemoryLedger()
-    result = run_export(ListSource(_noise_mailbox(), fail_after=20), client, spec(s3, 1 * MB), ledger,
+    result = run_backup(ListSource(_noise_mailbox(), fail_after=20), client, spec(s3, 1 * MB), ledger,
                         fast_tuning())
     assert result.state == FAILED_STATE and "closed the connection" in result.error
     assert bucket_keys(s3) == []
@@ -190,7 +185,7 @@ def test_a_dropped_completion_of_a_volume_is_retried(s3):
     """The first CompleteMultipartUpload (volume 1's) loses its connection; the retry closes it."""
     source = ListSource(_noise_mailbox(20))
     with S3FaultProxy(s3.url, fail_completes=1, drop_instead=True) as proxy:
-        result = run_export(source, s3.client(proxy.url), spec(s3, 1 * MB), MemoryLedger(), fast_tuning())
+        result = run_backup(source, s3.client(proxy.url), spec(s3, 1 * MB), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     assert proxy.injected == 1
     verify_export(s3, "split/alice", source.truth(), split_bytes=1 * MB)
@@ -200,7 +195,7 @@ def test_a_dropped_completion_of_a_volume_is_retried(s3):
 @pytest.mark.parametrize("split", [0, None])
 def test_no_split_size_means_one_file(s3, split):
     source = ListSource(_noise_mailbox(12))
-    result = run_export(source, s3.client(), spec(s3, split), MemoryLedger(), fast_tuning())
+    result = run_backup(source, s3.client(), spec(s3, split), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     assert [a.key for a in result.archives] == ["split/alice.zip"]
     assert {r["archive"] for r in read_report(s3, "split/alice.report.csv")} == {"split/alice.zip"}
@@ -217,10 +212,10 @@ def test_a_resumed_volume_counts_its_committed_directory_exactly(s3):
     messages = [(f"1:{n}", noise_message(n, 90_000), ("\\Inbox",) if n % 2 else ()) for n in range(25)]
     source = ListSource({"[Gmail]/All Mail": messages, "Sent": [("s", noise_message(99, 10), ())]})
     ledger = MemoryLedger()
-    result = run_export(source, s3.client(), spec(s3, 1 * MB), ledger, fast_tuning())
+    result = run_backup(source, s3.client(), spec(s3, 1 * MB), ledger, fast_tuning())
     assert result.state == COMPLETED and len(result.archives) >= 3
     for number, archive in enumerate(result.archives, start=1):
-        rerun = ZipExport(source, s3.client(), spec(s3, 1 * MB), ledger, fast_tuning())
+        rerun = ZipBackup(source, s3.client(), spec(s3, 1 * MB), ledger, fast_tuning())
         rerun.volume = number
         rerun._rebuild_volume_budget()
         assert rerun.volume_budget.directory == _central_directory_size(s3.path(archive.key))

@@ -220,11 +220,12 @@ def test_through_the_export_engine_into_s3(fake, rclone, s3_bucket):
     import zipfile
 
     from connectors.pipeline.ledger import MemoryLedger
-    from connectors.pipeline.zip_backup import ExportSpec, Tuning, run_export
+    from connectors.pipeline.run import run_backup
+    from connectors.pipeline.spec import ExportSpec, Tuning
 
     fake.gmail.faults.throttle_batch_parts(0.2, seed=3)
     client = rclone.client()
-    result = run_export(make_source(fake, include_spam_trash=True), client,
+    result = run_backup(make_source(fake, include_spam_trash=True), client,
                         ExportSpec(bucket=s3_bucket, file_name="gmail", prefix="t"), MemoryLedger(),
                         Tuning(part_bytes=5 * 1024 * 1024))
     assert result.state == "completed", result.error

@@ -223,12 +223,13 @@ def test_through_the_export_engine_into_s3(ms, rclone, s3_bucket):
     import zipfile
 
     from connectors.pipeline.ledger import MemoryLedger
-    from connectors.pipeline.zip_backup import ExportSpec, Tuning, run_export
+    from connectors.pipeline.run import run_backup
+    from connectors.pipeline.spec import ExportSpec, Tuning
 
     ms.graph.faults.throttle_randomly(0.05, retry_after=0, seed=2)
     client = rclone.client()
     try:
-        result = run_export(app_source(ms), client, ExportSpec(bucket=s3_bucket, file_name="graph", prefix="t",
+        result = run_backup(app_source(ms), client, ExportSpec(bucket=s3_bucket, file_name="graph", prefix="t",
                                                                exclude=["Archive"]),
                             MemoryLedger(), Tuning(part_bytes=5 * 1024 * 1024))
     finally:

@@ -12,7 +12,9 @@ from imapclient import IMAPClient
 
 from connectors.model import AuthenticationFailed, ConnectionFailed, Folder, Message, MessageFailure
 from connectors.netpolicy import PrivateAddressRefused
-from connectors.pipeline.zip_backup import COMPLETED, ExportSpec, MemoryLedger, run_export
+from connectors.pipeline.ledger import MemoryLedger
+from connectors.pipeline.run import run_backup
+from connectors.pipeline.spec import COMPLETED, ExportSpec
 from connectors.sources.imap.client import (
     ImapSource,
     _FolderWithFlags,
@@ -174,7 +176,7 @@ def test_mithi_export_end_to_end(s3):
         write_maildir(dc, USER, generate_mailbox("test"))
         truth = truth_of(dc)
         with imap_source(dc, flavour="mithi") as source:
-            result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="m"),
+            result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="m"),
                                 MemoryLedger(), fast_tuning())
         assert result.state == COMPLETED, result.error
         verify_export(s3, "m", truth)
@@ -272,7 +274,7 @@ def test_dropped_connection_during_an_export_is_recovered(dovecot, s3):
     faults = {0: Fault(cut_after=5_000_000, after_marker=b"BODY.PEEK[]")}
     with TcpFaultProxy(dovecot.port, faults=faults) as proxy:
         with imap_source(dovecot, port=proxy.port) as source:
-            result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="drop"),
+            result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="drop"),
                                 MemoryLedger(), fast_tuning())
             assert source.reconnects == 1
     assert proxy.faults_triggered == 1
@@ -314,7 +316,7 @@ def test_folder_deleted_during_an_export_is_reported_and_the_rest_exported(dovec
 
     source = Vanishing("127.0.0.1", dovecot.port, "none", USER, PASSWORD, allow_private=True)
     with source:
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="v"),
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="v"),
                             MemoryLedger(), fast_tuning())
     assert result.state == "completed_with_errors"
     sent = next(f for f in result.folders if f.folder == "Sent")
@@ -350,7 +352,7 @@ def test_gmail_over_imap_backs_up_all_mail_once_with_its_labels(dovecot, s3):
                              client_line=lambda line: line.replace(b" X-GM-LABELS", b""))
     with proxy, imap_source(dovecot, port=proxy.port, flavour="gmail") as source:
         assert [f.path for f in source.list_folders()] == ["All Mail"]
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="g"),
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="g"),
                             MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED, result.error
     assert [f.folder for f in result.folders] == ["All Mail"] and result.totals.exported == 6

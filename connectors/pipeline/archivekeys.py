@@ -20,6 +20,7 @@ clean-up all decide from this module:
 - **Clean-up.** A run that fails or is cancelled before its commit deletes only files it
   completed itself, under the write keys its ledger recorded (``leftover_keys``): never a key
   of the previous archive, never anything found by listing or by a name pattern.
+  ``remove_leftovers`` does it, for the pipelines and for the portal giving a request up.
 
 Invariants: until a run commits, every file of the previous archive is where it was, byte for
 byte; after the commit, the ledger's ``archive_keys`` names exactly the files that are (or, while
@@ -36,7 +37,13 @@ from dataclasses import dataclass
 from connectors.naming import clean_file_name, object_key, volume_suffix
 from connectors.pipeline.ledger import Move, Publication, UploadState
 from connectors.storage.s3.move import copy_object
-from connectors.storage.s3.sink import RetryPolicy, S3Failure, head_object, with_retries
+from connectors.storage.s3.sink import (
+    MultipartSink,
+    RetryPolicy,
+    S3Failure,
+    head_object,
+    with_retries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +176,23 @@ def leftover_keys(state: UploadState, names: ArchiveNames) -> list[str]:
     if state.archive_complete and state.volume == 1:  # perhaps halfway through its rename to .part001
         keys.append(names.write(1, split=True))
     return [key for key in dict.fromkeys(keys) if key not in names.previous]
+
+
+def remove_leftovers(client, bucket: str, state: UploadState, names: ArchiveNames, *,
+                     retry: RetryPolicy) -> None:
+    """Abort ``state``'s upload (unless it completed) and delete the files it completed
+    (``leftover_keys``). Best effort: a failure is logged, not raised (the run's own failure is
+    what its caller reports; the bucket's lifecycle rule is the backstop for uploads)."""
+    if not state.archive_complete:
+        try:
+            MultipartSink(client, bucket, state.key, upload_id=state.upload_id, retry=retry).abort()
+        except Exception:  # noqa: BLE001
+            log.warning("could not abort the upload of %s", state.key, exc_info=True)
+    for key in leftover_keys(state, names):
+        try:
+            with_retries(f"DeleteObject {key}", lambda k=key: client.delete_object(Bucket=bucket, Key=k), retry)
+        except Exception:  # noqa: BLE001
+            log.warning("could not delete %s", key, exc_info=True)
 
 
 def orphan_upload_keys(state: UploadState | None, names: ArchiveNames) -> list[str]:

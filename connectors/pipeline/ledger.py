@@ -18,7 +18,7 @@ The archive a committed export left in the bucket outlives the export (``reset``
 ``begin_upload``): ``archive_keys`` and the pending ``Publication`` are what a later export of
 the same request may replace or delete, and nothing else (``connectors.pipeline.archivekeys``).
 
-Threading: the engine calls every Ledger method from the thread that called ``run_export``
+Threading: the engine calls every Ledger method from the thread that called ``run_backup``
 (database connections are per thread in Django).
 """
 

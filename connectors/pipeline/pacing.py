@@ -4,7 +4,7 @@ cancel polls, each at most once per interval (``Tuning.progress_interval`` and
 
 Shared by the ZIP (``connectors.pipeline.zip_backup``) and PST (``connectors.pipeline.pst_backup``) engines so that
 both throttle, force and end their reports the same way. Like every Ledger call, these are made
-from the thread that called ``run_export``: the engines call them from that thread only.
+from the thread that called ``run_backup``: the engines call them from that thread only.
 """
 
 from __future__ import annotations

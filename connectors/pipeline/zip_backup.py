@@ -1,7 +1,4 @@
-"""The export engine: Source → ZIP (or PST) → S3, reported to a Ledger, exactly once.
-
-    result = run_export(source, s3_client, ExportSpec(bucket=..., prefix=..., file_name=...),
-                        ledger)
+"""The ZIP backup: the format's part of the skeleton (``connectors.pipeline.skeleton``).
 
 ZIP pipeline (threads; memory bounded by bytes, never by the mailbox size):
 
@@ -11,12 +8,12 @@ ZIP pipeline (threads; memory bounded by bytes, never by the mailbox size):
         │                                                                       ▼
     coordinator (the calling thread) ◄──uploaded── upload pool (``upload_threads`` UploadPart)
       commits parts in order to the Ledger, reports progress, polls cancel, builds the last part
-      (rest of the entries + labels.csv + central directory), completes, writes the report.
+      (rest of the entries + labels.csv + central directory), completes the upload.
+
+The bytes come from the format's pure pieces (``connectors.archives.zip``); the threads, the
+parts (``zip_parts``), S3 and the ledger are this module's.
 
 Invariants:
-- An exception raised by the Ledger itself propagates out of ``run_export`` unchanged, after
-  the threads stop and with the upload and the ledger untouched (the ledger is the truth; if it
-  cannot be written, or says another worker owns the export, nothing may be cleaned up).
 - Parts are cut at entry boundaries: every part holds whole ZIP entries. Every part but the
   last is at least ``part_bytes`` (≥ 5 MiB on S3) and the target doubles every 1,000 parts, so
   10,000 parts reach ~8 TB; a part bigger than ``spill_bytes`` lives in a temp file.
@@ -25,16 +22,11 @@ Invariants:
 - A rerun with the same ledger after a kill (SIGKILL anywhere) reuses the upload id and the
   committed parts, rebuilds the ZIP offset and central directory from committed records,
   skips committed source ids and produces everything else again (an uploaded but uncommitted
-  part is simply overwritten under the same number). See ``ZipExport._resume``.
-- Every ending but a kill leaves no incomplete multipart upload: completed → completed;
-  failed or cancelled → aborted, and the ledger is reset so a retry starts cleanly (a failed
-  export's partial archive cannot be trusted to match a later listing, and keeping an upload
-  nobody resumes would cost the customer storage).
-- Per folder: source count at start = exported + failed + skipped; a message that could not be
-  read makes the result ``completed_with_errors``, never ``completed``.
-- All Ledger methods are called from the thread that called ``run_export``.
+  part is simply overwritten under the same number). See ``ZipBackup._resume``.
+- Worker threads never call the Ledger: what they need from it runs on the coordinator
+  (``_in_main``).
 
-Split into volumes (``spec.split_bytes``; see ``connectors.archives.zip.volumes`` and ``ZipExport._close_volume``):
+Split into volumes (``spec.split_bytes``; see ``connectors.archives.zip.volumes`` and ``ZipBackup._close_volume``):
 - Each volume is a standalone ZIP with its own multipart upload, offsets and central directory;
   entry names (and their per-folder numbers) run on across volumes, so extracting every volume
   into one directory gives the whole mailbox. A folder's directory entry is in the volume
@@ -49,61 +41,29 @@ Split into volumes (``spec.split_bytes``; see ``connectors.archives.zip.volumes`
   its final key holds a file of the request's previous archive.
 - Every step between "last part committed" and "next volume recorded" is repeatable, so a
   rerun after a kill anywhere in it finishes the step (``_settle_volume``) and goes on.
-- Failed or cancelled before the commit: the current upload is aborted and every volume this
-  run completed deleted; the previous archive is untouched.
-- Completed: the commit (``archivekeys.commit_archive``) moves staged volumes into place and
-  deletes the previous archive's files this one does not reuse (fewer volumes, or one
-  ``FILE.zip``), then the report is written; a file that cannot be deleted goes into the
-  result's error as a warning, the state stays. From the commit on, nothing is cleaned up.
-
-PST: see ``connectors.pipeline.pst_backup`` (written locally, uploaded at the end, restarts from scratch
-after a kill).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
-import io
 import logging
 import queue
 import tempfile
 import threading
 import time
-from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from itertools import accumulate, chain
+from dataclasses import dataclass
+from itertools import chain
 
 from connectors import mimeinfo
+from connectors.archives import ZIP
 from connectors.archives.zip import writer as zipwriter
 from connectors.archives.zip.volumes import VolumeBudget, labels_row_bound
-from connectors.folderfilter import FolderFilter
-from connectors.memtune import tune_malloc
-from connectors.model import (
-    AuthenticationFailed,
-    ConnectionFailed,
-    Folder,
-    FolderUnavailable,
-    Message,
-    MessageFailure,
-    SourceError,
-)
-from connectors.naming import (
-    ArchiveFolders,
-    clean_file_name,
-    message_entry_name,
-    object_key,
-)
-from connectors.pipeline.archivekeys import (
-    ArchiveNames,
-    commit_archive,
-    final_key,
-    finish_publication,
-    leftover_keys,
-)
+from connectors.model import Folder, Message, MessageFailure
+from connectors.naming import message_entry_name
+from connectors.pipeline.archivekeys import final_key
 from connectors.pipeline.ledger import (
     DIRECTORY,
     EXPORTED,
@@ -112,240 +72,27 @@ from connectors.pipeline.ledger import (
     MESSAGE,
     SKIPPED,
     EntryRecord,
-    Ledger,
-    MemoryLedger,
     PartRecord,
-    Progress,
-    SqliteLedger,
     UploadState,
     Volume,
 )
-from connectors.pipeline.pacing import Cancelled, ExportPacer
-from connectors.pipeline.report import (
-    ArchiveFile,
-    FolderError,
-    FolderStats,
-    Summary,
-    Totals,
-    labels_manifest,
-    write_report,
-)
-from connectors.sources import Source
-from connectors.storage.s3.growing import IN_ORDER_SAFE_AHEAD
+from connectors.pipeline.report import labels_manifest
+from connectors.pipeline.skeleton import Backup
+from connectors.pipeline.zip_parts import ByteBudget, PartBuffer, Stopped
 from connectors.storage.s3.move import move_object
 from connectors.storage.s3.sink import (
     MAX_PARTS,
-    MIN_PART_BYTES,
     MultipartSink,
-    RetryPolicy,
     S3Failure,
-    UploadConflict,
     UploadedPart,
     UploadGone,
     abort_incomplete_uploads,
     completed_object_etag,
-    put_file,
-    with_retries,
 )
-
-__all__ = [
-    "COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED_STATE", "CANCELLED", "EntryRecord", "ExportResult",
-    "ExportSpec", "Ledger", "MemoryLedger", "PartRecord", "Progress", "SqliteLedger", "Tuning",
-    "UploadState", "run_export",
-]
 
 log = logging.getLogger(__name__)
 
 MAX_UNCOMMITTED_PARTS = 64  # a part stuck in retries holds back commits, not memory
-COMPLETED, COMPLETED_WITH_ERRORS, FAILED_STATE, CANCELLED = (
-    "completed", "completed_with_errors", "failed", "cancelled")
-
-
-@dataclass
-class ExportSpec:
-    """What to export and where (the request's fields)."""
-
-    bucket: str
-    file_name: str
-    prefix: str = ""
-    format: str = "zip"  # "zip" | "pst"
-    include: Sequence[str] = ()
-    exclude: Sequence[str] = ()
-    since: dt.date | None = None
-    before: dt.date | None = None
-    split_bytes: int | None = None  # start a new .partNNN.zip / .partNNN.pst beyond this size
-    display_name: str = ""  # PST store name
-    source_description: dict = field(default_factory=dict)  # goes into summary.json (no secrets!)
-
-    def key(self, suffix: str) -> str:
-        ext = "pst" if self.format == "pst" else "zip"
-        return object_key(self.prefix, clean_file_name(self.file_name, ext), suffix)
-
-
-@dataclass
-class Tuning:
-    """Engine knobs; defaults measured with bench/zip_bench.py on 2 cores (see its docstring)."""
-
-    compress_threads: int = 2
-    upload_threads: int = 3
-    queue_bytes: int = 16 * 1024 * 1024  # messages fetched but not yet in a part (24 MB: no faster, +10 MB RSS)
-    part_bytes: int = 8 * 1024 * 1024  # first parts' target size; doubles every 1,000 parts
-    min_part_bytes: int = MIN_PART_BYTES  # S3's floor; tests against rclone lower it
-    spill_bytes: int = 16 * 1024 * 1024  # a part buffer bigger than this goes to a temp file
-    deflate_level: int = zipwriter.DEFAULT_LEVEL
-    progress_interval: float = 1.0
-    cancel_interval: float = 0.5
-    content_md5: bool = False  # TLS already guards transit; MD5 costs ~1 s CPU per 500 MB
-    max_ahead_bytes: int = IN_ORDER_SAFE_AHEAD  # sent before part 1 of a PST (growingupload.default_max_ahead)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    tmp_dir: str | None = None
-
-    def part_target(self, number: int) -> int:
-        return max(self.part_bytes, self.min_part_bytes) * 2 ** ((number - 1) // 1000)
-
-
-@dataclass
-class ExportResult:
-    state: str  # completed | completed_with_errors | failed | cancelled
-    error: str = ""
-    folders: list[FolderStats] = field(default_factory=list)
-    totals: Totals = field(default_factory=Totals)
-    archives: list[ArchiveFile] = field(default_factory=list)
-    report_key: str = ""
-    summary_key: str = ""
-    started_at: str = ""
-    finished_at: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    progress: Progress = field(default_factory=Progress)
-    resumed: bool = False
-    parts: int = 0
-    summary: dict = field(default_factory=dict)  # summary.json as uploaded (completed runs)
-
-
-class _Stopped(Exception):
-    """A worker thread noticed the stop flag."""
-
-
-# ---- small building blocks ----------------------------------------------------------------------
-
-class ByteBudget:
-    """Blocks producers while more than ``limit`` bytes are in flight (one oversized item may
-    pass alone, so a 30 MB message never deadlocks a 24 MB budget)."""
-
-    def __init__(self, limit: int, stop: threading.Event) -> None:
-        self.limit, self.used, self.peak = limit, 0, 0
-        self._cond = threading.Condition()
-        self._stop = stop
-
-    def acquire(self, n: int) -> None:
-        with self._cond:
-            while self.used and self.used + n > self.limit:
-                if self._stop.is_set():
-                    raise _Stopped()
-                self._cond.wait(0.2)
-            self.used += n
-            self.peak = max(self.peak, self.used)
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self.used -= n
-            self._cond.notify_all()
-
-
-class PartBuffer:
-    """The bytes of one part being assembled and the records of everything in it.
-
-    Small parts are a list of the entries' own bytes objects (no copying while assembling);
-    past ``spill_bytes`` everything moves to a temp file, so a 30 MB message or a 100 MB
-    central directory never sits in memory twice.
-    """
-
-    def __init__(self, number: int, spill_bytes: int, tmp_dir: str | None) -> None:
-        self.number = number
-        self.size = 0
-        self.records: list[EntryRecord] = []
-        self._chunks: list[bytes] = []
-        self._file = None
-        self._spill_bytes, self._tmp_dir = spill_bytes, tmp_dir
-
-    def write(self, data: bytes) -> None:
-        if self._file is None and self.size + len(data) > self._spill_bytes:
-            self._file = tempfile.TemporaryFile(dir=self._tmp_dir)
-            for chunk in self._chunks:
-                self._file.write(chunk)
-            self._chunks = []
-        if self._file is not None:
-            self._file.write(data)
-        else:
-            self._chunks.append(data)
-        self.size += len(data)
-
-    @property
-    def spilled(self) -> bool:
-        return self._file is not None
-
-    def body(self):
-        """What to upload: a reader over the chunks (no joined copy), or the temp file."""
-        if self._file is not None:
-            self._file.flush()
-            self._file.seek(0)
-            return self._file
-        return ChunksReader(self._chunks)
-
-    def close(self) -> None:
-        self._chunks = []
-        if self._file is not None:
-            self._file.close()
-
-
-class ChunksReader(io.RawIOBase):
-    """A seekable read-only file over a list of bytes objects, reading without copying them
-    into one buffer first (an 8 MB part would otherwise exist twice while it is uploaded)."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = chunks
-        self._starts = list(accumulate((len(c) for c in chunks), initial=0))
-        self._size = self._starts[-1]
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = min(max(0, base + offset), self._size)
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        written = 0
-        while written < len(view) and self._pos < self._size:
-            index = bisect_right(self._starts, self._pos) - 1
-            chunk = self._chunks[index]
-            start = self._pos - self._starts[index]
-            n = min(len(chunk) - start, len(view) - written)
-            view[written:written + n] = chunk[start:start + n]
-            written += n
-            self._pos += n
-        return written
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._size - self._pos
-        if self._pos < self._size:  # within one chunk: a slice, one copy of just what is asked
-            index = bisect_right(self._starts, self._pos) - 1
-            start = self._pos - self._starts[index]
-            chunk = self._chunks[index]
-            if start + size <= len(chunk):
-                self._pos += size
-                return chunk[start:start + size]
-        return super().read(size)
 
 
 @dataclass
@@ -390,49 +137,18 @@ class _Queued:
     size: int
 
 
-@dataclass
-class _FolderFailed:
-    folder: Folder
-    error: str
-
-
 _END = object()
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+class ZipBackup(Backup):
+    """One run of a ZIP backup (see the module docstring). Use ``run()`` once."""
 
+    format = ZIP
+    resumes = True
 
-def unique_paths(folders: Iterable[Folder]) -> list[Folder]:
-    """Folders with distinct paths: a source that maps two names to one path gets " (2)", " (3)"...
-    for the second, never a path another folder of the listing has. (The ledger, report and
-    filters know a folder by this path; ``ArchiveFolders`` then names it in the archive.)"""
-    listed = list(folders)
-    taken = {f.path for f in listed}
-    used: set[str] = set()
-    out = []
-    for f in listed:
-        if f.path in used:
-            number = 2
-            while f"{f.path} ({number})" in taken or f"{f.path} ({number})" in used:
-                number += 1
-            f = dataclasses.replace(f, path=f"{f.path} ({number})")
-        used.add(f.path)
-        out.append(f)
-    return out
-
-
-# ---- the ZIP export ---------------------------------------------------------------------------
-
-class ZipExport:
-    """One run of a ZIP export (see the module docstring). Use ``run()`` once."""
-
-    def __init__(self, source: Source, s3_client, spec: ExportSpec, ledger: Ledger,
-                 tuning: Tuning | None = None) -> None:
-        self.source, self.client, self.spec = source, s3_client, spec
-        self.ledger = LedgerGuard(ledger)
-        self.t = tuning or Tuning()
-        self._set_names(())
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.key = self.base_key  # the current volume's write key
         self.volume = 1
         self.volumes: list[Volume] = []  # completed volumes before the current one
         self.volume_budget = self._new_volume_budget()
@@ -445,117 +161,48 @@ class ZipExport:
         self.part_slots = threading.Semaphore(self.t.upload_threads)
         # ...and parts uploaded but not yet committed (records only; bounded all the same)
         self.uncommitted = threading.Semaphore(MAX_UNCOMMITTED_PARTS)
-        self.progress = Progress()
-        self.stats: dict[str, FolderStats] = {}
-        self.folder_errors: list[FolderError] = []
         self.parts: list[PartRecord] = []
-        self.sink: MultipartSink | None = None
         self.compress_pool: ThreadPoolExecutor | None = None
         self.threads: list[threading.Thread] = []
         self.open_parts: dict[int, PartBuffer] = {}
         self.offset = 0
-        self.resumed = False
-        self._timings: dict[str, float] = {}
-        self.pacer = ExportPacer(self.ledger, self.t, lambda: dataclasses.replace(self.progress))
-        self._processed = 0
-        self.folder_names = ArchiveFolders()  # source folder path -> its path in the archive
-        self.conflict = False  # the store refused our parts: run_export starts afresh once
-        self.archive_done = False  # the last volume is complete and in the ledger
-        self.committing = ""  # "publish" or "report": the archive is committed, nothing is cleaned up
-        self.warnings: list[str] = []
 
-    def _set_names(self, previous) -> None:
-        """The archive's keys, given the final keys of the request's previous archive."""
-        self.names = ArchiveNames.of(self.spec.prefix, self.spec.file_name, "zip", previous,
-                                     can_split=bool(self.spec.split_bytes))
-        self.base_key = self.names.write(1, split=False)  # volume 1 while it is the only one
-        self.key = self.base_key  # the current volume's write key
+    @property
+    def base_key(self) -> str:
+        """Volume 1's write key while it is the only volume."""
+        return self.names.write(1, split=False)
 
-    # ---- driver -------------------------------------------------------------------------------
-    def run(self) -> ExportResult:
-        started, t0 = _now(), time.monotonic()
-        result = ExportResult(state=FAILED_STATE, started_at=started)
-        try:
-            self._finish_publication()
-            self.pacer.check_cancel(force=True)
-            folders = self._list_and_count()
-            self._timings["listing"] = time.monotonic() - t0
-            self._resume_or_create()
-            self._name_folders(folders)
-            t1 = time.monotonic()
-            while not self.archive_done:
-                if self.parts and self.parts[-1].final:
-                    self._settle_volume()
-                else:
-                    self._transfer(folders)
-            self._timings["transfer"] = time.monotonic() - t1
-            t2 = time.monotonic()
-            self._phase("finishing")
-            self._commit_archive()
-            result = self._write_report_and_summary(result, " ".join(filter(None, self.warnings)))
-            self._timings["finishing"] = time.monotonic() - t2
-        except UploadConflict as exc:
-            log.warning("%s: %s; starting the upload afresh", self.key, exc)
-            self.conflict = True
-            self._shutdown_and_abort()
-            result.state, result.error = FAILED_STATE, _user_message(exc)
-        except Cancelled:
-            self._shutdown_and_abort()
-            result.state, result.error = CANCELLED, "The export was cancelled."
-            self._report_final_progress(result)
-        except Exception as exc:  # noqa: BLE001 - every failure ends the same, cleanly
-            if exc is self.ledger.failure:
-                log.warning("the ledger of %s failed (%s); stopping, upload and ledger untouched",
-                            self.key, exc)
-                self._stop_workers()
-                raise
-            if isinstance(exc, SourceError | S3Failure):
-                log.warning("export of %s failed: %s", self.key, exc)
+    # ---- the skeleton's hooks -----------------------------------------------------------------
+    def write_archive(self, folders: list[Folder]) -> list[tuple[str, int]]:
+        self.key = self.base_key
+        self._resume_or_create()
+        self._name_folders(folders)
+        t0 = time.monotonic()
+        while not self.archive_done:
+            if self.parts and self.parts[-1].final:
+                self._settle_volume()
             else:
-                log.exception("export of %s failed", self.key)
-            result.state, result.error = FAILED_STATE, _user_message(exc)
-            if self.archive_done or self.committing:
-                # The archive is complete and recorded; only putting it in place or the
-                # report/summary failed. Keep the ledger so that a retry finishes without
-                # exporting again.
-                what = "it could not be put in place" if self.committing == "publish" else \
-                    "its report could not be written"
-                result.error = (f"The archive {self.spec.key('')}.* is complete, but {what} ({result.error}); "
-                                "retry to finish it.")
-            else:
-                self._shutdown_and_abort()
-            self._report_final_progress(result)
-        finally:
-            self.stop.set()
-            self._close_parts()
-        result.finished_at = _now()
-        self._timings["total"] = time.monotonic() - t0
-        result.timings = {k: round(v, 3) for k, v in self._timings.items()}
-        result.progress = self.progress
-        result.resumed = self.resumed
-        result.parts = sum(v.parts for v in self.volumes) + len(self.parts)
-        return result
+                self._transfer(folders)
+        self.timings["transfer"] = time.monotonic() - t0
+        return [(v.key, v.size) for v in self.volumes] + [(self.key, sum(p.size for p in self.parts))]
 
-    # ---- phase 1: listing ---------------------------------------------------------------------
-    def _list_and_count(self) -> list[Folder]:
-        """List folders and count messages before any S3 object exists (a wrong password or an
-        unreadable mailbox then leaves nothing behind)."""
-        flt = FolderFilter(self.spec.include, self.spec.exclude)
-        folders = unique_paths(f for f in self.source.list_folders() if flt.accepts(f.path))
-        self.progress.folders_total = len(folders)
-        for folder in folders:
-            self.pacer.check_cancel()
-            try:
-                ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
-            except FolderUnavailable:
-                continue  # reported when the transfer reaches it (it may have come back)
-            committed = self.ledger.committed_source_ids(folder.path)
-            self.progress.folder_counts[folder.path] = len(set(ids) | (committed - {""}))
-            self.progress.messages_total += self.progress.folder_counts[folder.path]
-            self.progress.messages_done += len(committed - {""})
-        self.pacer.report(force=True)
-        return folders
+    def stop_workers(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        if self.compress_pool is not None:
+            self.compress_pool.shutdown(wait=True, cancel_futures=True)
+        if self.sink is not None:
+            self.sink.stop_uploads()
 
+    def close(self) -> None:
+        self.stop.set()
+        self._close_parts()
+
+    def parts_uploaded(self) -> int:
+        return sum(v.parts for v in self.volumes) + len(self.parts)
+
+    # ---- before the transfer ------------------------------------------------------------------
     def _name_folders(self, folders: list[Folder]) -> None:
         """Every folder's archive path, before the assembler makes any entry: first those the
         committed directory entries of a resumed export hold (its folders keep their
@@ -567,7 +214,6 @@ class ZipExport:
         for folder in folders:
             self.folder_names.path(folder.path)
 
-    # ---- phase 2: the upload ------------------------------------------------------------------
     def _new_sink(self, key: str, upload_id: str | None) -> MultipartSink:
         return MultipartSink(self.client, self.spec.bucket, key, upload_id=upload_id,
                              threads=self.t.upload_threads, retry=self.t.retry,
@@ -579,27 +225,19 @@ class ZipExport:
     def _new_volume_budget(self) -> VolumeBudget | None:
         return VolumeBudget(self.spec.split_bytes) if self.spec.split_bytes else None
 
-    def _finish_publication(self) -> None:
-        """Before anything else: the previous archive's names, and the publication of a commit
-        a killed or failed run left, finished (a failure leaves everything as it is)."""
-        self._set_names(self.ledger.archive_keys())
-        self.committing = "publish"
-        self.warnings.append(finish_publication(self.ledger, self.client, self.spec.bucket, retry=self.t.retry))
-        self.committing = ""
-
     def _resume_or_create(self) -> None:
         state = self.ledger.load_upload()
         # by final key: a staged or in-place upload of the same volume is this export's own
         if state is not None and (state.format != "zip" or final_key(state.key) != self.names.final(
                 state.volume, split=state.volume > 1)):
             log.warning("ledger holds an upload of %s; starting %s afresh", state.key, self.base_key)
-            self._discard(state)
+            self.discard(state)
             state = None
         if state is not None and self._resume(state):
             self.resumed = True
             return
         if state is not None:
-            self._discard(state)
+            self.discard(state)
             self._reset_to_first_volume()
         abort_incomplete_uploads(self.client, self.spec.bucket, self.base_key, retry=self.t.retry)
         self.sink = self._new_sink(self.base_key, None)
@@ -654,8 +292,9 @@ class ZipExport:
             return 0
         return labels_row_bound(name, folder, source_id, labels)
 
+    # ---- the transfer -------------------------------------------------------------------------
     def _transfer(self, folders: list[Folder]) -> None:
-        self._phase("transferring")
+        self.phase("transferring")
         self.compress_pool = ThreadPoolExecutor(self.t.compress_threads, thread_name_prefix="deflate")
         first_part = len(self.parts) + 1
         self.threads = [
@@ -705,7 +344,7 @@ class ZipExport:
             thread.join()
         self.compress_pool.shutdown(wait=True)
         self.pacer.check_cancel(force=True)
-        self._phase("finishing")
+        self.phase("finishing")
         self._finish_final_part(final_part)
 
     def _close_volume(self, part: PartBuffer) -> None:
@@ -718,7 +357,7 @@ class ZipExport:
     def _commit(self, part: PartBuffer, uploaded: UploadedPart, *, final: bool,
                 next_volume: bool = False) -> None:
         record = PartRecord(part.number, uploaded.etag, part.size, final, next_volume)
-        self.ledger.commit_part(record, part.records)
+        self.commit_records(part.records, part=record)
         self.parts.append(record)
         self.progress.archive_bytes += part.size
         for r in part.records:
@@ -741,7 +380,7 @@ class ZipExport:
                 if self.stop.is_set():
                     return
                 self._fetch_folder(folder)
-        except _Stopped:
+        except Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the coordinator
             self.events.put(("error", exc))
@@ -753,27 +392,12 @@ class ZipExport:
         last_sequence = self._in_main(self.ledger.last_sequence, folder.path)
         self.items.put(_FolderStart(folder, last_sequence, "" not in committed))
         committed.discard("")
-        stats = self.stats.setdefault(folder.path, FolderStats(folder.path))
-        ids: list[str] = []
-        if folder.selectable:
-            try:
-                ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
-            except FolderUnavailable as exc:
-                self.items.put(_FolderFailed(folder, str(exc)))
-                self.items.put(_FolderEnd(folder))
-                return
-        stats.source_count = len(set(ids) | committed)
-        todo = [i for i in ids if i not in committed]
+        todo = self.folder_todo(folder, committed)
         del committed
-        expected = set(todo)
-        reason = "The source did not return this message."
-        try:
-            for item in self.source.fetch_messages(folder, todo):
+        if todo is not None:  # else the folder could not be read (reported)
+            for item in self.fetched(folder, todo):
                 if self.stop.is_set():
-                    raise _Stopped()
-                if item.source_id not in expected:
-                    continue  # a duplicate or an id we did not ask for: never store twice
-                expected.discard(item.source_id)
+                    raise Stopped()
                 if isinstance(item, Message):
                     size = len(item.raw)
                     self.budget.acquire(size)
@@ -783,10 +407,6 @@ class ZipExport:
                 else:
                     self.items.put(item)
                 del item
-        except FolderUnavailable as exc:  # the folder went away mid-way: the rest is reported
-            reason = f"The folder became unreadable during the export: {exc}"
-        for missing in [i for i in todo if i in expected]:
-            self.items.put(MessageFailure(folder.path, missing, reason))
         self.items.put(_FolderEnd(folder))
 
     def _assemble_loop(self, first_part: int) -> None:
@@ -807,15 +427,10 @@ class ZipExport:
                     sequence += 1
                     part = self._add_message(part, prepared, sequence)
                     self.budget.release(item.size)
-                    self._processed += 1
                 elif isinstance(item, MessageFailure):
                     status = SKIPPED if item.status == SKIPPED else FAILED
                     part.records.append(EntryRecord(MESSAGE, item.folder, item.source_id, status,
                                                     error=item.error, volume=self.volume))
-                    self._processed += 1
-                elif isinstance(item, _FolderFailed):
-                    self.folder_errors.append(FolderError(item.folder.path, item.error))
-                    self.stats.setdefault(item.folder.path, FolderStats(item.folder.path)).error = item.error
                 elif isinstance(item, _FolderEnd):
                     self.progress.folders_done += 1
                 if part.size >= self.t.part_target(part.number) and part.number < MAX_PARTS:
@@ -824,7 +439,7 @@ class ZipExport:
             if self.stop.is_set():
                 return
             self.events.put(("final", part))
-        except _Stopped:
+        except Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the coordinator
             self.events.put(("error", exc))
@@ -881,14 +496,14 @@ class ZipExport:
         self.events.put(("volume_full", full))
         while not full.done.wait(0.2):
             if self.stop.is_set():
-                raise _Stopped()
+                raise Stopped()
         return self._new_part(1)
 
     def _ship(self, part: PartBuffer) -> None:
         for slots in (self.uncommitted, self.part_slots):
             while not slots.acquire(timeout=0.2):
                 if self.stop.is_set():
-                    raise _Stopped()
+                    raise Stopped()
         future = self.sink.submit(part.number, part, part.size)
         future.add_done_callback(lambda f, p=part: self.events.put(("uploaded", p, f)))
 
@@ -984,177 +599,12 @@ class ZipExport:
         self.volume, self.key = done.number + 1, next_key
         self.parts, self.offset, self.volume_complete = [], 0, False
         self.volume_budget = self._new_volume_budget()
-        self._phase("transferring")
-
-    def _commit_archive(self) -> None:
-        """Every volume is complete: put them in place, delete the previous archive's files
-        this one does not reuse (``archivekeys.commit_archive``)."""
-        written = [(v.key, v.size) for v in self.volumes] + [(self.key, sum(p.size for p in self.parts))]
-        self.committing = "publish"
-        self.warnings.append(commit_archive(self.ledger, self.client, self.spec.bucket, written,
-                                            retry=self.t.retry)[1])
-        self.committing = "report"
-
-    # ---- report -------------------------------------------------------------------------------
-    def _write_report_and_summary(self, result: ExportResult, warning: str = "") -> ExportResult:
-        stats = {path: FolderStats(path, source_count=s.source_count, error=s.error)
-                 for path, s in self.stats.items()}
-        seen_in_run = set(stats)
-
-        def counted(records: Iterable[EntryRecord]) -> Iterator[EntryRecord]:
-            for r in records:
-                if r.kind in (MESSAGE, DIRECTORY):
-                    stats.setdefault(r.folder, FolderStats(r.folder)).add(r)
-                yield r
-
-        report_key = self.spec.key(".report.csv")
-        archive_keys = {v.number: final_key(v.key) for v in self.volumes} | {self.volume: final_key(self.key)}
-        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
-            write_report(counted(self.ledger.iter_records()), self.folder_errors, out, archive_keys)
-            put_file(self.client, self.spec.bucket, report_key, out, content_type="text/csv; charset=utf-8",
-                     retry=self.t.retry)
-        for path, s in stats.items():
-            if path not in seen_in_run:  # resumed after the transfer finished: counts are final
-                s.source_count = s.exported + s.failed + s.skipped
-        folders = sorted(stats.values(), key=lambda s: s.folder.split("/"))
-        result.folders, result.totals = folders, Totals.of(folders)
-        result.archives = [*(ArchiveFile(final_key(v.key), v.size) for v in self.volumes),
-                           ArchiveFile(final_key(self.key), sum(p.size for p in self.parts))]
-        result.report_key, result.summary_key = report_key, self.spec.key(".summary.json")
-        clean = (result.totals.failed == 0 and result.totals.skipped == 0
-                 and not self.folder_errors and all(f.reconciles for f in folders))
-        result.state = COMPLETED if clean else COMPLETED_WITH_ERRORS
-        if not all(f.reconciles for f in folders):
-            result.error = "Some folders' counts do not reconcile; see summary.json."
-        result.error = " ".join(filter(None, (result.error, warning)))
-        self._put_summary(result)
-        self.progress.phase = "done"
-        self.pacer.report(force=True)
-        return result
-
-    def _put_summary(self, result: ExportResult) -> None:
-        timings = {k: round(v, 3) for k, v in self._timings.items()}
-        summary = Summary(file=clean_file_name(self.spec.file_name, "zip"), format="zip",
-                          state=result.state, error=result.error, folders=result.folders,
-                          totals=result.totals,
-                          timings={"started_at": result.started_at, "finished_at": _now(),
-                                   "resumed": self.resumed, **timings},
-                          archives=result.archives, report_key=result.report_key,
-                          source=dict(self.spec.source_description))
-        result.summary = summary.to_dict()
-        body = summary.to_json()
-        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
-            out.write(body)
-            put_file(self.client, self.spec.bucket, self.spec.key(".summary.json"), out,
-                     content_type="application/json", retry=self.t.retry)
-
-    def _report_final_progress(self, result: ExportResult) -> None:
-        """A failed or cancelled export writes no report or summary object (there is no archive
-        they could describe); its result (state, error) goes to the portal."""
-        self.progress.phase = result.state
-        self.pacer.report_final()
-
-    # ---- control ------------------------------------------------------------------------------
-    def _phase(self, phase: str) -> None:
-        self.progress.phase = phase
-        self.pacer.report(force=True)
-
-    def _stop_workers(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=60)
-        if self.compress_pool is not None:
-            self.compress_pool.shutdown(wait=True, cancel_futures=True)
-        if self.sink is not None:
-            self.sink.stop_uploads()
-
-    def _shutdown_and_abort(self) -> None:
-        """Stop the workers, forget the export in the ledger, then remove what it wrote: abort
-        the current upload, delete every completed volume.
-
-        The ledger goes first: if it refuses (another worker owns the export now, or the
-        database is down) the bucket is left alone rather than pulled from under its owner.
-        """
-        self._stop_workers()
-        try:
-            state = self.ledger.load_upload()
-            self.ledger.reset()
-        except Exception:  # noqa: BLE001 - report the original failure, log this one
-            log.warning("could not reset the ledger of %s; its upload is left alone", self.key,
-                        exc_info=True)
-            return
-        if state is not None:
-            self._remove_objects(state)
-        sink = self.sink
-        if sink is not None and sink.upload_id and (state is None or sink.upload_id != state.upload_id):
-            try:  # created by this run but not yet recorded
-                sink.abort()
-            except Exception:  # noqa: BLE001
-                log.warning("could not abort the upload of %s", sink.key, exc_info=True)
-
-    def _discard(self, state: UploadState) -> None:
-        """Start afresh from ``state``: the ledger first (see above), then the bucket."""
-        self.ledger.reset()
-        self._remove_objects(state)
-
-    def _remove_objects(self, state: UploadState) -> None:
-        """Abort ``state``'s upload and delete the volumes it completed (``leftover_keys``: a
-        complete archive, and the previous archive, stay)."""
-        keys = leftover_keys(state, self.names)
-        if not state.archive_complete:
-            sink = self.sink if self.sink is not None and self.sink.upload_id == state.upload_id else \
-                MultipartSink(self.client, self.spec.bucket, state.key, upload_id=state.upload_id,
-                              retry=self.t.retry)
-            try:
-                sink.abort()
-            except Exception:  # noqa: BLE001 - the bucket's lifecycle rule is the backstop
-                log.warning("could not abort the upload of %s", state.key, exc_info=True)
-        for key in keys:
-            try:
-                with_retries(f"DeleteObject {key}", lambda k=key: self.client.delete_object(
-                    Bucket=self.spec.bucket, Key=k), self.t.retry)
-            except Exception:  # noqa: BLE001
-                log.warning("could not delete %s", key, exc_info=True)
+        self.phase("transferring")
 
     def _close_parts(self) -> None:
         for part in list(self.open_parts.values()):
             part.close()
         self.open_parts.clear()
-
-
-class LedgerGuard:
-    """Passes every call to the real ledger and remembers the first exception one raised.
-
-    A ledger that fails (database down, or the portal's "another worker owns this request now")
-    is the one thing the engine must not clean up after: it stops its threads, leaves the
-    upload and the ledger alone, and re-raises the ledger's own exception to its caller.
-    """
-
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
-        self.failure: BaseException | None = None
-
-    def __getattr__(self, name: str):
-        attr = getattr(self._ledger, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            try:
-                result = attr(*args, **kwargs)
-            except Exception as exc:
-                self.failure = self.failure or exc
-                raise
-            return self._guard_iterator(result) if name == "iter_records" else result
-
-        return call
-
-    def _guard_iterator(self, records):
-        try:
-            yield from records
-        except Exception as exc:
-            self.failure = self.failure or exc
-            raise
 
 
 class _MainCall:
@@ -1175,10 +625,11 @@ class _MainCall:
     def wait(self, stop: threading.Event):
         while not self.done.wait(0.2):
             if stop.is_set():
-                raise _Stopped()
+                raise Stopped()
         if self.error is not None:
             raise self.error
         return self.result
+
 
 
 class _VolumeFull:
@@ -1187,6 +638,7 @@ class _VolumeFull:
     def __init__(self, part: PartBuffer) -> None:
         self.part = part
         self.done = threading.Event()
+
 
 
 class _Counter:
@@ -1200,35 +652,15 @@ class _Counter:
         return len(data)
 
 
+
 def _record_from_entry(entry: zipwriter.ZipEntry, kind: str, folder: str, volume: int) -> EntryRecord:
     return EntryRecord(kind, folder, "", EXPORTED, entry.name, entry.offset, entry.crc32,
                        entry.compressed_size, entry.size, entry.method, entry.dos_time,
                        entry.dos_date, entry.flags, volume)
 
 
+
 def _entry_from_record(r: EntryRecord) -> zipwriter.ZipEntry:
     return zipwriter.ZipEntry(r.name, r.offset, r.crc32, r.compressed_size, r.size, r.method,
                               r.dos_time, r.dos_date, r.flags, is_dir=r.kind == DIRECTORY)
 
-
-def _user_message(exc: BaseException) -> str:
-    if isinstance(exc, AuthenticationFailed | ConnectionFailed | SourceError | S3Failure):
-        return str(exc)
-    return f"Internal error: {type(exc).__name__}: {exc}"
-
-
-def run_export(source: Source, s3_client, spec: ExportSpec, ledger: Ledger,
-               tuning: Tuning | None = None) -> ExportResult:
-    """Run (or resume) one export to its end; never raises for export failures (see result.state)."""
-    tune_malloc()
-    if spec.format == "pst":
-        from connectors.pipeline.pst_backup import PstExport
-
-        return PstExport(source, s3_client, spec, ledger, tuning or Tuning()).run()
-    if spec.format != "zip":
-        raise ValueError(f"unknown archive format {spec.format!r}")
-    export = ZipExport(source, s3_client, spec, ledger, tuning)
-    result = export.run()
-    if export.conflict:  # upload aborted and ledger reset: one clean second attempt
-        result = ZipExport(source, s3_client, spec, ledger, tuning).run()
-    return result
