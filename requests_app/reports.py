@@ -73,15 +73,16 @@ def archive_files(req: MigrationRequest) -> list[dict]:
     completed volumes of a split archive and the one being written (size so far), under the
     keys they will have (a retry writes some under staging keys until it commits)."""
     from connectors.pipeline.archivekeys import final_key
+    from requests_app.checkpoint import Checkpoint
 
     if req.is_final:
         return list(req.result.get("archives") or [])
-    upload = req.checkpoint.get("upload") or {}
-    if not upload.get("key"):
+    upload = Checkpoint.of(req).upload
+    if upload is None or not upload.key:
         return []
-    size = sum(req.parts.filter(archive_key=upload["key"]).values_list("size", flat=True))
-    return [*({"key": final_key(v["key"]), "size": v["size"]} for v in upload.get("volumes", [])),
-            {"key": final_key(upload["key"]), "size": size}]
+    size = sum(req.parts.filter(archive_key=upload.key).values_list("size", flat=True))
+    return [*({"key": final_key(v.key), "size": v.size} for v in upload.volumes),
+            {"key": final_key(upload.key), "size": size}]
 
 
 def report_csv_file(req: MigrationRequest):

@@ -10,7 +10,7 @@ import pytest
 from accounts.models import User
 from connectors.pipeline.ledger import FAILED, MESSAGE, EntryRecord, PartRecord
 from requests_app.ledger import DatabaseLedger
-from requests_app.runner import claim
+from requests_app.lifecycle import claim
 from tests.browser import login
 from tests.conftest import PASSWORD
 from tests.portal_fixtures import imap_form, submit

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from connectors.pipeline.ledger import MESSAGE, EntryRecord, PartRecord, Volume
-from requests_app.ledger import DatabaseLedger, Superseded
+from requests_app.ledger import DatabaseLedger
+from requests_app.lifecycle import Superseded
 from requests_app.models import MigrationRequest, UploadedPart
 
 pytestmark = pytest.mark.django_db
