@@ -49,9 +49,17 @@ class ObjectValue:
 
 
 class BTreeOnHeapWriter:
-    """Streams sorted records into BTH leaf allocations; builds index levels at ``finish``."""
+    """Streams sorted records into BTH leaf allocations; builds index levels at ``finish``.
 
-    def __init__(self, heap: HeapWriter, key_size: int, entry_size: int) -> None:
+    The BTH header is the heap's next allocation when the writer is made, and is filled in by
+    ``finish``: made first, as Outlook does, it sits at HID 0x20, where java-libpst's readers
+    look for it whatever the user root says. With ``records`` known and fitting one leaf, the
+    leaf is allocated right after it (0x40), before any value, as in Outlook's files.
+    """
+
+    def __init__(
+        self, heap: HeapWriter, key_size: int, entry_size: int, records: int | None = None
+    ) -> None:
         self._heap = heap
         self._key_size = key_size
         self._entry_size = entry_size
@@ -60,6 +68,11 @@ class BTreeOnHeapWriter:
         self._leaf_count = 0
         self._index = bytearray()  # (first key, hid) of each leaf
         self._previous: int | None = None
+        self._header_hid = heap.allocate(bytes(_BTH_HEADER.size))
+        self._reserved_leaf: int | None = None
+        if records and records <= self._leaf_capacity:
+            self._reserved_leaf = heap.allocate(bytes(records * (key_size + entry_size)))
+            self._leaf_capacity = records + 1  # the one leaf is written by finish()
 
     def add(self, key: bytes, entry: bytes) -> None:
         assert len(key) == self._key_size and len(entry) == self._entry_size
@@ -90,7 +103,13 @@ class BTreeOnHeapWriter:
         self._leaf_count = 0
 
     def finish(self) -> int:
-        """Allocate the BTH header and return its HID."""
+        """Complete the BTH header and return its HID."""
+        if self._reserved_leaf is not None:
+            self._heap.replace(self._reserved_leaf, bytes(self._leaf))
+            root = self._reserved_leaf if self._leaf_count else 0
+            self._heap.replace(self._header_hid, _BTH_HEADER.pack(
+                CLIENT_BTH, self._key_size, self._entry_size, 0, root))  # fmt: skip
+            return self._header_hid
         if self._leaf_count:
             self._flush_leaf()
         levels = 0
@@ -111,8 +130,12 @@ class BTreeOnHeapWriter:
             records = bytes(upper)
             if len(records) == record_size:
                 root = struct.unpack_from("<I", records, self._key_size)[0]
-        header = struct.pack("<BBBBI", CLIENT_BTH, self._key_size, self._entry_size, levels, root)
-        return self._heap.allocate(header)
+        header = _BTH_HEADER.pack(CLIENT_BTH, self._key_size, self._entry_size, levels, root)
+        self._heap.replace(self._header_hid, header)
+        return self._header_hid
+
+
+_BTH_HEADER = struct.Struct("<BBBBI")  # bType, cbKey, cbEnt, bIdxLevels, hidRoot
 
 
 def value_size(prop_tag: int, value: object, encoded: bytes | None) -> int:
@@ -151,7 +174,7 @@ def write_property_context(
     heap = HeapWriter(CLIENT_PC, tree)
     subnodes: list[SubnodeEntry] = list(extra_subnodes)
     ordered = sorted(properties, key=_tag_id)
-    bth = BTreeOnHeapWriter(heap, 2, 6)
+    bth = BTreeOnHeapWriter(heap, 2, 6, records=len(ordered))
     fixed_sizes, encode, pack_record = P.FIXED_SIZES, P.encode_value, _PC_RECORD.pack
     total = 0
     previous_id = -1
@@ -234,8 +257,8 @@ class _TableLayout:
 
 @lru_cache(maxsize=64)
 def _table_layout(column_tags: tuple[int, ...]) -> _TableLayout:
-    tags = {t for t in column_tags if t not in (P.LTP_ROW_ID, P.LTP_ROW_VERSION)}
-    columns, ends = _layout_columns(sorted(tags))
+    tags = [t for t in dict.fromkeys(column_tags) if t not in (P.LTP_ROW_ID, P.LTP_ROW_VERSION)]
+    columns, ends = _layout_columns(tags)
     cells = {c.tag: (c.offset, c.size, ends[2] + c.bit // 8, 0x80 >> (c.bit % 8),
                      P.tag_type(c.tag) in P.FIXED_SIZES) for c in columns}  # fmt: skip
     descriptors = b"".join(
@@ -249,7 +272,14 @@ _ROW_INDEX = struct.Struct("<II")  # BTH record of a TC's row index: row id, row
 
 
 class TableWriter:
-    """Streams rows into a TC. Rows must be added in ascending row id order."""
+    """Streams rows into a TC. Rows must be added in ascending row id order.
+
+    The heap is laid out as Outlook lays out its tables: the row index's BTH header (0x20),
+    TCINFO (0x40) and, for a table small enough for its rows to sit in the heap, the row
+    index leaf, the row matrix and then the rows' variable-size values. Such rows wait in
+    memory (at most 3,580 bytes of them) until ``finish``; past that the row matrix goes to a
+    subnode, block by block, and each row's values are stored as it comes.
+    """
 
     def __init__(self, ndb: NodeDatabaseWriter, column_tags: Iterable[int]) -> None:
         self._ndb = ndb
@@ -259,12 +289,14 @@ class TableWriter:
         self._layout = _table_layout(tuple(column_tags))
         self._columns, self._ends = self._layout.columns, self._layout.ends
         self.row_size = self._layout.row_size
-        self._info_hid = self._heap.allocate(self._tcinfo(0, 0))
         self._index = BTreeOnHeapWriter(self._heap, 4, 4)
+        self._info_hid = self._heap.allocate(self._tcinfo(0, 0))
         self._previous_row_id = -1
-        self._rows = bytearray()  # rows not yet in a block
+        self._rows = bytearray()  # rows not yet in a block (or in the heap)
+        self._waiting: list[tuple[int, bytes]] | None = []  # (offset in _rows, value) to store
         self._rows_tree = None
         self._rows_per_block = L.MAX_BLOCK_DATA // self.row_size
+        self._padding = bytes(L.MAX_BLOCK_DATA - self._rows_per_block * self.row_size)
         self.row_count = 0
 
     def add_row(self, row_id: int, values: dict[int, object], version: int = 1) -> None:
@@ -273,6 +305,7 @@ class TableWriter:
         _ROW_INDEX.pack_into(row, 0, row_id, version)
         row[self._ends[2]] |= 0xC0  # row id and row version always exist
         cells, encode = self._layout.cells, P.encode_value
+        waiting, base = self._waiting, len(self._rows)
         for prop_tag, value in values.items():
             cell = cells.get(prop_tag)
             if cell is None or value is None:
@@ -281,6 +314,10 @@ class TableWriter:
             encoded = encode(prop_tag, value)
             if fixed:
                 row[offset : offset + size] = encoded
+            elif not encoded:
+                pass  # HNID 0; callers leave out the values Outlook leaves out
+            elif waiting is not None:
+                waiting.append((base + offset, encoded))
             else:
                 hnid = _store_variable(self._ndb, self._heap, encoded, self._subnodes)
                 struct.pack_into("<I", row, offset, hnid)
@@ -293,12 +330,22 @@ class TableWriter:
         self.row_count += 1
         self._rows += row
         if self._rows_tree is None and len(self._rows) > MAX_ALLOCATION:
+            self._store_waiting()
             self._rows_tree = self._ndb.data_tree()
         if self._rows_tree is not None:
             block_bytes = self._rows_per_block * self.row_size
             while len(self._rows) >= block_bytes:
-                self._rows_tree.add_block(self._rows[:block_bytes])
+                # Every block but the last is padded to 8,176 bytes ([MS-PST] §2.3.4.4): readers
+                # find row n at block n // rows-per-block, offset (n % rows-per-block) * size.
+                self._rows_tree.add_block(self._rows[:block_bytes] + self._padding)
                 del self._rows[:block_bytes]
+
+    def _store_waiting(self) -> None:
+        """Store the values of the rows held so far and put their HNIDs in the rows."""
+        waiting, self._waiting = self._waiting or [], None
+        for at, encoded in waiting:
+            hnid = _store_variable(self._ndb, self._heap, encoded, self._subnodes)
+            struct.pack_into("<I", self._rows, at, hnid)
 
     def finish(self) -> NodeParts:
         row_index = self._index.finish()
@@ -310,6 +357,8 @@ class TableWriter:
             rows_hnid = nid
         elif self._rows:
             rows_hnid = self._heap.allocate(self._rows)
+            self._store_waiting()
+            self._heap.replace(rows_hnid, self._rows)
         else:
             rows_hnid = 0
         self._heap.replace(self._info_hid, self._tcinfo(row_index, rows_hnid))
@@ -324,25 +373,24 @@ class TableWriter:
 
 
 def _layout_columns(tags: Sequence[int]) -> tuple[list[_Column], tuple[int, int, int, int]]:
-    """Row layout: row id, row version, then 8/4-byte, 2-byte and 1-byte cells, then the CEB."""
+    """Row layout as Outlook makes it: row id and row version, then the columns in the order
+    given (their CEB bits in that order), their cells grouped by width: 8- and 4-byte cells in
+    that order, then 2-byte, then 1-byte cells; then the CEB."""
 
     def cell_size(prop_tag: int) -> int:
         return P.FIXED_SIZES.get(P.tag_type(prop_tag), 4)
 
+    bits = {prop_tag: 2 + i for i, prop_tag in enumerate(tags)}
     columns = [_Column(P.LTP_ROW_ID, 0, 4, 0), _Column(P.LTP_ROW_VERSION, 4, 4, 1)]
     offset = 8
-    ordered = [t for t in tags if cell_size(t) == 8] + [t for t in tags if cell_size(t) == 4]
-    for prop_tag in ordered:
-        columns.append(_Column(prop_tag, offset, cell_size(prop_tag), len(columns)))
-        offset += cell_size(prop_tag)
-    end_4b = offset
-    for width in (2, 1):
-        for prop_tag in (t for t in tags if cell_size(t) == width):
-            columns.append(_Column(prop_tag, offset, width, len(columns)))
-            offset += width
-        if width == 2:
-            end_2b = offset
-    end_1b = offset
+    ends = []
+    for widths in ((8, 4), (2,), (1,)):
+        for prop_tag in tags:
+            if cell_size(prop_tag) in widths:
+                columns.append(_Column(prop_tag, offset, cell_size(prop_tag), bits[prop_tag]))
+                offset += cell_size(prop_tag)
+        ends.append(offset)
+    end_4b, end_2b, end_1b = ends
     end_bm = end_1b + (len(columns) + 7) // 8
     return columns, (end_4b, end_2b, end_1b, end_bm)
 
