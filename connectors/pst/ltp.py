@@ -167,22 +167,21 @@ def write_property_context(
 ) -> NodeParts:
     """Write a PC holding ``properties`` (tag, value); return its data/subnode bids.
 
+    Values go into the heap in the order given (Outlook's order where the caller knows it),
+    after the BTH header and its leaf; the BTH itself is sorted by property id.
     ``extra_subnodes`` are other subnodes of the same node (recipient and attachment tables,
     attachments, embedded objects) to put in its subnode tree beside large values.
     """
     tree = ndb.data_tree()
     heap = HeapWriter(CLIENT_PC, tree)
     subnodes: list[SubnodeEntry] = list(extra_subnodes)
-    ordered = sorted(properties, key=_tag_id)
-    bth = BTreeOnHeapWriter(heap, 2, 6, records=len(ordered))
+    properties = list(properties)
+    bth = BTreeOnHeapWriter(heap, 2, 6, records=len(properties))
     fixed_sizes, encode, pack_record = P.FIXED_SIZES, P.encode_value, _PC_RECORD.pack
     total = 0
-    previous_id = -1
-    for prop_tag, value in ordered:
+    records: list[tuple[int, bytes]] = []
+    for prop_tag, value in properties:
         prop_id, prop_type = prop_tag >> 16, prop_tag & 0xFFFF
-        if prop_id == previous_id:
-            raise ValueError(f"property 0x{prop_id:04X} given twice")
-        previous_id = prop_id
         if isinstance(value, StoredValue):
             if value.inline is not None:
                 hnid = heap.allocate(value.inline) if value.inline else 0
@@ -208,16 +207,22 @@ def write_property_context(
             else:
                 total += fixed
                 hnid = int.from_bytes(encoded, "little") if fixed <= 4 else heap.allocate(encoded)
-        bth.add_record(pack_record(prop_id, prop_type, hnid))
+        records.append((prop_id, pack_record(prop_id, prop_type, hnid)))
+    records.sort(key=_first)
+    for (prop_id, _), (next_id, _) in zip(records, records[1:], strict=False):
+        if prop_id == next_id:
+            raise ValueError(f"property 0x{prop_id:04X} given twice")
+    for _, record in records:
+        bth.add_record(record)
     heap.finish(bth.finish())
     return NodeParts(tree.finish(), ndb.write_subnode_tree(subnodes), total)
 
 
+def _first(item: tuple[int, bytes]) -> int:
+    return item[0]
+
+
 _PC_RECORD = struct.Struct("<HHI")  # BTH record of a PC: property id, then type and HNID
-
-
-def _tag_id(item: tuple[int, object]) -> int:
-    return item[0] >> 16
 
 
 def _store_variable(
@@ -271,14 +276,20 @@ def _table_layout(column_tags: tuple[int, ...]) -> _TableLayout:
 _ROW_INDEX = struct.Struct("<II")  # BTH record of a TC's row index: row id, row number
 
 
+def _row_id_of(record: bytes) -> int:
+    return _ROW_INDEX.unpack(record)[0]
+
+
 class TableWriter:
-    """Streams rows into a TC. Rows must be added in ascending row id order.
+    """Streams rows into a TC, in the row matrix in the order they are added.
 
     The heap is laid out as Outlook lays out its tables: the row index's BTH header (0x20),
     TCINFO (0x40) and, for a table small enough for its rows to sit in the heap, the row
     index leaf, the row matrix and then the rows' variable-size values. Such rows wait in
-    memory (at most 3,580 bytes of them) until ``finish``; past that the row matrix goes to a
-    subnode, block by block, and each row's values are stored as it comes.
+    memory (at most 3,580 bytes of them) until ``finish``, and may come in any row id order,
+    as in Outlook's tables (the row index is sorted at the end). Past that the row matrix goes
+    to a subnode, block by block, each row's values are stored as it comes, and every later
+    row id must be greater than all before it.
     """
 
     def __init__(self, ndb: NodeDatabaseWriter, column_tags: Iterable[int]) -> None:
@@ -292,6 +303,8 @@ class TableWriter:
         self._index = BTreeOnHeapWriter(self._heap, 4, 4)
         self._info_hid = self._heap.allocate(self._tcinfo(0, 0))
         self._previous_row_id = -1
+        self._row_ids: set[int] | None = set()  # while rows wait: the ids taken
+        self._records: list[bytes] = []  # while rows wait: their row index records
         self._rows = bytearray()  # rows not yet in a block (or in the heap)
         self._waiting: list[tuple[int, bytes]] | None = []  # (offset in _rows, value) to store
         self._rows_tree = None
@@ -323,13 +336,20 @@ class TableWriter:
                 struct.pack_into("<I", row, offset, hnid)
             row[ceb_byte] |= ceb_bit
         record = _ROW_INDEX.pack(row_id, self.row_count)
-        if row_id <= self._previous_row_id:
-            raise ValueError("BTH keys must be added in strictly ascending order")
-        self._previous_row_id = row_id
-        self._index.add_record(record)
+        if self._row_ids is not None:
+            if row_id in self._row_ids:
+                raise ValueError(f"row id 0x{row_id:X} given twice")
+            self._row_ids.add(row_id)
+            self._records.append(record)
+        elif row_id <= self._previous_row_id:
+            raise ValueError("rows of a large table must come in ascending row id order")
+        else:
+            self._index.add_record(record)
+        self._previous_row_id = max(self._previous_row_id, row_id)
         self.row_count += 1
         self._rows += row
         if self._rows_tree is None and len(self._rows) > MAX_ALLOCATION:
+            self._index_waiting()
             self._store_waiting()
             self._rows_tree = self._ndb.data_tree()
         if self._rows_tree is not None:
@@ -340,6 +360,13 @@ class TableWriter:
                 self._rows_tree.add_block(self._rows[:block_bytes] + self._padding)
                 del self._rows[:block_bytes]
 
+    def _index_waiting(self) -> None:
+        """Put the waiting rows' records in the row index, sorted by row id."""
+        self._records.sort(key=_row_id_of)
+        for record in self._records:
+            self._index.add_record(record)
+        self._records, self._row_ids = [], None
+
     def _store_waiting(self) -> None:
         """Store the values of the rows held so far and put their HNIDs in the rows."""
         waiting, self._waiting = self._waiting or [], None
@@ -348,6 +375,8 @@ class TableWriter:
             struct.pack_into("<I", self._rows, at, hnid)
 
     def finish(self) -> NodeParts:
+        if self._row_ids is not None:
+            self._index_waiting()
         row_index = self._index.finish()
         if self._rows_tree is not None:
             if self._rows:
