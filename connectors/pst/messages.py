@@ -80,12 +80,12 @@ def write_message_object(
             subnodes.append((nid, parts.bid_data, parts.bid_sub))
             attachment_sizes += size
             method = P.ATTACH_EMBEDDED_MSG if attachment.embedded else P.ATTACH_BY_VALUE
-            table.add_row(nid, {
+            table.add_row(nid, _without_empty_cells({
                 P.ATTACH_SIZE: size,
                 P.ATTACH_FILENAME: short_name,
                 P.ATTACH_METHOD: method,
                 P.RENDERING_POSITION: 0xFFFFFFFF,
-            })  # fmt: skip
+            }))  # fmt: skip
         attachment_table = table.finish()
         subnodes.append((NID_ATTACHMENT_TABLE, attachment_table.bid_data, attachment_table.bid_sub))
 
@@ -139,6 +139,7 @@ def write_message_object(
     elif parsed.body_html is not None:
         properties.append((P.BODY_HTML, parsed.body_html.encode("utf-8", "surrogatepass")))
 
+    properties = without_empty_values(properties)
     size = 4 + attachment_sizes  # PidTagMessageSize itself, then the attachments
     for prop_tag, value in properties:
         size += _value_size(prop_tag, value)
@@ -146,7 +147,7 @@ def write_message_object(
     parts = write_property_context(ndb, properties, subnodes)
     assert parts.value_bytes + attachment_sizes == size
 
-    row: dict[int, object] = {
+    row: dict[int, object | None] = {
         P.IMPORTANCE: parsed.importance,
         P.MESSAGE_CLASS: "IPM.Note",
         P.SENSITIVITY: 0,
@@ -164,7 +165,29 @@ def write_message_object(
         P.MESSAGE_STATUS: 0,
         P.LAST_MODIFICATION_TIME: P.filetime(now),
     }
-    return WrittenMessage(parts, size, row)
+    return WrittenMessage(parts, size, _without_empty_cells(row))
+
+
+def without_empty_values(properties: list[tuple[int, object]]) -> list[tuple[int, object]]:
+    """``properties`` less the zero-length strings and binaries: Outlook leaves such a
+    property out rather than store it with no data, and readers fail on one that has none
+    (libpff's html_body_size: "missing value data"; pypff gives None for an empty string)."""
+    return [(prop_tag, value) for prop_tag, value in properties
+            if not _is_empty_variable(prop_tag, value)]  # fmt: skip
+
+
+def _is_empty_variable(prop_tag: int, value: object) -> bool:
+    if P.tag_type(prop_tag) in P.FIXED_SIZES or isinstance(value, ObjectValue):
+        return False
+    if isinstance(value, StoredValue):
+        return value.size == 0
+    return isinstance(value, bytes | bytearray | str) and len(value) == 0
+
+
+def _without_empty_cells(values: dict[int, object | None]) -> dict[int, object]:
+    """Table cells the same way: an empty string or binary gets no cell at all."""
+    return {prop_tag: value for prop_tag, value in values.items()
+            if value is not None and not _is_empty_variable(prop_tag, value)}  # fmt: skip
 
 
 _SUBJECT_PREFIX = re.compile(r"^([^\W\d_]{1,3}):\s?", re.UNICODE)
@@ -212,7 +235,7 @@ def _recipient_table(ndb: NodeDatabaseWriter, parsed: ParsedMessage) -> tuple[in
     recipients += [(P.MAPI_BCC, a) for a in parsed.bcc]
     for row_id, (kind, address) in enumerate(recipients):
         search_key = b"SMTP:" + address.address.upper().encode("utf-8", "replace") + b"\x00"
-        table.add_row(row_id, {
+        table.add_row(row_id, _without_empty_cells({
             P.RECIPIENT_TYPE: kind,
             P.RESPONSIBILITY: False,
             P.OBJECT_TYPE: MAPI_MAILUSER,
@@ -228,7 +251,7 @@ def _recipient_table(ndb: NodeDatabaseWriter, parsed: ParsedMessage) -> tuple[in
             P.RECIPIENT_FLAGS: 1,  # recipSendable
             P.RECIPIENT_ORDER: row_id,
             P.RECIPIENT_TRACK_STATUS: 0,
-        })  # fmt: skip
+        }))  # fmt: skip
     parts = table.finish()
     return NID_RECIPIENT_TABLE, parts.bid_data, parts.bid_sub
 
@@ -257,6 +280,7 @@ def _write_attachment(
             properties.append((P.ATTACHMENT_HIDDEN, True))
             properties.append((P.ATTACH_FLAGS, 4))  # ATT_MHTML_REF
     size = 4  # PidTagAttachSize itself
+    properties = without_empty_values(properties)
     if attachment.embedded is not None:
         inner = write_message_object(ndb, attachment.embedded, read=True, received=None)
         nid = ndb.nids.allocate(NID_TYPE_NORMAL_MESSAGE)
