@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email
+import email.policy
 import random
 from datetime import UTC, datetime
 
@@ -11,6 +13,10 @@ import pytest
 
 from connectors.pst import mime
 from connectors.pst.mime import EncodedContent, decode_header_value, parse_message
+
+
+def stdlib_parse(raw: bytes):
+    return email.message_from_bytes(raw, policy=email.policy.default)
 
 
 def _content(data: bytes, encoding: str) -> bytes:
@@ -154,9 +160,11 @@ def test_broken_structures_still_give_a_message():
 
 
 def test_header_only_message_and_folded_headers():
-    parsed = parse_message(b"Subject: folded\r\n  subject line\r\nFrom: a@b.c\r\n")
-    assert parsed.subject == "folded subject line"
-    assert parsed.body_text == ""
+    raw = b"Subject: folded\r\n  subject line\r\nFrom: a@b.c\r\n"
+    parsed = parse_message(raw)
+    # Unfolding removes the line break only (RFC 5322 §2.2.3), as Python's parser does.
+    assert parsed.subject == "folded  subject line" == str(stdlib_parse(raw)["subject"])
+    assert parsed.body_text is None  # an empty body is no body
 
 
 def test_subject_prefix_split():

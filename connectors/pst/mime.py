@@ -4,8 +4,10 @@ The parser works on offsets into the caller's bytes and never copies an attachme
 content is decoded in chunks (base64, quoted-printable) straight into PST blocks, so a 40 MB
 attachment costs a few megabytes of memory beyond the message bytes themselves.
 
-It never raises on bad input: a message with broken MIME still yields its headers and its
-raw text as the body, and anything odd is noted in ``ParsedMessage.defects``.
+The MIME tree is the one Python's ``email`` package (policy ``default``) finds in the same
+bytes (see ``_walk`` and ``_split_multipart``); ``ParsedMessage.differences`` says where the
+PST cannot show what that parser sees. It never raises on bad input: a message with broken
+MIME still yields its headers and its text, and anything odd is noted in its ``defects``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message as _ParamParser
+from email.policy import default as _default_policy
 from email.utils import getaddresses, parsedate_to_datetime
 
 import pybase64
@@ -114,7 +117,10 @@ class ParsedMessage:
     large_body_text: LargeText | None = None  # set instead of body_text for huge bodies
     large_body_html: LargeText | None = None
     attachments: list[Attachment] = field(default_factory=list)
-    defects: list[str] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)  # odd MIME, shown as Python shows it
+    # Where the PST shows the message otherwise than Python's email package (policy default)
+    # reads the source; the export's report carries these for the message.
+    differences: list[str] = field(default_factory=list)
 
 
 def parse_message(raw: bytes, *, _depth: int = 0) -> ParsedMessage:
@@ -125,17 +131,34 @@ def parse_message(raw: bytes, *, _depth: int = 0) -> ParsedMessage:
 # -- headers ----------------------------------------------------------------------------------
 
 
+# The header lines of an entity as the standard library's feedparser takes them (its
+# ``headerRE``): a header, a continuation, or an mbox "From " line; lines end in CRLF, CR or LF.
+_HEADER_LINES = re.compile(
+    rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\r\n]*(?:\r\n|\r|\n|\Z))*"
+)
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
 def _split_header(source: bytes, start: int, end: int) -> tuple[int, int]:
-    """(end of the header block, start of the body) within [start, end)."""
-    if source.startswith((b"\r\n", b"\n"), start):
-        return start, start + (2 if source[start] == 0x0D else 1)
-    best = (end, end)
-    for separator in (b"\r\n\r\n", b"\n\n", b"\n\r\n"):
-        # Each search stops where the best blank line so far is: no scan of a large body.
-        at = source.find(separator, start, min(end, best[0] + len(separator)))
-        if 0 <= at < best[0]:
-            best = (at, at + len(separator))
-    return best
+    """(end of the header block, start of the body) within [start, end): the header block is
+    the header lines from ``start``; the blank line after it, if any, belongs to neither (a
+    line that is no header line and not blank starts the body, as Python's parser has it)."""
+    header_end = _HEADER_LINES.match(source, start, end).end()
+    if source.startswith(b"\r\n", header_end, end):
+        return header_end, header_end + 2
+    if source.startswith((b"\r", b"\n"), header_end, end):
+        return header_end, header_end + 1
+    return header_end, header_end
+
+
+def _strip_line_break(source: bytes, start: int, end: int) -> int:
+    """``end`` less one line break ending ``source[start:end]`` (RFC 2046: the line break
+    before a boundary belongs to the boundary)."""
+    if end - start >= 2 and source.startswith(b"\r\n", end - 2, end):
+        return end - 2
+    if end > start and source[end - 1] in (0x0A, 0x0D):
+        return end - 1
+    return end
 
 
 def _codec_name(charset: str | None) -> str | None:
@@ -193,21 +216,23 @@ def decode_header_value(raw: bytes) -> str:
 
 
 def _parse_header_block(block: bytes) -> list[tuple[str, bytes]]:
-    """(lower-case name, unfolded raw value) in order; lines without a colon are skipped."""
+    """(lower-case name, unfolded raw value) in order. Unfolding drops the line breaks and
+    keeps the white space after them (RFC 5322 §2.2.3); an mbox "From " line, a continuation
+    with nothing to continue and a line starting with a colon are skipped."""
     fields: list[tuple[str, bytes]] = []
-    for line in block.split(b"\n"):
-        line = line.rstrip(b"\r")
+    for line in _LINE_BREAK.split(block):
         if not line:
             continue
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, value + b" " + line.strip())
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                name, value = fields[-1]
+                fields[-1] = (name, value + line)
             continue
         name, colon, value = line.partition(b":")
-        if not colon or not name.strip() or b" " in name.strip():
+        if not colon or not name or line.startswith(b"From "):
             continue
-        fields.append((name.strip().decode("ascii", "replace").lower(), value.strip()))
-    return fields
+        fields.append((name.decode("ascii", "replace").lower(), value.lstrip(b" \t")))
+    return [(name, value.rstrip()) for name, value in fields]
 
 
 class _Headers:
@@ -224,8 +249,8 @@ class _Headers:
         value = self.raw(name)
         return None if value is None else decode_header_value(value).strip()
 
-    def all_text(self, name: str) -> list[str]:
-        return [decode_header_value(v) for k, v in self.fields if k == name]
+    def all_raw(self, name: str) -> list[bytes]:
+        return [v for k, v in self.fields if k == name]
 
 
 def _content_params(headers: _Headers) -> _ParamParser:
@@ -238,13 +263,48 @@ def _content_params(headers: _Headers) -> _ParamParser:
     return params
 
 
-def _addresses(values: list[str]) -> list[Address]:
+# Address lists that the compat32 splitter reads as the standard parser does; with comments,
+# groups, quoting backslashes or encoded words (which may hide commas) the standard parser
+# reads them, at seven times the cost.
+_NOT_SIMPLE_ADDRESS = re.compile(rb"[(:;\\\[]|=\?")
+
+
+def _addresses(values: list[bytes]) -> list[Address]:
+    """The mailboxes of address headers, as Python's email package (policy default) reads
+    them; display names RFC 2047-decoded, 8-bit bytes taken as UTF-8 (else Windows-1252)."""
     out = []
-    for name, address in getaddresses(values):
-        name, address = name.strip(), address.strip()
-        if address or name:
-            out.append(Address(name or address, address))
+    for value in values:
+        text = value.decode("ascii", "surrogateescape")
+        if _NOT_SIMPLE_ADDRESS.search(value):
+            pairs = _standard_addresses(text)
+        else:
+            pairs = getaddresses([text])
+        for name, address in pairs:
+            name, address = _unescape(name).strip(), _unescape(address).strip()
+            if address in ("<>", '""'):
+                address = ""
+            if address or name:
+                out.append(Address(name or address, address))
     return out
+
+
+def _standard_addresses(text: str) -> list[tuple[str, str]]:
+    try:
+        header = _default_policy.header_factory("to", text)
+        return [(a.display_name, a.addr_spec) for a in header.addresses]
+    except Exception:  # noqa: BLE001 - the standard parser gave up: the simple split then
+        return [(decode_header_value(n.encode("utf-8", "surrogateescape")), a)
+                for n, a in getaddresses([text])]  # fmt: skip
+
+
+def _unescape(text: str) -> str:
+    """Undo the surrogate escapes of 8-bit header bytes."""
+    if text.isascii():
+        return text
+    try:
+        return decode_bytes(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return text
 
 
 def _parse_date(value: str | None) -> datetime | None:
@@ -280,7 +340,9 @@ def _importance(headers: _Headers) -> int:
 # -- entities ---------------------------------------------------------------------------------
 
 
-def _parse_entity(source: bytes, start: int, end: int, depth: int) -> ParsedMessage:
+def _parse_entity(
+    source: bytes, start: int, end: int, depth: int, default_type: str = "text/plain"
+) -> ParsedMessage:
     message = ParsedMessage()
     header_end, body_start = _split_header(source, start, end)
     block = source[start:header_end]
@@ -288,14 +350,42 @@ def _parse_entity(source: bytes, start: int, end: int, depth: int) -> ParsedMess
     try:
         headers = _Headers(block)
         _fill_envelope(message, headers)
-        _walk(message, source, headers, body_start, end, 0, depth)
+        _walk(message, source, headers, body_start, end, 0, depth, False, default_type)
     except Exception as exc:  # noqa: BLE001 - a broken message must still become a message
-        message.defects.append(f"unparseable MIME structure: {exc!r}")
+        message.differences.append(f"unparseable MIME structure, kept as text: {exc!r}")
         message.attachments = []
         message.body_html = message.large_body_html = message.large_body_text = None
         message.body_text = None
         _set_raw_text_body(message, source, body_start, end)
+    _drop_nul_characters(message)
     return message
+
+
+def _drop_nul_characters(message: ParsedMessage) -> None:
+    """MAPI strings end at a NUL (readers cut them there): drop the NULs of the texts."""
+    texts = [message.subject, message.body_text, message.body_html]
+    texts += [a.filename for a in message.attachments]
+    texts += [a.name for a in (message.to + message.cc + message.bcc)]
+    if message.sender is not None:
+        texts.append(message.sender.name)
+    if not any(text and "\x00" in text for text in texts):
+        return
+    message.differences.append("NUL characters dropped from the text")
+    message.subject = message.subject.replace("\x00", "")
+    if message.body_text is not None:
+        message.body_text = message.body_text.replace("\x00", "")
+    if message.body_html is not None:
+        message.body_html = message.body_html.replace("\x00", "")
+    for attachment in message.attachments:
+        attachment.filename = attachment.filename.replace("\x00", "") or "attachment"
+
+    def clean(address: Address) -> Address:
+        return Address(address.name.replace("\x00", ""), address.address.replace("\x00", ""))
+
+    message.to, message.cc, message.bcc = ([clean(a) for a in group]
+                                           for group in (message.to, message.cc, message.bcc))  # fmt: skip
+    if message.sender is not None:
+        message.sender = clean(message.sender)
 
 
 def _set_raw_text_body(message: ParsedMessage, source: bytes, start: int, end: int) -> None:
@@ -308,11 +398,11 @@ def _set_raw_text_body(message: ParsedMessage, source: bytes, start: int, end: i
 
 def _fill_envelope(message: ParsedMessage, headers: _Headers) -> None:
     message.subject = (headers.text("subject") or "").replace("\r", "").replace("\n", "")
-    senders = _addresses(headers.all_text("from")) or _addresses(headers.all_text("sender"))
+    senders = _addresses(headers.all_raw("from")) or _addresses(headers.all_raw("sender"))
     message.sender = senders[0] if senders else None
-    message.to = _addresses(headers.all_text("to"))
-    message.cc = _addresses(headers.all_text("cc"))
-    message.bcc = _addresses(headers.all_text("bcc"))
+    message.to = _addresses(headers.all_raw("to"))
+    message.cc = _addresses(headers.all_raw("cc"))
+    message.bcc = _addresses(headers.all_raw("bcc"))
     message.sent = _parse_date(headers.text("date"))
     message.message_id = headers.text("message-id")
     message.in_reply_to = headers.text("in-reply-to")
@@ -328,47 +418,81 @@ def _walk(
     end: int,
     multipart_depth: int,
     embed_depth: int,
+    in_multipart: bool,
+    default_type: str = "text/plain",
 ) -> None:
-    """Route one entity's body: into the bodies, an attachment, or the parts of a multipart."""
+    """Route one entity's body: into the bodies, an attachment, or the parts of a multipart.
+
+    The MIME tree is the one Python's ``email`` package (policy ``default``) builds from the
+    same bytes: ``_split_multipart`` finds the parts its feedparser finds, and an entity that
+    is a direct part of a multipart (``in_multipart``) loses the line break before the next
+    boundary, as there. What the tree becomes in the PST: the first unnamed, not attached
+    ``text/plain`` and ``text/html`` parts are the bodies, ``message/rfc822`` parts attached
+    messages, every other part an attachment; empty unnamed text parts carry nothing.
+    """
     params = _content_params(headers)
+    if default_type != "text/plain":
+        params.set_default_type(default_type)
     content_type = params.get_content_type()
     encoding = (headers.text("content-transfer-encoding") or "").lower().strip()
     disposition = (params.get_content_disposition() or "").lower()
     filename = _filename(params)
-    content = EncodedContent(source, start, end, encoding)
 
     if content_type.startswith("multipart/"):
-        boundary = params.get_param("boundary")
+        boundary = _boundary(params)
         parts = _split_multipart(source, start, end, boundary) if boundary else None
-        if not parts or multipart_depth >= MAX_MULTIPART_DEPTH:
-            message.defects.append(f"{content_type} without usable parts; kept as text")
-            if message.body_text is None and message.large_body_text is None:
-                _set_raw_text_body(message, source, start, end)
-            return
-        for part_start, part_end in parts:
-            header_end, body_start = _split_header(source, part_start, part_end)
-            part_headers = _Headers(source[part_start:header_end])
-            _walk(message, source, part_headers, body_start, part_end, multipart_depth + 1,
-                  embed_depth)  # fmt: skip
-        return
-
-    if content_type == "message/rfc822" and embed_depth < MAX_EMBEDDED_DEPTH:
-        if encoding in ("base64", "quoted-printable"):
-            inner_bytes = content.decode()
-            embedded = _parse_entity(inner_bytes, 0, len(inner_bytes), embed_depth + 1)
+        if not isinstance(parts, list) or multipart_depth >= MAX_MULTIPART_DEPTH:
+            # Python's parser keeps such a multipart as text: so does the PST.
+            if isinstance(parts, list):
+                message.differences.append(f"{content_type} nested deeper than "
+                                           f"{MAX_MULTIPART_DEPTH} levels kept as text")  # fmt: skip
+            elif not boundary:
+                message.defects.append(f"{content_type} without a boundary; kept as text")
+            else:
+                message.defects.append(f"{content_type} whose boundary never starts a part;"
+                                       " kept as text")  # fmt: skip
+            content_type, filename, disposition = "text/plain", None, ""
+            if isinstance(parts, tuple):
+                start, end = parts
         else:
-            embedded = _parse_entity(source, start, end, embed_depth + 1)
-        name = filename or ((embedded.subject or "message") + ".eml")
-        message.attachments.append(
-            Attachment(name, content_type, _content_id(headers), disposition == "inline",
-                       None, embedded)
-        )  # fmt: skip
-        return
+            part_type = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
+            for part_start, part_end in parts:
+                header_end, body_start = _split_header(source, part_start, part_end)
+                part_headers = _Headers(source[part_start:header_end])
+                _walk(message, source, part_headers, body_start, part_end, multipart_depth + 1,
+                      embed_depth, True, part_type)  # fmt: skip
+            return
+    elif in_multipart:
+        end = _strip_line_break(source, start, end)
+    content = EncodedContent(source, start, end, encoding)
 
-    is_body_candidate = content_type in ("text/plain", "text/html") and (
+    if content_type == "message/rfc822":
+        if embed_depth < MAX_EMBEDDED_DEPTH:
+            if encoding in ("base64", "quoted-printable"):
+                message.differences.append(f"an attached message is {encoding}-encoded "
+                                           "(RFC 2046 forbids it): decoded")  # fmt: skip
+                inner_bytes = content.decode()
+                embedded = _parse_entity(inner_bytes, 0, len(inner_bytes), embed_depth + 1)
+            else:
+                embedded = _parse_entity(source, start, _unstripped(source, start, end, in_multipart),
+                                         embed_depth + 1)  # fmt: skip
+            name = filename or ((embedded.subject or "message") + ".eml")
+            for note in embedded.differences:
+                message.differences.append(f"attached message {name!r}: {note}")
+            message.attachments.append(
+                Attachment(name, content_type, _content_id(headers), disposition == "inline",
+                           None, embedded)
+            )  # fmt: skip
+            return
+        message.differences.append(f"attached messages nested deeper than "
+                                   f"{MAX_EMBEDDED_DEPTH} levels kept as .eml files")  # fmt: skip
+
+    is_text = content_type in ("text/plain", "text/html") and (
         disposition != "attachment" and not filename
     )
-    if is_body_candidate:
+    if is_text:
+        if not source[start:end].strip():
+            return  # an empty text part: nothing to show, nothing to attach
         charset = params.get_content_charset()
         large = end - start > LARGE_BODY
         no_text = message.body_text is None and message.large_body_text is None
@@ -394,6 +518,25 @@ def _walk(
     )
 
 
+def _unstripped(source: bytes, start: int, end: int, stripped: bool) -> int:
+    """The end of a part before ``_strip_line_break``: an attached message keeps the line
+    break before the next boundary (Python's parser strips it from leaf parts only)."""
+    if not stripped:
+        return end
+    if source.startswith(b"\r\n", end, end + 2):
+        return end + 2
+    if source[end : end + 1] in (b"\r", b"\n"):
+        return end + 1
+    return end
+
+
+def _boundary(params: _ParamParser) -> str | None:
+    try:
+        return params.get_boundary()  # RFC 2231 (boundary*=) decoded
+    except Exception:  # noqa: BLE001 - malformed parameters
+        return None
+
+
 def _filename(params: _ParamParser) -> str | None:
     try:
         name = params.get_filename()
@@ -413,39 +556,59 @@ def _content_id(headers: _Headers) -> str | None:
     return value.strip().strip("<>").strip() or None
 
 
-def _split_multipart(source: bytes, start: int, end: int, boundary: str) -> list[tuple[int, int]]:
-    """Offsets of each part between delimiter lines; an unclosed last part runs to the end."""
-    delimiter = b"--" + boundary.encode("utf-8", "replace")
-    positions: list[tuple[int, int, bool]] = []  # (line start, content start, is closing)
-    search = start
-    while True:
-        at = source.find(delimiter, search, end)
-        if at < 0:
-            break
-        search = at + len(delimiter)
-        if at != start and source[at - 1] != 0x0A:
-            continue
-        after = at + len(delimiter)
-        closing = source.startswith(b"--", after)
-        line_end = source.find(b"\n", after, end)
-        line_end = end if line_end < 0 else line_end + 1
-        positions.append((at, line_end, closing))
-        if closing:
-            break
-    parts = []
-    for (_, content_start, closing), following in zip(positions, positions[1:] + [None], strict=True):
-        if closing:
-            break
-        if following is None:
-            part_end = end
-        else:
-            part_end = following[0]
-            if part_end > content_start and source[part_end - 1] == 0x0A:
-                part_end -= 1
-                if part_end > content_start and source[part_end - 1] == 0x0D:
-                    part_end -= 1
-        parts.append((content_start, max(content_start, part_end)))
+def _split_multipart(
+    source: bytes, start: int, end: int, boundary: str
+) -> list[tuple[int, int]] | tuple[int, int] | None:
+    """The parts of a multipart body in [start, end), as Python's feedparser splits it.
+
+    A boundary line is the delimiter, optionally "--", optional spaces and tabs, then the end
+    of the line; lines end in CRLF, CR or LF. Boundary lines that follow each other delimit
+    no part. Each part runs to the next boundary line (the line break before it included; the
+    caller strips it from leaf parts) or, without a closing delimiter, to the end. A part holds
+    no line of an enclosing multipart's boundary: the enclosing split ended it there, so an
+    inner multipart reusing its parent's boundary finds no part of its own.
+
+    Returns the part regions; or, when no delimiter line starts a part, the region the parser
+    keeps as the multipart's text (all of it, or what precedes a lone closing delimiter).
+    """
+    lines = _boundary_lines(source, start, end, b"--" + boundary.encode("utf-8", "replace"))
+    first = next(lines, None)
+    if first is None:
+        return start, end
+    if first[2]:
+        return start, first[0]
+    parts: list[tuple[int, int]] = []
+    cursor = first[1]
+    for line_start, line_end, closing in lines:
+        if line_start != cursor:
+            parts.append((cursor, line_start))
+            if closing:
+                return parts
+        cursor = line_end
+    parts.append((cursor, end))
     return parts
+
+
+def _boundary_lines(
+    source: bytes, start: int, end: int, delimiter: bytes
+) -> Iterator[tuple[int, int, bool]]:
+    """(line start, line end, closing) of each boundary line in [start, end)."""
+    at = source.find(delimiter, start, end)
+    while at >= 0:
+        if at == start or source[at - 1] in (0x0A, 0x0D):
+            after = at + len(delimiter)
+            closing = source.startswith(b"--", after, end)
+            if closing:
+                after += 2
+            while after < end and source[after] in (0x20, 0x09):
+                after += 1
+            if after == end:
+                yield at, end, closing
+            elif source.startswith(b"\r\n", after, end):
+                yield at, after + 2, closing
+            elif source[after] in (0x0A, 0x0D):
+                yield at, after + 1, closing
+        at = source.find(delimiter, at + 1, end)
 
 
 # -- transfer decoding ------------------------------------------------------------------------
