@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages the tests and benchmarks use, when missing and when we are root.
 # dovecot-imapd: a real IMAP server; chromium(-driver): browser tests; pst-utils, pff-tools:
-# independent PST readers; isync: mbsync, the benchmark's reference.
+# independent PST readers; npm: installs pst-extractor, one more (make node-deps); isync: mbsync,
+# the benchmark's reference.
 set -e
 need=""
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need="$need dovecot-imapd"
@@ -9,6 +10,7 @@ command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need="$need do
 [ -x /usr/bin/chromedriver ] || need="$need chromium-driver"
 command -v readpst >/dev/null 2>&1 || need="$need pst-utils"
 command -v pffexport >/dev/null 2>&1 || need="$need pff-tools"
+command -v npm >/dev/null 2>&1 || need="$need npm"
 command -v mbsync >/dev/null 2>&1 || need="$need isync"
 command -v unzip >/dev/null 2>&1 || need="$need unzip"
 [ -z "$need" ] && exit 0
