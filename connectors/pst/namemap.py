@@ -67,12 +67,15 @@ def name_to_id_map_properties(names: Iterable[NamedProperty]) -> list[tuple[int,
     PS_PUBLIC_STRINGS; others are 3 + their position in the GUID stream (in order of first
     use). A string name is stored in the string stream (a 4-byte length, the UTF-16LE name,
     padded to 4 bytes), its NAMEID pointing there; its hash is the PST CRC of the name. Every
-    NAMEID is also filed in hash bucket (dwPropertyID or hash ^ wGuid field) % 251.
+    NAMEID is also filed in hash bucket (dwPropertyID or hash ^ wGuid field) % 251. Values
+    come in the order Outlook's heap has them: the GUID and entry streams, then each bucket
+    and the string stream as the names first use them.
     """
     guids: list[uuid.UUID] = []
     entries = bytearray()
     strings = bytearray()
     buckets: dict[int, bytearray] = {}
+    created: list[int] = []  # the order Outlook's values sit in its heap: first use
     for position, (guid, name) in enumerate(names):
         if guid == PS_MAPI:
             guid_index = 1
@@ -87,11 +90,15 @@ def name_to_id_map_properties(names: Iterable[NamedProperty]) -> list[tuple[int,
             key, hash_key, guid_field = len(strings), pst_crc(encoded), (guid_index << 1) | 1
             strings += struct.pack("<I", len(encoded)) + encoded
             strings += bytes(-len(strings) % 4)
+            if -1 not in created:
+                created.append(-1)
         else:
             key = hash_key = name
             guid_field = guid_index << 1
         entries += struct.pack("<IHH", key, guid_field, position)
         bucket = (hash_key ^ guid_field) % NAMEID_BUCKET_COUNT
+        if bucket not in buckets:
+            created.append(bucket)
         buckets.setdefault(bucket, bytearray()).extend(
             struct.pack("<IHH", hash_key, guid_field, position)
         )
@@ -99,8 +106,12 @@ def name_to_id_map_properties(names: Iterable[NamedProperty]) -> list[tuple[int,
         (P.NAMEID_BUCKET_COUNT, NAMEID_BUCKET_COUNT),
         (P.NAMEID_STREAM_GUID, b"".join(g.bytes_le for g in guids)),
         (P.NAMEID_STREAM_ENTRY, bytes(entries)),
-        (P.NAMEID_STREAM_STRING, bytes(strings)),
     ]
-    for bucket, records in sorted(buckets.items()):
-        properties.append((P.tag(0x1000 + bucket, P.PT_BINARY), bytes(records)))
+    if -1 not in created:
+        created.append(-1)
+    for bucket in created:
+        if bucket < 0:
+            properties.append((P.NAMEID_STREAM_STRING, bytes(strings)))
+        else:
+            properties.append((P.tag(0x1000 + bucket, P.PT_BINARY), bytes(buckets[bucket])))
     return properties
