@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -498,6 +499,84 @@ def _read_message(message, folder: str) -> ReadMessage:
 
 READER_TIMEOUT = 120  # seconds; the largest PST of the suite takes a reader a few
 PST_EXTRACTOR = Path(__file__).resolve().parent / "pst_extractor"
+
+
+def read_pst_with_reader(path: Path) -> dict[str, list[ReadMessage]]:
+    """The same as ``read_pst_with_pypff``, through this package's own strict reader."""
+    from connectors.pst import props as P
+    from connectors.pst.reader import PstReader, decode_string
+
+    with PstReader(path) as reader:
+        names = {nid: reader.property_context(nid) for nid in reader.nodes if nid & 0x1F == 0x02}
+
+        def folder_path(nid: int) -> str:
+            if nid == 0x8022:
+                return ""
+            parent = folder_path(reader.nodes[nid].parent)
+            name = decode_string(names[nid][P.DISPLAY_NAME])
+            return f"{parent}/{name}" if parent else name
+
+        def text(values: dict, tag: int) -> str | None:
+            value = values.get(tag)
+            return None if value is None else decode_string(value)
+
+        def message(heap, folder: str) -> ReadMessage:
+            values = heap.property_context()
+            subnodes = heap.subnode_entries()
+            recipients = []
+            if 0x692 in subnodes:
+                table = reader.heap(subnodes[0x692].bid_data, subnodes[0x692].bid_sub)
+                for row in table.table_context().rows():
+                    recipients.append((row.get(P.RECIPIENT_TYPE), text(row, P.DISPLAY_NAME),
+                                       text(row, P.EMAIL_ADDRESS)))  # fmt: skip
+            attachments = []
+            if 0x671 in subnodes:
+                table = reader.heap(subnodes[0x671].bid_data, subnodes[0x671].bid_sub)
+                for row in table.table_context().rows():
+                    entry = subnodes[row[P.LTP_ROW_ID]]
+                    attached = reader.heap(entry.bid_data, entry.bid_sub)
+                    a = attached.property_context()
+                    embedded = data = None
+                    if P.ATTACH_DATA_OBJECT in a:
+                        inner = attached.subnode_entries()[struct.unpack_from("<I", a[P.ATTACH_DATA_OBJECT])[0]]
+                        embedded = message(reader.heap(inner.bid_data, inner.bid_sub), folder)
+                    else:
+                        data = a.get(P.ATTACH_DATA_BINARY)
+                    attachments.append(ReadAttachment(text(a, P.ATTACH_LONG_FILENAME), data,
+                                                      text(a, P.ATTACH_MIME_TAG),
+                                                      a.get(P.ATTACH_METHOD), embedded))  # fmt: skip
+            html = values.get(P.BODY_HTML)
+            return ReadMessage(
+                folder=folder,
+                subject=text(values, P.SUBJECT) or "",
+                sender_name=text(values, P.SENDER_NAME) or "",
+                sender_address=text(values, P.SENDER_EMAIL_ADDRESS) or "",
+                recipients=recipients,
+                sent=_filetime(values.get(P.CLIENT_SUBMIT_TIME)),
+                delivered=_filetime(values.get(P.MESSAGE_DELIVERY_TIME)),
+                message_id=text(values, P.INTERNET_MESSAGE_ID),
+                flags=values.get(P.MESSAGE_FLAGS, 0),
+                body_text=text(values, P.BODY),
+                body_html=html.decode("utf-8") if html is not None else None,
+                transport_headers=text(values, P.TRANSPORT_MESSAGE_HEADERS),
+                attachments=attachments,
+            )
+
+        out: dict[str, list[ReadMessage]] = {folder_path(nid): [] for nid in names
+                                             if nid not in (0x122, 0x8042, 0x8082, 0x2223)}  # fmt: skip
+        for nid, node in sorted(reader.nodes.items()):
+            if nid & 0x1F == 0x04:
+                folder = folder_path(node.parent)
+                out[folder].append(message(reader.heap(node.bid_data, node.bid_sub), folder))
+        return out
+
+
+def _filetime(value: object) -> datetime | None:
+    from connectors.pst import props as P
+
+    if not isinstance(value, bytes):
+        return None
+    return P.from_filetime(int.from_bytes(value, "little")).replace(tzinfo=None)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,17 +122,18 @@ def write_message_object(
     if sender is not None:
         properties += _sender_properties(sender)
     if parsed.headers:
-        properties.append((P.TRANSPORT_MESSAGE_HEADERS, _utf16(parsed.headers + "\r\n\r\n")))
+        headers = crlf(parsed.headers) + "\r\n\r\n"
+        properties.append((P.TRANSPORT_MESSAGE_HEADERS, _utf16(headers)))
     for prop_tag, text in ((P.INTERNET_MESSAGE_ID, parsed.message_id),
                            (P.IN_REPLY_TO_ID, parsed.in_reply_to),
                            (P.INTERNET_REFERENCES, parsed.references)):  # fmt: skip
         if text:
             properties.append((prop_tag, _utf16(text)))
     if parsed.large_body_text is not None:
-        chunks = (_utf16(text) for text in parsed.large_body_text.text_chunks())
+        chunks = (_utf16(text) for text in crlf_chunks(parsed.large_body_text.text_chunks()))
         properties.append((P.BODY, store_stream(ndb, chunks)))
     elif parsed.body_text is not None:
-        properties.append((P.BODY, _utf16(parsed.body_text)))
+        properties.append((P.BODY, _utf16(crlf(parsed.body_text))))
     if parsed.large_body_html is not None:
         chunks = (t.encode("utf-8", "surrogatepass") for t in parsed.large_body_html.text_chunks())
         properties.append((P.BODY_HTML, store_stream(ndb, chunks)))
@@ -188,6 +189,31 @@ def _without_empty_cells(values: dict[int, object | None]) -> dict[int, object]:
     """Table cells the same way: an empty string or binary gets no cell at all."""
     return {prop_tag: value for prop_tag, value in values.items()
             if value is not None and not _is_empty_variable(prop_tag, value)}  # fmt: skip
+
+
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
+def crlf(text: str) -> str:
+    """Text with Windows line breaks, as MAPI keeps PidTagBody and the transport headers
+    (readpst runs lines ended by a lone CR together)."""
+    pairs = text.count("\r\n")
+    if text.count("\r") == pairs == text.count("\n"):
+        return text  # no line breaks, or CRLF ones only: most mail
+    return _LINE_BREAKS.sub("\r\n", text)
+
+
+def crlf_chunks(chunks: Iterable[str]) -> Iterator[str]:
+    """``crlf`` over text in pieces (a CR ending a piece may pair with the next one's LF)."""
+    pending = ""
+    for chunk in chunks:
+        text = pending + chunk
+        pending = ""
+        if text.endswith("\r"):
+            text, pending = text[:-1], "\r"
+        yield crlf(text)
+    if pending:
+        yield "\r\n"
 
 
 _SUBJECT_PREFIX = re.compile(r"^([^\W\d_]{1,3}):\s?", re.UNICODE)
