@@ -179,7 +179,7 @@ def write_property_context(
     bth = BTreeOnHeapWriter(heap, 2, 6, records=len(properties))
     fixed_sizes, encode, pack_record = P.FIXED_SIZES, P.encode_value, _PC_RECORD.pack
     total = 0
-    records: list[tuple[int, bytes]] = []
+    records: list[int] = []  # id << 48 | type << 32 | HNID: sorts by property id
     for prop_tag, value in properties:
         prop_id, prop_type = prop_tag >> 16, prop_tag & 0xFFFF
         if isinstance(value, StoredValue):
@@ -207,19 +207,17 @@ def write_property_context(
             else:
                 total += fixed
                 hnid = int.from_bytes(encoded, "little") if fixed <= 4 else heap.allocate(encoded)
-        records.append((prop_id, pack_record(prop_id, prop_type, hnid)))
-    records.sort(key=_first)
-    for (prop_id, _), (next_id, _) in zip(records, records[1:], strict=False):
-        if prop_id == next_id:
+        records.append((prop_tag << 32) | hnid)
+    records.sort()
+    previous_id = -1
+    for record in records:
+        prop_id = record >> 48
+        if prop_id == previous_id:
             raise ValueError(f"property 0x{prop_id:04X} given twice")
-    for _, record in records:
-        bth.add_record(record)
+        previous_id = prop_id
+        bth.add_record(pack_record(prop_id, (record >> 32) & 0xFFFF, record & 0xFFFFFFFF))
     heap.finish(bth.finish())
     return NodeParts(tree.finish(), ndb.write_subnode_tree(subnodes), total)
-
-
-def _first(item: tuple[int, bytes]) -> int:
-    return item[0]
 
 
 _PC_RECORD = struct.Struct("<HHI")  # BTH record of a PC: property id, then type and HNID

@@ -172,17 +172,17 @@ def write_message_object(
 def without_empty_values(properties: list[tuple[int, object]]) -> list[tuple[int, object]]:
     """``properties`` less the zero-length strings and binaries: Outlook leaves such a
     property out rather than store it with no data, and readers fail on one that has none
-    (libpff's html_body_size: "missing value data"; pypff gives None for an empty string)."""
+    (libpff's html_body_size: "missing value data"; pypff gives None for an empty string).
+    Fixed-size values (numbers, flags, times) are never empty; an empty ``StoredValue`` is."""
     return [(prop_tag, value) for prop_tag, value in properties
-            if not _is_empty_variable(prop_tag, value)]  # fmt: skip
+            if value not in _EMPTY and not (type(value) is StoredValue and not value.size)]  # fmt: skip
+
+
+_EMPTY = (b"", "")
 
 
 def _is_empty_variable(prop_tag: int, value: object) -> bool:
-    if P.tag_type(prop_tag) in P.FIXED_SIZES or isinstance(value, ObjectValue):
-        return False
-    if isinstance(value, StoredValue):
-        return value.size == 0
-    return isinstance(value, bytes | bytearray | str) and len(value) == 0
+    return value in _EMPTY or (type(value) is StoredValue and not value.size)
 
 
 def _without_empty_cells(values: dict[int, object | None]) -> dict[int, object]:
