@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message as _ParamParser
-from email.policy import default as _default_policy
 from email.utils import getaddresses, parsedate_to_datetime
 
 import pybase64
@@ -289,8 +288,10 @@ def _addresses(values: list[bytes]) -> list[Address]:
 
 
 def _standard_addresses(text: str) -> list[tuple[str, str]]:
+    from email.policy import default  # imported when first needed: 1.3 MB of modules
+
     try:
-        header = _default_policy.header_factory("to", text)
+        header = default.header_factory("to", text)
         return [(a.display_name, a.addr_spec) for a in header.addresses]
     except Exception:  # noqa: BLE001 - the standard parser gave up: the simple split then
         return [(decode_header_value(n.encode("utf-8", "surrogateescape")), a)
