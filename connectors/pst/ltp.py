@@ -3,10 +3,16 @@
 A PC is a heap whose user root is a BTH of (property id -> type + HNID); values of up to four
 bytes sit in the record, larger ones in the heap, and values over 3,580 bytes in a subnode.
 A TC is a heap whose user root is TCINFO: column descriptors, a BTH of row id -> row index and
-the row matrix (in the heap when small, else in a subnode whose blocks each hold whole rows).
+the row matrix (in the heap when small, else in a subnode whose blocks each hold whole rows,
+every block but the last padded to 8,176 bytes).
 
-Invariants: BTH keys ascend, so table rows must be added in ascending row id order; every row
-is the same size; the CEB bit of a column is set exactly when the row has a value for it.
+Heaps are laid out as Outlook lays them out, which readers built on java-libpst take for
+granted: the BTH header is the first allocation (HID 0x20), then TCINFO for a table, then the
+BTH leaf, the row matrix, and the values.
+
+Invariants: BTH keys ascend (rows of a large table come in ascending row id order; a small
+table's index is sorted at the end); every row is the same size; the CEB bit of a column is
+set exactly when the row has a value for it.
 """
 
 from __future__ import annotations
