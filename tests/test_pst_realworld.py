@@ -7,7 +7,8 @@ sees in the source (``tests/stdlib_view``). Where the PST must differ, the messa
 ``differences`` say so, and the export report carries them.
 
 Reader bugs are excepted narrowly, by name: readpst leaves out attachments of zero bytes;
-pffexport garbles characters beyond U+FFFF in its text files; pypff (libpff's Python binding)
+pffexport garbles characters beyond U+FFFF in its text files and drops the first character of
+a subject that starts with a non-ASCII one; pypff (libpff's Python binding)
 gives no access to attached messages (``number_of_sub_items`` is 0 for every item attachment),
 so libpff's view of them is checked through pffexport, which exports them.
 """
@@ -219,6 +220,7 @@ def test_pffexport_exports_every_message_and_attachment_without_an_error(realwor
         if name in MUST_DIFFER:
             continue
         want = _expected(name)
+        assert _pffexport_subject(message_dir) == _as_pffexport_shows(want.subject), name
         found = sorted((p.name.split("_", 1)[1], sha256(p.read_bytes()))
                        for p in message_dir.rglob("*")
                        if p.is_file() and p.parent.name == "Attachments")  # fmt: skip
@@ -234,11 +236,23 @@ def test_pffexport_exports_every_message_and_attachment_without_an_error(realwor
             if attachment.embedded is None:
                 continue
             inner = message_dir / "Attachments" / f"Attachment{number:05d}" / "Message00001"
-            headers = (inner / "OutlookHeaders.txt").read_text("utf-8", "replace")
-            subject = re.search(r"^Subject:\t+(.*)$", headers, re.M)
-            assert _bmp_only(subject.group(1) if subject else "") == _bmp_only(
-                attachment.embedded.subject), (name, number)  # fmt: skip
+            assert _pffexport_subject(inner) == _as_pffexport_shows(attachment.embedded.subject), (
+                name, number)  # fmt: skip
         assert len(attached) == len(list(message_dir.glob("Attachments/Attachment*/Message00001")))
+
+
+def _pffexport_subject(message_dir: Path) -> str:
+    headers = (message_dir / "OutlookHeaders.txt").read_bytes().decode("utf-8", "replace")
+    subject = re.search(r"^Subject:\t+(.*)$", headers, re.M)
+    return _bmp_only(subject.group(1) if subject else "").lstrip("\ufffd")
+
+
+def _as_pffexport_shows(subject: str) -> str:
+    """pffexport 20180714 drops the first character of a subject that starts with a non-ASCII
+    one (leaving garbage for one beyond U+FFFF), and garbles those beyond U+FFFF elsewhere."""
+    if subject[:1] and not subject[:1].isascii():
+        subject = subject[1:]
+    return _bmp_only(subject)
 
 
 def _bmp_only(text: str | None) -> str | None:
