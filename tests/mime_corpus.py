@@ -90,12 +90,14 @@ def headers_into_text() -> bytes:
 
 
 def empty_parts() -> bytes:
-    """Empty parts, doubled boundary lines and a headers-only part: nothing to show, nothing
-    to attach; the real text and the real attachment survive."""
+    """Empty parts, doubled boundary lines, a headers-only part and one whose base64 decodes
+    to white space: nothing to show, nothing to attach; the real text and the real attachment
+    survive."""
     return _crlf(
         _HEAD + "Subject: Empty MIME parts\nMIME-Version: 1.0\n"
         'Content-Type: multipart/mixed; boundary="EMPTY"\n\n'
         "--EMPTY\n\n--EMPTY\n--EMPTY\nContent-Type: text/plain\n\n\n"
+        "--EMPTY\nContent-Type: text/plain\nContent-Transfer-Encoding: base64\n\nIA0K\n"
         "--EMPTY\nContent-Type: text/plain\n\nThe only real text.\n"
         "--EMPTY\nContent-Type: text/html\n\n"
         "--EMPTY\nContent-Type: application/octet-stream\nContent-Disposition: attachment; "

@@ -492,23 +492,24 @@ def _walk(
         disposition != "attachment" and not filename
     )
     if is_text:
-        if not source[start:end].strip():
-            return  # an empty text part: nothing to show, nothing to attach
         charset = params.get_content_charset()
         large = end - start > LARGE_BODY
+        text = None if large else decode_bytes(content.decode(), charset)
+        if text is not None and not text.strip():
+            return  # an empty text part: nothing to show, nothing to attach
         no_text = message.body_text is None and message.large_body_text is None
         no_html = message.body_html is None and message.large_body_html is None
         if content_type == "text/plain" and no_text:
             if large:
                 message.large_body_text = LargeText(content, charset)
             else:
-                message.body_text = decode_bytes(content.decode(), charset)
+                message.body_text = text
             return
         if content_type == "text/html" and no_html:
             if large:
                 message.large_body_html = LargeText(content, charset)
             else:
-                message.body_html = decode_bytes(content.decode(), charset)
+                message.body_html = text
             return
 
     if not filename:
