@@ -151,14 +151,19 @@ def _header_text(message: EmailMessage, name: str) -> str:
         value = message.get(name)
     except (TypeError, ValueError, IndexError):
         return ""
-    return "" if value is None else str(value).strip()
+    if value is None:
+        return ""
+    raw = next((v for k, v in message.raw_items() if k.lower() == name), "")
+    if not raw.isascii():  # 8-bit bytes, which the parser shows as U+FFFD unless UTF-8
+        value = email.policy.default.header_factory(name, _unescape("".join(raw.splitlines())))
+    return str(value).strip()
 
 
 def _addresses(message: EmailMessage, name: str) -> list[tuple[str, str]]:
     out = []
     for value in message.get_all(name) or []:
         for address in getattr(value, "addresses", ()):
-            display, spec = _unescape(address.display_name).strip(), address.addr_spec.strip()
+            display, spec = _unescape(address.display_name).strip(), _unescape(address.addr_spec).strip()
             if spec in ("<>", '""'):
                 spec = ""
             if display or spec:
@@ -172,10 +177,12 @@ def _unescape(text: str) -> str:
         data = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return text
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
+    for codec in ("utf-8", "cp1252"):
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1")
 
 
 def _date(message: EmailMessage) -> datetime | None:
