@@ -52,8 +52,9 @@ def _utf16(text: str) -> bytes:
     return text.encode("utf-16-le", "surrogatepass")
 
 
-def _short(text: str) -> str:
-    return text[:TABLE_TEXT_LIMIT]
+def _short(text: str) -> str | None:
+    """A table cell's text: at most 255 characters, and no cell for an empty one."""
+    return text[:TABLE_TEXT_LIMIT] or None
 
 
 def write_message_object(
@@ -80,12 +81,12 @@ def write_message_object(
             subnodes.append((nid, parts.bid_data, parts.bid_sub))
             attachment_sizes += size
             method = P.ATTACH_EMBEDDED_MSG if attachment.embedded else P.ATTACH_BY_VALUE
-            table.add_row(nid, _without_empty_cells({
+            table.add_row(nid, {
                 P.ATTACH_SIZE: size,
                 P.ATTACH_FILENAME: short_name,
                 P.ATTACH_METHOD: method,
                 P.RENDERING_POSITION: 0xFFFFFFFF,
-            }))  # fmt: skip
+            })  # fmt: skip
         attachment_table = table.finish()
         subnodes.append((NID_ATTACHMENT_TABLE, attachment_table.bid_data, attachment_table.bid_sub))
 
@@ -166,7 +167,7 @@ def write_message_object(
         P.MESSAGE_STATUS: 0,
         P.LAST_MODIFICATION_TIME: P.filetime(now),
     }
-    return WrittenMessage(parts, size, _without_empty_cells(row))
+    return WrittenMessage(parts, size, row)
 
 
 def without_empty_values(properties: list[tuple[int, object]]) -> list[tuple[int, object]]:
@@ -185,21 +186,16 @@ def _is_empty_variable(prop_tag: int, value: object) -> bool:
     return value in _EMPTY or (type(value) is StoredValue and not value.size)
 
 
-def _without_empty_cells(values: dict[int, object | None]) -> dict[int, object]:
-    """Table cells the same way: an empty string or binary gets no cell at all."""
-    return {prop_tag: value for prop_tag, value in values.items()
-            if value is not None and not _is_empty_variable(prop_tag, value)}  # fmt: skip
-
-
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 def crlf(text: str) -> str:
     """Text with Windows line breaks, as MAPI keeps PidTagBody and the transport headers
     (readpst runs lines ended by a lone CR together)."""
-    pairs = text.count("\r\n")
-    if text.count("\r") == pairs == text.count("\n"):
-        return text  # no line breaks, or CRLF ones only: most mail
+    if "\r" not in text:
+        return text.replace("\n", "\r\n") if "\n" in text else text
+    if text.count("\r") == text.count("\r\n") == text.count("\n"):
+        return text  # CRLF already: most mail
     return _LINE_BREAKS.sub("\r\n", text)
 
 
@@ -261,23 +257,24 @@ def _recipient_table(ndb: NodeDatabaseWriter, parsed: ParsedMessage) -> tuple[in
     recipients += [(P.MAPI_BCC, a) for a in parsed.bcc]
     for row_id, (kind, address) in enumerate(recipients):
         search_key = b"SMTP:" + address.address.upper().encode("utf-8", "replace") + b"\x00"
-        table.add_row(row_id, _without_empty_cells({
+        name, email = address.name or None, address.address or None  # no empty cells
+        table.add_row(row_id, {
             P.RECIPIENT_TYPE: kind,
             P.RESPONSIBILITY: False,
             P.OBJECT_TYPE: MAPI_MAILUSER,
-            P.DISPLAY_NAME: address.name,
+            P.DISPLAY_NAME: name,
             P.ADDRESS_TYPE: "SMTP",
-            P.EMAIL_ADDRESS: address.address,
+            P.EMAIL_ADDRESS: email,
             P.SEARCH_KEY: search_key,
             P.DISPLAY_TYPE: 0,
             P.SEND_RICH_INFO: False,
-            P.SMTP_ADDRESS: address.address,
-            P.TRANSMITTABLE_DISPLAY_NAME: address.name,
-            P.RECIPIENT_DISPLAY_NAME: address.name,
+            P.SMTP_ADDRESS: email,
+            P.TRANSMITTABLE_DISPLAY_NAME: name,
+            P.RECIPIENT_DISPLAY_NAME: name,
             P.RECIPIENT_FLAGS: 1,  # recipSendable
             P.RECIPIENT_ORDER: row_id,
             P.RECIPIENT_TRACK_STATUS: 0,
-        }))  # fmt: skip
+        })  # fmt: skip
     parts = table.finish()
     return NID_RECIPIENT_TABLE, parts.bid_data, parts.bid_sub
 
