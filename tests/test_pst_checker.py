@@ -123,8 +123,12 @@ def test_unpadded_row_matrix_blocks_are_caught(monkeypatch, tmp_path):
 def test_empty_string_and_binary_values_are_caught(monkeypatch, tmp_path):
     from connectors.pst import messages
 
-    problems = _write_with(monkeypatch, tmp_path / "empty.pst", messages, "without_empty_values",
-                           lambda properties: properties)  # fmt: skip
+    def keep_all(properties):  # as the writer did before: empty values written too
+        return properties, sum(messages._value_size(t, v) for t, v in properties)
+
+    monkeypatch.setattr(messages, "without_empty_values", lambda properties: properties)
+    problems = _write_with(monkeypatch, tmp_path / "empty.pst", messages,
+                           "_sized_without_empty_values", keep_all)  # fmt: skip
     assert _any(problems, "message 0x", "property 0x003D001F is empty")  # no subject prefix
 
 

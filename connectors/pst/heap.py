@@ -103,11 +103,15 @@ class HeapWriter:
         if size > MAX_ALLOCATION:
             raise ValueError(f"heap allocation of {size} bytes exceeds {MAX_ALLOCATION}")
         block = self._current
-        if not block.fits(size):
+        offsets, end = block.offsets, len(block.data) + size
+        # _HeapBlock.fits, inlined (the writer's most frequent call)
+        if len(offsets) > _MAX_ALLOCATIONS_PER_BLOCK or (
+            end + (end & 1) + 6 + 2 * len(offsets) > L.MAX_BLOCK_DATA
+        ):
             self._next_block()
             block = self._current
+            offsets = block.offsets
         block.data += data
-        offsets = block.offsets
         offsets.append(len(block.data))
         return (block.index << 16) | ((len(offsets) - 1) << 5)  # make_hid
 
