@@ -188,14 +188,23 @@ def write_property_context(
     records: list[int] = []  # id << 48 | type << 32 | HNID: sorts by property id
     for prop_tag, value in properties:
         prop_id, prop_type = prop_tag >> 16, prop_tag & 0xFFFF
-        if isinstance(value, StoredValue):
+        kind = type(value)
+        if kind is bytes and prop_type not in fixed_sizes:  # the common case, first
+            total += len(value)
+            if not value:
+                hnid = 0
+            elif len(value) <= MAX_ALLOCATION:
+                hnid = heap.allocate(value)
+            else:
+                hnid = _store_variable(ndb, heap, value, subnodes)
+        elif kind is StoredValue:
             if value.inline is not None:
                 hnid = heap.allocate(value.inline) if value.inline else 0
             else:
                 subnodes.append((value.nid, value.bid_data, 0))
                 hnid = value.nid
             total += value.size
-        elif isinstance(value, ObjectValue):
+        elif kind is ObjectValue:
             subnodes.append((value.nid, value.bid_data, value.bid_sub))
             hnid = heap.allocate(struct.pack("<II", value.nid, value.size))
             total += value.size
