@@ -185,3 +185,31 @@ def test_subject_prefix_split():
     assert split_subject("Meeting: 10:30") == ("", "Meeting: 10:30")
     assert split_subject("123: numbers") == ("", "123: numbers")
     assert split_subject("") == ("", "")
+
+
+def test_encoded_words_decode_as_pythons_header_parser_decodes_them():
+    """Subjects of encoded words in many charsets, well-formed or not, mislabelled or not, as
+    mailers write them: the writer's subject is the one Python's email package reads."""
+    rng = random.Random(11)
+
+    def encoded_word() -> str:
+        charset = rng.choice(["utf-8", "UTF-8", "iso-8859-1", "windows-1252", "iso-2022-jp",
+                              "gb2312", "koi8-r", "us-ascii", "x-unknown", "utf-8*en"])  # fmt: skip
+        text = rng.choice(["Grüße", "日本語", "Привет", "a b", "_x_", "=3D", "?", "", "😀"])
+        try:
+            data = text.encode(charset.split("*")[0])
+        except (LookupError, UnicodeEncodeError):
+            data = text.encode("utf-8")
+        if rng.random() < 0.5:
+            payload = base64.b64encode(data).decode()
+            payload = payload[:-1] if rng.random() < 0.1 else payload
+            return f"=?{charset}?{rng.choice('bB')}?{payload}?="
+        payload = binascii.b2a_qp(data, header=True).decode().replace("=\n", "")
+        return f"=?{charset}?{rng.choice('qQ')}?{payload}?="
+
+    for _ in range(600):
+        words = [encoded_word() if rng.random() < 0.6 else rng.choice(["Re:", "plain", "(c)", "a=?b"])
+                 for _ in range(rng.randint(1, 4))]  # fmt: skip
+        subject = "".join(w + rng.choice([" ", "", "  ", "\t"]) for w in words).strip()
+        raw = f"Subject: {subject}\r\n\r\nbody\r\n".encode()
+        assert parse_message(raw).subject == str(stdlib_parse(raw)["subject"]).strip(), subject

@@ -401,14 +401,23 @@ def _parse_entity(
     return message
 
 
+def _has_nul(message: ParsedMessage) -> bool:
+    for text in (message.subject, message.body_text, message.body_html):
+        if text and "\x00" in text:
+            return True
+    for attachment in message.attachments:
+        if "\x00" in attachment.filename:
+            return True
+    for group in (message.to, message.cc, message.bcc, [message.sender] if message.sender else ()):
+        for address in group:
+            if "\x00" in address.name or "\x00" in address.address:
+                return True
+    return False
+
+
 def _drop_nul_characters(message: ParsedMessage) -> None:
     """MAPI strings end at a NUL (readers cut them there): drop the NULs of the texts."""
-    texts = [message.subject, message.body_text, message.body_html]
-    texts += [a.filename for a in message.attachments]
-    texts += [a.name for a in (message.to + message.cc + message.bcc)]
-    if message.sender is not None:
-        texts.append(message.sender.name)
-    if not any(text and "\x00" in text for text in texts):
+    if not _has_nul(message):
         return
     message.differences.append("NUL characters dropped from the text")
     message.subject = message.subject.replace("\x00", "")
@@ -446,12 +455,59 @@ def _unstructured(headers: _Headers, name: str) -> str:
     value = headers.raw(name)
     if value is None:
         return ""
-    if _PLAIN_TEXT.fullmatch(value) and b"=?" not in value:
-        return value.decode("ascii").strip()
+    if _PLAIN_TEXT.fullmatch(value):
+        if b"=?" not in value:
+            return value.decode("ascii").strip()
+        clean = _clean_encoded_words(value)
+        if clean is not None:
+            return clean.strip()
+    elif b"=?" not in value:  # 8-bit text (raw UTF-8, most often): the parser keeps it as is
+        text = _unescape(value.decode("ascii", "surrogateescape"))
+        if text.isprintable():
+            return text.strip()
     # As the standard parser fetches a header: every line break (str.splitlines's, form feeds
     # and record separators included) dropped, before the 8-bit bytes are decoded.
     text = _unescape("".join(value.decode("ascii", "surrogateescape").splitlines()))
     return _standard_header(name, text.encode("utf-8", "surrogatepass")).strip()
+
+
+# Encoded words the standard parser decodes just as a plain decode does: a charset Python
+# names the same way, a well-formed payload, bytes valid in that charset. Any other encoded
+# word (mislabelled or broken, which the parser repairs in its own ways) is left to it.
+_CLEAN_CHARSETS = frozenset(("utf-8", "us-ascii", "iso-8859-1", "iso-8859-15", "windows-1252"))
+_CLEAN_WORD = re.compile(rb"=\?([A-Za-z0-9-]+)\?(?:([bB])\?([A-Za-z0-9+/]*={0,2})|([qQ])\?"
+                         rb"([\x21-\x3c\x3e\x40-\x7e]*(?:=[0-9A-F]{2}[\x21-\x3c\x3e\x40-\x7e]*)*))\?=")  # fmt: skip
+
+
+def _clean_encoded_words(value: bytes) -> str | None:
+    """``value`` decoded if every encoded word in it is clean (see above), else None."""
+    pieces: list[str] = []
+    position = 0
+    for match in _CLEAN_WORD.finditer(value):
+        charset = match.group(1).decode("ascii").lower()
+        if charset not in _CLEAN_CHARSETS:
+            return None
+        gap = value[position : match.start()]
+        if not (position and not gap.strip(b" \t")):  # white space between two words goes
+            pieces.append(gap.decode("ascii"))
+        try:
+            if match.group(2):
+                payload = match.group(3)
+                if len(payload) % 4:
+                    return None
+                data = binascii.a2b_base64(payload, strict_mode=True)
+            else:
+                data = binascii.a2b_qp(match.group(5).replace(b"_", b" "))
+            pieces.append(data.decode(charset))
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        position = match.end()
+    rest = value[position:]
+    if b"=?" in rest or (not position and b"=?" in value):
+        return None
+    pieces.append(rest.decode("ascii"))
+    text = "".join(pieces)
+    return None if "=?" in text or not text.isprintable() else text
 
 
 def _fill_envelope(message: ParsedMessage, headers: _Headers) -> None:
