@@ -206,10 +206,6 @@ def _sized_without_empty_values(
     return kept, size
 
 
-def _is_empty_variable(prop_tag: int, value: object) -> bool:
-    return value in _EMPTY or (type(value) is StoredValue and not value.size)
-
-
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
