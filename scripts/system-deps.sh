@@ -1,8 +1,9 @@
 #!/bin/sh
 # Install the Debian packages the tests and benchmarks use, when missing and when we are root.
 # dovecot-imapd: a real IMAP server; chromium(-driver): browser tests; pst-utils, pff-tools:
-# independent PST readers; isync: mbsync, the benchmark's reference; unzip, libarchive-tools
-# (bsdtar): independent ZIP extractors the archive tests unpack with.
+# independent PST readers; npm: installs pst-extractor, one more (make node-deps); isync: mbsync,
+# the benchmark's reference; unzip, libarchive-tools (bsdtar): independent ZIP extractors the
+# archive tests unpack with.
 #   --dry-run   print the packages that would be installed (nothing when all are there) and stop.
 # Each check looks for what the tests run, not for a package's name: Dovecot needs its master
 # binary (dovecot-core) *and* its IMAP service binaries (dovecot-imapd), which another IMAP
@@ -20,6 +21,7 @@ fi
 [ -x /usr/bin/chromedriver ] || need="$need chromium-driver"
 command -v readpst >/dev/null 2>&1 || need="$need pst-utils"
 command -v pffexport >/dev/null 2>&1 || need="$need pff-tools"
+command -v npm >/dev/null 2>&1 || need="$need npm"
 command -v mbsync >/dev/null 2>&1 || need="$need isync"
 command -v unzip >/dev/null 2>&1 || need="$need unzip"
 command -v bsdtar >/dev/null 2>&1 || need="$need libarchive-tools"

@@ -93,7 +93,19 @@ def archive_digests(client, bucket: str, key: str) -> dict[str, list[str]]:
 
 
 def pst_folder_counts(path) -> dict[str, int]:
-    """Folder path ('/'-joined, as libpff names them) → number of messages, read with libpff."""
+    """Folder path ('/'-joined, as libpff names them) → number of messages, read with libpff;
+    readpst, pffexport and pst-extractor must open the file and find as many messages."""
+    import tempfile
+
+    from tests.pst_corpus import assert_every_reader_opens
+
+    counts = _pypff_folder_counts(path)
+    with tempfile.TemporaryDirectory() as scratch:
+        assert_every_reader_opens(Path(path), Path(scratch), sum(counts.values()))
+    return counts
+
+
+def _pypff_folder_counts(path) -> dict[str, int]:
     import pypff
 
     pst = pypff.file()

@@ -28,13 +28,26 @@ from tests.fixtures_engine import (
     truth_of,
 )
 from tests.mailgen import generate_mailbox, write_maildir
+from tests.pst_corpus import assert_every_reader_opens, read_pst_with_pst_extractor
 
 pypff = pytest.importorskip("pypff")
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def pst_counts(path: Path) -> dict[str, int]:
-    """Folder path below "Top of Outlook data file" → number of messages, read by libpff."""
+    """Folder path below "Top of Outlook data file" → number of messages, read by libpff; and
+    pst-extractor (java-libpst's port) must find the same, readpst and pffexport open it."""
+    import tempfile
+
+    counts = _pypff_counts(path)
+    extracted = read_pst_with_pst_extractor(path)
+    assert {folder: len(messages) for folder, messages in extracted.items()} == counts
+    with tempfile.TemporaryDirectory() as scratch:
+        assert_every_reader_opens(path, Path(scratch), sum(counts.values()))
+    return counts
+
+
+def _pypff_counts(path: Path) -> dict[str, int]:
     pst = pypff.file()
     pst.open(str(path))
     try:

@@ -20,9 +20,7 @@ from connectors.archives.pst.encoding import permute_decode, permute_encode, pst
 from connectors.archives.pst.header import pack_header
 from connectors.archives.pst.layout import FIRST_AMAP_OFFSET, PAGE_DATA_SIZE
 from connectors.archives.pst.reader import PstReader
-from tests.pst_corpus import bulk_messages, feature_corpus
-
-OUTLOOK_EMPTY = Path("/work/shared/fixtures/outlook-empty.pst")
+from tests.pst_corpus import OUTLOOK_EMPTY, assert_every_reader_opens, bulk_messages, feature_corpus
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +71,73 @@ def test_outlook_written_empty_store_passes():
     assert check_pst(OUTLOOK_EMPTY) == []
 
 
-def test_writer_output_passes(good_pst):
+def test_writer_output_passes(good_pst, tmp_path):
     assert check_pst(good_pst) == []
+    assert_every_reader_opens(good_pst, tmp_path, 49)
+
+
+# -- what java-libpst's readers and libpff need, caught in files written the wrong way ----------
+
+
+def _write_with(monkeypatch, path: Path, target: object, name: str, replacement) -> list[str]:
+    """The problems check_pst finds in a PST written with ``target.name`` replaced."""
+    with monkeypatch.context() as patch:
+        patch.setattr(target, name, replacement)
+        with PstWriter(path) as writer:
+            for item in feature_corpus()[:9]:
+                writer.add_message(item.message)
+            for message in bulk_messages(80, "INBOX/Bulk"):
+                writer.add_message(message)
+    return check_pst(path)
+
+
+def test_a_bth_header_away_from_hid_0x20_is_caught(monkeypatch, tmp_path):
+    from connectors.archives.pst import ltp
+
+    original = ltp.BTreeOnHeapWriter.__init__
+
+    def header_later(self, heap, *args, **kwargs):
+        heap.allocate(b"first")  # as the writer did before: something else first
+        original(self, heap, *args, **kwargs)
+
+    problems = _write_with(monkeypatch, tmp_path / "late.pst", ltp.BTreeOnHeapWriter,
+                           "__init__", header_later)  # fmt: skip
+    assert _any(problems, "node 0x21", "BTH header at HID 0x40, not 0x20")
+    assert _any(problems, "message 0x", "BTH header at HID 0x40")
+
+
+def test_unpadded_row_matrix_blocks_are_caught(monkeypatch, tmp_path):
+    from connectors.archives.pst import ltp
+
+    original = ltp.TableWriter.__init__
+
+    def unpadded(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self._padding = b""
+
+    problems = _write_with(monkeypatch, tmp_path / "unpadded.pst", ltp.TableWriter, "__init__",
+                           unpadded)  # fmt: skip
+    assert _any(problems, "row matrix blocks not padded to 8176 bytes")
+
+
+def test_empty_string_and_binary_values_are_caught(monkeypatch, tmp_path):
+    from connectors.archives.pst import messages
+
+    def keep_all(properties):  # as the writer did before: empty values written too
+        return properties, sum(messages._value_size(t, v) for t, v in properties)
+
+    monkeypatch.setattr(messages, "without_empty_values", lambda properties: properties)
+    problems = _write_with(monkeypatch, tmp_path / "empty.pst", messages,
+                           "_sized_without_empty_values", keep_all)  # fmt: skip
+    assert _any(problems, "message 0x", "property 0x003D001F is empty")  # no subject prefix
+
+
+def test_an_empty_string_stream_in_the_name_map_is_caught(monkeypatch, tmp_path):
+    from connectors.archives.pst import messaging
+
+    numeric = tuple(n for n in messaging.REGISTERED_NAMES if isinstance(n[1], int))
+    problems = _write_with(monkeypatch, tmp_path / "names.pst", messaging, "REGISTERED_NAMES", numeric)
+    assert problems == ["name-to-id map: stream 0x00040102 is empty or missing"]
 
 
 def test_cli_reports_ok_and_problems(good_pst, victim):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email
+import email.policy
 import random
 from datetime import UTC, datetime
 
@@ -11,6 +13,10 @@ import pytest
 
 from connectors.archives.pst import mime
 from connectors.archives.pst.mime import EncodedContent, decode_header_value, parse_message
+
+
+def stdlib_parse(raw: bytes):
+    return email.message_from_bytes(raw, policy=email.policy.default)
 
 
 def _content(data: bytes, encoding: str) -> bytes:
@@ -26,12 +32,21 @@ def test_base64_decodes_across_chunk_boundaries(monkeypatch, chunk):
         assert _content(encoded, "base64") == data
 
 
-def test_base64_tolerates_junk_missing_padding_and_concatenation():
-    assert _content(b"YW Jj!!ZGVm", "base64") == b"abcdef"
-    assert _content(b"YWJjZA", "base64") == b"abcd"
-    assert _content(b"YWJjZ", "base64") == b"abc"
-    assert _content(b"YQ==\r\nYg==\r\n", "base64") == b"ab"
-    assert _content(b"", "base64") == b""
+def test_damaged_base64_decodes_as_pythons_email_package_decodes_it():
+    def stdlib(encoded: bytes) -> bytes:
+        part = stdlib_parse(b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded)
+        return part.get_payload(decode=True)
+
+    cases = {
+        b"YW Jj!!ZGVm": b"abcdef",  # stray characters are skipped
+        b"YWJjZA": b"abcd",  # missing padding is added
+        b"YWJjZ": b"YWJjZ",  # one character too many: Python keeps the text
+        b"YQ==\r\nYg==\r\n": b"a",  # the first padding ends the decoding
+        b"YW=Jj": b"abc",  # padding that completes nothing is skipped
+        b"": b"",
+    }
+    for encoded, decoded in cases.items():
+        assert _content(encoded, "base64") == decoded == stdlib(encoded), encoded
 
 
 @pytest.mark.parametrize("chunk", [5, 1 << 20])
@@ -154,9 +169,11 @@ def test_broken_structures_still_give_a_message():
 
 
 def test_header_only_message_and_folded_headers():
-    parsed = parse_message(b"Subject: folded\r\n  subject line\r\nFrom: a@b.c\r\n")
-    assert parsed.subject == "folded subject line"
-    assert parsed.body_text == ""
+    raw = b"Subject: folded\r\n  subject line\r\nFrom: a@b.c\r\n"
+    parsed = parse_message(raw)
+    # Unfolding removes the line break only (RFC 5322 §2.2.3), as Python's parser does.
+    assert parsed.subject == "folded  subject line" == str(stdlib_parse(raw)["subject"])
+    assert parsed.body_text is None  # an empty body is no body
 
 
 def test_subject_prefix_split():
@@ -179,3 +196,31 @@ def test_header_fields_and_body_whatever_the_line_endings(ending):
     assert (parsed.subject, parsed.message_id) == ("Grüße aus Rom", "<cr@example.com>")
     assert parsed.sender is not None and "ann@example.com" in str(parsed.sender)
     assert parsed.body_text.startswith("Subject: in the body")
+
+
+def test_encoded_words_decode_as_pythons_header_parser_decodes_them():
+    """Subjects of encoded words in many charsets, well-formed or not, mislabelled or not, as
+    mailers write them: the writer's subject is the one Python's email package reads."""
+    rng = random.Random(11)
+
+    def encoded_word() -> str:
+        charset = rng.choice(["utf-8", "UTF-8", "iso-8859-1", "windows-1252", "iso-2022-jp",
+                              "gb2312", "koi8-r", "us-ascii", "x-unknown", "utf-8*en"])  # fmt: skip
+        text = rng.choice(["Grüße", "日本語", "Привет", "a b", "_x_", "=3D", "?", "", "😀"])
+        try:
+            data = text.encode(charset.split("*")[0])
+        except (LookupError, UnicodeEncodeError):
+            data = text.encode("utf-8")
+        if rng.random() < 0.5:
+            payload = base64.b64encode(data).decode()
+            payload = payload[:-1] if rng.random() < 0.1 else payload
+            return f"=?{charset}?{rng.choice('bB')}?{payload}?="
+        payload = binascii.b2a_qp(data, header=True).decode().replace("=\n", "")
+        return f"=?{charset}?{rng.choice('qQ')}?{payload}?="
+
+    for _ in range(600):
+        words = [encoded_word() if rng.random() < 0.6 else rng.choice(["Re:", "plain", "(c)", "a=?b"])
+                 for _ in range(rng.randint(1, 4))]  # fmt: skip
+        subject = "".join(w + rng.choice([" ", "", "  ", "\t"]) for w in words).strip()
+        raw = f"Subject: {subject}\r\n\r\nbody\r\n".encode()
+        assert parse_message(raw).subject == str(stdlib_parse(raw)["subject"]).strip(), subject

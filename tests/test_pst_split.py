@@ -1,4 +1,5 @@
-"""SplittingPstWriter: parts of bounded size, each a complete PST with the whole folder tree."""
+"""SplittingPstWriter: parts of bounded size, each a complete PST with the whole folder tree,
+each opened by every reader (libpff, readpst, pffexport, pst-extractor)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from connectors.archives.pst import SplittingPstWriter, check_pst
 from connectors.model import Message
 from tests.pst_corpus import (
+    assert_every_reader_opens,
     bulk_messages,
+    read_pst_with_pst_extractor,
     read_pst_with_pypff,
     run_pffexport,
     run_readpst,
@@ -60,6 +63,9 @@ def test_split_parts_are_complete_valid_psts(tmp_path):
         assert readpst.returncode == 0 and readpst.skipped == 0, readpst.output
         assert sum(len(v) for v in readpst.emls.values()) == len(part_subjects)
         assert run_pffexport(path, tmp_path / f"pff-{path.stem}").returncode == 0
+        extracted = read_pst_with_pst_extractor(path)
+        assert set(extracted) >= set(EMPTY + FOLDERS)
+        assert sorted(m.subject for msgs in extracted.values() for m in msgs) == sorted(part_subjects)
     expected = sorted(m.raw.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0].decode()
                       for m in messages)  # fmt: skip
     assert sorted(seen_subjects) == expected  # every message exactly once
@@ -74,6 +80,8 @@ def test_later_parts_include_folders_first_seen_in_earlier_parts(tmp_path):
     assert len(writer.paths) == 3
     last = read_pst_with_pypff(writer.paths[-1])
     assert {"A/First", "B/Second", "C"} <= set(last)
+    for path in writer.paths:
+        assert_every_reader_opens(path, tmp_path, 1)
 
 
 def test_one_part_keeps_the_base_name(tmp_path):
@@ -82,7 +90,7 @@ def test_one_part_keeps_the_base_name(tmp_path):
         for message in bulk_messages(10, "INBOX"):
             writer.add_message(message)
     assert writer.paths == [base]
-    assert check_pst(base) == []
+    assert_every_reader_opens(base, tmp_path, 10)
     assert len(read_pst_with_pypff(base)["INBOX"]) == 10
 
 
@@ -97,7 +105,8 @@ def test_a_message_larger_than_the_split_size_gets_its_own_part(tmp_path):
     assert len(writer.paths) == 3
     counts = [len(read_pst_with_pypff(p)["INBOX"]) for p in writer.paths]
     assert counts == [1, 1, 1]
-    assert all(check_pst(p) == [] for p in writer.paths)
+    for path in writer.paths:
+        assert_every_reader_opens(path, tmp_path, 1)
     assert writer.paths[1].stat().st_size > 400_000
     assert writer.bytes_written == sum(p.stat().st_size for p in writer.paths)
 

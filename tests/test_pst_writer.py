@@ -1,5 +1,6 @@
-"""PstWriter end to end: every PST written here is read back by readpst, pffexport and libpff
-(pypff), and checked by check_pst; what they find is compared with the source messages."""
+"""PstWriter end to end: every PST written here is read back by readpst, pffexport, libpff
+(pypff) and pst-extractor (npm, a port of java-libpst), and checked by check_pst; what they
+find is compared with the source messages."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ from tests.pst_corpus import (
     EMPTY_FOLDERS,
     CorpusMessage,
     Expected,
+    ExtractorMessage,
     ReadMessage,
+    assert_every_reader_opens,
     big_attachment_message,
     bulk_messages,
     feature_corpus,
     normalize_text,
     peak_rss_of,
+    read_pst_with_pst_extractor,
     read_pst_with_pypff,
     run_pffexport,
     run_readpst,
@@ -144,6 +148,45 @@ def test_folder_counts_and_tables_match_the_messages(feature_pst, corpus):
             assert pc[P.CONTENT_UNREAD_COUNT] == sum(not c.message.seen for c in items)
         assert by_path["Level1"][P.SUBFOLDERS] == 1
         assert by_path["Empty"][P.SUBFOLDERS] == 0
+
+
+def test_pst_extractor_finds_every_folder_and_message_as_written(feature_pst, corpus):
+    folders = read_pst_with_pst_extractor(feature_pst)
+    assert set(folders) == _expected_folders(corpus)
+    for folder in {c.folder for c in corpus}:
+        items = [c for c in corpus if c.folder == folder]
+        assert len(folders[folder]) == len(items)
+        read = {m.subject: m for m in folders[folder]}
+        for item in items:
+            _assert_extractor_same(read[item.expected.subject], item.expected, item.message)
+
+
+def _assert_extractor_same(read: ExtractorMessage, expected: Expected, source: Message | None) -> None:
+    assert read.subject == expected.subject
+    assert read.sender_name == expected.sender_name
+    assert read.sender_address == expected.sender_address
+    want_recipients = sorted(
+        [(1, n or a, a) for n, a in expected.to]
+        + [(2, n or a, a) for n, a in expected.cc]
+        + [(3, n or a, a) for n, a in expected.bcc]
+    )
+    assert sorted(read.recipients) == want_recipients
+    if expected.sent is not None:
+        assert read.sent == expected.sent.astimezone(UTC)
+    if source is not None:
+        assert read.delivered == source.internal_date.astimezone(UTC)
+        assert read.read == source.seen
+    assert read.message_id == (expected.message_id or "")
+    assert normalize_text(read.body_text) == normalize_text(expected.body_text or "")
+    assert normalize_text(read.body_html) == normalize_text(expected.body_html or "")
+    assert len(read.attachments) == len(expected.attachments)
+    for got, want in zip(read.attachments, expected.attachments, strict=True):
+        assert (got.name, got.mime_type) == (want.name, want.mime_type)
+        if want.embedded is not None:
+            assert got.method == 5 and got.embedded is not None
+            _assert_extractor_same(got.embedded, want.embedded, None)
+        else:
+            assert (got.method, got.size, got.sha256) == (1, want.size, want.sha256)
 
 
 def test_readpst_exports_every_message_with_its_attachments(feature_pst, corpus, tmp_path):
@@ -325,15 +368,7 @@ def _write(path: Path, messages: list[Message], folders=(), **options) -> Path:
     return path
 
 
-def _assert_all_readers_accept(path: Path, tmp_path: Path, messages: int) -> None:
-    assert check_pst(path) == []
-    folders = read_pst_with_pypff(path)
-    assert sum(len(m) for m in folders.values()) == messages
-    readpst = run_readpst(path, tmp_path / f"readpst-{path.stem}")
-    assert readpst.returncode == 0 and readpst.skipped == 0, readpst.output
-    assert sum(len(v) for v in readpst.emls.values()) == messages
-    pffexport = run_pffexport(path, tmp_path / f"pff-{path.stem}")
-    assert pffexport.returncode == 0, pffexport.output
+_assert_all_readers_accept = assert_every_reader_opens
 
 
 def test_empty_store_is_valid_for_every_reader(tmp_path):
@@ -344,37 +379,6 @@ def test_empty_store_is_valid_for_every_reader(tmp_path):
         store = reader.property_context(0x21)
         assert store[P.DISPLAY_NAME] == "LegacyFlo archive".encode("utf-16-le")
         assert reader.header.crypt_method == 1
-
-
-OUTLOOK_EMPTY = Path("/work/shared/fixtures/outlook-empty.pst")
-# Internal nodes of Outlook's new store that [MS-PST] does not describe; the writer leaves
-# them out (Outlook's own minimal-PST rules in §2.7 do not list them either).
-UNDOCUMENTED_OUTLOOK_NODES = {0xC01, 0xE01, 0xE41, 0xEC1, 0xEE1, 0xF01, 0xF21}
-
-
-@pytest.mark.skipif(not OUTLOOK_EMPTY.exists(), reason="reference fixture missing")
-def test_empty_store_mirrors_a_new_outlook_store(tmp_path):
-    path = _write(tmp_path / "empty.pst", [])
-    with PstReader(OUTLOOK_EMPTY) as outlook, PstReader(path) as ours:
-        assert set(ours.nodes) == set(outlook.nodes) - UNDOCUMENTED_OUTLOOK_NODES
-        for nid, node in ours.nodes.items():
-            assert node.parent == outlook.nodes[nid].parent, hex(nid)
-            if nid != 0x201:  # the search activity list: empty, as §2.7.3.5 asks
-                assert (node.bid_data == 0) == (outlook.nodes[nid].bid_data == 0), hex(nid)
-        for nid in (0x12D, 0x12E, 0x60D, 0x60E, 0x60F, 0x610, 0x62B, 0x64C, 0x671,
-                    0x692, 0x6B6, 0x6D7, 0x6F8, 0x2230, 0x804E, 0x806E):  # fmt: skip
-            theirs, mine = outlook.table_context(nid), ours.table_context(nid)
-            assert {c.tag for c in mine.columns} == {c.tag for c in theirs.columns}, hex(nid)
-            assert mine.ends[3] == theirs.ends[3], hex(nid)  # same row size
-            assert sorted(r for r, _ in mine.row_index) == sorted(r for r, _ in theirs.row_index)
-        for nid in (0x122, 0x2223, 0x8022, 0x8042, 0x8062, 0x8082):
-            theirs = outlook.property_context(nid)
-            mine = ours.property_context(nid)
-            assert set(theirs) <= set(mine), hex(nid)
-            assert mine[P.DISPLAY_NAME] == theirs[P.DISPLAY_NAME]
-        store = ours.property_context(0x21)
-        assert store[P.VALID_FOLDER_MASK] == outlook.property_context(0x21)[P.VALID_FOLDER_MASK]
-        assert ours.header.rgnid == outlook.header.rgnid
 
 
 def test_unencoded_store(tmp_path, corpus):
@@ -416,7 +420,7 @@ def test_hundreds_of_recipients_and_attachments(tmp_path):
     msg, _ = build_email("Crowded", to=recipients[:300], cc=recipients[300:], attachments=files)
     path = _write(tmp_path / "crowded.pst", [Message(folder="INBOX", source_id="1",
                                                      raw=as_bytes(msg))])  # fmt: skip
-    assert check_pst(path) == []
+    assert_every_reader_opens(path, tmp_path, 1)
     read = read_pst_with_pypff(path)["INBOX"][0]
     assert sorted(read.recipients) == sorted(
         [(1, n, a) for n, a in recipients[:300]] + [(2, n, a) for n, a in recipients[300:]]
@@ -431,15 +435,19 @@ def test_hundreds_of_recipients_and_attachments(tmp_path):
         _type, key_size, entry_size, levels = table.get(row_index)[:4]
         assert (key_size, entry_size, levels) == (4, 4, 1)  # 520 rows: a two-level index
         assert len(table.bth_records(row_index)[2]) == 520
+    extracted = read_pst_with_pst_extractor(path)["INBOX"][0]
+    assert sorted(extracted.recipients) == sorted(read.recipients)
+    assert [(a.name, a.size) for a in extracted.attachments] == [(n, len(d)) for n, d, _ in files]
 
 
 def test_many_folders(tmp_path):
     folders = [f"Root{i % 7}/Sub {i} ü/日本{i}" for i in range(250)]
     path = _write(tmp_path / "folders.pst", [], folders=folders)
-    assert check_pst(path) == []
+    assert_every_reader_opens(path, tmp_path, 0)
     read = read_pst_with_pypff(path)
     for folder in folders:
         assert read[folder] == []
+    assert set(read_pst_with_pst_extractor(path)) >= set(folders)
     pffexport = run_pffexport(path, tmp_path)
     assert pffexport.returncode == 0
     assert pffexport.folders() >= set(folders)
@@ -448,14 +456,14 @@ def test_many_folders(tmp_path):
 def test_message_without_folder_goes_to_the_top_folder(tmp_path):
     raw = b"Subject: top\r\nFrom: a@b.c\r\n\r\nbody\r\n"
     path = _write(tmp_path / "top.pst", [Message(folder="", source_id="1", raw=raw)])
-    assert check_pst(path) == []
+    assert_every_reader_opens(path, tmp_path, 1)
     assert [m.subject for m in read_pst_with_pypff(path)[""]] == ["top"]
 
 
 def test_deleted_items_folder_is_reused(tmp_path):
     raw = b"Subject: deleted\r\nFrom: a@b.c\r\n\r\nbody\r\n"
     path = _write(tmp_path / "del.pst", [Message(folder="Deleted Items", source_id="1", raw=raw)])
-    assert check_pst(path) == []
+    assert_every_reader_opens(path, tmp_path, 1)
     folders = read_pst_with_pypff(path)
     assert [m.subject for m in folders["Deleted Items"]] == ["deleted"]
     assert list(folders).count("Deleted Items") == 1
@@ -465,7 +473,7 @@ def test_sibling_folders_differing_only_in_case_get_distinct_names(tmp_path):
     raw = b"Subject: s\r\nFrom: a@b.c\r\n\r\nbody\r\n"
     messages = [Message(folder=f, source_id=f, raw=raw) for f in ("INBOX", "Inbox", "inbox/x")]
     path = _write(tmp_path / "case.pst", messages)
-    assert check_pst(path) == []
+    assert_every_reader_opens(path, tmp_path, 3)
     folders = read_pst_with_pypff(path)
     assert {"INBOX", "Inbox (2)", "inbox (3)", "inbox (3)/x"} <= set(folders)
     assert all(len(folders[f]) == 1 for f in ("INBOX", "Inbox (2)", "inbox (3)/x"))
@@ -480,6 +488,7 @@ def test_add_message_reports_growth_and_close_is_final(tmp_path):
     writer.close()
     writer.close()  # idempotent
     assert writer.bytes_written == path.stat().st_size
+    assert_every_reader_opens(path, tmp_path, 1)
     with pytest.raises(ValueError):
         writer.add_message(bulk_messages(1, "A")[0])
     with pytest.raises(ValueError):
@@ -499,6 +508,7 @@ def test_unfinished_file_is_flagged_by_the_checker(tmp_path):
 
 def test_rgnid_covers_every_nid(tmp_path, corpus):
     path = _write(tmp_path / "nids.pst", [c.message for c in corpus])
+    assert_every_reader_opens(path, tmp_path, len(corpus))
     with PstReader(path) as reader:
         for nid in reader.nodes:
             assert nid >> 5 <= reader.header.rgnid[nid & 0x1F]
@@ -518,12 +528,13 @@ def test_huge_bodies_are_streamed_and_read_back(tmp_path, monkeypatch):
     assert parsed.large_body_text is not None and parsed.large_body_html is not None
     path = _write(tmp_path / "bodies.pst", [Message(folder="INBOX", source_id="1",
                                                     raw=as_bytes(msg))])  # fmt: skip
-    assert check_pst(path) == []
+    assert_every_reader_opens(path, tmp_path, 1)
     read = read_pst_with_pypff(path)["INBOX"][0]
     assert normalize_text(read.body_text) == normalize_text(text)
     assert normalize_text(read.body_html) == normalize_text(html)
-    readpst = run_readpst(path, tmp_path / "readpst")
-    assert readpst.skipped == 0 and len(readpst.emls["INBOX"]) == 1
+    extracted = read_pst_with_pst_extractor(path)["INBOX"][0]
+    assert normalize_text(extracted.body_text) == normalize_text(text)
+    assert normalize_text(extracted.body_html) == normalize_text(html)
 
 
 @pytest.mark.slow
@@ -548,7 +559,7 @@ def test_40_mb_text_body_streams_in_bounded_memory(tmp_path):
     )
     peak, _output = peak_rss_of(script, str(path), str(source))
     assert peak <= 200 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MiB"
-    assert check_pst(path) == []
+    assert_every_reader_opens(path, tmp_path, 1)
     read = read_pst_with_pypff(path)["INBOX"][0]
     assert normalize_text(read.body_text) == normalize_text(text)
 
@@ -591,3 +602,4 @@ def test_40_mb_attachment_streams_in_bounded_memory(tmp_path):
     assert pffexport.returncode == 0
     exported = pffexport.message_dirs("INBOX")[0] / "Attachments" / "1_big.bin"
     assert sha256(exported.read_bytes()) == digest
+    assert read_pst_with_pst_extractor(path)["INBOX"][0].attachments[0].sha256 == digest

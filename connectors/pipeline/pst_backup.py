@@ -257,6 +257,8 @@ class PstBackup(Backup):
             self.progress.messages_failed += 1
             return record
         record.volume = len(writer.paths)
+        if parsed is not None and parsed.differences:  # exported, but not quite as the source
+            record.error = "; ".join(parsed.differences)
         self.progress.bytes_done += len(item.raw)
         return record
 

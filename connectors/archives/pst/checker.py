@@ -13,9 +13,14 @@ What it verifies (stricter than the Linux readers, which skip most of it):
 - nodes: data and subnode bids present in the BBT (through XBLOCKs and SLBLOCKs), lcbTotal
   of data trees, every block referenced, parent NIDs resolvable, exactly one node its own
   parent, rgnid at least every NID index used, the mandatory nodes of a new store present;
+- heaps as Outlook lays them out (java-libpst and its ports read nothing else): every PC's and
+  TC's BTH header at HID 0x20, a row matrix in a subnode padded to 8,176 bytes per block but
+  the last, the name-to-id map's GUID, entry and string streams all holding data;
 - messaging: folders' content and unread counts and contents-table rows match their
   messages; PidTagMessageSize and PidTagAttachSize equal the sums of their values' sizes
-  (the writer's definition; other writers compute these differently).
+  (the writer's definition; other writers compute these differently); no message, attachment
+  or recipient has a zero-length string or binary (Outlook leaves those out, and libpff fails
+  on them), but the data of a zero-byte attachment.
 
 Run ``python -m connectors.archives.pst.checker FILE.pst``: prints the problems, exits 1 if any.
 """
@@ -80,6 +85,7 @@ class _Checker:
             self.check_nodes,
             self.check_allocation_maps,
             self.check_unreferenced_blocks,
+            self.check_heaps,
             self.check_folders_and_messages,
         ]
         for step in steps:
@@ -353,6 +359,49 @@ class _Checker:
                     except (PstFormatError, struct.error, KeyError, ValueError) as exc:
                         self.problem(f"message 0x{message.nid:X}: unreadable: {exc}")
 
+    def check_heaps(self) -> None:
+        """Every heap node of the NBT laid out as Outlook lays it out (messages are checked
+        with their subnodes in ``_check_message_size``)."""
+        for node in self.r.nodes.values():
+            if node.bid_data and nid_type(node.nid) != NID_TYPE_NORMAL_MESSAGE:
+                try:
+                    blocks = self.r.data_blocks(node.bid_data)
+                except PstFormatError:
+                    continue  # reported by check_nodes
+                if blocks and len(blocks[0]) >= 12 and blocks[0][2] == 0xEC:
+                    self._check_heap_layout(Heap(blocks, self.r, node.bid_sub),
+                                            f"node 0x{node.nid:X}")  # fmt: skip
+        if 0x61 in self.r.nodes:
+            names = self.r.property_context(0x61)
+            for prop_tag in (P.NAMEID_STREAM_GUID, P.NAMEID_STREAM_ENTRY, P.NAMEID_STREAM_STRING):
+                if not names.get(prop_tag):
+                    self.problem(f"name-to-id map: stream 0x{prop_tag:08X} is empty or missing")
+
+    def _check_heap_layout(self, heap: Heap, where: str) -> None:
+        if heap.client_signature == 0xBC:
+            bth = heap.user_root
+        elif heap.client_signature == 0x7C:
+            info = heap.get(heap.user_root)
+            bth = struct.unpack_from("<I", info, 10)[0]
+            row_size = struct.unpack_from("<H", info, 8)[0]
+            rows_hnid = struct.unpack_from("<I", info, 14)[0]
+            if rows_hnid & 0x1F and row_size:
+                entry = heap.subnode_entries().get(rows_hnid)
+                blocks = self.r.data_blocks(entry.bid_data) if entry else []
+                if any(len(block) != L.MAX_BLOCK_DATA for block in blocks[:-1]):
+                    self.problem(f"{where}: row matrix blocks not padded to 8176 bytes")
+        else:
+            return
+        if bth != 0x20:
+            self.problem(f"{where}: BTH header at HID 0x{bth:X}, not 0x20")
+
+    def _check_no_empty_values(self, values: dict[int, object], where: str) -> None:
+        for prop_tag, value in values.items():
+            if prop_tag == P.ATTACH_DATA_BINARY or P.tag_type(prop_tag) in P.FIXED_SIZES:
+                continue
+            if isinstance(value, bytes) and not value:
+                self.problem(f"{where}: property 0x{prop_tag:08X} is empty")
+
     def _check_folder(self, folder: NodeEntry, messages: list[NodeEntry]) -> None:
         where = f"folder 0x{folder.nid:X}"
         index = nid_index(folder.nid)
@@ -387,12 +436,19 @@ class _Checker:
 
     def _check_message_size(self, bid_data: int, bid_sub: int, where: str) -> int:
         heap = self.r.heap(bid_data, bid_sub)
+        self._check_heap_layout(heap, where)
         values = heap.property_context()
+        self._check_no_empty_values(values, where)
         size = _values_size(heap, values)
         attachments = 0
         for nid, entry in heap.subnode_entries().items():
             if nid_type(nid) == 0x05:
                 attachments += self._check_attachment_size(entry, f"{where}/0x{nid:X}")
+            elif nid in (0x671, 0x692):
+                table_heap = self.r.heap(entry.bid_data, entry.bid_sub)
+                self._check_heap_layout(table_heap, f"{where}/0x{nid:X}")
+                for row in table_heap.table_context().rows():
+                    self._check_no_empty_values(row, f"{where}/0x{nid:X} row")
         stored = values.get(P.MESSAGE_SIZE)
         if stored != size + attachments:
             self.problem(f"{where}: PidTagMessageSize {stored} != {size + attachments}")
@@ -400,7 +456,9 @@ class _Checker:
 
     def _check_attachment_size(self, entry: NodeEntry, where: str) -> int:
         heap = self.r.heap(entry.bid_data, entry.bid_sub)
+        self._check_heap_layout(heap, where)
         values = heap.property_context()
+        self._check_no_empty_values(values, where)
         size = _values_size(heap, values)
         embedded = values.get(P.ATTACH_DATA_OBJECT)
         if isinstance(embedded, bytes) and len(embedded) == 8:

@@ -96,7 +96,6 @@ class HeapWriter:
         self._bitmap: _HeapBlock | None = None
         self._bitmap_slot = 0
         self._levels = bytearray()  # fill level of every sealed block, by index
-        self._sealed_first: bytes | None = None
 
     def allocate(self, data: bytes | bytearray) -> int:
         """Store ``data`` (at most 3,580 bytes) and return its HID."""
@@ -104,21 +103,33 @@ class HeapWriter:
         if size > MAX_ALLOCATION:
             raise ValueError(f"heap allocation of {size} bytes exceeds {MAX_ALLOCATION}")
         block = self._current
-        if not block.fits(size):
+        offsets, end = block.offsets, len(block.data) + size
+        # _HeapBlock.fits, inlined (the writer's most frequent call)
+        if len(offsets) > _MAX_ALLOCATIONS_PER_BLOCK or (
+            end + (end & 1) + 6 + 2 * len(offsets) > L.MAX_BLOCK_DATA
+        ):
             self._next_block()
             block = self._current
+            offsets = block.offsets
         block.data += data
-        offsets = block.offsets
         offsets.append(len(block.data))
         return (block.index << 16) | ((len(offsets) - 1) << 5)  # make_hid
 
-    def replace(self, hid: int, data: bytes) -> None:
-        """Overwrite an allocation of block 0 with data of the same size (TCINFO fix-ups)."""
+    def replace(self, hid: int, data: bytes | bytearray) -> None:
+        """Overwrite an allocation with data of the same size. Only block 0 and the current
+        block are still in memory: headers, TCINFO, BTH leaves and row matrices reserved
+        early and completed later live there."""
         block_index, index = hid >> 16, (hid >> 5) & 0x7FF
-        assert block_index == 0 and self._sealed_first is None
-        start, end = self._first.offsets[index - 1], self._first.offsets[index]
-        assert end - start == len(data)
-        self._first.data[start:end] = data
+        if block_index == 0:
+            block = self._first
+        elif block_index == self._current.index:
+            block = self._current
+        else:
+            raise ValueError(f"heap block {block_index} is already written")
+        start, end = block.offsets[index - 1], block.offsets[index]
+        if end - start != len(data):
+            raise ValueError("a heap allocation cannot change size")
+        block.data[start:end] = data
 
     def _next_block(self) -> None:
         self._seal(self._current)

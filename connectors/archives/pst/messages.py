@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,8 +52,9 @@ def _utf16(text: str) -> bytes:
     return text.encode("utf-16-le", "surrogatepass")
 
 
-def _short(text: str) -> str:
-    return text[:TABLE_TEXT_LIMIT]
+def _short(text: str) -> str | None:
+    """A table cell's text: at most 255 characters, and no cell for an empty one."""
+    return text[:TABLE_TEXT_LIMIT] or None
 
 
 def write_message_object(
@@ -122,31 +123,31 @@ def write_message_object(
     if sender is not None:
         properties += _sender_properties(sender)
     if parsed.headers:
-        properties.append((P.TRANSPORT_MESSAGE_HEADERS, _utf16(parsed.headers + "\r\n\r\n")))
+        headers = crlf(parsed.headers) + "\r\n\r\n"
+        properties.append((P.TRANSPORT_MESSAGE_HEADERS, _utf16(headers)))
     for prop_tag, text in ((P.INTERNET_MESSAGE_ID, parsed.message_id),
                            (P.IN_REPLY_TO_ID, parsed.in_reply_to),
                            (P.INTERNET_REFERENCES, parsed.references)):  # fmt: skip
         if text:
             properties.append((prop_tag, _utf16(text)))
     if parsed.large_body_text is not None:
-        chunks = (_utf16(text) for text in parsed.large_body_text.text_chunks())
+        chunks = (_utf16(text) for text in crlf_chunks(parsed.large_body_text.text_chunks()))
         properties.append((P.BODY, store_stream(ndb, chunks)))
     elif parsed.body_text is not None:
-        properties.append((P.BODY, _utf16(parsed.body_text)))
+        properties.append((P.BODY, _utf16(crlf(parsed.body_text))))
     if parsed.large_body_html is not None:
         chunks = (t.encode("utf-8", "surrogatepass") for t in parsed.large_body_html.text_chunks())
         properties.append((P.BODY_HTML, store_stream(ndb, chunks)))
     elif parsed.body_html is not None:
         properties.append((P.BODY_HTML, parsed.body_html.encode("utf-8", "surrogatepass")))
 
-    size = 4 + attachment_sizes  # PidTagMessageSize itself, then the attachments
-    for prop_tag, value in properties:
-        size += _value_size(prop_tag, value)
+    properties, size = _sized_without_empty_values(properties)
+    size += 4 + attachment_sizes  # PidTagMessageSize itself, then the attachments
     properties.append((P.MESSAGE_SIZE, size))
     parts = write_property_context(ndb, properties, subnodes)
     assert parts.value_bytes + attachment_sizes == size
 
-    row: dict[int, object] = {
+    row: dict[int, object | None] = {
         P.IMPORTANCE: parsed.importance,
         P.MESSAGE_CLASS: "IPM.Note",
         P.SENSITIVITY: 0,
@@ -165,6 +166,70 @@ def write_message_object(
         P.LAST_MODIFICATION_TIME: P.filetime(now),
     }
     return WrittenMessage(parts, size, row)
+
+
+def without_empty_values(properties: list[tuple[int, object]]) -> list[tuple[int, object]]:
+    """``properties`` less the zero-length strings and binaries: Outlook leaves such a
+    property out rather than store it with no data, and readers fail on one that has none
+    (libpff's html_body_size: "missing value data"; pypff gives None for an empty string).
+    Fixed-size values (numbers, flags, times) are never empty; an empty ``StoredValue`` is."""
+    return [(prop_tag, value) for prop_tag, value in properties
+            if value not in _EMPTY and not (type(value) is StoredValue and not value.size)]  # fmt: skip
+
+
+_EMPTY = (b"", "")
+
+
+def _sized_without_empty_values(
+    properties: list[tuple[int, object]],
+) -> tuple[list[tuple[int, object]], int]:
+    """``without_empty_values`` and the sum of what the rest count for in PidTagMessageSize,
+    in one pass (every message goes through it)."""
+    kept: list[tuple[int, object]] = []
+    size = 0
+    for item in properties:
+        value = item[1]
+        kind = type(value)
+        if kind is bytes:
+            if not value:
+                continue
+            size += len(value)
+        elif kind is StoredValue:
+            if not value.size:  # type: ignore[union-attr]
+                continue
+            size += value.size  # type: ignore[union-attr]
+        elif item[1] in _EMPTY:
+            continue
+        else:
+            size += _value_size(item[0], value)
+        kept.append(item)
+    return kept, size
+
+
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
+def crlf(text: str) -> str:
+    """Text with Windows line breaks, as MAPI keeps PidTagBody and the transport headers
+    (readpst runs lines ended by a lone CR together)."""
+    if "\r" not in text:
+        return text.replace("\n", "\r\n") if "\n" in text else text
+    if text.count("\r") == text.count("\r\n") == text.count("\n"):
+        return text  # CRLF already: most mail
+    return _LINE_BREAKS.sub("\r\n", text)
+
+
+def crlf_chunks(chunks: Iterable[str]) -> Iterator[str]:
+    """``crlf`` over text in pieces (a CR ending a piece may pair with the next one's LF)."""
+    pending = ""
+    for chunk in chunks:
+        text = pending + chunk
+        pending = ""
+        if text.endswith("\r"):
+            text, pending = text[:-1], "\r"
+        yield crlf(text)
+    if pending:
+        yield "\r\n"
 
 
 _SUBJECT_PREFIX = re.compile(r"^([^\W\d_]{1,3}):\s?", re.UNICODE)
@@ -212,19 +277,20 @@ def _recipient_table(ndb: NodeDatabaseWriter, parsed: ParsedMessage) -> tuple[in
     recipients += [(P.MAPI_BCC, a) for a in parsed.bcc]
     for row_id, (kind, address) in enumerate(recipients):
         search_key = b"SMTP:" + address.address.upper().encode("utf-8", "replace") + b"\x00"
+        name, email = address.name or None, address.address or None  # no empty cells
         table.add_row(row_id, {
             P.RECIPIENT_TYPE: kind,
             P.RESPONSIBILITY: False,
             P.OBJECT_TYPE: MAPI_MAILUSER,
-            P.DISPLAY_NAME: address.name,
+            P.DISPLAY_NAME: name,
             P.ADDRESS_TYPE: "SMTP",
-            P.EMAIL_ADDRESS: address.address,
+            P.EMAIL_ADDRESS: email,
             P.SEARCH_KEY: search_key,
             P.DISPLAY_TYPE: 0,
             P.SEND_RICH_INFO: False,
-            P.SMTP_ADDRESS: address.address,
-            P.TRANSMITTABLE_DISPLAY_NAME: address.name,
-            P.RECIPIENT_DISPLAY_NAME: address.name,
+            P.SMTP_ADDRESS: email,
+            P.TRANSMITTABLE_DISPLAY_NAME: name,
+            P.RECIPIENT_DISPLAY_NAME: name,
             P.RECIPIENT_FLAGS: 1,  # recipSendable
             P.RECIPIENT_ORDER: row_id,
             P.RECIPIENT_TRACK_STATUS: 0,
@@ -257,6 +323,7 @@ def _write_attachment(
             properties.append((P.ATTACHMENT_HIDDEN, True))
             properties.append((P.ATTACH_FLAGS, 4))  # ATT_MHTML_REF
     size = 4  # PidTagAttachSize itself
+    properties = without_empty_values(properties)
     if attachment.embedded is not None:
         inner = write_message_object(ndb, attachment.embedded, read=True, received=None)
         nid = ndb.nids.allocate(NID_TYPE_NORMAL_MESSAGE)

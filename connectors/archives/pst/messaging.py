@@ -118,6 +118,11 @@ def _unique_sibling_name(name: str, parent: FolderRecord) -> str:
     return candidate
 
 
+def _version_history(replica: bytes) -> bytes:
+    """PidTagReplVersionHistory as a new store has it: version 1 of one replica."""
+    return struct.pack("<I", 1) + replica + struct.pack("<I", 1)
+
+
 class _RowSpill:
     """Contents-table rows kept on disk until the folder's table is written."""
 
@@ -150,17 +155,18 @@ class MessageStore:
         self.ndb = ndb
         self.display_name = display_name
         self.record_key = uuid.uuid4().bytes
+        self.replica_guid = uuid.uuid4().bytes
         self.root = FolderRecord(NID_ROOT_FOLDER, "", None)
         self.ipm_subtree = self._special(NID_IPM_SUBTREE, IPM_SUBTREE_NAME, self.root)
         self.search_root = self._special(NID_SEARCH_ROOT, "Search Root", self.root)
         self.deleted_items = self._special(
             NID_DELETED_ITEMS, DELETED_ITEMS_NAME, self.ipm_subtree, comment="Deleted Items folder"
         )
-        self.common_views = self._special(NID_COMMON_VIEWS, "IPM_COMMON_VIEWS", self.root, "")
         # A search folder: listed in the root's hierarchy table, but written by its own rules.
         self.spam_search_folder = FolderRecord(NID_SPAM_SEARCH_FOLDER, SPAM_SEARCH_FOLDER_NAME,
                                                self.root)  # fmt: skip
         self.root.children.append(self.spam_search_folder)
+        self.common_views = self._special(NID_COMMON_VIEWS, "IPM_COMMON_VIEWS", self.root, "")
         self._folders: dict[tuple[str, ...], FolderRecord] = {
             (DELETED_ITEMS_NAME,): self.deleted_items
         }
@@ -239,7 +245,7 @@ class MessageStore:
             contents.add_row(message_nid, values)
         self._add_table(make_nid(NID_TYPE_CONTENTS_TABLE, index), contents.finish())
         hierarchy = TableWriter(ndb, HIERARCHY_COLUMNS)
-        for child in sorted(record.children, key=lambda c: c.nid):
+        for child in record.children:  # in the order they were made, as Outlook lists them
             hierarchy.add_row(child.nid, {
                 P.DISPLAY_NAME: child.name,
                 P.CONTENT_COUNT: child.message_count,
@@ -288,14 +294,23 @@ class MessageStore:
         return b"\x00" * 4 + self.record_key + struct.pack("<I", nid)
 
     def _write_store(self) -> None:
+        # In the order Outlook's new store has its values in the heap. Besides what [MS-PST]
+        # §2.4.3 asks for, what else a new Outlook store holds: the replica version history
+        # (version 1 of a replica of its own), no replica flags, and three values of Outlook's
+        # own (PidTagPstLrNoRestrictions, PidTagLatestPstEnsure, 0x66FC) as it sets them.
         properties = [
             (P.RECORD_KEY, self.record_key),
             (P.DISPLAY_NAME, self.display_name),
-            (P.VALID_FOLDER_MASK, VALID_FOLDER_MASK),
+            (P.REPL_VERSION_HISTORY, _version_history(self.replica_guid)),
             (P.IPM_SUBTREE_ENTRY_ID, self._entry_id(NID_IPM_SUBTREE)),
+            (P.FINDER_ENTRY_ID, self._entry_id(NID_SEARCH_ROOT)),
             (P.IPM_WASTEBASKET_ENTRY_ID, self._entry_id(NID_DELETED_ITEMS)),
             (P.COMMON_VIEWS_ENTRY_ID, self._entry_id(NID_COMMON_VIEWS)),
-            (P.FINDER_ENTRY_ID, self._entry_id(NID_SEARCH_ROOT)),
+            (P.VALID_FOLDER_MASK, VALID_FOLDER_MASK),
+            (P.REPL_FLAGS, 0),
+            (P.tag(0x6633, P.PT_BOOLEAN), True),
+            (P.tag(0x66FA, P.PT_LONG), 0x000E0011),
+            (P.tag(0x66FC, P.PT_LONG), 0x0018B2B3),
             (P.PST_PASSWORD, 0),
         ]
         parts = write_property_context(self.ndb, properties)
@@ -322,5 +337,5 @@ class MessageStore:
         for nid, columns in templates.items():
             self._add_table(nid, TableWriter(ndb, columns).finish())
         receive = TableWriter(ndb, RECEIVE_FOLDER_COLUMNS)
-        receive.add_row(1, {P.MESSAGE_CLASS: "", 0x66050003: NID_ROOT_FOLDER})
+        receive.add_row(1, {P.MESSAGE_CLASS: "", 0x66050003: NID_ROOT_FOLDER}, version=2)
         self._add_table(NID_RECEIVE_FOLDER_TABLE, receive.finish())
