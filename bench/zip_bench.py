@@ -14,16 +14,9 @@ sha256 with the generated messages).
 
 Targets: ratio ≤ 1.0 and peak RSS ≤ 150 MB, flat as the mailbox grows.
 
-Figures and where the time goes: README, section Performance (the run prints each contender's
-CPU seconds and those of Dovecot and the S3 server, which share the same two cores). In short,
-on 2026-11-26 after that day's changes: 1x mbsync 3.5-3.7 s, engine 2.8-3.4 s (ratio
-0.86-0.93), peak RSS 108-121 MB; 10x ratio 0.77, RSS 146 MB; 30 MB attachment RSS 128 MB; PST
-4.7-5.6 s (1.37-1.58x ZIP, median 1.43, with 224 MiB sent ahead of part 1). The transfer is CPU-bound (ours ~3.5 s, rclone ~1.3 s, Dovecot
-0.5 s). Defaults chosen by measurement: isal level 1 (level 2 is no better on this mail, level 3
-half as fast, zlib 10x slower), 2 deflate threads, 3 upload threads (rclone serialises parts;
-more do not help), 8 MB parts, 16 MB fetch queue, 8 MB IMAP batches, Content-MD5 off (≈1 s CPU),
-unsigned payloads (botocore would SHA-256 every part over plain HTTP), malloc tuning (peak RSS
-170-190 → ~115 MB).
+The run prints each contender's CPU seconds and those of Dovecot and the S3 server, which
+share the same two cores. Figures: README, section Performance; the measurements behind the
+engine's defaults: bench/README.md.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from connectors.archives.zip import writer as zipwriter
 from connectors.archives.zip.volumes import VolumeBudget, _labels_bytes, labels_row_bound
 from connectors.pipeline.ledger import MESSAGE, EntryRecord
 from connectors.pipeline.report import labels_manifest
+from tests.test_archives_zip_writer import ZipOut
 
 
 def test_central_header_size_matches_the_header_it_describes():
@@ -29,7 +30,7 @@ def _write_volumes(sizes: list[int], limit: int) -> list[bytes]:
     """Entries of these payload sizes, split the way the export engine splits them."""
     rng = random.Random(7)
     volumes, out = [], io.BytesIO()
-    writer, budget = zipwriter.StreamingZipWriter(out, level=0), VolumeBudget(limit)
+    writer, budget = ZipOut(out, level=0), VolumeBudget(limit)
     for n, size in enumerate(sizes):
         data = rng.randbytes(size)
         name = f"INBOX/{n:06d}_message {n}.eml"
@@ -38,7 +39,7 @@ def _write_volumes(sizes: list[int], limit: int) -> list[bytes]:
             writer.close()
             volumes.append(out.getvalue())
             out = io.BytesIO()
-            writer, budget = zipwriter.StreamingZipWriter(out, level=0), VolumeBudget(limit)
+            writer, budget = ZipOut(out, level=0), VolumeBudget(limit)
             entry, _payload = zipwriter.file_entry(name, 0, data, None, level=0)
         writer.add_file(name, data)
         budget.add(entry, message=True)

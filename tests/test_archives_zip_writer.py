@@ -1,4 +1,5 @@
-"""The streaming ZIP writer: readable by zipfile and unzip, UTF-8 names, ZIP64 where needed."""
+"""The ZIP format's pure pieces: what they make is readable by zipfile and unzip, with UTF-8 names
+and ZIP64 where needed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,32 @@ import zipfile
 import pytest
 
 from connectors.archives.zip import writer as zipwriter
-from connectors.archives.zip.writer import StreamingZipWriter, ZipEntry
+from connectors.archives.zip.writer import ZipEntry
+
+
+class ZipOut:
+    """The pieces joined in the simplest order: each entry's local header and bytes, then the
+    central directory (``close``), written to ``out`` from ``offset`` on."""
+
+    def __init__(self, out, *, level: int = zipwriter.DEFAULT_LEVEL, offset: int = 0) -> None:
+        self.out, self.level, self.offset, self.entries = out, level, offset, []
+
+    def add_file(self, name: str, data: bytes, when: dt.datetime | None = None) -> None:
+        self._emit(*zipwriter.file_entry(name, self.offset, data, when, self.level))
+
+    def add_directory(self, name: str) -> None:
+        self._emit(zipwriter.directory_entry(name, self.offset), b"")
+
+    def _emit(self, entry: ZipEntry, payload: bytes) -> None:
+        header = zipwriter.local_header(entry)
+        self.out.write(header + payload)
+        self.offset += len(header) + len(payload)
+        self.entries.append(entry)
+
+    def close(self) -> int:
+        """The central directory; the archive's total size."""
+        self.offset += zipwriter.central_directory(self.entries, self.offset, self.out)
+        return self.offset
 
 
 def _unzip_test(path, *members: str) -> str:
@@ -28,7 +54,7 @@ def _unzip_test(path, *members: str) -> str:
 def test_entries_round_trip_with_utf8_names_methods_and_dates(tmp_path):
     path = tmp_path / "a.zip"
     with open(path, "wb") as out:
-        writer = StreamingZipWriter(out)
+        writer = ZipOut(out)
         writer.add_directory("Leer")
         writer.add_file("INBOX/000001_Grüße 日本語.eml", b"Subject: hi\r\n\r\n" + b"text " * 2000,
                         dt.datetime(2024, 6, 3, 10, 20, 30, tzinfo=dt.UTC))
@@ -57,7 +83,7 @@ def test_dos_dates_are_clamped_and_utc():
 
 def test_more_than_65535_entries_use_the_zip64_end_records():
     out = io.BytesIO()
-    writer = StreamingZipWriter(out)
+    writer = ZipOut(out)
     for i in range(70_000):
         writer.add_file(f"d/{i}.eml", b"x")
     writer.close()
@@ -73,7 +99,7 @@ def test_offsets_past_4_gib_go_into_zip64_extra_fields():
     zipfile treats the difference as prepended data and must still find every entry, which
     only works if the 64-bit offsets are where APPNOTE says."""
     out = io.BytesIO()
-    writer = StreamingZipWriter(out, offset=5_000_000_000)
+    writer = ZipOut(out, offset=5_000_000_000)
     writer.add_file("late/1.eml", b"first " * 100)
     writer.add_file("late/2.eml", b"second " * 100)
     writer.close()

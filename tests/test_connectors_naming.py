@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.folderfilter import FolderFilter, split_folder_list
+from connectors.folderfilter import FolderFilter
 from connectors.model import Folder
 from connectors.naming import (
     ArchiveFolders,
@@ -107,10 +107,6 @@ def test_exclude_wins_and_matching_ignores_case_and_normalisation():
     assert not flt.accepts("Ablage/Überweisungen") and not flt.accepts("Ablage/U\u0308berweisungen/2024")
     assert FolderFilter().accepts("anything") and not FolderFilter()
     assert FolderFilter(exclude=["/Spam/"]).accepts("Spam") is False
-
-
-def test_folder_lists_use_semicolons():
-    assert split_folder_list(" INBOX; Projekte/日本語 ;; ") == ["INBOX", "Projekte/日本語"]
 
 
 def test_entry_names_are_safe_and_unique_by_sequence():

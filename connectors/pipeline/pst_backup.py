@@ -104,8 +104,8 @@ def _parse_batch(batch: list, parser: ParseWorker):
 
 
 def _record_line(record: EntryRecord) -> str:
-    """A record as one JSON line (its fields are flat: ``asdict``'s deep copy took 0.3 s of the
-    bench export for the same text)."""
+    """A record as one JSON line (its fields are flat: ``vars`` gives what ``asdict`` would,
+    without its deep copy; bench/README.md)."""
     return json.dumps(vars(record), ensure_ascii=False) + "\n"
 
 
@@ -324,7 +324,7 @@ class PstBackup(Backup):
 
     def _part_sent(self, part) -> None:
         """The bytes sent go out with the next progress report (at most one per
-        ``progress_interval``: a forced one per part cost the converting thread 0.2 s of ledger
-        writes per 450 MB)."""
+        ``progress_interval``: a forced one per part would slow the converting thread with
+        ledger writes; bench/README.md)."""
         self.progress.archive_bytes += part.size
         self.pacer.report()

@@ -9,7 +9,7 @@ Invariants: names are UTF-8 with general-purpose flag bit 11 set; ZIP64 extra fi
 exactly where a size or offset does not fit in 32 bits (and the ZIP64 end records when the
 entry count, directory size or directory offset do not fit), as APPNOTE 4.5.3 requires.
 
-``StreamingZipWriter`` wraps the pieces for simple sequential use (tests, small exports).
+The ZIP pipeline (``connectors.pipeline.zip_backup``) joins these pieces into parts.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-try:  # isal releases the GIL and deflates ~10x faster than zlib at level 1 (performance.md)
+try:  # isal releases the GIL and deflates ~10x faster than zlib at level 1 (bench/README.md)
     from isal import isal_zlib as _fast_zlib
 except ImportError:  # pragma: no cover - isal is a declared dependency
     _fast_zlib = None
@@ -200,33 +200,3 @@ def central_directory(entries: Iterable[ZipEntry], cd_offset: int, out: BinaryIO
     tail = end_of_central_directory(count, cd_offset, size)
     out.write(tail)
     return size + len(tail)
-
-
-class StreamingZipWriter:
-    """Sequential ZIP writing to a non-seekable stream (keeps one small record per entry)."""
-
-    def __init__(self, out: BinaryIO, *, level: int = DEFAULT_LEVEL, offset: int = 0) -> None:
-        self.out, self.level, self.offset = out, level, offset
-        self.entries: list[ZipEntry] = []
-
-    def add_file(self, name: str, data: bytes, when: dt.datetime | None = None) -> ZipEntry:
-        entry, payload = file_entry(name, self.offset, data, when, self.level)
-        self._emit(entry, payload)
-        return entry
-
-    def add_directory(self, name: str, when: dt.datetime | None = None) -> ZipEntry:
-        entry = directory_entry(name, self.offset, when)
-        self._emit(entry, b"")
-        return entry
-
-    def _emit(self, entry: ZipEntry, payload: bytes) -> None:
-        header = local_header(entry)
-        self.out.write(header)
-        self.out.write(payload)
-        self.offset += len(header) + len(payload)
-        self.entries.append(entry)
-
-    def close(self) -> int:
-        """Write the central directory; return the archive's total size."""
-        self.offset += central_directory(self.entries, self.offset, self.out)
-        return self.offset

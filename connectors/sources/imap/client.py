@@ -16,7 +16,7 @@ How it stays correct on real servers:
   message at a time; a message that still fails is a MessageFailure with the reason. A message
   expunged meanwhile is reported as skipped.
 - imapclient sets imaplib's debug level to 5, which makes imaplib format a repr of every
-  response; we reset it to 0 after connecting (10x faster, performance.md). Passwords and
+  response; we reset it to 0 after connecting (fetching ~10x faster: bench/README.md). Passwords and
   tokens are never logged.
 """
 

@@ -2,8 +2,8 @@
 
 The PST writer produces its file front to back, but comes back to a few places: the header in
 the first bytes (written last), allocation-map pages a few megabytes behind the cursor, FMap
-pages when it closes. Waiting for the whole file before uploading cost the benchmark mailbox
-4-7 s after the writing was done. Here a part goes out once the writer says it has settled
+pages when it closes. Waiting for the whole file before uploading would add its whole upload
+after the writing (bench/README.md). Here a part goes out once the writer says it has settled
 (``send_settled``), parts it will write at close wait (``deferred``), and ``finish`` sends
 part 1, the deferred parts and the tail.
 
@@ -14,8 +14,7 @@ that makes them wait, which with every upload thread waiting would leave no thre
 part 1 (seen: 34 parts of 8 MB hang). So ``max_ahead`` bounds what is sent before part 1
 (``LEGACYFLO_S3_MAX_AHEAD_BYTES``; by default everything on AWS S3, elsewhere 224 MiB, a few
 parts below rclone's limit: ``default_max_ahead``). Whatever rclone does not hold is written
-after the PST closes: sending 224 instead of 128 MiB ahead cut that tail from 0.72 to 0.51 s
-for 432 MB (rclone alone, 3 runs each).
+after the PST closes, so more ahead means a shorter tail (bench/README.md).
 
 Re-sending a part that changed after it was sent is not an option either: S3 allows it, but
 rclone refuses a second, different upload of a part. So the writer records
