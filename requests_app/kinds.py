@@ -213,7 +213,7 @@ class GmailApi(ConnectionKind):
 
     @sensitive_variables()
     def source(self, rtype, params, connection, consent) -> Source:
-        from connectors import oauth
+        from connectors.sources import tokens
         from connectors.sources.gmail_api import GmailApiSource
         from connectors.sources.ratelimit import RedisQuota, gmail_quota_key
         from providers import credentials
@@ -222,7 +222,7 @@ class GmailApi(ConnectionKind):
             google_credentials = credentials.google_user(connection, consent())
         else:
             google_credentials = credentials.google_service_account(
-                connection, subject=params.user, scopes=[oauth.GMAIL_READONLY_SCOPE])
+                connection, subject=params.user, scopes=[tokens.GMAIL_READONLY_SCOPE])
         return GmailApiSource(google_credentials, api_url=settings.GMAIL_API_URL,
                               include_spam_trash=bool(params.options.get("include_spam_trash")),
                               quota=RedisQuota(settings.REDIS_URL, gmail_quota_key(params.user)))
@@ -240,18 +240,18 @@ class Graph(ConnectionKind):
 
     @sensitive_variables()
     def source(self, rtype, params, connection, consent) -> Source:
-        from connectors import oauth
+        from connectors.sources import tokens
         from connectors.sources.graph import GraphSource
         from connectors.sources.ratelimit import RedisQuota, graph_quota_key
         from providers import credentials
 
         if params.options.get("credential", "") == "delegated":
             authorization = consent(credentials.GRAPH_READ_SCOPE)
-            provider = credentials.microsoft_delegated(connection, authorization, scopes=oauth.GRAPH_MAIL_SCOPES,
+            provider = credentials.microsoft_delegated(connection, authorization, scopes=tokens.GRAPH_MAIL_SCOPES,
                                                        on_refresh_token=_store_rotated(authorization.pk))
             mailbox = None  # /me: the signed-in mailbox
         else:
-            provider = credentials.microsoft_app_only(connection, scopes=[oauth.GRAPH_DEFAULT_SCOPE])
+            provider = credentials.microsoft_app_only(connection, scopes=[tokens.GRAPH_DEFAULT_SCOPE])
             mailbox = params.user
         return GraphSource(provider, mailbox=mailbox, graph_url=settings.MICROSOFT_GRAPH_URL,
                            ca_bundle=credentials.ca_bundle(), include=params.folders, exclude=params.exclude,
@@ -275,15 +275,15 @@ class GoogleImap(ConnectionKind):
 
     @sensitive_variables()
     def source(self, rtype, params, connection, consent) -> Source:
-        from connectors import oauth
+        from connectors.sources import tokens
         from providers import credentials
 
         service_account = credentials.google_service_account(connection, subject=params.user,
-                                                             scopes=[oauth.GMAIL_IMAP_SCOPE])
+                                                             scopes=[tokens.GMAIL_IMAP_SCOPE])
         session = credentials.http_session()
         host, port, security = self.endpoint()
         return imap_source(rtype, server=host, port=port, security=security, user=params.user, password="",
-                           oauth2_token=lambda: oauth.google_access_token(service_account, session=session))
+                           oauth2_token=lambda: tokens.google_access_token(service_account, session=session))
 
 
 class MicrosoftImap(ConnectionKind):
@@ -307,16 +307,16 @@ class MicrosoftImap(ConnectionKind):
 
     @sensitive_variables()
     def source(self, rtype, params, connection, consent) -> Source:
-        from connectors import oauth
+        from connectors.sources import tokens
         from providers import credentials
 
         if params.options.get("credential", "") == "delegated":
             authorization = consent(credentials.OUTLOOK_IMAP_SCOPE)
             provider = credentials.microsoft_delegated(connection, authorization,
-                                                       scopes=[oauth.OUTLOOK_IMAP_DELEGATED_SCOPE],
+                                                       scopes=[tokens.OUTLOOK_IMAP_DELEGATED_SCOPE],
                                                        on_refresh_token=_store_rotated(authorization.pk))
         else:
-            provider = credentials.microsoft_app_only(connection, scopes=[oauth.OUTLOOK_IMAP_APP_SCOPE])
+            provider = credentials.microsoft_app_only(connection, scopes=[tokens.OUTLOOK_IMAP_APP_SCOPE])
         host, port, security = self.endpoint()
         return imap_source(rtype, server=host, port=port, security=security, user=params.user, password="",
                            oauth2_token=provider)

@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from connectors import oauth
 from connectors.model import Message, MessageFailure, TransientError
+from connectors.sources import tokens
 from connectors.sources.gmail_api import GmailApiSource, gmail_query
 from connectors.sources.ratelimit import RedisQuota, gmail_quota_key
 from tests.fakes.clock import FakeClock
@@ -45,8 +45,8 @@ def fake(request):
 
 
 def make_source(fake: GoogleFake, **options) -> GmailApiSource:
-    credentials = oauth.google_service_account_credentials(
-        fake.service_account_info, subject=ALICE, scopes=[oauth.GMAIL_READONLY_SCOPE],
+    credentials = tokens.google_service_account_credentials(
+        fake.service_account_info, subject=ALICE, scopes=[tokens.GMAIL_READONLY_SCOPE],
         token_uri=fake.token_uri)
     options.setdefault("sleep", fake.clock.sleep)
     return GmailApiSource(credentials, api_url=fake.gmail_api_url, rng=random.Random(7), **options)

@@ -13,6 +13,7 @@ import pytest
 
 from connectors import oauth
 from connectors.model import AuthenticationFailed, Message, MessageFailure, SourceError
+from connectors.sources import tokens
 from connectors.sources.graph import GraphSource, GraphThrottled
 from connectors.sources.ratelimit import LocalQuota
 from tests.fakes.clock import FakeClock
@@ -43,13 +44,13 @@ def _reset(ms):
     ms.graph.value_requests.clear()
 
 
-def app_client(ms) -> oauth.MicrosoftClient:
-    return oauth.MicrosoftClient(ms.client_id, ms.client_secret, tenant=ms.tenant_id,
-                                 authority_host=ms.authority_host, ca_bundle=ms.ca_path)
+def app_client(ms) -> tokens.MicrosoftClient:
+    return tokens.MicrosoftClient(ms.client_id, ms.client_secret, tenant=ms.tenant_id,
+                                  authority_host=ms.authority_host, ca_bundle=ms.ca_path)
 
 
 def app_source(ms, sleeps: list[float] | None = None, **options) -> GraphSource:
-    provider = oauth.MicrosoftTokenProvider(app_client(ms))
+    provider = tokens.MicrosoftTokenProvider(app_client(ms))
     sleep = sleeps.append if sleeps is not None else (lambda seconds: None)
     return GraphSource(provider, mailbox=ADELE, graph_url=ms.graph_url, ca_bundle=ms.ca_path, sleep=sleep,
                        rng=random.Random(3), **options)
@@ -162,15 +163,15 @@ def test_message_deleted_after_listing_is_reported_as_skipped(ms):
 
 
 def test_delegated_me_with_token_refresh_on_401(ms):
-    client = oauth.MicrosoftClient(ms.client_id, ms.client_secret, tenant="organizations",
-                                   authority_host=ms.authority_host, ca_bundle=ms.ca_path)
+    client = tokens.MicrosoftClient(ms.client_id, ms.client_secret, tenant="organizations",
+                                    authority_host=ms.authority_host, ca_bundle=ms.ca_path)
     flow = oauth.microsoft_start_auth(client, redirect_uri="http://localhost:8000/oauth/microsoft/callback")
     callback = ms.consent(flow["auth_uri"], user=MEGAN)
-    tokens = oauth.microsoft_finish_auth(
+    issued = oauth.microsoft_finish_auth(
         client, flow, {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()})
     rotated: list[str] = []
-    provider = oauth.MicrosoftTokenProvider(client, scopes=oauth.GRAPH_MAIL_SCOPES,
-                                            refresh_token=tokens.refresh_token,
+    provider = tokens.MicrosoftTokenProvider(client, scopes=tokens.GRAPH_MAIL_SCOPES,
+                                            refresh_token=issued.refresh_token,
                                             on_refresh_token=rotated.append)
     source = GraphSource(provider, graph_url=ms.graph_url, ca_bundle=ms.ca_path, sleep=lambda s: None)
     folders = source.list_folders()
@@ -178,7 +179,7 @@ def test_delegated_me_with_token_refresh_on_401(ms):
     archive = {f.path: list(source.fetch_messages(f, source.list_message_ids(f))) for f in folders}
     assert_exact(ms, MEGAN, archive)
     assert source.stats["token_refreshes"] == 1
-    assert len(rotated) == 2 and tokens.refresh_token not in rotated  # Microsoft rotates them
+    assert len(rotated) == 2 and issued.refresh_token not in rotated  # Microsoft rotates them
 
     other = GraphSource(provider, mailbox=ADELE, graph_url=ms.graph_url, ca_bundle=ms.ca_path)
     with pytest.raises(AuthenticationFailed, match="denied access"):
@@ -186,7 +187,7 @@ def test_delegated_me_with_token_refresh_on_401(ms):
 
 
 def test_app_only_token_cannot_use_me(ms):
-    source = GraphSource(oauth.MicrosoftTokenProvider(app_client(ms)), graph_url=ms.graph_url,
+    source = GraphSource(tokens.MicrosoftTokenProvider(app_client(ms)), graph_url=ms.graph_url,
                          ca_bundle=ms.ca_path)
     with pytest.raises(SourceError, match="HTTP 400 BadRequest"):
         source.list_folders()
@@ -195,7 +196,7 @@ def test_app_only_token_cannot_use_me(ms):
 def test_request_budget_per_mailbox_is_waited_out_or_paced(ms):
     """Graph's 10,000 requests / 10 min, scaled down to 40 on a fake clock."""
     clock = FakeClock()
-    provider = oauth.MicrosoftTokenProvider(app_client(ms))
+    provider = tokens.MicrosoftTokenProvider(app_client(ms))
 
     def inbox_backup(**options):
         source = GraphSource(provider, mailbox=ADELE, graph_url=ms.graph_url, ca_bundle=ms.ca_path,

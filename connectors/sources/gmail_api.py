@@ -45,9 +45,9 @@ from connectors.model import (
     SourceError,
     TransientError,
 )
-from connectors.oauth import google_refresh_failure
 from connectors.sources import Source
 from connectors.sources.ratelimit import NoQuota, Quota
+from connectors.sources.tokens import google_refresh_failure
 
 log = logging.getLogger(__name__)
 

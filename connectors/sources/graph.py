@@ -43,9 +43,9 @@ from connectors.model import (
     SourceError,
     TransientError,
 )
-from connectors.oauth import MICROSOFT_GRAPH_URL, http_session
 from connectors.sources import Source
 from connectors.sources.ratelimit import NoQuota, Quota
+from connectors.sources.tokens import MICROSOFT_GRAPH_URL, http_session
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class GraphSource(Source):
                  backoff_base: float = 1.0, backoff_cap: float = 60.0, timeout: float = 300.0,
                  immutable_ids: bool = True, quota: Quota | None = None,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
-        """``token_provider(force_refresh=False) -> str`` (e.g. oauth.MicrosoftTokenProvider) or a token.
+        """``token_provider(force_refresh=False) -> str`` (e.g. tokens.MicrosoftTokenProvider) or a token.
 
         ``mailbox`` is the UPN / object id for app-only tokens, None for the signed-in user.
         ``include`` / ``exclude`` use the shared folder-path semantics (connectors.folderfilter).
