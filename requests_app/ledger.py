@@ -1,4 +1,4 @@
-"""The export engine's Ledger on the database: one MigrationRequest's checkpoint.
+"""The backup pipeline's Ledger on the database: one MigrationRequest's checkpoint.
 
 ``commit_part`` is one transaction: the part row, the records of every entry in that part, and
 a re-check that this run still owns the request (``run_token``). Two workers can therefore never

@@ -1,10 +1,10 @@
-"""The two periodic Ledger calls an export engine makes while it runs: progress reports and
+"""The two periodic Ledger calls a backup makes while it runs: progress reports and
 cancel polls, each at most once per interval (``Tuning.progress_interval`` and
 ``cancel_interval``) unless forced.
 
-Shared by the ZIP (``connectors.pipeline.zip_backup``) and PST (``connectors.pipeline.pst_backup``) engines so that
-both throttle, force and end their reports the same way. Like every Ledger call, these are made
-from the thread that called ``run_backup``: the engines call them from that thread only.
+Used by the skeleton (``connectors.pipeline.skeleton``), so ZIP and PST throttle, force and end
+their reports the same way. Like every Ledger call, these are made from the thread that called
+``run_backup`` only.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The sink knows nothing about ZIP or ledgers: the engine decides what goes in eac
 records ``UploadedPart``s; the sink moves bytes. Its state is just (bucket, key, upload id)
 plus the parts the caller committed, so a new process can pick an upload up again.
 
-Retries: botocore's standard retries (configured in ``s3client``) run first; on top of them
+Retries: botocore's standard retries (configured in ``storage.s3.client``) run first; on top of them
 ``with_retries`` retries transient failures (5xx, throttling, timeouts, dropped connections,
 bad digest) with exponential backoff, re-sending the part from the start of its buffer.
 With ``content_md5`` each part carries Content-MD5 and the store rejects a corrupted part;
