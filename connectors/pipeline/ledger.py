@@ -2,7 +2,7 @@
 
 The portal implements ``Ledger`` on its database (one MigrationRequest's checkpoint); tests and
 the benchmark use ``MemoryLedger`` and the file-backed ``SqliteLedger`` (which survives a
-SIGKILL of the process using it). ``connectors.pipeline.zip_backup`` re-exports these names.
+SIGKILL of the process using it).
 
 Exactly-once rests on one rule: ``commit_part`` stores a part *and* the records of everything
 whose bytes are in it in ONE transaction, parts in order. A resumed export trusts only what
