@@ -191,7 +191,9 @@ class Backup(ABC):
     @abstractmethod
     def write_archive(self, folders: list[Folder]) -> list[tuple[str, int]]:
         """Write every folder's messages into the archive's files in the bucket and complete
-        them; return each file's (write key, size), in volume order. Sets ``archive_done``."""
+        them; return each file's (write key, size), in volume order. A format that resumes sets
+        ``archive_done`` once every file is complete and in the ledger: a failure from then on
+        keeps the archive for a retry to finish."""
 
     def stop_workers(self) -> None:
         """Stop every thread and upload of this run (before a clean-up, or a ledger failure)."""
