@@ -105,9 +105,6 @@ class TenantQuerySet(models.QuerySet):
     def for_tenant(self, tenant: Tenant):
         return self.filter(tenant=tenant)
 
-    def for_user(self, user):
-        return self.filter(tenant__memberships__user=user)
-
 
 def get_owned_or_404(access: TenantAccess, model_or_qs, **lookup):
     """Load one object of ``access.tenant`` or raise 404 (also for another tenant's object)."""

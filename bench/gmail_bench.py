@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors import oauth  # noqa: E402
-from connectors.base import Message  # noqa: E402
-from connectors.gmail_api import GmailApiSource  # noqa: E402
-from connectors.ratelimit import RedisQuota, gmail_quota_key  # noqa: E402
+from connectors.model import Message  # noqa: E402
+from connectors.sources import tokens  # noqa: E402
+from connectors.sources.gmail_api import GmailApiSource  # noqa: E402
+from connectors.sources.ratelimit import RedisQuota, gmail_quota_key  # noqa: E402
 from tests.fakes.google import GMAIL_USER_QUOTA, GoogleFake  # noqa: E402
 from tests.fakes.redis_server import redis_url_for_tests  # noqa: E402
 
@@ -41,8 +41,8 @@ def run(messages: int, window: float, throttle: float, parallel: int, redis_url:
     try:
         if throttle:
             fake.gmail.faults.throttle_batch_parts(throttle, status=429, seed=1)
-        credentials = oauth.google_service_account_credentials(
-            fake.service_account_info, subject=USER, scopes=[oauth.GMAIL_READONLY_SCOPE],
+        credentials = tokens.google_service_account_credentials(
+            fake.service_account_info, subject=USER, scopes=[tokens.GMAIL_READONLY_SCOPE],
             token_uri=fake.token_uri)
         quota = RedisQuota(redis_url, gmail_quota_key(f"bench-{uuid.uuid4().hex}-{USER}"),
                            limit=limit, window=window)

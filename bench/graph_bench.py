@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors import oauth  # noqa: E402
-from connectors.base import Message  # noqa: E402
-from connectors.graph import GraphSource  # noqa: E402
+from connectors.model import Message  # noqa: E402
+from connectors.sources import tokens  # noqa: E402
+from connectors.sources.graph import GraphSource  # noqa: E402
 from tests.fakes.microsoft import MicrosoftFake  # noqa: E402
 
 MAILBOX = "adele@legacyflo.onmicrosoft.com"
@@ -44,9 +44,9 @@ def main() -> int:
         try:
             fake.graph.latency = args.latency
             fake.graph.faults.throttle_randomly(args.throttle, retry_after=1, seed=1)
-            client = oauth.MicrosoftClient(fake.client_id, fake.client_secret, tenant=fake.tenant_id,
-                                           authority_host=fake.authority_host, ca_bundle=fake.ca_path)
-            source = GraphSource(oauth.MicrosoftTokenProvider(client), mailbox=MAILBOX,
+            client = tokens.MicrosoftClient(fake.client_id, fake.client_secret, tenant=fake.tenant_id,
+                                            authority_host=fake.authority_host, ca_bundle=fake.ca_path)
+            source = GraphSource(tokens.MicrosoftTokenProvider(client), mailbox=MAILBOX,
                                  graph_url=fake.graph_url, ca_bundle=fake.ca_path)
             expected = {key: m.sha256 for key, m in fake.mailboxes[MAILBOX].messages.items()}
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.base import Message  # noqa: E402
-from connectors.pst import PstWriter, check_pst  # noqa: E402
+from connectors.archives.pst import PstWriter, check_pst  # noqa: E402
+from connectors.model import Message  # noqa: E402
 
 
 def peak_rss_mib() -> float:

@@ -14,16 +14,9 @@ sha256 with the generated messages).
 
 Targets: ratio ≤ 1.0 and peak RSS ≤ 150 MB, flat as the mailbox grows.
 
-Figures and where the time goes: README, section Performance (the run prints each contender's
-CPU seconds and those of Dovecot and the S3 server, which share the same two cores). In short,
-on 2026-11-26 after that day's changes: 1x mbsync 3.5-3.7 s, engine 2.8-3.4 s (ratio
-0.86-0.93), peak RSS 108-121 MB; 10x ratio 0.77, RSS 146 MB; 30 MB attachment RSS 128 MB; PST
-4.7-5.6 s (1.37-1.58x ZIP, median 1.43, with 224 MiB sent ahead of part 1). The transfer is CPU-bound (ours ~3.5 s, rclone ~1.3 s, Dovecot
-0.5 s). Defaults chosen by measurement: isal level 1 (level 2 is no better on this mail, level 3
-half as fast, zlib 10x slower), 2 deflate threads, 3 upload threads (rclone serialises parts;
-more do not help), 8 MB parts, 16 MB fetch queue, 8 MB IMAP batches, Content-MD5 off (≈1 s CPU),
-unsigned payloads (botocore would SHA-256 every part over plain HTTP), malloc tuning (peak RSS
-170-190 → ~115 MB).
+The run prints each contender's CPU seconds and those of Dovecot and the S3 server, which
+share the same two cores. Figures: README, section Performance; the measurements behind the
+engine's defaults: bench/README.md.
 """
 
 from __future__ import annotations
@@ -58,10 +51,12 @@ def child(config_path: str) -> int:
     """The measured engine process: one export, prints its result as JSON."""
     import logging
 
-    from connectors.export import ExportSpec, SqliteLedger, Tuning, run_export
-    from connectors.imap import ImapSource
-    from connectors.s3client import make_client
-    from connectors.s3target import S3Target
+    from connectors.pipeline.ledger import SqliteLedger
+    from connectors.pipeline.run import run_backup
+    from connectors.pipeline.spec import ExportSpec, Tuning
+    from connectors.sources.imap.client import ImapSource
+    from connectors.storage.s3.client import make_client
+    from connectors.storage.s3.target import S3Target
 
     logging.basicConfig(level=logging.WARNING)
     cfg = json.loads(Path(config_path).read_text())
@@ -79,7 +74,7 @@ def child(config_path: str) -> int:
                     max_ahead_bytes=cfg["max_ahead_mb"] * 1024 * 1024)
     ledger = SqliteLedger(Path(cfg["tmp"]) / "ledger.sqlite")
     with source:
-        result = run_export(source, client, ExportSpec(bucket="bench", prefix="bench", file_name=cfg["file"],
+        result = run_backup(source, client, ExportSpec(bucket="bench", prefix="bench", file_name=cfg["file"],
                                                        format=cfg.get("format", "zip")), ledger, tuning)
     import resource
 
@@ -150,7 +145,7 @@ def check_pst(path: Path, count: int) -> str:
     """Open the PST with libpff and count its messages (and run our structural checker)."""
     import pypff
 
-    from connectors.pst import check_pst as structural_problems
+    from connectors.archives.pst import check_pst as structural_problems
 
     pst = pypff.file()
     pst.open(str(path))
@@ -168,7 +163,7 @@ def check_pst(path: Path, count: int) -> str:
 
 
 def main() -> int:
-    from connectors.growingupload import IN_ORDER_SAFE_AHEAD  # the rclone-safe default
+    from connectors.storage.s3.growing import IN_ORDER_SAFE_AHEAD  # the rclone-safe default
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import boto3
 
-from connectors.awsrole import role_arn_problem
+from connectors.storage.awsrole import role_arn_problem
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")

@@ -23,8 +23,8 @@ from accounts.models import Tenant
 from buckets.models import AuthMode, Bucket, Status
 from buckets.rules import normalise_endpoint, role_mode_problems
 from buckets.verification import FAIL, Check, verify_bucket
-from connectors.awsrole import RoleAccess, session_name
-from connectors.s3target import S3Target
+from connectors.storage.awsrole import RoleAccess, session_name
+from connectors.storage.s3.target import S3Target
 
 HELD_ELSEWHERE = "The bucket {name} is already registered with this portal by another organisation."
 HELD_ELSEWHERE_FIX = "If it is yours, ask the portal's operator."

@@ -20,11 +20,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from buckets.rules import bucket_name_problem, region_problem
-from connectors.awsrole import NoPortalIdentity, assume_role, role_arn_problem
-from connectors.base import ConnectionFailed
+from connectors.model import ConnectionFailed
 from connectors.netpolicy import PrivateAddressRefused, ensure_public_url
-from connectors.s3client import NoCredentials, make_client
-from connectors.s3target import S3Target
+from connectors.storage.awsrole import NoPortalIdentity, assume_role, role_arn_problem
+from connectors.storage.s3.client import NoCredentials, make_client
+from connectors.storage.s3.target import S3Target
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 PROBE_PREFIX = ".legacyflo-probe/"

@@ -19,11 +19,6 @@ def normalise_folder(path: str) -> str:
     return "/".join(p for p in parts if p).casefold()
 
 
-def split_folder_list(text: str) -> list[str]:
-    """Parse the form / CSV syntax: folder names separated by ';' (blanks ignored)."""
-    return [part.strip() for part in (text or "").split(";") if part.strip()]
-
-
 def _covers(pattern: str, path: str) -> bool:
     return path == pattern or path.startswith(pattern + "/")
 

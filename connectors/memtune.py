@@ -3,9 +3,8 @@
 An export allocates and frees many multi-megabyte buffers (messages, compressed payloads, part
 bodies) from several threads. With glibc's defaults each thread may get its own arena, and the
 dynamic mmap threshold climbs to 32 MB after the first big free, so big buffers are carved out
-of arenas that never shrink: measured on the benchmark mailbox, peak RSS 170 MB. Pinning the
-mmap threshold (big buffers are mmapped and returned to the OS on free) and capping arenas
-gave 115 MB for the same run at the same speed.
+of arenas that never shrink. Pinning the mmap threshold (big buffers are mmapped and returned
+to the OS on free) and capping arenas keeps peak RSS flat at the same speed (bench/README.md).
 
 Process-wide and idempotent; a no-op off glibc or when ``LEGACYFLO_MALLOC_TUNING=0``.
 """

@@ -26,7 +26,7 @@ import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from connectors.base import ConnectionFailed
+from connectors.model import ConnectionFailed
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -198,7 +198,7 @@ CACHES = {
 # Transfers.
 LEGACYFLO_PART_SIZE = env_int("LEGACYFLO_PART_SIZE", 8 * 1024 * 1024, minimum=5 * 1024 * 1024)
 # A PST's first part (its header) is written last; this much of it may be uploaded before.
-# Unset: everything on AWS S3, 224 MiB elsewhere (connectors.growingupload.default_max_ahead).
+# Unset: everything on AWS S3, 224 MiB elsewhere (connectors.storage.s3.growing.default_max_ahead).
 LEGACYFLO_S3_MAX_AHEAD_BYTES = (env_int("LEGACYFLO_S3_MAX_AHEAD_BYTES", 0, minimum=0)
                                 if env_str("LEGACYFLO_S3_MAX_AHEAD_BYTES") else None)
 LEGACYFLO_PST_SPLIT_BYTES = env_int("LEGACYFLO_PST_SPLIT_BYTES", 20 * 1024**3, minimum=1024 * 1024)

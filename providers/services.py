@@ -1,7 +1,7 @@
 """Writes for provider connections and mailbox authorizations. Atomic where they touch the
 database, audited (facts only: never a secret, token or key), network calls outside transactions.
 
-Errors the admin can act on are raised as ``connectors.oauth.OAuthError`` (or TransientError for
+Errors the admin can act on are raised as ``connectors.sources.tokens.OAuthError`` (or TransientError for
 network trouble) or Django ``ValidationError``; their messages are safe to show.
 """
 
@@ -18,7 +18,8 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
 from connectors import oauth
-from connectors.base import TransientError
+from connectors.model import TransientError
+from connectors.sources import tokens
 from providers import credentials
 from providers.consent import PendingConsent
 from providers.models import MailboxAuthorization, Provider, ProviderConnection, TokenState
@@ -161,12 +162,12 @@ def connection_check(*, connection: ProviderConnection, actor, mailbox: str = ""
         if not mailbox:
             raise ValidationError("Enter a mailbox of your domain to test the service account's delegation.")
         results, ok = [], True
-        for scope, label in ((oauth.GMAIL_IMAP_SCOPE, "IMAP (GMAILOAUTH)"), (oauth.GMAIL_READONLY_SCOPE, "Gmail API (GMAILAPI)")):
+        for scope, label in ((tokens.GMAIL_IMAP_SCOPE, "IMAP (GMAILOAUTH)"), (tokens.GMAIL_READONLY_SCOPE, "Gmail API (GMAILAPI)")):
             try:
-                oauth.google_access_token(credentials.google_service_account(connection, subject=mailbox, scopes=[scope]),
-                                          session=credentials.http_session())
+                tokens.google_access_token(credentials.google_service_account(connection, subject=mailbox, scopes=[scope]),
+                                           session=credentials.http_session())
                 results.append(f"{label}: a token for {mailbox} was issued.")
-            except (oauth.OAuthError, TransientError) as exc:
+            except (tokens.OAuthError, TransientError) as exc:
                 ok = False
                 results.append(f"{label}: {exc}")
         state, detail = (TokenState.VALID if ok else TokenState.ERROR), " ".join(results)
@@ -174,10 +175,10 @@ def connection_check(*, connection: ProviderConnection, actor, mailbox: str = ""
         if not connection.supports_app_only:
             raise ValidationError("App-only access needs the directory (tenant id or domain) or a completed admin consent.")
         try:
-            oauth.microsoft_app_token(credentials.microsoft_client(connection, tenant=connection.app_only_tenant),
-                                      tenant=connection.app_only_tenant)
+            tokens.microsoft_app_token(credentials.microsoft_client(connection, tenant=connection.app_only_tenant),
+                                       tenant=connection.app_only_tenant)
             state, detail = TokenState.VALID, f"Microsoft issued an app-only token for {connection.app_only_tenant}."
-        except (oauth.OAuthError, TransientError) as exc:
+        except (tokens.OAuthError, TransientError) as exc:
             state, detail = TokenState.ERROR, str(exc)
     with transaction.atomic():
         ProviderConnection.objects.filter(pk=connection.pk).update(check_state=state, check_detail=detail[:2000],
@@ -222,35 +223,35 @@ def consent_google_finish(*, connection: ProviderConnection, actor, pending: Pen
                           authorization_response: str, request=None) -> MailboxAuthorization:
     """Redeem the code (state and PKCE checked), learn which account consented, store its refresh token."""
     client = credentials.google_client(connection)
-    tokens = oauth.google_exchange_code(client, redirect_uri=pending.redirect_uri, scopes=list(credentials.GOOGLE_USER_SCOPES),
+    issued = oauth.google_exchange_code(client, redirect_uri=pending.redirect_uri, scopes=list(credentials.GOOGLE_USER_SCOPES),
                                         authorization_response=authorization_response, state=pending.state,
                                         code_verifier=pending.code_verifier)
-    if not tokens.refresh_token:
-        raise oauth.OAuthError("Google issued no refresh token, so backups could not run unattended. "
-                               "Remove LegacyFlo's access in the Google account's security settings and connect again.")
-    user_credentials = oauth.google_user_credentials(client, refresh_token=tokens.refresh_token,
-                                                     scopes=list(credentials.GOOGLE_USER_SCOPES),
-                                                     access_token=tokens.access_token)
+    if not issued.refresh_token:
+        raise tokens.OAuthError("Google issued no refresh token, so backups could not run unattended. "
+                                "Remove LegacyFlo's access in the Google account's security settings and connect again.")
+    user_credentials = tokens.google_user_credentials(client, refresh_token=issued.refresh_token,
+                                                      scopes=list(credentials.GOOGLE_USER_SCOPES),
+                                                     access_token=issued.access_token)
     email = oauth.google_account_email(user_credentials, api_url=settings.GMAIL_API_URL,
                                        session=credentials.http_session()).strip().lower()
-    return _store_authorization(connection=connection, actor=actor, email=email, refresh_token=tokens.refresh_token,
-                                scopes=list(tokens.scopes), expires_at=tokens.expires_at, request=request)
+    return _store_authorization(connection=connection, actor=actor, email=email, refresh_token=issued.refresh_token,
+                                scopes=list(issued.scopes), expires_at=issued.expires_at, request=request)
 
 
 @sensitive_variables()
 def consent_microsoft_finish(*, connection: ProviderConnection, actor, pending: PendingConsent,
                              query: dict[str, str], request=None) -> MailboxAuthorization:
     """msal checks state, nonce and PKCE; the id token names the account that consented."""
-    tokens = oauth.microsoft_finish_auth(credentials.microsoft_client(connection), pending.flow, query)
-    email = (tokens.username or "").strip().lower()
+    issued = oauth.microsoft_finish_auth(credentials.microsoft_client(connection), pending.flow, query)
+    email = (issued.username or "").strip().lower()
     if not email:
-        raise oauth.OAuthError("Microsoft did not say which account signed in (no preferred_username in the id token).")
-    if not tokens.refresh_token:
-        raise oauth.OAuthError("Microsoft issued no refresh token (offline_access was not granted); connect again.")
-    scopes = list(credentials.MICROSOFT_PURPOSES.get(pending.purpose, oauth.GRAPH_MAIL_SCOPES))
-    return _store_authorization(connection=connection, actor=actor, email=email, refresh_token=tokens.refresh_token,
-                                scopes=scopes, provider_tenant_id=tokens.tenant_id or "",
-                                expires_at=tokens.expires_at, request=request)
+        raise tokens.OAuthError("Microsoft did not say which account signed in (no preferred_username in the id token).")
+    if not issued.refresh_token:
+        raise tokens.OAuthError("Microsoft issued no refresh token (offline_access was not granted); connect again.")
+    scopes = list(credentials.MICROSOFT_PURPOSES.get(pending.purpose, tokens.GRAPH_MAIL_SCOPES))
+    return _store_authorization(connection=connection, actor=actor, email=email, refresh_token=issued.refresh_token,
+                                scopes=scopes, provider_tenant_id=issued.tenant_id or "",
+                                expires_at=issued.expires_at, request=request)
 
 
 @sensitive_variables()
@@ -269,7 +270,7 @@ def admin_consent_finish(*, connection: ProviderConnection, actor, pending: Pend
 
 
 # --- mailbox authorizations ---------------------------------------------------------------------
-def _microsoft_state(exc: oauth.OAuthError) -> str:
+def _microsoft_state(exc: tokens.OAuthError) -> str:
     """AADSTS700082 is an inactive (expired) refresh token; other refusals mean consent is gone."""
     return TokenState.EXPIRED if "700082" in str(exc) else TokenState.REVOKED
 
@@ -287,13 +288,13 @@ def authorization_check(*, authorization: MailboxAuthorization, actor, request=N
     else:
         purpose = "graph" if authorization.has_scope(credentials.GRAPH_READ_SCOPE) else "imap"
         try:
-            tokens = oauth.microsoft_refresh(credentials.microsoft_client(connection), authorization.refresh_token,
-                                             scopes=credentials.MICROSOFT_PURPOSES[purpose])
-            state, detail, expires_at = TokenState.VALID, "Microsoft issued a fresh access token.", tokens.expires_at
-            new_refresh = tokens.refresh_token or ""
-        except oauth.TokenRevoked as exc:
+            issued = tokens.microsoft_refresh(credentials.microsoft_client(connection), authorization.refresh_token,
+                                              scopes=credentials.MICROSOFT_PURPOSES[purpose])
+            state, detail, expires_at = TokenState.VALID, "Microsoft issued a fresh access token.", issued.expires_at
+            new_refresh = issued.refresh_token or ""
+        except tokens.TokenRevoked as exc:
             state, detail = _microsoft_state(exc), str(exc)
-        except oauth.ConsentRequired as exc:
+        except tokens.ConsentRequired as exc:
             state, detail = TokenState.REVOKED, str(exc)
     with transaction.atomic():
         fields = {"status": state, "status_detail": detail[:2000], "checked_at": timezone.now(),

@@ -20,8 +20,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.access import TenantAccess, get_owned_or_404, membership_for, tenant_view
 from accounts.models import Role
-from connectors import oauth
-from connectors.base import TransientError
+from connectors.model import TransientError
+from connectors.sources import tokens
 from providers import consent, credentials, selectors, services
 from providers.forms import (
     ConnectionTestForm,
@@ -33,7 +33,7 @@ from providers.models import MailboxAuthorization, Provider, ProviderConnection
 
 log = logging.getLogger(__name__)
 FORMS = {Provider.GOOGLE: GoogleConnectionForm, Provider.MICROSOFT: MicrosoftConnectionForm}
-PROVIDER_ERRORS = (oauth.OAuthError, TransientError, ValidationError)
+PROVIDER_ERRORS = (tokens.OAuthError, TransientError, ValidationError)
 
 
 def _error_text(exc: Exception) -> str:

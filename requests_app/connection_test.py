@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from connectors.base import Folder, SourceError
+from connectors.model import Folder, SourceError
 from requests_app.types import RequestType
 
 
@@ -20,10 +19,10 @@ class ConnectionResult:
 
 @sensitive_variables()
 def test_connection(rtype: RequestType, data: dict, *, tenant) -> ConnectionResult:
-    from requests_app.sources import build_source
+    from requests_app.kinds import source_from_form
 
     try:
-        with build_source(rtype, data, tenant=tenant, allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS) as source:
+        with source_from_form(rtype, data, tenant=tenant) as source:
             return ConnectionResult(ok=True, folders=source.list_folders())
     except SourceError as exc:
         return ConnectionResult(ok=False, error=str(exc))

@@ -8,13 +8,12 @@ import uuid
 from dataclasses import dataclass, field
 
 from django import forms
-from django.conf import settings
 from django.utils import timezone
 
 from accounts.forms import SecretField
 from accounts.models import Tenant
 from buckets.models import Bucket, Purpose, Status
-from connectors.archivekeys import file_name_problem
+from connectors.pipeline.archivekeys import file_name_problem
 from requests_app.models import Security
 from requests_app.types import RequestType
 
@@ -272,19 +271,20 @@ class RequestForm(forms.Form):
     def _clean_provider(self, data: dict) -> None:
         """Resolve the connection and decide, once, how the worker will authenticate.
 
-        ``options`` records the connection's uuid and the credential kind (never a secret): the
-        mailbox's own consent when it has one, otherwise the connection's service account
-        (Google) or app-only access (Microsoft). OAuth over IMAP always goes to the provider's
-        host from the settings, so a typed server can never receive a token.
+        ``options`` records the connection's uuid and the credential its source kind chose
+        (``requests_app.kinds``; never a secret): the mailbox's own consent when it has one,
+        otherwise the connection's service account (Google) or app-only access (Microsoft).
+        OAuth over IMAP always goes to the provider's host from the settings, so a typed server
+        can never receive a token.
         """
-        from providers import credentials
+        from requests_app.kinds import NoCredential, kind_for
 
         lookups = self.lookups
         rtype = self.rtype
-        method = "oauth"
+        kind = kind_for(rtype, "oauth")
         if "auth_method" in self.fields:
-            method = data.get("auth_method") or "password"
-            if method == "password":
+            kind = kind_for(rtype, data.get("auth_method") or "password")
+            if not kind.uses_connection:
                 if data.get("connection"):
                     self.add_error("connection", "Leave the connection empty with password authentication "
                                                  "(or choose auth_method oauth).")
@@ -303,49 +303,23 @@ class RequestForm(forms.Form):
         user = data.get("source_user")
         if not user:
             return
-        options = {"connection": str(connection.uuid)}
-        if rtype.source == "gmail_api":
-            if lookups.authorization(connection, user):
-                options["credential"] = "user"
-            elif connection.has_service_account:
-                options["credential"] = "service_account"
-            else:
-                self.add_error("source_user", f"{user} has not consented through {connection.name}, which has no "
-                                              "service account: connect the mailbox on the connection's page.")
-                return
+        problem = kind.server_problem(rtype, data.get("source_server") or "")
+        if problem:
+            self.add_error("source_server", problem)
+            return
+        try:
+            credential = kind.credential(connection, user,
+                                         lambda scope=None: lookups.authorization(connection, user, scope=scope))
+        except NoCredential as exc:
+            self.add_error(exc.field, exc.message)
+            return
+        options = {"connection": str(connection.uuid), "credential": credential}
+        if "include_spam_trash" in self.fields:
             options["include_spam_trash"] = bool(data.get("include_spam_trash"))
-        elif rtype.source == "graph":
-            if lookups.authorization(connection, user, scope=credentials.GRAPH_READ_SCOPE):
-                options["credential"] = "delegated"
-            elif connection.supports_app_only:
-                options["credential"] = "app_only"
-            else:
-                self.add_error("source_user", f"{user} has not consented (Graph) through {connection.name}, and the "
-                                              "connection has no directory or admin consent for app-only access.")
-                return
-        elif rtype.flavour == "gmail":
-            if not connection.has_service_account:
-                self.add_error("connection", f"{connection.name} has no service account (GMAILOAUTH needs domain-wide "
-                                             "delegation).")
-                return
-            options["credential"] = "service_account"
-            data.update(source_server=settings.GMAIL_IMAP_HOST, source_port=settings.GMAIL_IMAP_PORT,
-                        source_security="ssl")
-        else:  # O365 over IMAP with XOAUTH2
-            server = data.get("source_server") or ""
-            if server and server not in (self.rtype.server, settings.MICROSOFT_IMAP_HOST.lower()):
-                self.add_error("source_server", "With OAuth the server is always Exchange Online "
-                                                f"({settings.MICROSOFT_IMAP_HOST}): tokens go nowhere else.")
-                return
-            if lookups.authorization(connection, user, scope=credentials.OUTLOOK_IMAP_SCOPE):
-                options["credential"] = "delegated"
-            elif connection.supports_app_only:
-                options["credential"] = "app_only"
-            else:
-                self.add_error("source_user", f"{user} has not consented (IMAP) through {connection.name}, and the "
-                                              "connection has no directory or admin consent for app-only access.")
-                return
+        if "auth_method" in self.fields:
             options["auth_method"] = "oauth"
-            data.update(source_server=settings.MICROSOFT_IMAP_HOST, source_port=settings.MICROSOFT_IMAP_PORT,
-                        source_security="ssl", source_password="")
+        endpoint = kind.endpoint()
+        if endpoint is not None:
+            host, port, security = endpoint
+            data.update(source_server=host, source_port=port, source_security=security, source_password="")
         data["options"] = options

@@ -1,28 +1,29 @@
-"""The export engine's Ledger on the database: one MigrationRequest's checkpoint.
+"""The backup pipeline's Ledger on the database: one MigrationRequest's checkpoint.
 
 ``commit_part`` is one transaction: the part row, the records of every entry in that part, and
 a re-check that this run still owns the request (``run_token``). Two workers can therefore never
 both write one archive: a run that lost ownership (the request was re-queued after its heartbeat
-went stale, or cancelled and retried) fails its next commit and stops. A PST export, which
+went stale, or cancelled and retried) fails its next commit with ``lifecycle.Superseded`` and stops. A PST export, which
 uploads whole files, commits its records once, after its last file (``commit_records``: no part).
 
-The checkpoint's ``upload`` holds the current upload (key, id, volume) and, for a split
+The checkpoint's ``upload`` (``requests_app.checkpoint``) holds the current upload (key, id, volume) and, for a split
 archive, the completed ``volumes`` (number, key, size, parts); ``UploadedPart`` rows are the
 current volume's parts only. ``archives`` (the final keys of the archive the request's last
 committed run left in the bucket) and ``publication`` (what remains of that commit) outlive
-every export: a retry, a reset, a failed run keep them (``connectors.archivekeys``).
+every export: a retry, a reset, a failed run keep them (``connectors.pipeline.archivekeys``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from itertools import islice
 
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from connectors.ledger import (
+from connectors.pipeline.ledger import (
     MANIFEST,
     EntryRecord,
     PartRecord,
@@ -31,13 +32,11 @@ from connectors.ledger import (
     UploadState,
     Volume,
 )
+from requests_app import lifecycle
+from requests_app.checkpoint import Checkpoint
 from requests_app.models import ArchiveRecord, MigrationRequest, UploadedPart
 
 _ENTRY_FIELDS = ("name", "offset", "crc32", "compressed_size", "method", "dos_time", "dos_date", "flags", "volume")
-
-
-class Superseded(Exception):
-    """Another run owns this request now; this one must stop without touching the upload."""
 
 
 def _to_row(request_id: int, seq: int, part_number: int | None, r: EntryRecord) -> ArchiveRecord:
@@ -65,44 +64,33 @@ class DatabaseLedger:
         self.run_token = run_token
         self._folder_progress: dict | None = None  # as last stored: unchanged, it is not written again
 
-    # -- ownership ---------------------------------------------------------------------------
-    def _locked_row(self) -> MigrationRequest:
-        row = MigrationRequest.objects.select_for_update().get(pk=self.pk)
-        if row.checkpoint.get("run_token") != self.run_token:
-            raise Superseded(f"request {self.pk} is now run by another worker")
-        return row
+    def _owned(self) -> tuple[MigrationRequest, Checkpoint]:
+        return lifecycle.owned_row(self.pk, self.run_token)
+
+    def _checkpoint(self) -> Checkpoint:
+        return Checkpoint.of(MigrationRequest.objects.only("checkpoint").get(pk=self.pk))
 
     # -- upload ------------------------------------------------------------------------------
     def load_upload(self) -> UploadState | None:
-        row = MigrationRequest.objects.get(pk=self.pk)
-        upload = row.checkpoint.get("upload")
-        if not upload:
-            return None
-        parts = [PartRecord(p.part_number, p.etag, p.size, p.final, p.next_volume)
-                 for p in UploadedPart.objects.filter(request_id=self.pk, archive_key=upload["key"]).order_by("part_number")]
-        return UploadState(key=upload["key"], upload_id=upload["upload_id"], format=upload["format"], parts=parts,
-                           archive_complete=upload.get("archive_complete", False),
-                           archive_size=upload.get("archive_size", 0), archive_etag=upload.get("archive_etag", ""),
-                           volume=upload.get("volume", 1),
-                           volumes=[Volume(**v) for v in upload.get("volumes", [])])
+        return lifecycle.upload_state(self.pk, self._checkpoint())
 
     @transaction.atomic
     def begin_upload(self, key: str, upload_id: str, format: str) -> None:
-        row = self._locked_row()
+        row, checkpoint = self._owned()
         ArchiveRecord.objects.filter(request_id=self.pk).delete()
         UploadedPart.objects.filter(request_id=self.pk).delete()
-        row.checkpoint = {**row.checkpoint, "upload": {"key": key, "upload_id": upload_id, "format": format}}
-        row.save(update_fields=["checkpoint"])
+        checkpoint.upload = UploadState(key, upload_id, format)
+        checkpoint.save(row)
 
     @transaction.atomic
     def commit_part(self, part: PartRecord, records: Sequence[EntryRecord]) -> None:
-        row = self._locked_row()
-        upload = row.checkpoint.get("upload") or {}
-        last = (UploadedPart.objects.filter(request_id=self.pk, archive_key=upload.get("key"))
+        row, checkpoint = self._owned()
+        key = checkpoint.upload.key if checkpoint.upload else None
+        last = (UploadedPart.objects.filter(request_id=self.pk, archive_key=key)
                 .aggregate(n=Max("part_number"))["n"] or 0)
         if part.number != last + 1:
             raise ValueError(f"part {part.number} committed out of order (expected {last + 1})")
-        UploadedPart.objects.create(request_id=self.pk, archive_key=upload["key"], part_number=part.number,
+        UploadedPart.objects.create(request_id=self.pk, archive_key=key, part_number=part.number,
                                     etag=part.etag, size=part.size, final=part.final, next_volume=part.next_volume)
         seq = ArchiveRecord.objects.filter(request_id=self.pk).aggregate(n=Max("seq"))["n"] or 0
         ArchiveRecord.objects.bulk_create(
@@ -113,7 +101,7 @@ class DatabaseLedger:
     @transaction.atomic
     def commit_records(self, records: Iterable[EntryRecord]) -> None:
         """All of ``records`` in one transaction, inserted 1,000 at a time (memory stays flat)."""
-        row = self._locked_row()
+        row, _checkpoint = self._owned()
         seq = ArchiveRecord.objects.filter(request_id=self.pk).aggregate(n=Max("seq"))["n"] or 0
         records = iter(records)
         while batch := list(islice(records, 1000)):
@@ -124,60 +112,47 @@ class DatabaseLedger:
 
     @transaction.atomic
     def begin_volume(self, done: Volume, key: str, upload_id: str) -> None:
-        row = self._locked_row()
-        upload = row.checkpoint.get("upload") or {}
-        if upload.get("volume", 1) != done.number:
+        row, checkpoint = self._owned()
+        current = checkpoint.upload
+        if current is None or current.volume != done.number:
             raise ValueError(f"volume {done.number} is not the current volume")
         UploadedPart.objects.filter(request_id=self.pk).delete()
-        volumes = [*upload.get("volumes", []), {"number": done.number, "key": done.key, "size": done.size,
-                                                 "parts": done.parts}]
-        row.checkpoint = {**row.checkpoint, "upload": {"key": key, "upload_id": upload_id, "format": upload["format"],
-                                                       "volume": done.number + 1, "volumes": volumes}}
-        row.save(update_fields=["checkpoint"])
+        checkpoint.upload = UploadState(key, upload_id, current.format, volume=done.number + 1,
+                                        volumes=[*current.volumes, done])
+        checkpoint.save(row)
 
     @transaction.atomic
     def mark_archive_complete(self, size: int, etag: str) -> None:
-        row = self._locked_row()
-        upload = dict(row.checkpoint.get("upload") or {})
-        upload.update(archive_complete=True, archive_size=size, archive_etag=etag)
-        row.checkpoint = {**row.checkpoint, "upload": upload}
-        row.save(update_fields=["checkpoint"])
+        row, checkpoint = self._owned()
+        checkpoint.upload = replace(checkpoint.upload, archive_complete=True, archive_size=size, archive_etag=etag)
+        checkpoint.save(row)
 
     @transaction.atomic
     def reset(self) -> None:
-        row = self._locked_row()
+        row, checkpoint = self._owned()
         ArchiveRecord.objects.filter(request_id=self.pk).delete()
         UploadedPart.objects.filter(request_id=self.pk).delete()
-        row.checkpoint = {k: v for k, v in row.checkpoint.items() if k != "upload"}
-        row.save(update_fields=["checkpoint"])
+        checkpoint.upload = None
+        checkpoint.save(row)
 
     # -- the committed archive ----------------------------------------------------------------
     def archive_keys(self) -> list[str]:
-        row = MigrationRequest.objects.only("checkpoint").get(pk=self.pk)
-        return list(row.checkpoint.get("archives") or [])
+        return list(self._checkpoint().archives or [])
 
     @transaction.atomic
     def commit_archive(self, keys: Sequence[str], publication: Publication | None) -> None:
-        row = self._locked_row()
-        checkpoint = {k: v for k, v in row.checkpoint.items() if k != "publication"}
-        checkpoint["archives"] = list(keys)
-        if publication:
-            checkpoint["publication"] = publication.to_json()
-        row.checkpoint = checkpoint
-        row.save(update_fields=["checkpoint"])
+        row, checkpoint = self._owned()
+        checkpoint.archives, checkpoint.publication = list(keys), publication or None
+        checkpoint.save(row)
 
     def publication(self) -> Publication | None:
-        row = MigrationRequest.objects.only("checkpoint").get(pk=self.pk)
-        return Publication.from_json(row.checkpoint.get("publication"))
+        return self._checkpoint().publication
 
     @transaction.atomic
     def publication_done(self, remaining: Publication | None) -> None:
-        row = self._locked_row()
-        checkpoint = {k: v for k, v in row.checkpoint.items() if k != "publication"}
-        if remaining:
-            checkpoint["publication"] = remaining.to_json()
-        row.checkpoint = checkpoint
-        row.save(update_fields=["checkpoint"])
+        row, checkpoint = self._owned()
+        checkpoint.publication = remaining or None
+        checkpoint.save(row)
 
     # -- records -----------------------------------------------------------------------------
     def committed_source_ids(self, folder: str) -> set[str]:
@@ -208,13 +183,8 @@ class DatabaseLedger:
                            "outcomes": {path: list(v) for path, v in progress.folder_outcomes.items()}}
         if folder_progress != self._folder_progress:
             fields["folder_progress"] = folder_progress
-        MigrationRequest.objects.filter(pk=self.pk, checkpoint__run_token=self.run_token).update(**fields)
+        lifecycle.owned(self.pk, self.run_token).update(**fields)
         self._folder_progress = folder_progress
 
     def cancel_requested(self) -> bool:
-        row = MigrationRequest.objects.filter(pk=self.pk).values("cancel_requested", "checkpoint").first()
-        if row is None:
-            return True
-        if (row["checkpoint"] or {}).get("run_token") != self.run_token:
-            raise Superseded(f"request {self.pk} is now run by another worker")
-        return bool(row["cancel_requested"])
+        return lifecycle.cancel_requested(self.pk, self.run_token)

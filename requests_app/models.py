@@ -69,7 +69,7 @@ class MigrationRequest(models.Model):
     bytes_done = models.BigIntegerField(default=0)
     current_folder = models.CharField(max_length=500, blank=True)
     # While a run goes on: {"counts": {folder: source count}, "outcomes": {folder: [exported,
-    # failed, skipped, bytes] not yet in the records}} (see connectors.ledger.Progress).
+    # failed, skipped, bytes] not yet in the records}} (see connectors.pipeline.ledger.Progress).
     folder_progress = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     checkpoint = models.JSONField(default=dict, blank=True)

@@ -21,7 +21,7 @@ def new_job_id() -> str:
 
 def _job(pk: int, job_id: str) -> EnqueueData:
     return Queue.prepare_data(
-        "requests_app.jobs.run_request", (pk,), job_id=job_id,
+        "requests_app.runner.run_request", (pk,), job_id=job_id,
         timeout=settings.RQ_QUEUES["default"]["DEFAULT_TIMEOUT"],
         # A worker killed mid-run (OOM, deploy, SIGKILL) fails the job; RQ runs it again and the
         # request resumes from its checkpoint.

@@ -72,21 +72,22 @@ def archive_files(req: MigrationRequest) -> list[dict]:
     """The archive files (key, size) in volume order: the finished run's, or while it runs the
     completed volumes of a split archive and the one being written (size so far), under the
     keys they will have (a retry writes some under staging keys until it commits)."""
-    from connectors.archivekeys import final_key
+    from connectors.pipeline.archivekeys import final_key
+    from requests_app.checkpoint import Checkpoint
 
     if req.is_final:
         return list(req.result.get("archives") or [])
-    upload = req.checkpoint.get("upload") or {}
-    if not upload.get("key"):
+    upload = Checkpoint.of(req).upload
+    if upload is None or not upload.key:
         return []
-    size = sum(req.parts.filter(archive_key=upload["key"]).values_list("size", flat=True))
-    return [*({"key": final_key(v["key"]), "size": v["size"]} for v in upload.get("volumes", [])),
-            {"key": final_key(upload["key"]), "size": size}]
+    size = sum(req.parts.filter(archive_key=upload.key).values_list("size", flat=True))
+    return [*({"key": final_key(v.key), "size": v.size} for v in upload.volumes),
+            {"key": final_key(upload.key), "size": size}]
 
 
 def report_csv_file(req: MigrationRequest):
     """report.csv exactly as the run writes it beside the archive (same writer), in a temp file."""
-    from connectors.report import FolderError, write_report
+    from connectors.pipeline.report import FolderError, write_report
     from requests_app.ledger import to_entry_record
 
     records = ArchiveRecord.objects.filter(request=req).order_by("seq")

@@ -4,10 +4,11 @@ import re
 
 from django.db.models import Q
 
+from requests_app.checkpoint import Checkpoint, holds_archive
 from requests_app.models import ACTIVE_STATES, MigrationRequest, State
 
 # A request in one of these states holds its PREFIX/FILE; in any other, only while it has an
-# archive in the bucket (``checkpoint["archives"]``, see ``connectors.archivekeys``).
+# archive in the bucket (``Checkpoint.archives``, see ``connectors.pipeline.archivekeys``).
 HOLDING_STATES = (*ACTIVE_STATES, State.COMPLETED, State.COMPLETED_WITH_ERRORS)
 
 
@@ -23,7 +24,7 @@ def destination_holders_many(tenant, destinations: list[tuple]) -> list[list[int
     have their archive under, PREFIX/FILE of that bucket — their archive, report and summary: ZIP
     and PST share FILE.report.csv and FILE.summary.json. A request holds its destination while it
     is live or completed, and in any other state while it has an archive in the bucket (a failed
-    or cancelled retry keeps the archive its earlier run committed: ``checkpoint["archives"]``).
+    or cancelled retry keeps the archive its earlier run committed: ``Checkpoint.archives``).
 
     Compared by bucket name, and prefix and file name case-insensitively in Python (the same rule
     on every database: SQLite folds only ASCII letters), erring on the side of a conflict. One
@@ -34,7 +35,7 @@ def destination_holders_many(tenant, destinations: list[tuple]) -> list[list[int
     for start in range(0, len(names), 500):
         rows = (MigrationRequest.objects.for_tenant(tenant)
                 .filter(Q(bucket__name__in=names[start:start + 500])
-                        & (Q(state__in=HOLDING_STATES) | Q(checkpoint__has_key="archives")))
+                        & (Q(state__in=HOLDING_STATES) | holds_archive()))
                 .order_by("pk").values_list("pk", "bucket__name", "s3_prefix", "file_name"))
         for pk, bucket_name, prefix, file_name in rows:
             candidates.setdefault((bucket_name, prefix.casefold()), []).append((pk, file_name))
@@ -49,9 +50,32 @@ def destination_holders(tenant, *, bucket, s3_prefix: str, file_name: str) -> li
     return [found[pk] for pk in pks]
 
 
-def active_requests_for_bucket(bucket):
-    return MigrationRequest.objects.filter(tenant=bucket.tenant, bucket=bucket, state__in=ACTIVE_STATES)
-
-
 def requests_for_bucket(bucket):
     return MigrationRequest.objects.filter(tenant=bucket.tenant, bucket=bucket)
+
+
+def archive_base_key(req: MigrationRequest) -> str:
+    """``PREFIX/FILE`` without extension; the archive, report and summary sit side by side."""
+    return f"{req.s3_prefix}/{req.file_name}" if req.s3_prefix else req.file_name
+
+
+def destination_conflict(req: MigrationRequest, *, claiming: bool = False) -> MigrationRequest | None:
+    """Another request holding ``req``'s PREFIX/FILE (``destination_holders``): ``req`` must not
+    run into it, or it would overwrite or delete that request's archive. When a worker claims
+    ``req`` (``claiming``), a live request submitted after it does not count: that one is refused
+    when it is claimed, so of two submitted at once exactly the first runs."""
+    holders = destination_holders(req.tenant, bucket=req.bucket, s3_prefix=req.s3_prefix,
+                                  file_name=req.file_name)
+    for other in holders:
+        if other.pk == req.pk:
+            continue
+        if (claiming and other.state in ACTIVE_STATES and other.pk > req.pk
+                and Checkpoint.of(other).archives is None):
+            continue
+        return other
+    return None
+
+
+def conflict_message(req: MigrationRequest, holder: MigrationRequest) -> str:
+    return (f"{req.bucket.name}/{archive_base_key(holder)}.* is already written by request "
+            f"“{holder.title or holder.source_user}”: choose another file name or prefix.")

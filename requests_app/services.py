@@ -1,5 +1,7 @@
 """Writes for migration requests: submit (one or many), cancel, retry. Audited.
 
+Cancel and retry are transitions of ``lifecycle``; this module audits them and enqueues.
+
 A request is enqueued only after its row is committed (``transaction.on_commit``), so a worker
 never looks for a row that does not exist yet.
 """
@@ -10,44 +12,14 @@ import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import audit
-from connectors.archivekeys import file_name_problem
-from requests_app.models import ACTIVE_STATES, MigrationRequest, State
-from requests_app.selectors import destination_holders, destination_holders_many
+from connectors.pipeline.archivekeys import file_name_problem
+from requests_app import lifecycle
+from requests_app.models import MigrationRequest
+from requests_app.selectors import conflict_message, destination_holders_many
 from requests_app.types import RequestType
-
-TERMINAL_RETRYABLE = (State.FAILED, State.CANCELLED, State.COMPLETED_WITH_ERRORS)
-
-
-def is_retryable(req: MigrationRequest) -> bool:
-    """Whether ``request_retry`` accepts ``req``: the Retry button is shown exactly then."""
-    from requests_app.recovery import is_interrupted
-
-    return req.state in TERMINAL_RETRYABLE or is_interrupted(req)
-
-
-def archive_base_key(req: MigrationRequest) -> str:
-    """``PREFIX/FILE`` without extension; the archive, report and summary sit side by side."""
-    return f"{req.s3_prefix}/{req.file_name}" if req.s3_prefix else req.file_name
-
-
-def destination_conflict(req: MigrationRequest, *, claiming: bool = False) -> MigrationRequest | None:
-    """Another request holding ``req``'s PREFIX/FILE (``selectors.destination_holders``): ``req``
-    must not run into it, or it would overwrite or delete that request's archive. When a worker
-    claims ``req`` (``claiming``), a live request submitted after it does not count: that one is
-    refused when it is claimed, so of two submitted at once exactly the first runs."""
-    holders = destination_holders(req.tenant, bucket=req.bucket, s3_prefix=req.s3_prefix,
-                                  file_name=req.file_name)
-    for other in holders:
-        if other.pk == req.pk:
-            continue
-        if claiming and other.state in ACTIVE_STATES and other.pk > req.pk and "archives" not in other.checkpoint:
-            continue
-        return other
-    return None
 
 
 def _destination_conflicts(tenant, pending: list[MigrationRequest]) -> list[MigrationRequest | None]:
@@ -56,11 +28,6 @@ def _destination_conflicts(tenant, pending: list[MigrationRequest]) -> list[Migr
     newest = [pks[-1] if pks else None for pks in holders]
     by_pk = MigrationRequest.objects.in_bulk({pk for pk in newest if pk})
     return [by_pk.get(pk) if pk else None for pk in newest]
-
-
-def conflict_message(req: MigrationRequest, holder: MigrationRequest) -> str:
-    return (f"{req.bucket.name}/{archive_base_key(holder)}.* is already written by request "
-            f"“{holder.title or holder.source_user}”: choose another file name or prefix.")
 
 
 def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict | None = None,
@@ -153,16 +120,7 @@ def requests_submit_many(*, tenant, actor, rows, request=None, source: str = "cs
 @transaction.atomic
 def request_cancel(*, req: MigrationRequest, actor, request=None) -> MigrationRequest:
     """A queued request ends at once; a running one stops at the next message and aborts its upload."""
-    req = MigrationRequest.objects.select_for_update().get(pk=req.pk)
-    if req.state not in ACTIVE_STATES:
-        raise ValidationError(f"The request is {req.get_state_display().lower()} and cannot be cancelled.")
-    req.cancel_requested = True
-    fields = ["cancel_requested"]
-    if req.state == State.QUEUED and not req.checkpoint.get("upload"):  # else its run removes the upload
-        req.state = State.CANCELLED
-        req.finished_at = timezone.now()
-        fields += ["state", "finished_at"]
-    req.save(update_fields=fields)
+    req = lifecycle.cancel(req.pk)
     audit(tenant=req.tenant, actor=actor, action="request.cancel", target=str(req.uuid), request=request)
     return req
 
@@ -170,25 +128,7 @@ def request_cancel(*, req: MigrationRequest, actor, request=None) -> MigrationRe
 @transaction.atomic
 def request_retry(*, req: MigrationRequest, actor, request=None) -> MigrationRequest:
     """Re-queue a failed, cancelled or interrupted request; it resumes from its checkpoint."""
-    req = MigrationRequest.objects.select_for_update().get(pk=req.pk)
-    if not is_retryable(req):
-        raise ValidationError(f"The request is {req.get_state_display().lower()}; only failed, cancelled, "
-                              "incomplete or interrupted requests can be retried.")
-    holder = destination_conflict(req)
-    if holder is not None:  # submitted while this one had failed: its archive must not be overwritten
-        raise ValidationError(f"{conflict_message(req, holder)} This request cannot be retried into it; "
-                              "submit it again under another file name or prefix.")
-    if req.state == State.COMPLETED_WITH_ERRORS:
-        # The archive is complete and cannot be appended to: export again from scratch. Its keys
-        # stay (checkpoint["archives"]): the new run replaces them only when it commits.
-        req.records.all().delete()
-        req.parts.all().delete()
-        req.checkpoint = {k: v for k, v in req.checkpoint.items() if k != "upload"}
-    req.state = State.QUEUED
-    req.cancel_requested = False
-    req.error = ""
-    req.finished_at = None
-    req.save(update_fields=["state", "cancel_requested", "error", "finished_at", "checkpoint"])
+    req = lifecycle.retry(req.pk)
     audit(tenant=req.tenant, actor=actor, action="request.retry", target=str(req.uuid), request=request)
     _enqueue_on_commit(req)
     return req

@@ -1,15 +1,16 @@
 """The request types registry: what each SOURCE-DESTINATION-FORMAT needs and how it runs.
 
 One table drives the forms, the CSV columns and samples, `manage.py request_types`, and the
-runner's choice of source and archive writer.
+runner's choice of source (its kinds, ``requests_app.kinds``) and archive format.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from requests_app.kinds import KINDS, columns_of
+
 COMMON_COLUMNS = ["request_type", "title", "folders", "exclude_folders", "since", "before", "bucket", "s3_prefix", "file_name"]
-IMAP_COLUMNS = ["source_server", "source_port", "source_security", "source_user", "source_password"]
 
 
 @dataclass(frozen=True)
@@ -19,23 +20,23 @@ class RequestType:
     source: str          # imap | gmail_api | graph
     flavour: str         # imap source flavour: imap | gmail | o365 | yahoo | mithi
     format: str          # zip | pst
-    auth: tuple[str, ...] = ("password",)  # password | google_dwd | google_user | microsoft
+    kinds: tuple[str, ...] = ("imap_password",)  # its source kinds (requests_app.kinds), the default first
     server: str = ""
     port: int = 993
     security: str = "ssl"
     help: str = ""
     extra_columns: tuple[str, ...] = field(default_factory=tuple)
-    provider: str = ""   # google | microsoft: the provider connection (providers app) this type uses
 
     @property
     def columns(self) -> list[str]:
         # IMAP server columns only where the operator may choose the server: OAuth tokens are only
         # ever sent to the provider's own endpoints (settings GMAIL_IMAP_HOST, MICROSOFT_IMAP_HOST).
-        source_cols = list(IMAP_COLUMNS) if self.source == "imap" and self.uses_password else ["source_user"]
-        if self.uses_connection:
-            source_cols.append("connection")
-        cols = COMMON_COLUMNS[:2] + source_cols + COMMON_COLUMNS[2:] + list(self.extra_columns)
-        return cols
+        return COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
+
+    @property
+    def provider(self) -> str:
+        """google | microsoft: the provider connection (providers app) this type can use, or ""."""
+        return next((KINDS[k].provider for k in self.kinds if KINDS[k].provider), "")
 
     @property
     def uses_connection(self) -> bool:
@@ -43,11 +44,7 @@ class RequestType:
 
     @property
     def uses_password(self) -> bool:
-        return "password" in self.auth
-
-    @property
-    def server_editable(self) -> bool:
-        return self.flavour in ("imap", "mithi") or self.source == "imap"
+        return "imap_password" in self.kinds
 
 
 _IMAP_HELP = "Any IMAP server: host, port, SSL / STARTTLS / plain, user and password."
@@ -70,22 +67,22 @@ REQUEST_TYPES: dict[str, RequestType] = {t.code: t for t in [
     RequestType("IMAP-S3-PST", "Any IMAP server → Outlook PST", "imap", "imap", "pst", server="", help=_IMAP_HELP),
     RequestType("GMAIL-S3-ZIP", "Gmail (IMAP, app password) → ZIP", "imap", "gmail", "zip",
                 server="imap.gmail.com", help=_GMAIL_HELP),
-    RequestType("O365-S3-ZIP", "Microsoft 365 (IMAP) → ZIP", "imap", "o365", "zip", auth=("password", "microsoft"),
-                server="outlook.office365.com", help=_O365_HELP, provider="microsoft", extra_columns=("auth_method",)),
-    RequestType("O365-S3-PST", "Microsoft 365 (IMAP) → PST", "imap", "o365", "pst", auth=("password", "microsoft"),
-                server="outlook.office365.com", help=_O365_HELP, provider="microsoft", extra_columns=("auth_method",)),
+    RequestType("O365-S3-ZIP", "Microsoft 365 (IMAP) → ZIP", "imap", "o365", "zip", kinds=("imap_password", "imap_microsoft_oauth"),
+                server="outlook.office365.com", help=_O365_HELP, extra_columns=("auth_method",)),
+    RequestType("O365-S3-PST", "Microsoft 365 (IMAP) → PST", "imap", "o365", "pst", kinds=("imap_password", "imap_microsoft_oauth"),
+                server="outlook.office365.com", help=_O365_HELP, extra_columns=("auth_method",)),
     RequestType("GMAILOAUTH-S3-ZIP", "Gmail (IMAP, service account XOAUTH2) → ZIP", "imap", "gmail", "zip",
-                auth=("google_dwd",), server="imap.gmail.com", help=_GMAILOAUTH_HELP, provider="google"),
+                kinds=("imap_google_oauth",), server="imap.gmail.com", help=_GMAILOAUTH_HELP),
     RequestType("GMAILOAUTH-S3-PST", "Gmail (IMAP, service account XOAUTH2) → PST", "imap", "gmail", "pst",
-                auth=("google_dwd",), server="imap.gmail.com", help=_GMAILOAUTH_HELP, provider="google"),
-    RequestType("GMAILAPI-S3-ZIP", "Gmail API → ZIP", "gmail_api", "gmail", "zip", auth=("google_user", "google_dwd"),
-                help=_GMAILAPI_HELP, provider="google", extra_columns=("include_spam_trash",)),
-    RequestType("GMAILAPI-S3-PST", "Gmail API → PST", "gmail_api", "gmail", "pst", auth=("google_user", "google_dwd"),
-                help=_GMAILAPI_HELP, provider="google", extra_columns=("include_spam_trash",)),
-    RequestType("M365API-S3-ZIP", "Microsoft 365 (Graph API) → ZIP", "graph", "o365", "zip", auth=("microsoft",),
-                help=_M365API_HELP, provider="microsoft"),
-    RequestType("M365API-S3-PST", "Microsoft 365 (Graph API) → PST", "graph", "o365", "pst", auth=("microsoft",),
-                help=_M365API_HELP, provider="microsoft"),
+                kinds=("imap_google_oauth",), server="imap.gmail.com", help=_GMAILOAUTH_HELP),
+    RequestType("GMAILAPI-S3-ZIP", "Gmail API → ZIP", "gmail_api", "gmail", "zip", kinds=("gmail_api",),
+                help=_GMAILAPI_HELP, extra_columns=("include_spam_trash",)),
+    RequestType("GMAILAPI-S3-PST", "Gmail API → PST", "gmail_api", "gmail", "pst", kinds=("gmail_api",),
+                help=_GMAILAPI_HELP, extra_columns=("include_spam_trash",)),
+    RequestType("M365API-S3-ZIP", "Microsoft 365 (Graph API) → ZIP", "graph", "o365", "zip", kinds=("graph",),
+                help=_M365API_HELP),
+    RequestType("M365API-S3-PST", "Microsoft 365 (Graph API) → PST", "graph", "o365", "pst", kinds=("graph",),
+                help=_M365API_HELP),
     RequestType("YAHOO-S3-ZIP", "Yahoo Mail (IMAP, app password) → ZIP", "imap", "yahoo", "zip",
                 server="imap.mail.yahoo.com", help=_YAHOO_HELP),
     RequestType("MITHI-S3-ZIP", "Mithi SkyConnect / Vaultastic → ZIP", "imap", "mithi", "zip", server="", help=_MITHI_HELP),
@@ -93,21 +90,11 @@ REQUEST_TYPES: dict[str, RequestType] = {t.code: t for t in [
 
 
 def available_types() -> list[RequestType]:
-    """Types whose source and writer are installed in this build."""
-    return [t for t in REQUEST_TYPES.values() if is_available(t)]
-
-
-def is_available(rtype: RequestType) -> bool:
-    if rtype.format == "pst":
-        import importlib.util
-
-        return importlib.util.find_spec("connectors.pstexport") is not None
-    return True
+    return list(REQUEST_TYPES.values())
 
 
 def get_type(code: str) -> RequestType | None:
-    rtype = REQUEST_TYPES.get((code or "").strip().upper())
-    return rtype if rtype and is_available(rtype) else None
+    return REQUEST_TYPES.get((code or "").strip().upper())
 
 
 def sample_row(rtype: RequestType, n: int = 1) -> dict[str, str]:

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from accounts.access import get_owned_or_404, tenant_view
 from accounts.audit import audit
 from accounts.models import Role
-from requests_app import reports, services
+from requests_app import lifecycle, reports, services
 from requests_app.connection_test import test_connection
 from requests_app.csvimport import parse_csv, sample_csv
 from requests_app.forms import RequestForm, destination_buckets
@@ -149,7 +149,7 @@ def request_progress(request, request_uuid):
 
 
 def _progress_context(req: MigrationRequest) -> dict:
-    return {"req": req, "archives": reports.archive_files(req), "retryable": services.is_retryable(req)}
+    return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req)}
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)

@@ -4,7 +4,7 @@ Real parts only: Dovecot from tests/servers/dovecot.py, S3 from ``rclone serve s
 session, a fresh bucket per test), the mailbox from tests/mailgen.py.
 
 ``truth_of(dovecot, user)`` reads every message back through a plain imapclient FETCH — a
-code path independent of connectors.imap — and ``verify_export`` checks an exported archive
+code path independent of connectors.sources.imap.client — and ``verify_export`` checks an exported archive
 against it: each source message in exactly one entry of one archive file (volume), byte for
 byte; every ZIP valid for zipfile and ``unzip -t``; report rows and summary totals reconciled.
 """
@@ -25,11 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from connectors.export import Tuning
-from connectors.ledger import MemoryLedger
-from connectors.s3client import make_client
-from connectors.s3sink import RetryPolicy
-from connectors.s3target import S3Target
+from connectors.model import Folder, Message, MessageFailure
+from connectors.pipeline.ledger import MemoryLedger
+from connectors.pipeline.spec import Tuning
+from connectors.sources import Source
+from connectors.storage.s3.client import make_client
+from connectors.storage.s3.sink import RetryPolicy
+from connectors.storage.s3.target import S3Target
 from legacyflo.localservices import start_rclone_s3
 from tests.servers.dovecot import DovecotServer
 
@@ -52,6 +54,42 @@ class RecordingLedger(MemoryLedger):
     def report_progress(self, progress) -> None:
         super().report_progress(progress)
         self.reports.append(progress)
+
+
+class ScriptedSource(Source):
+    """Serves fixed messages; ``script`` maps source ids to failures or omissions."""
+
+    def __init__(self, folders: dict[str, list[tuple[str, bytes, tuple[str, ...]]]],
+                 script: dict[str, str] | None = None) -> None:
+        self.folders, self.script = folders, script or {}
+
+    def list_folders(self):
+        return [Folder(path, path) for path in self.folders]
+
+    def list_message_ids(self, folder, *, since=None, before=None):
+        return [sid for sid, _raw, _labels in self.folders[folder.path]]
+
+    def fetch_messages(self, folder, ids):
+        wanted = set(ids)
+        for sid, raw, labels in self.folders[folder.path]:
+            if sid not in wanted:
+                continue
+            action = self.script.get(sid)
+            if action == "fail":
+                yield MessageFailure(folder.path, sid, "server said NO")
+            elif action == "skip":
+                yield MessageFailure(folder.path, sid, "deleted meanwhile", status="skipped")
+            elif action == "omit":
+                continue
+            elif action == "twice":
+                yield Message(folder.path, sid, raw, labels=labels)
+                yield Message(folder.path, sid, raw, labels=labels)
+            else:
+                yield Message(folder.path, sid, raw, labels=labels)
+
+
+def numbered_message(n: int) -> bytes:
+    return f"Subject: message {n}\r\nMessage-ID: <{n}@x>\r\n\r\nbody {n}\r\n".encode()
 
 
 def fast_tuning(**overrides) -> Tuning:
@@ -105,7 +143,7 @@ def dovecot():
 
 
 def imap_source(dc: DovecotServer, **kwargs):
-    from connectors.imap import ImapSource
+    from connectors.sources.imap.client import ImapSource
 
     kwargs.setdefault("security", "none")
     kwargs.setdefault("backoff", 0.01)
@@ -129,7 +167,7 @@ class Truth:
 def truth_of(dc: DovecotServer, user: str = USER, password: str = PASSWORD) -> Truth:
     from imapclient import IMAPClient
 
-    from connectors.imap import folder_path
+    from connectors.sources.imap.client import folder_path
 
     messages: dict[tuple[str, str], bytes] = {}
     folders = []

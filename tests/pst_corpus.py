@@ -24,7 +24,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from connectors.base import Message
+from connectors.model import Message
 
 BASE_DATE = datetime(2023, 5, 17, 8, 30, 0, tzinfo=UTC)
 # An empty store Outlook wrote (the project's shared fixtures sit beside the repository).
@@ -503,8 +503,8 @@ PST_EXTRACTOR = Path(__file__).resolve().parent / "pst_extractor"
 
 def read_pst_with_reader(path: Path) -> dict[str, list[ReadMessage]]:
     """The same as ``read_pst_with_pypff``, through this package's own strict reader."""
-    from connectors.pst import props as P
-    from connectors.pst.reader import PstReader, decode_string
+    from connectors.archives.pst import props as P
+    from connectors.archives.pst.reader import PstReader, decode_string
 
     with PstReader(path) as reader:
         names = {nid: reader.property_context(nid) for nid in reader.nodes if nid & 0x1F == 0x02}
@@ -572,7 +572,7 @@ def read_pst_with_reader(path: Path) -> dict[str, list[ReadMessage]]:
 
 
 def _filetime(value: object) -> datetime | None:
-    from connectors.pst import props as P
+    from connectors.archives.pst import props as P
 
     if not isinstance(value, bytes):
         return None
@@ -667,7 +667,7 @@ def _iso(value: str | None) -> datetime | None:
 def assert_every_reader_opens(path: Path, tmp_path: Path, messages: int) -> None:
     """check_pst finds nothing, and libpff, readpst, pffexport and pst-extractor each open
     the file (within the time limit) and find its ``messages`` messages."""
-    from connectors.pst import check_pst
+    from connectors.archives.pst import check_pst
 
     assert check_pst(path) == []
     assert sum(len(m) for m in read_pst_with_pypff(path).values()) == messages

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from accounts.models import User
-from connectors.ledger import FAILED, MESSAGE, EntryRecord, PartRecord
+from connectors.pipeline.ledger import FAILED, MESSAGE, EntryRecord, PartRecord
 from requests_app.ledger import DatabaseLedger
-from requests_app.runner import claim
+from requests_app.lifecycle import claim
 from tests.browser import login
 from tests.conftest import PASSWORD
 from tests.portal_fixtures import imap_form, submit

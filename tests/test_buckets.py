@@ -12,9 +12,9 @@ from buckets.models import Bucket
 from buckets.policy import policies_for
 from buckets.rules import bucket_name_problem, region_problem
 from buckets.verification import verify_bucket
-from connectors.base import ConnectionFailed
-from connectors.s3client import make_client
-from connectors.s3target import S3Target
+from connectors.model import ConnectionFailed
+from connectors.storage.s3.client import make_client
+from connectors.storage.s3.target import S3Target
 from tests.fakes.httpserver import Response, ServerThread
 
 

@@ -19,8 +19,8 @@ from django.db import IntegrityError, transaction
 from accounts.models import AuditEvent, Tenant
 from buckets import services
 from buckets.models import Bucket
-from connectors.base import ConnectionFailed
-from connectors.s3client import make_client
+from connectors.model import ConnectionFailed
+from connectors.storage.s3.client import make_client
 from tests.portal_fixtures import (
     archive_digests,
     imap_form,

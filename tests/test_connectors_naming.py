@@ -25,9 +25,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.base import Folder
-from connectors.export import ExportSpec, MemoryLedger, run_export, unique_paths
-from connectors.folderfilter import FolderFilter, split_folder_list
+from connectors.folderfilter import FolderFilter
+from connectors.model import Folder
 from connectors.naming import (
     ArchiveFolders,
     collision_key,
@@ -36,6 +35,10 @@ from connectors.naming import (
     safe_level,
     safe_subject,
 )
+from connectors.pipeline.ledger import MemoryLedger
+from connectors.pipeline.run import run_backup
+from connectors.pipeline.skeleton import unique_paths
+from connectors.pipeline.spec import ExportSpec
 from tests.fixtures_engine import *  # noqa: F403
 from tests.fixtures_engine import PASSWORD, USER, fast_tuning, imap_source, read_report
 
@@ -104,10 +107,6 @@ def test_exclude_wins_and_matching_ignores_case_and_normalisation():
     assert not flt.accepts("Ablage/Überweisungen") and not flt.accepts("Ablage/U\u0308berweisungen/2024")
     assert FolderFilter().accepts("anything") and not FolderFilter()
     assert FolderFilter(exclude=["/Spam/"]).accepts("Spam") is False
-
-
-def test_folder_lists_use_semicolons():
-    assert split_folder_list(" INBOX; Projekte/日本語 ;; ") == ["INBOX", "Projekte/日本語"]
 
 
 def test_entry_names_are_safe_and_unique_by_sequence():
@@ -280,7 +279,7 @@ def extract_everywhere(archive: Path, into: Path) -> dict[str, Path]:
 def test_colliding_and_hostile_folders_extract_with_every_message(dovecot, s3, tmp_path):
     contents = fill_hostile_mailbox(dovecot)
     with imap_source(dovecot) as source:
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="hostile"),
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="hostile"),
                             MemoryLedger(), fast_tuning())
     assert result.state == "completed", result.error
     assert result.totals.exported == sum(contents.values())
@@ -301,7 +300,7 @@ def test_colliding_and_hostile_folders_are_distinct_pst_folders(dovecot, s3, tmp
     pypff = pytest.importorskip("pypff")
     contents = fill_hostile_mailbox(dovecot)
     with imap_source(dovecot) as source:
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="hostile", format="pst"),
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="hostile", format="pst"),
                             MemoryLedger(), fast_tuning())
     assert result.state == "completed", result.error
     pst = pypff.file()
@@ -348,8 +347,8 @@ def test_a_resumed_export_keeps_its_folder_names_when_a_colliding_folder_appears
 
     from imapclient import IMAPClient
 
-    from connectors.s3client import make_client
-    from connectors.s3target import S3Target
+    from connectors.storage.s3.client import make_client
+    from connectors.storage.s3.target import S3Target
 
     contents: Counter = Counter()
     rng = random.Random(11)
@@ -371,12 +370,12 @@ def test_a_resumed_export_keeps_its_folder_names_when_a_colliding_folder_appears
     add("Work ", 14, 450_000)  # ~6.4 MB deflated: one 5 MiB part, then the final one
     ledger, spec = DiesAtTheFinalCommit(), ExportSpec(bucket=bucket, file_name="resumed")
     with imap_source(dovecot) as source, pytest.raises(RuntimeError):
-        run_export(source, s3, spec, ledger, tuning)
+        run_backup(source, s3, spec, ledger, tuning)
     assert "Work/" in {r.name for r in ledger.records if r.kind == "directory"}
     add("Work", 3, 1000)
     ledger.dying = False
     with imap_source(dovecot) as source:
-        result = run_export(source, s3, spec, ledger, tuning)
+        result = run_backup(source, s3, spec, ledger, tuning)
     assert result.state == "completed" and result.resumed, result.error
     entries = {folder: {r.name.rsplit("/", 1)[0] for r in ledger.records if r.kind == "message"
                         and r.folder == folder} for folder in ("Work ", "Work")}

@@ -13,16 +13,16 @@ import socket
 import pytest
 from botocore.exceptions import SSLError
 
-from connectors.base import ConnectionFailed
-from connectors.imap import ImapSource
+from connectors.model import ConnectionFailed
 from connectors.netpolicy import (
     PrivateAddressRefused,
     is_public_address,
     open_connection,
     public_addresses,
 )
-from connectors.s3client import make_client
-from connectors.s3target import S3Target
+from connectors.sources.imap.client import ImapSource
+from connectors.storage.s3.client import make_client
+from connectors.storage.s3.target import S3Target
 from tests.fakes.dns import treat_as_public
 from tests.fakes.httpserver import Response, ServerThread
 from tests.fakes.tls import make_test_certificates

@@ -20,6 +20,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
 from connectors import oauth
+from connectors.sources import tokens
 from tests.fakes.clock import FakeClock
 from tests.fakes.dovecot_oauth2 import oauth2_conf_ext, write_dovecot_oauth2
 from tests.fakes.google import GMAIL_USER_QUOTA, GoogleFake, describe, start_google_fake
@@ -34,10 +35,10 @@ def google():
     fake.stop()
 
 
-def sa_token(fake: GoogleFake, user: str = ALICE, scope: str = oauth.GMAIL_READONLY_SCOPE) -> str:
-    credentials = oauth.google_service_account_credentials(fake.service_account_info, subject=user,
-                                                           scopes=[scope], token_uri=fake.token_uri)
-    return oauth.google_access_token(credentials)
+def sa_token(fake: GoogleFake, user: str = ALICE, scope: str = tokens.GMAIL_READONLY_SCOPE) -> str:
+    credentials = tokens.google_service_account_credentials(fake.service_account_info, subject=user,
+                                                            scopes=[scope], token_uri=fake.token_uri)
+    return tokens.google_access_token(credentials)
 
 
 def gmail(fake: GoogleFake, token: str):
@@ -88,7 +89,7 @@ def test_token_endpoint_checks_pkce_s256(google):
 
 @pytest.mark.parametrize("how", ["post", "get", "auth"])
 def test_introspection_answers_dovecot_in_every_mode(google, how):
-    token = sa_token(google, scope=oauth.GMAIL_IMAP_SCOPE)
+    token = sa_token(google, scope=tokens.GMAIL_IMAP_SCOPE)
     endpoint = google.introspection_uri
 
     def ask(value: str) -> dict:
@@ -100,7 +101,7 @@ def test_introspection_answers_dovecot_in_every_mode(google, how):
 
     answer = ask(token)
     assert answer["active"] is True and answer["email"] == ALICE
-    assert answer["scope"] == oauth.GMAIL_IMAP_SCOPE and answer["expires_in"] > 0
+    assert answer["scope"] == tokens.GMAIL_IMAP_SCOPE and answer["expires_in"] > 0
     assert all(not isinstance(v, dict | list) for v in answer.values())  # Dovecot reads flat fields
     assert ask("ya29.unknown") == {"active": False}
 
@@ -262,7 +263,7 @@ class _ImapFrom(imaplib.IMAP4):
 def _refused(port: int, source: str, user: str, token: str) -> bool:
     client = _ImapFrom(port, source)
     try:
-        client.authenticate("XOAUTH2", lambda _: oauth.xoauth2_string(user, token).encode())
+        client.authenticate("XOAUTH2", lambda _: tokens.xoauth2_string(user, token).encode())
         return False
     except imaplib.IMAP4.error:
         return True
@@ -281,15 +282,15 @@ def test_dovecot_accepts_xoauth2_tokens_checked_against_the_fake(google, mode):
     directory.chmod(0o755)  # Dovecot's auth process reads the .conf.ext
     snippet = write_dovecot_oauth2(directory, google.base_url, mode=mode) + "auth_failure_delay = 0\n"
     with DovecotServer(users={ALICE: "unused-password"}, extra_config=snippet) as dovecot:
-        imap_token = sa_token(google, ALICE, oauth.GMAIL_IMAP_SCOPE)
+        imap_token = sa_token(google, ALICE, tokens.GMAIL_IMAP_SCOPE)
         client = IMAPClient("127.0.0.1", dovecot.port, ssl=False, timeout=10)
         assert client.oauth2_login(ALICE, imap_token) == [b"Logged in"]
         assert client.select_folder("INBOX")[b"EXISTS"] == 0
         client.logout()
 
         assert _refused(dovecot.port, "127.0.0.2", ALICE, "ya29.not-a-token")
-        assert _refused(dovecot.port, "127.0.0.3", ALICE, sa_token(google, BOB, oauth.GMAIL_IMAP_SCOPE))
+        assert _refused(dovecot.port, "127.0.0.3", ALICE, sa_token(google, BOB, tokens.GMAIL_IMAP_SCOPE))
         assert _refused(dovecot.port, "127.0.0.4", ALICE,
-                        sa_token(google, ALICE, oauth.GMAIL_READONLY_SCOPE))  # lacks the IMAP scope
-        oauth.google_revoke(oauth.GoogleClient("x", "y", revoke_uri=google.revoke_uri), imap_token)
+                        sa_token(google, ALICE, tokens.GMAIL_READONLY_SCOPE))  # lacks the IMAP scope
+        oauth.google_revoke(tokens.GoogleClient("x", "y", revoke_uri=google.revoke_uri), imap_token)
         assert _refused(dovecot.port, "127.0.0.5", ALICE, imap_token)

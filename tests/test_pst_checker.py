@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.pst import PstWriter, check_pst
-from connectors.pst import props as P
-from connectors.pst.encoding import permute_decode, permute_encode, pst_crc
-from connectors.pst.header import pack_header
-from connectors.pst.layout import FIRST_AMAP_OFFSET, PAGE_DATA_SIZE
-from connectors.pst.reader import PstReader
+from connectors.archives.pst import PstWriter, check_pst
+from connectors.archives.pst import props as P
+from connectors.archives.pst.encoding import permute_decode, permute_encode, pst_crc
+from connectors.archives.pst.header import pack_header
+from connectors.archives.pst.layout import FIRST_AMAP_OFFSET, PAGE_DATA_SIZE
+from connectors.archives.pst.reader import PstReader
 from tests.pst_corpus import OUTLOOK_EMPTY, assert_every_reader_opens, bulk_messages, feature_corpus
 
 
@@ -92,7 +92,7 @@ def _write_with(monkeypatch, path: Path, target: object, name: str, replacement)
 
 
 def test_a_bth_header_away_from_hid_0x20_is_caught(monkeypatch, tmp_path):
-    from connectors.pst import ltp
+    from connectors.archives.pst import ltp
 
     original = ltp.BTreeOnHeapWriter.__init__
 
@@ -107,7 +107,7 @@ def test_a_bth_header_away_from_hid_0x20_is_caught(monkeypatch, tmp_path):
 
 
 def test_unpadded_row_matrix_blocks_are_caught(monkeypatch, tmp_path):
-    from connectors.pst import ltp
+    from connectors.archives.pst import ltp
 
     original = ltp.TableWriter.__init__
 
@@ -121,7 +121,7 @@ def test_unpadded_row_matrix_blocks_are_caught(monkeypatch, tmp_path):
 
 
 def test_empty_string_and_binary_values_are_caught(monkeypatch, tmp_path):
-    from connectors.pst import messages
+    from connectors.archives.pst import messages
 
     def keep_all(properties):  # as the writer did before: empty values written too
         return properties, sum(messages._value_size(t, v) for t, v in properties)
@@ -133,7 +133,7 @@ def test_empty_string_and_binary_values_are_caught(monkeypatch, tmp_path):
 
 
 def test_an_empty_string_stream_in_the_name_map_is_caught(monkeypatch, tmp_path):
-    from connectors.pst import messaging
+    from connectors.archives.pst import messaging
 
     numeric = tuple(n for n in messaging.REGISTERED_NAMES if isinstance(n[1], int))
     problems = _write_with(monkeypatch, tmp_path / "names.pst", messaging, "REGISTERED_NAMES", numeric)
@@ -141,11 +141,11 @@ def test_an_empty_string_stream_in_the_name_map_is_caught(monkeypatch, tmp_path)
 
 
 def test_cli_reports_ok_and_problems(good_pst, victim):
-    ok = subprocess.run([sys.executable, "-m", "connectors.pst.checker", str(good_pst)],
+    ok = subprocess.run([sys.executable, "-m", "connectors.archives.pst.checker", str(good_pst)],
                         capture_output=True, text=True)  # fmt: skip
     assert ok.returncode == 0 and ok.stdout.strip().endswith("OK")
     _patch(victim, 4, b"\x00\x00\x00\x00")
-    bad = subprocess.run([sys.executable, "-m", "connectors.pst.checker", str(victim)],
+    bad = subprocess.run([sys.executable, "-m", "connectors.archives.pst.checker", str(victim)],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 1 and "dwCRCPartial" in bad.stdout
     assert "RuntimeWarning" not in bad.stderr
@@ -157,7 +157,7 @@ def test_cli_reports_ok_and_problems(good_pst, victim):
 def test_flipped_block_crc_is_caught(victim):
     with PstReader(victim) as reader:
         entry = next(e for e in reader.blocks.values() if e.cb > 100)
-    from connectors.pst.layout import block_size
+    from connectors.archives.pst.layout import block_size
 
     trailer_crc = entry.ib + block_size(entry.cb) - 12
     original = _read(victim, trailer_crc, 1)
@@ -226,7 +226,7 @@ def _rewrite_header(path: Path, **changes: object) -> None:
 
     with PstReader(path) as reader:
         h = reader.header
-    from connectors.pst.header import HeaderFields
+    from connectors.archives.pst.header import HeaderFields
 
     fields = HeaderFields(
         bid_next_page=h.bid_next_page, bid_next_block=h.bid_next_block, unique=h.unique,
@@ -305,7 +305,7 @@ def _patch_inline_property(path: Path, nid: int, prop_tag: int, value: int) -> N
     plain[at + 4 : at + 8] = struct.pack("<I", value)
     stored = permute_encode(plain) if encoded else bytes(plain)
     _patch(path, entry.ib, stored)
-    from connectors.pst.layout import block_size
+    from connectors.archives.pst.layout import block_size
 
     _patch(path, entry.ib + block_size(entry.cb) - 12, struct.pack("<I", pst_crc(stored)))
 

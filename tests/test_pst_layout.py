@@ -10,16 +10,16 @@ import struct
 
 import pytest
 
-from connectors.pst import layout as L
-from connectors.pst.allocation import SpaceAllocator, longest_free_run
-from connectors.pst.btree import BBT_ENTRY, write_btree
-from connectors.pst.encoding import (
+from connectors.archives.pst import layout as L
+from connectors.archives.pst.allocation import SpaceAllocator, longest_free_run
+from connectors.archives.pst.btree import BBT_ENTRY, write_btree
+from connectors.archives.pst.encoding import (
     permute_decode,
     permute_encode,
     pst_crc,
     signature,
 )
-from connectors.pst.heap import fill_level
+from connectors.archives.pst.heap import fill_level
 
 
 def test_map_page_positions_follow_the_spec():

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connectors.pst import mime
-from connectors.pst.mime import EncodedContent, decode_header_value, parse_message
+from connectors.archives.pst import mime
+from connectors.archives.pst.mime import EncodedContent, decode_header_value, parse_message
 
 
 def stdlib_parse(raw: bytes):
@@ -177,7 +177,7 @@ def test_header_only_message_and_folded_headers():
 
 
 def test_subject_prefix_split():
-    from connectors.pst.messages import split_subject
+    from connectors.archives.pst.messages import split_subject
 
     assert split_subject("RE: Hello") == ("RE: ", "Hello")
     assert split_subject("Fwd: Original message") == ("Fwd: ", "Original message")

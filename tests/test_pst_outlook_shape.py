@@ -12,9 +12,9 @@ import struct
 
 import pytest
 
-from connectors.pst import PstWriter
-from connectors.pst import props as P
-from connectors.pst.reader import Heap, PstReader
+from connectors.archives.pst import PstWriter
+from connectors.archives.pst import props as P
+from connectors.archives.pst.reader import Heap, PstReader
 from tests.pst_corpus import OUTLOOK_EMPTY
 
 pytestmark = pytest.mark.skipif(not OUTLOOK_EMPTY.exists(), reason="reference fixture missing")

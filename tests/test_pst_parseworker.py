@@ -1,11 +1,11 @@
-"""connectors.pst.parseworker: the parsing process gives exactly what parsing here gives."""
+"""connectors.archives.pst.parseworker: the parsing process gives exactly what parsing here gives."""
 
 from __future__ import annotations
 
 import hashlib
 
-from connectors.pst.mime import parse_message
-from connectors.pst.parseworker import ParseWorker
+from connectors.archives.pst.mime import parse_message
+from connectors.archives.pst.parseworker import ParseWorker
 from tests.mailgen import generate_mailbox
 from tests.pst_corpus import broken_multipart_message, feature_corpus, no_body_message
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Message
-from connectors.pst import PstWriter, check_pst
-from connectors.pst.mime import parse_message
+from connectors.archives.pst import PstWriter, check_pst
+from connectors.archives.pst.mime import parse_message
+from connectors.model import Message
 from tests.fixtures_engine import *  # noqa: F403 - the dovecot and s3 fixtures
 from tests.mime_corpus import CASES, cpython_corpus
 from tests.pst_corpus import (
@@ -112,7 +112,7 @@ def test_a_base64_attached_message_is_shown_decoded_and_the_difference_noted():
 
 
 def _view_of_parse(parsed) -> View:
-    """The writer's parse (``connectors.pst.mime``) in the same terms, before any PST."""
+    """The writer's parse (``connectors.archives.pst.mime``) in the same terms, before any PST."""
     sender = (parsed.sender.name, parsed.sender.address) if parsed.sender else None
     view = View(subject=parsed.subject, sender=sender,
                 to=[(a.name, a.address) for a in parsed.to],
@@ -219,7 +219,7 @@ def test_libpff_shows_every_message_as_pythons_email_package_parses_it(realworld
 
 
 def test_our_reader_shows_every_message_as_pythons_email_package_parses_it(realworld_pst):
-    _check_reader(read_pst_with_reader(realworld_pst), "connectors.pst.reader")
+    _check_reader(read_pst_with_reader(realworld_pst), "connectors.archives.pst.reader")
 
 
 def test_pst_extractor_shows_every_message_as_pythons_email_package_parses_it(realworld_pst):
@@ -326,7 +326,9 @@ def _bmp_only(text: str | None) -> str | None:
 def test_the_export_report_says_where_the_pst_shows_a_message_otherwise(dovecot, s3):
     """A message the PST must show otherwise than Python reads it is exported, and its report
     row says how; the others' rows say nothing."""
-    from connectors.export import COMPLETED, ExportSpec, MemoryLedger, run_export
+    from connectors.pipeline.ledger import MemoryLedger
+    from connectors.pipeline.run import run_backup
+    from connectors.pipeline.spec import COMPLETED, ExportSpec
     from tests.fixtures_engine import USER, fast_tuning, imap_source, read_report
     from tests.mailgen import GeneratedMessage, Mailbox, write_maildir
 
@@ -335,7 +337,7 @@ def test_the_export_report_says_where_the_pst_shows_a_message_otherwise(dovecot,
         [GeneratedMessage("INBOX", CORPUS[name], RECEIVED, ("\\Seen",)) for name in names]))
     write_maildir(dovecot, USER, mailbox)
     with imap_source(dovecot) as source:
-        result = run_export(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="rw", format="pst"),
+        result = run_backup(source, s3.client(), ExportSpec(bucket=s3.bucket, file_name="rw", format="pst"),
                             MemoryLedger(), fast_tuning())  # fmt: skip
     assert result.state == COMPLETED, result.error
     rows = {row["sha256"]: row for row in read_report(s3, "rw.report.csv")}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Message
-from connectors.pst import SplittingPstWriter, check_pst
+from connectors.archives.pst import SplittingPstWriter, check_pst
+from connectors.model import Message
 from tests.pst_corpus import (
     assert_every_reader_opens,
     bulk_messages,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Message
-from connectors.pst import PstWriter, check_pst
-from connectors.pst import props as P
-from connectors.pst.reader import PstReader
+from connectors.archives.pst import PstWriter, check_pst
+from connectors.archives.pst import props as P
+from connectors.archives.pst.reader import PstReader
+from connectors.model import Message
 from tests.pst_corpus import (
     EMPTY_FOLDERS,
     CorpusMessage,
@@ -516,7 +516,7 @@ def test_rgnid_covers_every_nid(tmp_path, corpus):
 
 
 def test_huge_bodies_are_streamed_and_read_back(tmp_path, monkeypatch):
-    from connectors.pst import mime
+    from connectors.archives.pst import mime
 
     monkeypatch.setattr(mime, "LARGE_BODY", 50_000)  # the streaming path, with small data
     text = "".join(f"Zeile {i}: Größe – 日本語 – 😀\n" for i in range(8000))
@@ -551,8 +551,8 @@ def test_40_mb_text_body_streams_in_bounded_memory(tmp_path):
     path = tmp_path / "body.pst"
     script = (
         "from pathlib import Path\n"
-        "from connectors.base import Message\n"
-        "from connectors.pst import PstWriter\n"
+        "from connectors.model import Message\n"
+        "from connectors.archives.pst import PstWriter\n"
         "raw = Path(sys.argv[2]).read_bytes()\n"
         "with PstWriter(Path(sys.argv[1])) as w:\n"
         "    w.add_message(Message(folder='INBOX', source_id='1', raw=raw))\n"
@@ -577,8 +577,8 @@ def test_40_mb_attachment_streams_in_bounded_memory(tmp_path):
     script = (
         "from pathlib import Path\n"
         "from datetime import datetime, UTC\n"
-        "from connectors.base import Message\n"
-        "from connectors.pst import PstWriter\n"
+        "from connectors.model import Message\n"
+        "from connectors.archives.pst import PstWriter\n"
         "raw = Path(sys.argv[2]).read_bytes()\n"
         "with PstWriter(Path(sys.argv[1])) as w:\n"
         "    w.add_message(Message(folder='INBOX', source_id='1', raw=raw,\n"

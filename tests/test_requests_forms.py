@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from buckets.models import Bucket
 from requests_app.csvimport import parse_csv, sample_csv
-from requests_app.forms import RequestForm
+from requests_app.forms import RequestForm, split_folders
 from requests_app.models import MigrationRequest
 from requests_app.types import REQUEST_TYPES, available_types, get_type
 
@@ -36,6 +36,10 @@ def to_csv(rows) -> bytes:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode()
+
+
+def test_folder_lists_use_semicolons_and_slashes():
+    assert split_folders(" INBOX; Projekte/日本語 ;; /Sent/") == ["INBOX", "Projekte/日本語", "Sent"]
 
 
 @pytest.mark.django_db

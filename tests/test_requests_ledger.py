@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.ledger import MESSAGE, EntryRecord, PartRecord, Volume
-from requests_app.ledger import DatabaseLedger, Superseded
+from connectors.pipeline.ledger import MESSAGE, EntryRecord, PartRecord, Volume
+from requests_app.ledger import DatabaseLedger
+from requests_app.lifecycle import Superseded
 from requests_app.models import MigrationRequest, UploadedPart
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +48,7 @@ def test_volumes_on_the_request_row(request_row):
 
 
 def test_the_committed_archive_outlives_resets_and_is_written_only_by_the_owner(request_row):
-    from connectors.ledger import Move, Publication
+    from connectors.pipeline.ledger import Move, Publication
 
     ledger = DatabaseLedger(request_row.pk, "run-1")
     assert ledger.archive_keys() == [] and ledger.publication() is None

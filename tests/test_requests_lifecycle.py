@@ -185,3 +185,24 @@ def test_work_horse_killed_is_retried_by_rq_and_resumes(operator, tenant, doveco
     assert sorted(archive_digests(rclone.client(), dest_bucket.name, "mail/dora.zip")["INBOX"]) == \
         sorted(source_digests(mailbox)["INBOX"])
     assert no_pending_uploads(rclone.client(), dest_bucket.name)
+
+
+def test_a_transition_hook_hears_each_state_change_once_it_is_committed(tenant, dest_bucket):
+    from requests_app import lifecycle
+
+    heard = []
+    lifecycle.ON_TRANSITION.append(heard.append)
+    try:
+        req = MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=dest_bucket,
+                                              file_name="hooked", source_user="ann@acme.test")
+        token = lifecycle.claim(req.pk)
+        assert lifecycle.finish(req.pk, "a-run-that-lost-the-request", state="completed") is False
+        assert lifecycle.finish(req.pk, token, state="failed", error="the source went away")
+        lifecycle.retry(req.pk)
+        lifecycle.cancel(req.pk)
+    finally:
+        lifecycle.ON_TRANSITION.remove(heard.append)
+    assert [(t.request_id, t.before, t.after) for t in heard] == [
+        (req.pk, "queued", "running"), (req.pk, "running", "failed"), (req.pk, "failed", "queued"),
+        (req.pk, "queued", "cancelled")]
+    assert heard[1].error == "the source went away"

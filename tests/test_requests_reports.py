@@ -9,10 +9,10 @@ import re
 import pytest
 
 from buckets.models import Bucket
-from connectors.ledger import EXPORTED, FAILED, MESSAGE, EntryRecord, PartRecord, Progress
+from connectors.pipeline.ledger import EXPORTED, FAILED, MESSAGE, EntryRecord, PartRecord, Progress
 from requests_app.ledger import DatabaseLedger
+from requests_app.lifecycle import claim, finish
 from requests_app.models import MigrationRequest
-from requests_app.runner import claim, finish
 
 pytestmark = pytest.mark.django_db
 

@@ -96,8 +96,8 @@ def test_zip_request_split_into_volumes_shows_and_reports_each_volume(operator, 
 
 
 def test_giving_up_on_an_interrupted_split_request_removes_its_volumes(tenant, dest_bucket, rclone):
+    from requests_app.lifecycle import give_up
     from requests_app.models import UploadedPart
-    from requests_app.runner import fail_request
 
     s3 = rclone.client()
     for key in ("mail/x.part001.zip", "mail/x.part002.zip"):
@@ -110,7 +110,7 @@ def test_giving_up_on_an_interrupted_split_request_removes_its_volumes(tenant, d
                 {"number": 1, "key": "mail/x.part001.zip", "size": 18, "parts": 1},
                 {"number": 2, "key": "mail/x.part002.zip", "size": 18, "parts": 1}]}})
     UploadedPart.objects.create(request=req, archive_key="mail/x.part003.zip", part_number=1, etag='"e"', size=5)
-    fail_request(req, "The transfer was interrupted 8 times; giving up.")
+    give_up(req, "The transfer was interrupted 8 times; giving up.")
     assert s3.list_objects_v2(Bucket=dest_bucket.name).get("KeyCount", 0) == 0
     assert no_pending_uploads(s3, dest_bucket.name)
     req.refresh_from_db()
@@ -229,7 +229,7 @@ def test_imap_pst_request_opens_in_libpff_with_every_message(operator, tenant, d
 
 
 def test_the_part_1_lead_follows_the_bucket_unless_the_operator_sets_it(settings, tmp_path):
-    from connectors.growingupload import IN_ORDER_SAFE_AHEAD, UNLIMITED_AHEAD
+    from connectors.storage.s3.growing import IN_ORDER_SAFE_AHEAD, UNLIMITED_AHEAD
     from requests_app.runner import tuning
 
     settings.LEGACYFLO_WORK_DIR = tmp_path
@@ -468,9 +468,9 @@ def test_cancelling_a_requeued_request_with_an_upload_removes_its_own_volumes(op
 
 
 def test_giving_up_on_a_retry_keeps_the_earlier_archive_and_a_pending_publication(tenant, dest_bucket, rclone):
-    """``fail_request`` removes only what the run completed under its own keys."""
+    """``give_up`` removes only what the run completed under its own keys."""
+    from requests_app.lifecycle import give_up
     from requests_app.models import UploadedPart
-    from requests_app.runner import fail_request
 
     s3 = rclone.client()
     bucket = dest_bucket.name
@@ -485,7 +485,7 @@ def test_giving_up_on_a_retry_keeps_the_earlier_archive_and_a_pending_publicatio
             "volumes": [{"number": 1, "key": "mail/.legacyflo-new.y.part001.zip", "size": 6, "parts": 1}]}})
     UploadedPart.objects.create(request=req, archive_key="mail/.legacyflo-new.y.part002.zip", part_number=1,
                                 etag='"e"', size=5)
-    fail_request(req, "The transfer was interrupted 8 times; giving up.")
+    give_up(req, "The transfer was interrupted 8 times; giving up.")
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(earlier)
     assert no_pending_uploads(s3, bucket)
     req.refresh_from_db()
@@ -503,7 +503,7 @@ def test_giving_up_on_a_retry_keeps_the_earlier_archive_and_a_pending_publicatio
                             "stale": []},
             "upload": {"key": staged[1], "upload_id": "done", "format": "pst", "volume": 2, "archive_complete": True,
                        "volumes": [{"number": 1, "key": staged[0], "size": 10, "parts": 0}]}})
-    fail_request(pst, "giving up")
+    give_up(pst, "giving up")
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted([*earlier, *staged])
 
 
@@ -544,7 +544,7 @@ def unreadable_dovecot(settings, monkeypatch):
     from tests.portal_fixtures import MAILBOX_USER
     from tests.servers.dovecot import DovecotServer
 
-    monkeypatch.setattr("connectors.imap.ImapSource._sleep_backoff", lambda self, attempt: None)
+    monkeypatch.setattr("connectors.sources.imap.client.ImapSource._sleep_backoff", lambda self, attempt: None)
     with DovecotServer(users={MAILBOX_USER: MAILBOX_PASSWORD}, ssl=True) as server:
         mailbox = generate_mailbox("test", seed=3)
         write_maildir(server, MAILBOX_USER, mailbox)

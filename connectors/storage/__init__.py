@@ -1,0 +1,1 @@
+"""Storage: where archives live (``s3/``) and how the portal reaches a customer's bucket (``awsrole``)."""
