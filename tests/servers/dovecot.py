@@ -31,7 +31,7 @@ from pathlib import Path
 
 from imapclient import imap_utf7
 
-from legacyflo.localservices import free_port, wait_for_port
+from legacyflo.localservices import free_ports, wait_for_port
 
 DOVECOT = "/usr/sbin/dovecot"
 # The IMAP service Dovecot starts for each login (package dovecot-imapd, not dovecot-core).
@@ -261,9 +261,9 @@ protocol imap {{
         for sub in ("run", "state", "log", "home"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "run").chmod(0o755)
-        self.port = free_port()
+        self.port, = free_ports(1)
         if self.ssl:
-            self.ssl_port = free_port()
+            self.port, self.ssl_port = free_ports(2)
             self.ca_file, _, _ = make_test_certificate(self.root / "tls")
         self._write_passwd()
         conf = self.root / "dovecot.conf"
