@@ -57,6 +57,20 @@ class MigrationRequest(models.Model):
     s3_prefix = models.CharField(max_length=500, blank=True)
     file_name = models.CharField(max_length=200)
 
+    # Restore types: the archive read back (``bucket`` holds it; a key, a split archive's base name
+    # or a series' base name) and the folder everything goes under instead of the original ones.
+    # The mailbox written into is described by the ``source_*`` connection fields above: they are
+    # "the mailbox side" of every request, backup or restore.
+    archive_key = models.CharField(max_length=1024, blank=True)
+    target_folder = models.CharField(max_length=500, blank=True)
+
+    # Backup types: an incremental run belongs to the series ``series_key`` names (same tenant,
+    # source, bucket, prefix and file name); see DESIGN.md, "incremental series".
+    incremental = models.BooleanField(default=False)
+    series_key = models.CharField(max_length=64, blank=True, db_index=True)
+    # Addresses mailed when the run starts and ends (a failure after the last attempt only).
+    notify = models.JSONField(default=list, blank=True)
+
     state = models.CharField(max_length=32, choices=State.choices, default=State.QUEUED, db_index=True)
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0)
