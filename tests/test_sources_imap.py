@@ -437,7 +437,7 @@ def test_fast_fetch_parser_agrees_with_imapclient(data):
 
     from connectors.sources.imap.fetch import parse_fetch
 
-    assert parse_fetch(data) == dict(parse_fetch_response(data, True, False))
+    assert parse_fetch(data) == dict(parse_fetch_response(data, False, True))
 
 
 def test_internal_dates_keep_the_servers_offset():
