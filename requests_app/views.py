@@ -17,9 +17,9 @@ from accounts.models import Role
 from requests_app import lifecycle, reports, services
 from requests_app.connection_test import test_connection
 from requests_app.csvimport import parse_csv, sample_csv
-from requests_app.forms import RequestForm, destination_buckets
+from requests_app.forms import destination_buckets, form_class
 from requests_app.models import MigrationRequest, State
-from requests_app.types import available_types, get_type
+from requests_app.types import available_types, get_type, restore_type_for
 
 PAGE_SIZE = 50
 # A flash about a request's state ("queued", "cancellation requested"): the request page drops it
@@ -55,14 +55,15 @@ def request_new(request):
         "types": available_types(), "has_bucket": destination_buckets(request.access.tenant).exists()})
 
 
-@sensitive_post_parameters("source_password")
+@sensitive_post_parameters("source_password", "target_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @sensitive_variables()
 def request_create(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
-    form = RequestForm(request.POST or None, rtype=rtype, tenant=request.access.tenant)
+    initial = _restore_initial(request, rtype) if request.method != "POST" else None
+    form = form_class(rtype)(request.POST or None, rtype=rtype, tenant=request.access.tenant, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             req = services.request_submit(tenant=request.access.tenant, actor=request.user, rtype=rtype,
@@ -75,20 +76,23 @@ def request_create(request, type_code: str):
     return render(request, "requests_app/create.html", {"form": form, "rtype": rtype})
 
 
-@sensitive_post_parameters("source_password")
+@sensitive_post_parameters("source_password", "target_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @require_POST
 @sensitive_variables()
 def request_test_connection(request, type_code: str):
-    """Check the credentials and list the folders with their message counts (an HTML fragment)."""
+    """Check the credentials and list the folders with their message counts (an HTML fragment);
+    for a restore, of the mailbox it writes into."""
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
-    form = RequestForm(request.POST, rtype=rtype, tenant=request.access.tenant)
+    extra = {"check_archive": False} if rtype.is_restore else {}
+    form = form_class(rtype)(request.POST, rtype=rtype, tenant=request.access.tenant, **extra)
     form.is_valid()  # the connection fields are checked even if e.g. no bucket is chosen yet
-    source_errors = {k: v for k, v in form.errors.items() if k.startswith("source_")}
+    side = "target_" if rtype.is_restore else "source_"
+    source_errors = {k: v for k, v in form.errors.items() if k.startswith(side)}
     if source_errors:
-        return render(request, "requests_app/_test_result.html", {"ok": False, "error": "Correct the source fields first: " +
+        return render(request, "requests_app/_test_result.html", {"ok": False, "error": "Correct the mailbox fields first: " +
                       "; ".join(f"{k}: {' '.join(v)}" for k, v in source_errors.items())})
     result = test_connection(rtype, form.cleaned_data, tenant=request.access.tenant)
     audit(tenant=request.access.tenant, actor=request.user, action="request.test_connection",
@@ -149,7 +153,27 @@ def request_progress(request, request_uuid):
 
 
 def _progress_context(req: MigrationRequest) -> dict:
-    return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req)}
+    rtype = get_type(req.request_type)
+    restorable = bool(rtype and not rtype.is_restore and req.state in (State.COMPLETED, State.COMPLETED_WITH_ERRORS)
+                      and req.result.get("archives"))
+    return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req),
+            "restore_type": restore_type_for(rtype) if restorable else None}
+
+
+def _restore_initial(request, rtype) -> dict | None:
+    """The restore form pre-filled from a completed backup (``?from=<uuid>``), looked up
+    through the user's tenant: its bucket, its archive's key and, for the mailbox side, its
+    server and user (never its password)."""
+    if not rtype.is_restore or not request.GET.get("from"):
+        return None
+    backup = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request.GET["from"])
+    archives = backup.result.get("archives") or []
+    if not archives:
+        return None
+    return {"bucket": str(backup.bucket.uuid), "archive_key": archives[0]["key"],
+            "title": f"Restore of {backup.title or backup.source_user}",
+            "target_server": backup.source_server, "target_port": backup.source_port,
+            "target_security": backup.source_security, "target_user": backup.source_user}
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
