@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -156,8 +156,9 @@ def _progress_context(req: MigrationRequest) -> dict:
     rtype = get_type(req.request_type)
     restorable = bool(rtype and not rtype.is_restore and req.state in (State.COMPLETED, State.COMPLETED_WITH_ERRORS)
                       and req.result.get("archives"))
+    browsable = bool(rtype and rtype.format == "zip" and (req.archive_key if rtype.is_restore else restorable))
     return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req),
-            "restore_type": restore_type_for(rtype) if restorable else None}
+            "restore_type": restore_type_for(rtype) if restorable else None, "browsable": browsable}
 
 
 def _restore_initial(request, rtype) -> dict | None:
@@ -236,4 +237,49 @@ def request_report_download(request, request_uuid, kind: str):
     response = JsonResponse(reports.summary(req), json_dumps_params={"indent": 2, "ensure_ascii": False})
     # RFC 6266 (filename*= for a non-ASCII name), as FileResponse writes it for report.csv.
     response["Content-Disposition"] = content_disposition_header(True, f"{req.file_name}.summary.json")
+    return response
+
+
+@tenant_view(read=Role.VIEWER)
+def request_browse(request, request_uuid):
+    """The archive's folders (with counts) and, for ``?folder=``, its messages: from the archive's
+    directory through ranged GETs, never the archive itself."""
+    from requests_app import browse
+
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    folder = request.GET.get("folder")
+    try:
+        page = int(request.GET.get("page") or 1)
+    except ValueError:
+        page = 1
+    context = {"req": req, "folder": folder, "page": page, "archive_key": browse.archive_key(req)}
+    try:
+        reader = browse.reader_for(req)
+        context["folders"] = browse.folders(reader)
+        if folder is not None:
+            context["messages"], context["more"] = browse.messages(reader, folder, page)
+    except browse.NotBrowsable as exc:
+        context["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - the bucket's or the reader's words, shown on the page
+        context["error"] = f"The archive could not be read: {exc}"
+    return render(request, "requests_app/browse.html", context)
+
+
+@tenant_view(read=Role.OPERATOR)
+def request_browse_message(request, request_uuid):
+    """One message of the archive as ``.eml`` (``?id=VOLUME_KEY!ENTRY_NAME``), streamed; audited."""
+    from requests_app import browse
+
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    entry_id = request.GET.get("id", "")
+    try:
+        reader = browse.reader_for(req)
+        chunks = browse.message_bytes(reader, entry_id)
+    except (browse.NotBrowsable, KeyError):
+        raise Http404("No such message in this archive") from None
+    audit(tenant=req.tenant, actor=request.user, action="request.browse_download", target=str(req.uuid),
+          detail={"entry": entry_id[:500]}, request=request)
+    name = entry_id.rsplit("/", 1)[-1].rsplit("!", 1)[-1] or "message.eml"
+    response = StreamingHttpResponse(chunks, content_type="message/rfc822")
+    response["Content-Disposition"] = content_disposition_header(True, name if name.endswith(".eml") else name + ".eml")
     return response
