@@ -222,3 +222,88 @@ def test_a_restore_cannot_start_from_another_tenants_backup(operator, outsider, 
     assert MAILBOX_PASSWORD not in own.content.decode()
     theirs = client_for(outsider).get(f"/t/{other_tenant.slug}/requests/new/S3-IMAP-ZIP/?from={backup.uuid}")
     assert theirs.status_code == 404
+
+
+@pytest.fixture(scope="module", params=["fs", "mithi"], ids=["slash-separator", "dot-separator-INBOX-prefix"])
+def layout_dovecot(request):
+    """Dovecot with '/' and no prefix, or with '.' and the INBOX. prefix (Mithi's shape)."""
+    from tests.mailgen import generate_mailbox, write_maildir
+    from tests.servers.dovecot import DovecotServer
+
+    with DovecotServer({"alice": MAILBOX_PASSWORD}, layout=request.param) as server:
+        server.mailbox = generate_mailbox("test", seed=11)
+        write_maildir(server, "alice", server.mailbox)
+        yield server
+
+
+def test_a_restore_creates_folders_with_the_targets_separator_and_prefix(operator, tenant, layout_dovecot,
+                                                                        both_bucket, rclone, rq_queue):
+    server = layout_dovecot
+    mithi = server.layout == "mithi"
+    backup_of(server, tenant, operator, both_bucket, rq_queue, code="MITHI-S3-ZIP" if mithi else "IMAP-S3-ZIP")
+    user, password = new_user(server)
+    req = restore(tenant, operator, rq_queue, restore_form(server, both_bucket, user, password),
+                  code="S3-MITHI-ZIP" if mithi else "S3-IMAP-ZIP")
+    assert req.state == "completed", req.error
+    expected = expected_digests(server.mailbox)
+    mapping = req.result["summary"]["folder_mapping"]
+    expected = {logical(server, mapping[f]) if f in mapping else f: d for f, d in expected.items()}
+    assert digests(mailbox_contents(server, user, password)) == expected
+    with login(server, user, password) as client:
+        names = {name for _f, _d, name in client.list_folders()}
+    deep = next(f for f in expected if f.count("/") >= 2)
+    assert (("INBOX." + deep.replace("/", ".")) if mithi else deep) in names
+
+
+def test_a_message_over_the_servers_appendlimit_is_reported_and_the_rest_restored(operator, tenant, both_bucket,
+                                                                                  rclone, rq_queue):
+    from tests.mailgen import generate_mailbox, write_maildir
+    from tests.servers.dovecot import DovecotServer
+
+    limit = 20_000
+    config = ("mail_plugins = $mail_plugins quota\nplugin {\n  quota = count:User quota\n  quota_vsizes = yes\n"
+              f"  quota_max_mail_size = {limit}\n}}\nimap_capability = +APPENDLIMIT={limit}\n")
+    with DovecotServer({"alice": MAILBOX_PASSWORD}, extra_config=config) as server:
+        small = generate_mailbox("flat", seed=5, count=5, size=2000, folder="INBOX")
+        big = generate_mailbox("flat", seed=6, count=1, size=40_000, folder="Big")
+        write_maildir(server, "alice", small)
+        write_maildir(server, "alice", big)
+        backup_of(server, tenant, operator, both_bucket, rq_queue, file_name="alice-src")
+        user, password = new_user(server)
+        req = restore(tenant, operator, rq_queue, restore_form(server, both_bucket, user, password))
+        assert req.state == "completed_with_errors", req.error
+        assert digests(mailbox_contents(server, user, password)).get("INBOX") == expected_digests(small)["INBOX"]
+        assert not digests(mailbox_contents(server, user, password)).get("Big")
+    failed = ArchiveRecord.objects.get(request=req, status="failed")
+    assert failed.folder == "Big" and str(limit) in failed.error.replace(",", "")
+    assert req.messages_failed == 1 and req.messages_done == 5
+    big_row = next(f for f in req.result["folders"] if f["folder"] == "Big")
+    assert (big_row["source_count"], big_row["failed"], big_row["exported"]) == (1, 1, 0)
+
+
+def test_a_worker_killed_mid_restore_then_retried_restores_every_message_exactly_once(
+        operator, tenant, dovecot, both_bucket, rclone, rq_queue, worker_process):
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    dovecot.add_user("bulkr", "bulkr-password")
+    bulk = generate_mailbox("flat", seed=13, count=600, folder="INBOX", size=30_000)
+    write_maildir(dovecot, "bulkr", bulk)
+    backup_of(dovecot, tenant, operator, both_bucket, rq_queue, source_user="bulkr", source_password="bulkr-password",
+              file_name="bulkr")
+    user, password = new_user(dovecot)
+    req = submit(tenant, operator, "S3-IMAP-ZIP",
+                 restore_form(dovecot, both_bucket, user, password, archive_key="mail/bulkr.zip"))
+    first = worker_process()  # a subprocess worker takes the queued restore
+    wait_for(lambda: ArchiveRecord.objects.filter(request=req).count() >= 100, timeout=120, interval=0.05)
+    first.kill()
+    req.refresh_from_db()
+    assert req.state == "running"  # as the dead worker left it
+    assert 0 < ArchiveRecord.objects.filter(request=req).count() < 600
+
+    worker_process()  # recovery notices the stale heartbeat and re-queues; the run resumes
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=240)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    assert req.attempts == 2 and req.result["resumed"] is True
+    assert digests(mailbox_contents(dovecot, user, password)) == expected_digests(bulk)  # each exactly once
+    assert ArchiveRecord.objects.filter(request=req).count() == 600
