@@ -130,6 +130,8 @@ def test_find_existing_counts_multiplicity(dc):
         found = dest.find_existing(folder, candidates)
         assert found == [cand(a, "<1@example.com>")] * 2 + [cand(b, "<2@example.com>"), cand(c, "")]
         assert dest.find_existing(dest.ensure_folder("Empty"), candidates) == []
+        never_created, _ = dest.folder_name("Not/Yet")
+        assert dest.find_existing(never_created, candidates) == []  # a resumed run before its CREATE
 
 
 def test_a_message_over_appendlimit_is_rejected_before_sending_and_the_rest_goes_on():

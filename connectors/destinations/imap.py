@@ -42,7 +42,7 @@ from imapclient import imap_utf7
 from imapclient.util import to_unicode
 
 from connectors.destinations import Destination, MessageRejected
-from connectors.model import TransientError
+from connectors.model import FolderUnavailable, TransientError
 from connectors.sources.imap.client import _TRANSIENT, ImapSource, decode_mailbox_name
 from connectors.sources.imap.presets import PRESETS
 
@@ -52,6 +52,7 @@ SYSTEM_FLAGS = {"\\seen": "\\Seen", "\\answered": "\\Answered", "\\flagged": "\\
                 "\\deleted": "\\Deleted", "\\draft": "\\Draft"}
 _ATOM = re.compile(r"[!#-'*+\-.0-9:;<=>?@A-Z\[\]^_`a-z|~&]+")  # atom-chars minus ( ) { % * " \ ]
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.I)
+_OVER_QUOTA = re.compile(r"OVERQUOTA|quota exceeded|over quota", re.I)
 _TOO_BIG = re.compile(r"TOOBIG|too (large|big)|size limit|maximum size|exceeds", re.I)
 
 
@@ -190,8 +191,9 @@ class ImapDestination(Destination):
             try:
                 self.client.create_folder(encoded)
             except imaplib.IMAP4.error as exc:
-                if "ALREADYEXISTS" not in str(exc).upper() and "EXISTS" not in str(exc).upper():
-                    raise MessageRejected(f"The folder {name!r} cannot be created: {exc}") from exc
+                if "EXISTS" not in str(exc).upper():  # [ALREADYEXISTS], "Mailbox exists"
+                    raise FolderUnavailable(f"The folder {name!r} cannot be created on the target: "
+                                            f"{str(exc)[:300]}") from exc
             try:
                 self.client.subscribe_folder(encoded)
             except imaplib.IMAP4.error:
@@ -311,6 +313,8 @@ class ImapDestination(Destination):
             imap.literal = None
         if typ != "OK":
             text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+            if _OVER_QUOTA.search(text):
+                raise MessageRejected(f"The target mailbox is over its quota: {text[:300]}")
             if _TOO_BIG.search(text):
                 raise MessageRejected(f"The server refused the message as too large: {text[:300]}")
             raise MessageRejected(f"The server refused the message: {text[:300]}")
@@ -384,7 +388,14 @@ class ImapDestination(Destination):
             return []
 
         def find():
-            self._select(folder)
+            try:
+                self._select(folder)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error:  # no such folder (yet): it holds nothing
+                if folder in self._names():
+                    raise
+                return []
             held: Counter = Counter()
             with_mid = {mid for mid, _size, _sha in candidates if usable_message_id(mid)}
             if with_mid:
