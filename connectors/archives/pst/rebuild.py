@@ -308,8 +308,10 @@ def _body_entity(
     parts = list(_attachments(pst, pc, depth))
     html_part = msg.get_body(("html",)) if html is not None else None
     for part in parts:
-        related = part.content_id and html_part is not None and (
-            part.inline or f"cid:{part.content_id}" in (html or "")
+        related = (
+            part.content_id
+            and html_part is not None
+            and (part.inline or f"cid:{part.content_id}" in (html or ""))
         )
         if part.embedded is not None:
             inner = message_from_bytes(part.embedded, policy=default)
@@ -342,7 +344,18 @@ def _body_entity(
             target.set_payload(token.decode())
     if rtf is not None:
         msg.add_attachment(rtf, maintype="application", subtype="rtf", filename="body.rtf")
+    _drop_part_mime_versions(msg, top=True)
     return msg
+
+
+def _drop_part_mime_versions(part: EmailMessage, top: bool = False) -> None:
+    """The email package repeats MIME-Version on the parts it makes; a message says it once
+    (an attached message keeps its own)."""
+    if not top:
+        del part["MIME-Version"]
+    if part.is_multipart() and part.get_content_type() != "message/rfc822":
+        for sub in part.iter_parts():
+            _drop_part_mime_versions(sub)
 
 
 def _last_attachment(msg: EmailMessage) -> EmailMessage:
@@ -383,7 +396,9 @@ def _attachments(pst: PstFile, pc: PropertyContext, depth: int) -> Iterator[Rebu
 
 # -- RTF ----------------------------------------------------------------------------------------
 
-_RTF_TOKEN = re.compile(rb"\\([a-zA-Z]+)(-?\d+)? ?|\\'([0-9a-fA-F]{2})|\\(.)|([{}])|([^\\{}\r\n]+)|[\r\n]")
+_RTF_TOKEN = re.compile(
+    rb"\\([a-zA-Z]+)(-?\d+)? ?|\\'([0-9a-fA-F]{2})|\\(.)|([{}])|([^\\{}\r\n]+)|[\r\n]"
+)
 _RTF_SKIP = frozenset((b"fonttbl", b"colortbl", b"stylesheet", b"info", b"pict", b"object",
                        b"header", b"footer", b"themedata", b"datastore", b"latentstyles",
                        b"listtable", b"listoverridetable", b"rsidtbl", b"generator",

@@ -37,7 +37,7 @@ from typing import BinaryIO
 from connectors.archives import ArchivedMessage, ArchiveFailure, ArchiveReader, Selection
 
 from . import props as P
-from .access import Node, PropertyContext, PstFile, PstFormatError, as_bytes, as_text
+from .access import PropertyContext, PstFile, PstFormatError, as_bytes, as_text
 from .rebuild import envelope, multi_strings, rebuild_message
 
 NID_MESSAGE_STORE = 0x21
@@ -250,7 +250,9 @@ class PstArchiveReader(ArchiveReader):
 
     # -- restore ------------------------------------------------------------------------------
 
-    def messages(self, selection: Selection | None = None) -> Iterator[ArchivedMessage | ArchiveFailure]:
+    def messages(
+        self, selection: Selection | None = None
+    ) -> Iterator[ArchivedMessage | ArchiveFailure]:
         selection = selection or Selection()
         folders = selection.folder_filter()
         for vol in self._volumes:
@@ -263,8 +265,11 @@ class PstArchiveReader(ArchiveReader):
                 try:
                     nids = list(self._message_nids(vol, folder))  # 4 bytes a message
                 except PstFormatError as exc:
-                    yield ArchiveFailure(folder.path, vol.entry(folder.nid),
-                                         f"the contents table of {folder.path!r} is damaged: {exc}")
+                    yield ArchiveFailure(
+                        folder.path,
+                        vol.entry(folder.nid),
+                        f"the contents table of {folder.path!r} is damaged: {exc}",
+                    )
                     continue
                 for nid in nids:
                     item = self._message(vol, folder.path, nid)
@@ -281,7 +286,14 @@ class PstArchiveReader(ArchiveReader):
             pc = vol.pst.property_context(node)
             meta = _metadata(vol, pc)
             raw = rebuild_message(vol.pst, node)
-        except (PstFormatError, struct.error, ValueError, UnicodeError, KeyError, IndexError) as exc:
+        except (
+            PstFormatError,
+            struct.error,
+            ValueError,
+            UnicodeError,
+            KeyError,
+            IndexError,
+        ) as exc:
             return ArchiveFailure(folder, entry, f"message {entry} cannot be read: {exc}")
         return ArchivedMessage(
             folder=folder, raw=raw, source_id=meta["source_id"], internal_date=meta["date"],
