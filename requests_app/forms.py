@@ -444,10 +444,11 @@ class RestoreForm(forms.Form):
         return data
 
     def _check_archive(self, data: dict) -> None:
+        from django.conf import settings
+
         from buckets.services import bucket_target
         from connectors.pipeline.restore_keys import resolve_archive
         from connectors.storage.s3.client import make_client
-        from django.conf import settings
 
         try:
             client = make_client(bucket_target(data["bucket"]), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)

@@ -360,18 +360,6 @@ def destination_for_request(req, rtype: RequestType):
     )
 
 
-def reader_opener(rtype: RequestType, client, bucket: str, tmp_dir: str | None):
-    """``open_reader(keys)`` for the restore pipeline: the reader of the type's archive format
-    over the archive's files (``keys``, resolved: a split archive's first volume leads)."""
-    if rtype.format == "pst":
-        from connectors.archives.pst.reader import PstArchiveReader
-
-        return lambda keys: PstArchiveReader(client, bucket, keys, tmp_dir=tmp_dir)
-    from connectors.archives.zip.reader import ZipArchiveReader
-
-    return lambda keys: ZipArchiveReader(client, bucket, keys[0])
-
-
 @sensitive_variables()
 def source_from_form(rtype: RequestType, data: Mapping, *, tenant) -> Source:
     """From the form's cleaned data (the "Test connection" button)."""

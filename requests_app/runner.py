@@ -2,7 +2,7 @@
 
     run_request(pk): lifecycle.claim → kinds.source_for_request → pipeline.run.run_backup
                      → lifecycle.finish (or lifecycle.fail)
-    a restore type:  lifecycle.claim → kinds.destination_for_request, kinds.reader_opener
+    a restore type:  lifecycle.claim → kinds.destination_for_request, restore_readers.opener_for
                      → pipeline.restore.run_restore → lifecycle.finish
 
 Every state change goes through ``lifecycle``; this module turns the request's row into the
@@ -142,9 +142,10 @@ def _run(pk: int, token: str) -> str:
 
 def _restore(req: MigrationRequest, rtype: RequestType, client, ledger):
     from connectors.pipeline.restore import run_restore
-    from requests_app.kinds import destination_for_request, reader_opener
+    from connectors.pipeline.restore_readers import opener_for
+    from requests_app.kinds import destination_for_request
 
     spec_tuning = tuning(req.bucket.endpoint_url)
     with destination_for_request(req, rtype) as destination:
-        return run_restore(reader_opener(rtype, client, req.bucket.name, spec_tuning.tmp_dir), destination, client,
-                           restore_spec(req, rtype), ledger, spec_tuning)
+        return run_restore(opener_for(rtype.format, client, req.bucket.name, tmp_dir=spec_tuning.tmp_dir),
+                           destination, client, restore_spec(req, rtype), ledger, spec_tuning)

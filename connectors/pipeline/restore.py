@@ -46,9 +46,17 @@ from dataclasses import dataclass, field
 from connectors.archives import ArchivedMessage, ArchiveFailure, ArchiveReader, Selection
 from connectors.destinations import Destination, MessageRejected
 from connectors.mimeinfo import extract
-from connectors.model import AuthenticationFailed, ConnectionFailed, SourceError
+from connectors.model import AuthenticationFailed, ConnectionFailed, FolderUnavailable, SourceError
 from connectors.naming import object_key
-from connectors.pipeline.ledger import EXPORTED, FAILED, MESSAGE, SKIPPED, EntryRecord, Ledger, Progress
+from connectors.pipeline.ledger import (
+    EXPORTED,
+    FAILED,
+    MESSAGE,
+    SKIPPED,
+    EntryRecord,
+    Ledger,
+    Progress,
+)
 from connectors.pipeline.pacing import Cancelled, ExportPacer
 from connectors.pipeline.report import ArchiveFile, FolderStats, Summary, Totals, write_report
 from connectors.pipeline.restore_keys import resolve_archive
@@ -125,6 +133,7 @@ class Restore:
         self.done: dict[str, set[str]] = {}  # folder -> ledger ids with a record
         self.accounted: dict[str, Counter] = {}  # folder -> sha256 of records (restored or skipped)
         self.targets: dict[str, str] = {}  # archive folder -> destination name
+        self.unavailable: dict[str, str] = {}  # archive folder -> why the target will not hold it
         self.archives: list[ArchiveFile] = []
         self.volume_of: dict[str, int] = {}  # archive file key -> its number (report's archive column)
         self.resumed = False
@@ -208,6 +217,8 @@ class Restore:
         return self.stats[folder]
 
     def _target(self, folder: str) -> str:
+        if folder in self.unavailable:
+            raise FolderUnavailable(self.unavailable[folder])
         if folder not in self.targets:
             self.targets[folder] = self.dest.ensure_folder(folder)
         return self.targets[folder]
@@ -215,7 +226,13 @@ class Restore:
     def _flush(self, batch: Sequence[_Pending]) -> None:
         """Append the messages of one folder the target does not hold yet; commit every record."""
         folder = batch[0].message.folder
-        target = self._target(folder)
+        try:
+            target = self._target(folder)
+        except FolderUnavailable as exc:  # this folder's messages fail with the reason; the others go on
+            self.unavailable.setdefault(folder, f"The target folder could not be created: {exc}")
+            self._commit(folder, [self._record(folder, p.message.entry, FAILED, message=p.message, size=p.size,
+                                               sha256=p.sha256, error=self.unavailable[folder]) for p in batch])
+            return
         limit = self.dest.size_limit()
         wanted = Counter((p.message.message_id, p.size, p.sha256) for p in batch)
         accounted = self.accounted[folder]
