@@ -1,5 +1,6 @@
 """"Browse archive": a request's archive, folder by folder and message by message, read where it
-lies (the reader's browse API: a ZIP's central directory and index through ranged GETs), and one
+lies (the reader's browse API: a ZIP's central directory and index, a PST's tables, through ranged
+GETs), and one
 message downloaded as ``.eml`` — never the archive.
 
 The archive is the request's own: a backup's committed archive (``result.archives``, its first
@@ -34,7 +35,9 @@ def archive_key(req: MigrationRequest) -> str:
 
 
 def reader_for(req: MigrationRequest):
-    """The archive reader of ``req``'s archive (ZIP), or NotBrowsable."""
+    """The archive reader of ``req``'s archive, or NotBrowsable. A ZIP is read from its central
+    directory; a PST through a seekable ranged object per volume (its header, B-trees and
+    tables: the pages a listing needs, never the whole file). Close it after use."""
     from buckets.services import bucket_target
     from connectors.storage.s3.client import make_client
 
@@ -42,11 +45,16 @@ def reader_for(req: MigrationRequest):
     key = archive_key(req)
     if rtype is None or not key:
         raise NotBrowsable("This request has no archive in the bucket yet.")
-    if rtype.format != "zip":
-        raise NotBrowsable("Browsing a PST archive is not available yet; restore it, or download it from the bucket.")
+    client = make_client(bucket_target(req.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
+    if rtype.format == "pst":
+        from connectors.archives.pst.restore import PstArchiveReader
+        from connectors.pipeline.restore_keys import resolve_archive
+        from connectors.storage.s3.ranged import open_object
+
+        keys = resolve_archive(client, req.bucket.name, key, "pst")
+        return PstArchiveReader([(k, open_object(client, req.bucket.name, k)) for k in keys])
     from connectors.archives.zip.reader import ZipArchiveReader
 
-    client = make_client(bucket_target(req.bucket), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
     return ZipArchiveReader(client, req.bucket.name, key)
 
 
@@ -62,5 +70,8 @@ def messages(reader, folder: str, page: int = 1) -> tuple[list, bool]:
 
 
 def message_bytes(reader, entry_id: str) -> Iterator[bytes]:
-    """One message's bytes, streamed; KeyError for an id that is not an entry of this archive."""
-    return reader.iter_entry(entry_id)
+    """One message's bytes (a ZIP entry streamed; a PST message rebuilt as MIME); KeyError for
+    an id that is not an entry of this archive."""
+    if hasattr(reader, "iter_entry"):
+        return reader.iter_entry(entry_id)
+    return iter([reader.read_entry(entry_id)])

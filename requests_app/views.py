@@ -156,7 +156,7 @@ def _progress_context(req: MigrationRequest) -> dict:
     rtype = get_type(req.request_type)
     restorable = bool(rtype and not rtype.is_restore and req.state in (State.COMPLETED, State.COMPLETED_WITH_ERRORS)
                       and req.result.get("archives"))
-    browsable = bool(rtype and rtype.format == "zip" and (req.archive_key if rtype.is_restore else restorable))
+    browsable = bool(rtype and (req.archive_key if rtype.is_restore else restorable))
     return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req),
             "restore_type": restore_type_for(rtype) if restorable else None, "browsable": browsable}
 
@@ -254,10 +254,10 @@ def request_browse(request, request_uuid):
         page = 1
     context = {"req": req, "folder": folder, "page": page, "archive_key": browse.archive_key(req)}
     try:
-        reader = browse.reader_for(req)
-        context["folders"] = browse.folders(reader)
-        if folder is not None:
-            context["messages"], context["more"] = browse.messages(reader, folder, page)
+        with browse.reader_for(req) as reader:
+            context["folders"] = browse.folders(reader)
+            if folder is not None:
+                context["messages"], context["more"] = browse.messages(reader, folder, page)
     except browse.NotBrowsable as exc:
         context["error"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - the bucket's or the reader's words, shown on the page
@@ -277,6 +277,8 @@ def request_browse_message(request, request_uuid):
         chunks = browse.message_bytes(reader, entry_id)
     except (browse.NotBrowsable, KeyError):
         raise Http404("No such message in this archive") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged entry or an unreachable bucket: say so, as a 404
+        raise Http404(f"The message could not be read: {exc}") from None
     audit(tenant=req.tenant, actor=request.user, action="request.browse_download", target=str(req.uuid),
           detail={"entry": entry_id[:500]}, request=request)
     name = entry_id.rsplit("/", 1)[-1].rsplit("!", 1)[-1] or "message.eml"

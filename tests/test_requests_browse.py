@@ -61,3 +61,29 @@ def test_an_id_outside_the_archive_is_not_found_and_a_viewer_cannot_download(bac
     listing = client_for(viewer).get(f"/t/{tenant.slug}/requests/{backup.uuid}/browse/?folder=INBOX").content.decode()
     assert "Download .eml" not in listing
     assert client_for(viewer).get(base + quote("mail/browse-me.zip!INBOX/000001_x.eml")).status_code == 403
+
+
+def test_a_pst_archive_is_browsed_from_its_tables_and_a_message_comes_back_as_mime(operator, tenant, dovecot, imap_ca,
+                                                                                  dest_bucket, rclone, rq_queue,
+                                                                                  client_for):
+    import email
+    from email import policy
+
+    req = submit(tenant, operator, "IMAP-S3-PST", imap_form(dovecot, dest_bucket, file_name="browse-pst"))
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    client = client_for(operator)
+    base = f"/t/{tenant.slug}/requests/{req.uuid}"
+    page = client.get(base + "/browse/").content.decode()
+    assert 'id="browse-error"' not in page, page
+    expected = {folder: len(d) for folder, d in source_digests(dovecot.mailbox).items()}
+    listing = client.get(base + "/browse/?folder=INBOX").content.decode()
+    ids = [m.replace("&amp;", "&") for m in re.findall(r'browse/message\.eml\?id=([^"]+)"', listing)]
+    assert len(ids) == expected["INBOX"]
+    source_ids = {str(email.message_from_bytes(m.raw, policy=policy.default).get("Message-ID", "")).strip()
+                  for m in dovecot.mailbox.messages() if m.folder == "INBOX"}
+    response = client.get(base + "/browse/message.eml?id=" + ids[-1])
+    assert response.status_code == 200
+    rebuilt = email.message_from_bytes(b"".join(response.streaming_content), policy=policy.default)
+    assert str(rebuilt.get("Message-ID", "")).strip() in source_ids
