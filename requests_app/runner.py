@@ -85,6 +85,7 @@ def restore_spec(req: MigrationRequest, rtype: RequestType):
     return RestoreSpec(
         bucket=req.bucket.name, archive_key=req.archive_key, format=rtype.format,
         report_prefix=req.s3_prefix, report_file_name=req.file_name, target_folder=req.target_folder,
+        report_in_bucket=req.bucket.is_destination,
         selection=Selection(folders=tuple(req.folders), exclude_folders=tuple(req.exclude_folders),
                             since=req.since, before=req.before),
         source_description={"request": str(req.uuid), "type": rtype.code, "tenant": req.tenant.slug,

@@ -347,3 +347,22 @@ def test_a_pst_backup_restores_content_identical_into_imap(operator, tenant, dov
                                                              archive_key="mail/alice-pst.pst"), code="S3-IMAP-PST")
     assert again.state == "completed", again.error
     assert again.messages_skipped == sum(len(v) for v in expected.values())
+
+
+def test_a_read_only_source_bucket_gets_no_report_but_the_portal_serves_it(operator, tenant, dovecot, imap_ca,
+                                                                          both_bucket, rclone, rq_queue, client_for):
+    backup_of(dovecot, tenant, operator, both_bucket, rq_queue)
+    Bucket.objects.filter(pk=both_bucket.pk).update(purpose="source")  # list and read access only
+    s3 = rclone.client()
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket=both_bucket.name)["Contents"]}
+    user, password = new_user(dovecot)
+    req = restore(tenant, operator, rq_queue, restore_form(dovecot, both_bucket, user, password))
+    assert req.state == "completed", req.error
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=both_bucket.name)["Contents"]} == before
+    assert digests(mailbox_contents(dovecot, user, password)) == expected_digests(dovecot.mailbox)
+    client = client_for(operator)
+    rows = list(csv.DictReader(io.StringIO(b"".join(client.get(
+        f"/t/{tenant.slug}/requests/{req.uuid}/report.csv").streaming_content).decode("utf-8-sig"))))
+    assert len(rows) == sum(len(v) for v in source_digests(dovecot.mailbox).values())
+    summary = client.get(f"/t/{tenant.slug}/requests/{req.uuid}/report.json").json()
+    assert summary["reconciled"] is True and summary["totals"]["exported"] == len(rows)

@@ -22,7 +22,8 @@ Exactly once (DESIGN.md, "Restore is exactly once per archive entry"):
   too, so a retry goes on where the run stopped.
 
 Outputs: ``PREFIX/FILE.restore-<token>.report.csv`` and ``.summary.json`` beside the archive
-(``restore_keys.restore_file_name``; a backup's own report is never overwritten), with
+(``restore_keys.restore_file_name``; a backup's own report is never overwritten) when the bucket
+may be written (purpose both; a read-only source bucket gets nothing, the portal serves both), with
 per-folder counts (archive count = restored + failed + skipped) and the folder names the
 target could not hold as they are (``folder_mapping``).
 
@@ -90,6 +91,9 @@ class RestoreSpec:
     report_file_name: str  # FILE.restore-<token>
     selection: Selection = field(default_factory=Selection)
     target_folder: str = ""  # the destination puts everything under it (it was built with it)
+    # Write report.csv and summary.json beside the archive. False for a read-only (purpose
+    # source) bucket: the portal still serves both from its database.
+    report_in_bucket: bool = True
     source_description: dict = field(default_factory=dict)  # goes into summary.json (no secrets!)
 
     def key(self, suffix: str) -> str:
@@ -300,16 +304,21 @@ class Restore:
                     stats.setdefault(r.folder, FolderStats(r.folder)).add(r)
                 yield r
 
-        report_key = self.spec.key(".report.csv")
+        in_bucket = self.spec.report_in_bucket
+        report_key = self.spec.key(".report.csv") if in_bucket else ""
         keys = {n: a.key for n, a in enumerate(self.archives, start=1)}
-        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
-            write_report(counted(self.ledger.iter_records()), (), out, keys, status_names=REPORT_STATUS)
-            put_file(self.client, self.spec.bucket, report_key, out, content_type="text/csv; charset=utf-8",
-                     retry=self.t.retry)
+        if in_bucket:
+            with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
+                write_report(counted(self.ledger.iter_records()), (), out, keys, status_names=REPORT_STATUS)
+                put_file(self.client, self.spec.bucket, report_key, out, content_type="text/csv; charset=utf-8",
+                         retry=self.t.retry)
+        else:
+            for _record in counted(self.ledger.iter_records()):
+                pass
         folders = sorted(stats.values(), key=lambda s: s.folder.split("/"))
         reconciled = all(f.reconciles for f in folders)
         result.folders, result.totals, result.archives = folders, Totals.of(folders), self.archives
-        result.report_key, result.summary_key = report_key, self.spec.key(".summary.json")
+        result.report_key, result.summary_key = report_key, self.spec.key(".summary.json") if in_bucket else ""
         result.state = COMPLETED if result.totals.failed == 0 and reconciled else COMPLETED_WITH_ERRORS
         result.error = "" if reconciled else "Some folders' counts do not reconcile; see summary.json."
         result.resumed = self.resumed
@@ -324,10 +333,11 @@ class Restore:
         summary["target_folder"] = self.spec.target_folder
         summary["folder_mapping"] = dict(self.dest.mapped_folders())
         result.summary = summary
-        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
-            out.write(json.dumps(summary, ensure_ascii=False, indent=2).encode("utf-8"))
-            put_file(self.client, self.spec.bucket, result.summary_key, out, content_type="application/json",
-                     retry=self.t.retry)
+        if in_bucket:
+            with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
+                out.write(json.dumps(summary, ensure_ascii=False, indent=2).encode("utf-8"))
+                put_file(self.client, self.spec.bucket, result.summary_key, out, content_type="application/json",
+                         retry=self.t.retry)
         self.progress.phase = "done"
         self.pacer.report(force=True)
         return result
