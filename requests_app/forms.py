@@ -63,6 +63,44 @@ class YesNoField(forms.Field):
         return parsed
 
 
+MAX_RECIPIENTS = 20
+
+
+def parse_recipients(value) -> list[str]:
+    """``a@x.test; b@y.test`` (or a list) → the addresses, lower-cased, each once, in order;
+    ValidationError naming a bad address."""
+    from django.core.validators import validate_email
+
+    parts = value if isinstance(value, (list, tuple)) else re.split(r"[;,\s]+", value or "")
+    out: list[str] = []
+    for part in parts:
+        address = part.strip().lower()
+        if not address:
+            continue
+        try:
+            validate_email(address)
+        except forms.ValidationError:
+            raise forms.ValidationError(f"{part.strip()!r} is not an email address.") from None
+        if address not in out:
+            out.append(address)
+    if len(out) > MAX_RECIPIENTS:
+        raise forms.ValidationError(f"At most {MAX_RECIPIENTS} addresses.")
+    return out
+
+
+class RecipientsField(forms.CharField):
+    """Email addresses separated by ';' (the CSV ``notify`` column, the forms' Notify field)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 4000)
+        kwargs.setdefault("help_text", "Email addresses separated by ';': a mail when the run starts and when it ends.")
+        super().__init__(**kwargs)
+
+    def clean(self, value):
+        return parse_recipients(super().clean(value))
+
+
 def destination_buckets(tenant):
     return Bucket.objects.for_tenant(tenant).filter(
         status=Status.VERIFIED, purpose__in=[Purpose.DESTINATION, Purpose.BOTH])
@@ -145,6 +183,7 @@ class RequestForm(forms.Form):
                                 help_text="Folder inside the bucket, without leading or trailing '/'.")
     file_name = forms.CharField(max_length=150, required=False, label="File name",
                                 help_text="Without extension. Empty: derived from the mailbox user and today's date.")
+    notify = RecipientsField(label="Notify")
 
     def __init__(self, *args, rtype: RequestType, tenant, lookups: TenantLookups | None = None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from requests_app.kinds import KINDS, columns_of
 
 COMMON_COLUMNS = ["request_type", "title", "folders", "exclude_folders", "since", "before", "bucket", "s3_prefix", "file_name"]
+# Optional on every row, after the type's own columns.
+NOTIFY_COLUMNS = ["notify"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class RequestType:
     def columns(self) -> list[str]:
         # IMAP server columns only where the operator may choose the server: OAuth tokens are only
         # ever sent to the provider's own endpoints (settings GMAIL_IMAP_HOST, MICROSOFT_IMAP_HOST).
-        return COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
+        return (COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
+                + NOTIFY_COLUMNS)
 
     @property
     def provider(self) -> str:
