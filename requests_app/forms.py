@@ -362,3 +362,33 @@ class RequestForm(forms.Form):
             host, port, security = endpoint
             data.update(source_server=host, source_port=port, source_security=security, source_password="")
         data["options"] = options
+
+
+class PlanForm(RequestForm):
+    """A backup type's form plus its schedule; on edit a blank password keeps the stored one."""
+
+    schedule = forms.CharField(max_length=64, label="Schedule", initial="daily 02:00",
+                               help_text="'daily HH:MM', 'weekly DAY HH:MM' (DAY mon..sun) or 'monthly N HH:MM' "
+                                         "(N 1..31; in a shorter month, its last day), in UTC.")
+
+    def __init__(self, *args, editing: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["notify"].help_text = "Email addresses separated by ';': a mail when each run starts and ends."
+        self.order_fields(["title", *[n for n in self.fields if n not in ("title", "schedule")], "schedule"])
+        if editing and "source_password" in self.fields:
+            self.fields["source_password"].required = False
+            self.fields["source_password"].help_text = "Leave empty to keep the stored password."
+
+    def clean_schedule(self):
+        from requests_app.schedule import ScheduleError, parse
+
+        try:
+            return str(parse(self.cleaned_data.get("schedule", "")))
+        except ScheduleError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class NotifyDefaultsForm(forms.Form):
+    notify = RecipientsField(label="Mail every run to",
+                             help_text="Email addresses separated by ';': they hear about every request and plan "
+                                       "of this organisation, besides each one's own list.")

@@ -151,7 +151,7 @@ def plan_alert(plan: Plan, *, what: str, slot_at, detail: str = "", req: Migrati
     slug = plan.tenant.slug
     context = {
         "plan": plan, "tenant": plan.tenant, "what": what, "slot_at": slot_at, "detail": detail, "req": req,
-        "plan_url": public_url(reverse("requests_app:plan_detail", kwargs={"tenant_slug": slug,
+        "plan_url": public_url(reverse("plans:detail", kwargs={"tenant_slug": slug,
                                                                            "plan_uuid": plan.uuid})),
         "request_url": public_url(reverse("requests_app:detail", kwargs={"tenant_slug": slug,
                                                                          "request_uuid": req.uuid})) if req else "",

@@ -29,7 +29,14 @@ from django.utils import timezone
 
 from accounts.audit import audit
 from requests_app import notifications, schedule
-from requests_app.models import ACTIVE_STATES, MigrationRequest, Plan, PlanEvent, PlanEventKind, State
+from requests_app.models import (
+    ACTIVE_STATES,
+    MigrationRequest,
+    Plan,
+    PlanEvent,
+    PlanEventKind,
+    State,
+)
 from requests_app.types import RequestType, get_type
 
 log = logging.getLogger(__name__)
@@ -213,7 +220,9 @@ def plans_run_due(at: dt.datetime | None = None) -> list[MigrationRequest]:
 def _lock_due(pk: int, at):
     qs = Plan.objects.filter(pk=pk, paused=False, next_run_at__lte=at)
     if connection.features.has_select_for_update_skip_locked:
-        qs = qs.select_for_update(skip_locked=True)  # another scheduler has it: leave it
+        # Another scheduler has this plan: leave it. Only the plan's row (``of``): a lock on its
+        # tenant or bucket, taken by anything else, must not make every scheduler skip it.
+        qs = qs.select_for_update(skip_locked=True, of=("self",))
     return qs.select_related("tenant", "bucket").first()
 
 
