@@ -308,3 +308,51 @@ def test_schedulers_in_separate_processes_submit_each_slot_exactly_once(tenant, 
     for plan in plans:
         assert MigrationRequest.objects.filter(plan=plan).count() == 1
         assert PlanEvent.objects.filter(plan=plan).count() == 1
+
+
+# ---- the pages' access ---------------------------------------------------------------------------
+def plan_urls(tenant, plan) -> dict[str, str]:
+    base = f"/t/{tenant.slug}/plans/{plan.uuid}/"
+    return {"detail": base, "edit": f"{base}edit/", "pause": f"{base}pause/", "resume": f"{base}resume/",
+            "delete": f"{base}delete/"}
+
+
+def test_another_tenant_gets_404_on_every_page_of_a_plan(client_for, owner, outsider, tenant, other_tenant, bucket):
+    plan = make_plan(tenant, bucket)
+    client = client_for(outsider)
+    for name, url in plan_urls(tenant, plan).items():
+        assert client.get(url).status_code == 404, name
+        assert client.post(url).status_code == 404, name
+        # nor through the outsider's own tenant: the plan is looked up in it, and is not there
+        own = url.replace(f"/t/{tenant.slug}/", f"/t/{other_tenant.slug}/")
+        # (each with the method its view takes: the others get 405 before any lookup)
+        if name in ("detail", "edit"):
+            assert client.get(own).status_code == 404, name
+        if name != "detail":
+            assert client.post(own).status_code == 404, name
+    assert client.get(f"/t/{other_tenant.slug}/plans/").content.count(str(plan.uuid).encode()) == 0
+    plan.refresh_from_db()
+    assert not plan.paused and Plan.objects.filter(pk=plan.pk).exists()
+
+
+def test_a_viewer_sees_plans_but_cannot_change_them(client_for, viewer, tenant, bucket):
+    plan = make_plan(tenant, bucket)
+    client = client_for(viewer)
+    urls = plan_urls(tenant, plan)
+    assert client.get(urls["detail"]).status_code == 200
+    assert str(plan.uuid) in client.get(f"/t/{tenant.slug}/plans/").content.decode()
+    for name in ("pause", "resume", "delete", "edit"):
+        assert client.post(urls[name]).status_code == 403, name
+    assert client.get(urls["edit"]).status_code == 403
+    assert client.post(f"/t/{tenant.slug}/plans/notifications/", {"notify": "x@y.test"}).status_code == 403
+    plan.refresh_from_db()
+    assert not plan.paused and Plan.objects.filter(pk=plan.pk).exists()
+
+
+def test_schedule_this_from_another_tenants_request_is_404(client_for, operator, outsider, tenant, other_tenant,
+                                                           bucket):
+    req = MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", source_user="alice",
+                                          bucket=bucket, file_name="alice", state=State.COMPLETED)
+    client = client_for(outsider)
+    assert client.get(f"/t/{other_tenant.slug}/plans/from/{req.uuid}/").status_code == 404
+    assert client.get(f"/t/{other_tenant.slug}/plans/new/IMAP-S3-ZIP/?from={req.uuid}").status_code == 404
