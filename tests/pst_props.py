@@ -1,9 +1,11 @@
-"""Test-only: PSTs from our writer with extra message properties (flag status, last verb,
-Keywords, the LegacyFlo named properties, an RTF body) that the writer does not set itself.
+"""Test-only: PSTs from our writer with other message properties than the writer derives from
+the message (flag status, last verb, Keywords, the LegacyFlo named properties, an RTF body), or
+without the metadata properties it writes (``strip_metadata``: as an older or foreign PST).
 
 ``extra_properties`` wraps the writer's ``write_property_context`` for the messages whose
-subject it is given, and registers the named properties in the store's name-to-id map. The
-message size the writer computes leaves the extra values out (it asserts its own sum).
+subject it is given: a given property replaces the writer's own value of it. The named
+properties are the ones the writer registers (``connectors.archives.pst.namemap``). The
+message size the writer computes leaves the changes out (it asserts its own sum).
 """
 
 from __future__ import annotations
@@ -11,15 +13,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import struct
-import uuid
 from collections.abc import Iterator
 
 from connectors.archives.pst import messages as pst_messages
-from connectors.archives.pst import messaging as pst_messaging
 from connectors.archives.pst import props as P
-from connectors.archives.pst.namemap import PS_PUBLIC_STRINGS
+from connectors.archives.pst.namemap import PS_LEGACYFLO, PS_PUBLIC_STRINGS, named_property_id
 
-LEGACYFLO_SET = uuid.UUID("8f5b6a1e-3c2d-4e8f-9a0b-1c2d3e4f5a6b")  # any GUID: read by name
 OWN_NAMES = ("LegacyFloSourceId", "LegacyFloSha256", "LegacyFloFlags")
 
 
@@ -36,13 +35,11 @@ def multi_string(values: list[str]) -> bytes:
 def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
     """While active, a message written with a subject in ``by_subject`` also gets what its
     dict says: ``flag_status``, ``last_verb``, ``keywords`` (list), ``source_id``, ``sha256``,
-    ``flags`` (str), ``rtf`` (compressed RTF bytes; the plain and HTML bodies dropped)."""
-    names = list(pst_messaging.REGISTERED_NAMES)
-    own_ids = {}
-    for name in OWN_NAMES:
-        own_ids[name] = 0x8000 + len(names)
-        names.append((LEGACYFLO_SET, name))
-    keywords_id = 0x8000 + names.index((PS_PUBLIC_STRINGS, "Keywords"))
+    ``flags`` (str), ``rtf`` (compressed RTF bytes; the plain and HTML bodies dropped),
+    ``strip_metadata`` (True: none of the metadata properties the writer sets)."""
+    own_ids = {name: named_property_id((PS_LEGACYFLO, name)) for name in OWN_NAMES}
+    keywords_id = named_property_id((PS_PUBLIC_STRINGS, "Keywords"))
+    metadata_ids = {0x1090, 0x1081, 0x1080, keywords_id, *own_ids.values()}
     original = pst_messages.write_property_context
 
     def wrapper(ndb, properties, extra_subnodes=()):
@@ -67,6 +64,16 @@ def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
             if key in wanted:
                 extra.append((P.tag(own_ids[name], P.PT_UNICODE), wanted[key].encode("utf-16-le")))
         dropped = 0
+        replaced = {t for t, _v in extra}
+        if wanted.get("strip_metadata"):
+            replaced |= {t for t, _v in properties if P.tag_id(t) in metadata_ids}
+        kept = []
+        for prop_tag, value in properties:
+            if prop_tag in replaced:
+                dropped += _size(prop_tag, value)
+            else:
+                kept.append((prop_tag, value))
+        properties = kept
         if "rtf" in wanted:
             kept = []
             for prop_tag, value in properties:
@@ -81,13 +88,10 @@ def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
         return dataclasses.replace(parts, value_bytes=parts.value_bytes - added)
 
     pst_messages.write_property_context = wrapper
-    saved_names = pst_messaging.REGISTERED_NAMES
-    pst_messaging.REGISTERED_NAMES = tuple(names)
     try:
         yield
     finally:
         pst_messages.write_property_context = original
-        pst_messaging.REGISTERED_NAMES = saved_names
 
 
 def _size(prop_tag: int, value: object) -> int:

@@ -279,6 +279,7 @@ def test_flags_keywords_and_legacyflo_properties(tmp_path):
                                  "sha256": "AB" * 32},
         "Forwarded": {"last_verb": 104, "flag_status": 1},
         "With recorded flags": {"flags": "\\Seen \\Answered $Forwarded $Junk custom", "last_verb": 103},
+        "Nothing recorded": {"strip_metadata": True},  # as a PST from before the metadata contract
     }  # fmt: skip
     path = tmp_path / "meta.pst"
     with extra_properties(extras), PstWriter(path) as writer:
