@@ -124,7 +124,7 @@ def run_mbsync(work: Path, port: int, count: int, workers: int) -> float:
     return wall
 
 
-def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int) -> float:
+def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int, concurrency: int = 1) -> float:
     csv_path = work / f"run{run}.csv"
     csv_path.write_bytes(body)
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -134,7 +134,7 @@ def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int) -> floa
     if submit.returncode:
         sys.exit(f"FAILED: requests_submit exited {submit.returncode}: {submit.stderr[-2000:]}")
     submitted = time.perf_counter()
-    procs = [subprocess.Popen([*manage, "worker", "--burst"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([*manage, "worker", "--burst", "--concurrency", str(concurrency)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT) for _ in range(workers)]
     outputs = [p.communicate()[0] for p in procs]
     wall = time.perf_counter() - started
@@ -198,6 +198,37 @@ def print_phases(rows: list[dict]) -> None:
     print(f"per-request overhead (worker time besides the transfer): {1000 * overhead:.0f} ms (target ≤ 100)")
 
 
+def profile_in_process(port: int, runs: int = 2, top: int = 35) -> None:
+    """Run ``runs`` more requests in this process with RQ's SimpleWorker after the worker's
+    preload, the last under cProfile: the job's own time, call by call (no fork, no imports)."""
+    import cProfile
+    import pstats
+
+    import django_rq
+    from django.core.management import call_command
+    from rq import SimpleWorker
+
+    from requests_app.workerboot import preload
+
+    preload()
+    queue = django_rq.get_queue("default")
+    for n in range(runs):
+        body = make_csv(1, port, 100 + n)
+        path = Path(tempfile.mkstemp(suffix=".csv")[1])
+        path.write_bytes(body)
+        call_command("requests_submit", str(path), "--tenant", TENANT, stdout=io.StringIO())
+        path.unlink()
+        profiler = cProfile.Profile() if n == runs - 1 else None
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+        if profiler:
+            profiler.disable()
+            print(f"one request in process (profiled): {1000 * (time.perf_counter() - started):.0f} ms")
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+
+
 def verify(s3_root: Path, run: int, count: int, messages: int) -> str:
     from requests_app.models import MigrationRequest
 
@@ -231,9 +262,12 @@ def main() -> int:
     parser.add_argument("-n", "--mailboxes", type=int, default=40)
     parser.add_argument("-m", "--messages", type=int, default=150, help="messages per mailbox")
     parser.add_argument("-w", "--workers", type=int, default=2, help="worker processes (and mbsync processes)")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="RQ workers per worker process (manage.py worker --concurrency)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each contender (best counts)")
     parser.add_argument("--database", default=os.environ.get("PERF_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--no-mbsync", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="then cProfile one request's job in this process")
     args = parser.parse_args()
 
     from legacyflo.localservices import start_rclone_s3, start_redis
@@ -262,7 +296,8 @@ def main() -> int:
             if not args.no_mbsync:
                 theirs.append(run_mbsync(work, dovecot.port, args.mailboxes, args.workers))
                 print(f"mbsync run {run + 1}: {theirs[-1]:.2f}s", flush=True)
-            ours.append(run_ours(work, env, make_csv(args.mailboxes, dovecot.port, run), args.workers, run))
+            ours.append(run_ours(work, env, make_csv(args.mailboxes, dovecot.port, run), args.workers, run,
+                                 args.concurrency))
             print(f"ours run {run + 1}: {ours[-1]:.2f}s ({1000 * ours[-1] / args.mailboxes:.0f} ms per mailbox)",
                   flush=True)
             result = verify(work / "s3", run, args.mailboxes, args.messages)
@@ -272,6 +307,8 @@ def main() -> int:
             if run == args.repeat - 1 or ours[-1] == min(ours):
                 rows = phases(run)
         print_phases(rows)
+        if args.profile:
+            profile_in_process(dovecot.port)
         best = min(ours)
         print(f"many mailboxes ({args.mailboxes} × {args.messages} msgs, {args.workers} workers): ours {best:.2f} s, "
               f"{1000 * best / args.mailboxes:.0f} ms per mailbox" +

@@ -7,6 +7,7 @@ LEGACYFLO_ENCRYPTION_KEYS, ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -188,6 +189,8 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("LEGACYFLO_JOB_TIMEOUT", 7 * 24 * 3600)},
 }
 RQ_SHOW_ADMIN_LINK = False
+# RQ workers `manage.py worker` runs (requests at once on this machine): one per core by default.
+LEGACYFLO_WORKER_CONCURRENCY = env_int("LEGACYFLO_WORKER_CONCURRENCY", os.cpu_count() or 1, minimum=1)
 # The cache holds short-lived shared state (login and password-reset throttles): Redis, so every
 # web process sees the same counters. Keys are prefixed; nothing ever clears the whole database.
 CACHES = {

@@ -6,7 +6,7 @@ and the few hooks named below. Everything else happens here, the same way for ZI
 
 1. the publication a killed or failed run left is finished (``archivekeys``);
 2. folders are listed, filtered and counted before any S3 object exists (a wrong password or an
-   unreadable mailbox then leaves nothing behind);
+   unreadable mailbox then leaves nothing behind); the ids listed are the ones fetched;
 3. ``write_archive(folders)``: each folder's ids (``folder_todo``) and messages
    (``fetched``: exactly one Message or MessageFailure per id) go into the archive, whose
    records reach the ledger through ``commit_records`` only;
@@ -176,6 +176,7 @@ class Backup(ABC):
         self.names = self.archive_names(())
         self.progress = Progress()
         self.stats: dict[str, FolderStats] = {}  # per folder: source count and error (this run's listing)
+        self.listed: dict[str, list[str]] = {}  # per folder: the ids listed, until folder_todo takes them
         self.folder_errors: list[FolderError] = []
         self.folder_names = ArchiveFolders()  # source folder path -> its path in the archive
         self.pacer = ExportPacer(self.ledger, self.t, self.progress_snapshot)
@@ -301,6 +302,7 @@ class Backup(ABC):
                 ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
             except FolderUnavailable:
                 continue  # reported when the transfer reaches it (it may have come back)
+            self.listed[folder.path] = ids
             committed = self.ledger.committed_source_ids(folder.path) - {""} if self.resumes else set()
             self.progress.folder_counts[folder.path] = len(set(ids) | committed)
             self.progress.messages_total += self.progress.folder_counts[folder.path]
@@ -310,12 +312,17 @@ class Backup(ABC):
 
     # ---- 3. what the format's write_archive uses ----------------------------------------------
     def folder_todo(self, folder: Folder, committed: set[str] = frozenset()) -> list[str] | None:
-        """The ids of ``folder`` still to fetch (listed again now, those in ``committed`` left
-        out), with its source count recorded; None when the folder cannot be read (reported as
-        a folder error). May run on a worker thread: it makes no ledger call."""
+        """The ids of ``folder`` still to fetch (those in ``committed`` left out), with its source
+        count recorded; None when the folder cannot be read (reported as a folder error). The
+        first call per folder uses the listing's ids (a folder is listed once per run, not once
+        to count and again to fetch); a later one (the next volume's pass) lists it again. May
+        run on a worker thread: it makes no ledger call."""
         stats = self.stats.setdefault(folder.path, FolderStats(folder.path))
         ids: list[str] = []
-        if folder.selectable:
+        listed = self.listed.pop(folder.path, None)
+        if listed is not None:
+            ids = listed
+        elif folder.selectable:
             try:
                 ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
             except FolderUnavailable as exc:
