@@ -244,6 +244,9 @@ LEGACYFLO_STALE_AFTER_SECONDS = env_int("LEGACYFLO_STALE_AFTER_SECONDS", 180, mi
 LEGACYFLO_HEARTBEAT_SECONDS = env_int("LEGACYFLO_HEARTBEAT_SECONDS", 10, minimum=1)
 LEGACYFLO_JOB_RETRIES = env_int("LEGACYFLO_JOB_RETRIES", 3, minimum=0)
 LEGACYFLO_MAX_ATTEMPTS = env_int("LEGACYFLO_MAX_ATTEMPTS", 8, minimum=1)
+# Days after which a completed request's per-message records are deleted from the database (its
+# report.csv in the bucket stays); 0 keeps them for ever.
+LEGACYFLO_RECORD_RETENTION_DAYS = env_int("LEGACYFLO_RECORD_RETENTION_DAYS", 0, minimum=0)
 # Extra CA certificates (PEM file) trusted for IMAP servers, e.g. an on-premises server's own CA.
 LEGACYFLO_IMAP_CA_FILE = env_str("LEGACYFLO_IMAP_CA_FILE", "")
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 def _recovery_loop(stop: threading.Event, every: float) -> None:
     from requests_app.recovery import recover
+    from requests_app.retention import prune_records
 
     while not stop.wait(every):
         try:
@@ -34,6 +35,7 @@ def _recovery_loop(stop: threading.Event, every: float) -> None:
             recovered = recover()
             if recovered:
                 log.info("recovery re-queued requests %s", recovered)
+            prune_records()  # LEGACYFLO_RECORD_RETENTION_DAYS; 0: nothing
         except Exception:  # noqa: BLE001 - keep the loop alive; the next round retries
             log.exception("recovery round failed")
 
