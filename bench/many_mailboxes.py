@@ -3,6 +3,7 @@
     python bench/many_mailboxes.py                    # 40 mailboxes × 150 messages, 2 workers
     python bench/many_mailboxes.py -n 10 -m 50 -w 1   # smaller
     python bench/many_mailboxes.py --repeat 3         # best of 3 (each contender)
+    python bench/many_mailboxes.py -n 1 -m 3000 -w 1  # one large mailbox (the bench profile) through a worker
 
 What an operator runs: N mailboxes (``tests/mailgen.py``, bench profile, the first M messages,
 one seed per user) in one Dovecot; one CSV of N ``IMAP-S3-ZIP`` rows submitted through
@@ -13,7 +14,8 @@ URL) and the S3 store (``rclone serve s3``). Timed from the submission to the la
 Against it, in the same invocation: mbsync pulling the same N mailboxes into Maildirs, W
 processes at a time (one ``mbsync`` per mailbox, as a script would).
 
-Printed: both wall times, the ratio (target ≤ 1.0), the time per mailbox, and where a worker's
+Printed: both wall times, the peak RSS of the largest worker's whole process tree (worker, RQ
+workers and work horse summed, sampled every 50 ms), the ratio (target ≤ 1.0), the time per mailbox, and where a worker's
 time goes per request (the timestamps RQ, the request row and the engine record, median over
 the requests): from the job's start in its work horse to the claim, the engine's listing,
 transfer and finishing (commit, report.csv, summary.json), and from the finish to the job's end;
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from datetime import datetime
@@ -45,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ACCESS_KEY, ROOT, SECRET_KEY, warm_up_imap, write_mbsyncrc  # noqa: E402
 
 TENANT, BUCKET = "many-bench", "many-bench"
+PEAKS: list[float] = []  # per run: the largest worker process tree's peak RSS (MB)
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/legacyflo_perf"
 
 
@@ -124,6 +128,48 @@ def run_mbsync(work: Path, port: int, count: int, workers: int) -> float:
     return wall
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the worker, its RQ workers, their work horses)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class TreeRss(threading.Thread):
+    """Samples, every 50 ms, the RSS of each worker's whole process tree (summed: the worker
+    and its work horse count together) and keeps the peak."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak, self.stop = pids, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            for pid in self.pids:
+                self.peak = max(self.peak, sum(_rss_mb(p) for p in _tree(pid)))
+
+
 def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int, concurrency: int = 1) -> float:
     csv_path = work / f"run{run}.csv"
     csv_path.write_bytes(body)
@@ -136,8 +182,12 @@ def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int, concurr
     submitted = time.perf_counter()
     procs = [subprocess.Popen([*manage, "worker", "--burst", "--concurrency", str(concurrency)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT) for _ in range(workers)]
+    sampler = TreeRss([p.pid for p in procs])
+    sampler.start()
     outputs = [p.communicate()[0] for p in procs]
     wall = time.perf_counter() - started
+    sampler.stop.set()
+    PEAKS.append(sampler.peak)
     print(f"  submission {submitted - started:.2f}s, workers {wall - (submitted - started):.2f}s", flush=True)
     for p, out in zip(procs, outputs, strict=True):
         if p.returncode:
@@ -313,6 +363,8 @@ def main() -> int:
         print(f"many mailboxes ({args.mailboxes} × {args.messages} msgs, {args.workers} workers): ours {best:.2f} s, "
               f"{1000 * best / args.mailboxes:.0f} ms per mailbox" +
               (f"; mbsync {min(theirs):.2f} s: ratio {best / min(theirs):.2f} (target ≤ 1.0)" if theirs else ""))
+        print(f"worker peak RSS (whole process tree, sampled every 50 ms): {max(PEAKS):.0f} MB"
+              + (" (target ≤ 150)" if args.mailboxes == 1 else ""))
         return 0
     finally:
         redis.stop()
