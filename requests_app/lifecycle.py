@@ -351,7 +351,9 @@ def archive_names(req: MigrationRequest, previous=()):
     rtype = get_type(req.request_type)
     extension = rtype.format if rtype is not None else ("pst" if req.request_type.endswith("-PST") else "zip")
     can_split = extension == "pst" or bool(settings.LEGACYFLO_ZIP_SPLIT_BYTES)
-    return ArchiveNames.of(req.s3_prefix, req.file_name, extension, previous, can_split=can_split)
+    from requests_app.series import run_file_name
+
+    return ArchiveNames.of(req.s3_prefix, run_file_name(req), extension, previous, can_split=can_split)
 
 
 def _remove_leftovers(row: MigrationRequest, checkpoint: Checkpoint) -> None:

@@ -31,7 +31,13 @@ class RequestType:
     def columns(self) -> list[str]:
         # IMAP server columns only where the operator may choose the server: OAuth tokens are only
         # ever sent to the provider's own endpoints (settings GMAIL_IMAP_HOST, MICROSOFT_IMAP_HOST).
-        return COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
+        return (COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
+                + (["incremental"] if self.is_backup else []))
+
+    @property
+    def is_backup(self) -> bool:
+        """A mailbox backed up into the bucket (these may run as an incremental series)."""
+        return self.source in ("imap", "gmail_api", "graph")
 
     @property
     def provider(self) -> str:
@@ -107,6 +113,6 @@ def sample_row(rtype: RequestType, n: int = 1) -> dict[str, str]:
         # The sample names a connection called like its provider (create it under Connections);
         # O365's sample keeps the password method, which needs none.
         "connection": "" if rtype.uses_password else rtype.provider, "auth_method": "password",
-        "include_spam_trash": "no",
+        "include_spam_trash": "no", "incremental": "no",
     }
     return {c: row.get(c, "") for c in rtype.columns}
