@@ -106,3 +106,68 @@ def test_gmail_series_follows_the_history_and_falls_back_to_a_full_listing_when_
     assert fourth.totals.exported == 1  # the full listing skipped every archived id
     assert google.gmail.calls["messages.get"] - gets == 1
     assert fourth.series["cursor"]["All Mail"]["history_id"] == str(mailbox.history_id)
+
+
+ADELE = "adele@legacyflo.onmicrosoft.com"
+
+
+@pytest.fixture
+def microsoft(tmp_path):
+    from tests.fakes.microsoft import MicrosoftFake
+
+    fake = MicrosoftFake(tmp_path / "ms-ca", mailboxes={ADELE: 30}).start()
+    yield fake
+    fake.stop()
+
+
+def graph_source(fake):
+    from connectors.sources.graph import GraphSource
+
+    client = tokens.MicrosoftClient(fake.client_id, fake.client_secret, tenant=fake.tenant_id,
+                                    authority_host=fake.authority_host, ca_bundle=fake.ca_path)
+    return GraphSource(tokens.MicrosoftTokenProvider(client), mailbox=ADELE, graph_url=fake.graph_url,
+                       ca_bundle=fake.ca_path, sleep=lambda seconds: None, rng=random.Random(3))
+
+
+def graph_messages(n: int, seed: int) -> list:
+    from tests.fakes.graph_api import graph_id
+
+    rng = random.Random(seed)
+    return [dataclasses.replace(m, key=graph_id(rng)) for m in generate_messages(ADELE, n, seed=seed)]
+
+
+def test_graph_series_follows_each_folders_delta_and_resyncs_after_410(microsoft, s3):
+    mailbox = microsoft.graph.mailboxes[ADELE]
+    inbox = mailbox.folder("inbox")
+    series = Series(s3, lambda: graph_source(microsoft))
+    first = series.run()
+    total = len(mailbox.messages)
+    assert first.totals.exported == total
+    assert all("$deltatoken=" in c["delta_link"] for c in first.series["cursor"].values())
+
+    for message in graph_messages(2, 11):
+        mailbox.add_message(inbox.id, message)
+    gone = next(m for f in mailbox.folders.values() if f.id != inbox.id for m in f.messages)
+    mailbox.remove_message(gone)
+    values = sum(microsoft.graph.value_requests.values())
+    second = series.run()
+    assert second.totals.exported == 2 and second.series["expunged"] == 1
+    assert second.series["folders"]["Inbox"]["mode"] == "new"
+    assert sum(microsoft.graph.value_requests.values()) - values == 2
+
+    requests = dict(microsoft.graph.requests)
+    values = sum(microsoft.graph.value_requests.values())
+    third = series.run()
+    assert third.totals.exported == 0 and third.archives == []
+    assert {f["mode"] for f in third.series["folders"].values()} == {"unchanged"}
+    listed = {k: v - requests.get(k, 0) for k, v in microsoft.graph.requests.items() if v != requests.get(k, 0)}
+    assert not any(k.endswith("/messages") for k in listed), listed  # no folder listed again
+    assert listed.get("mailFolders/{id}/messages/delta") == len(third.series["folders"])
+    assert sum(microsoft.graph.value_requests.values()) == values
+
+    mailbox.expire_delta_tokens()
+    for message in graph_messages(1, 12):
+        mailbox.add_message(inbox.id, message)
+    fourth = series.run()
+    assert {f["mode"] for f in fourth.series["folders"].values()} == {"resync"}
+    assert fourth.totals.exported == 1
