@@ -75,8 +75,8 @@ def expunge(dc, folder: str, numbers) -> None:
 class Series:
     """The runs of one series, as the portal chains them."""
 
-    def __init__(self, dc, s3, name: str = "alice") -> None:
-        self.dc, self.s3, self.name = dc, s3, name
+    def __init__(self, dc, s3, name: str = "alice", format: str = "zip") -> None:
+        self.dc, self.s3, self.name, self.format = dc, s3, name, format
         self.runs: list[tuple[MemoryLedger, object]] = []
 
     def completed(self):
@@ -101,7 +101,8 @@ class Series:
         before = set(self.dc.rawlog.iterdir())
         with imap_source(self.dc, password=password) as source:
             result = run_backup(source, self.s3.client(), ExportSpec(
-                bucket=self.s3.bucket, prefix=PREFIX, file_name=file_name, series=context), ledger, fast_tuning())
+                bucket=self.s3.bucket, prefix=PREFIX, file_name=file_name, format=self.format, series=context),
+                ledger, fast_tuning())
         self.last_commands = b"".join(p.read_bytes() for p in set(self.dc.rawlog.iterdir()) - before
                                       if p.name.endswith(".in"))
         self.runs.append((ledger, result))
@@ -130,6 +131,7 @@ def test_a_series_archives_everything_then_only_new_messages_then_nothing_withou
     assert first.totals.exported == 8
     assert [a.key for a in first.archives] == [f"{PREFIX}/alice.zip"]
     first_zip = digest(f"{PREFIX}/alice.zip", s3)
+    assert b"BODY.PEEK[]" in series.last_commands.upper()  # the rawlog sees what a body fetch looks like
 
     append(dc, "INBOX", [6, 7])
     append(dc, "Work", [4])
@@ -220,3 +222,19 @@ def test_a_cancelled_or_failed_run_moves_no_cursor(logged_dovecot, s3):
     assert fourth.totals.exported == 2
     assert sorted(entries(s3, f"{PREFIX}/alice.r0004.zip").values()) == sorted([message(4), message(5)])
     assert fourth.series["resumed_from"] == series.runs[0][1].series["cursor"]
+
+
+def test_a_pst_series_writes_one_pst_per_run_with_new_messages_and_none_when_nothing_is_new(logged_dovecot, s3):
+    dc = logged_dovecot
+    append(dc, "INBOX", range(1, 4))
+    series = Series(dc, s3, format="pst")
+    first = series.run()
+    assert first.state == COMPLETED, first.error
+    assert [a.key for a in first.archives] == [f"{PREFIX}/alice.pst"] and first.totals.exported == 3
+    second = series.run()
+    assert second.state == COMPLETED and second.archives == [] and second.series["new"] == 0
+    append(dc, "INBOX", [4])
+    third = series.run()
+    assert third.state == COMPLETED, third.error
+    assert [a.key for a in third.archives] == [f"{PREFIX}/alice.r0003.pst"] and third.totals.exported == 1
+    assert {f"{PREFIX}/alice.pst", f"{PREFIX}/alice.r0003.pst"} <= set(bucket_keys(s3))
