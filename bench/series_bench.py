@@ -12,7 +12,6 @@ under 1/3).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -47,12 +46,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="seriesbench-"))
     (work / "s3" / "bench").mkdir(parents=True)
-    dovecot = DovecotServer({USER: PASSWORD})
-    rawlog = dovecot.root / "rawlog"
-    rawlog.mkdir()
-    os.chown(rawlog, dovecot.mail_uid, dovecot.mail_gid)
-    dovecot.extra_config = f"protocol imap {{\n  rawlog_dir = {rawlog}\n}}\n"
-    dovecot.start()
+    dovecot = DovecotServer({USER: PASSWORD}, rawlog=True).start()
     s3 = start_rclone_s3(work / "s3", access_key=ACCESS_KEY, secret_key=SECRET_KEY)
     try:
         mailbox = (generate_mailbox("flat", count=3000, size=2000) if args.quick
@@ -72,7 +66,7 @@ def main() -> int:
             cursors = runs[-1][1].series["cursor"] if runs else {}
             context = SeriesContext("bench", run=number, cursors=cursors, archived=archived)
             ledger = MemoryLedger()
-            before = set(rawlog.iterdir())
+            before = dovecot.rawlog_sessions()
             source = ImapSource("127.0.0.1", dovecot.port, "none", USER, PASSWORD, allow_private=True)
             t = time.perf_counter()
             with source:
@@ -80,7 +74,7 @@ def main() -> int:
                     bucket="bench", prefix="series", file_name="bench" if number == 1 else f"bench.r{number:04d}",
                     series=context), ledger, Tuning(tmp_dir=str(work)))
             wall = time.perf_counter() - t
-            commands = b"".join(p.read_bytes() for p in set(rawlog.iterdir()) - before if p.name.endswith(".in"))
+            commands = dovecot.client_commands(since=before)
             if result.state != "completed":
                 raise SystemExit(f"run {number} ended {result.state}: {result.error}")
             runs.append((ledger, result))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from pathlib import Path
 
@@ -43,13 +42,7 @@ def message(n: int, folder: str = "INBOX") -> bytes:
 
 @pytest.fixture
 def logged_dovecot():
-    server = DovecotServer({USER: PASSWORD})
-    raw = server.root / "rawlog"
-    raw.mkdir()
-    os.chown(raw, server.mail_uid, server.mail_gid)
-    server.extra_config = f"protocol imap {{\n  rawlog_dir = {raw}\n}}\n"
-    with server:
-        server.rawlog = raw
+    with DovecotServer({USER: PASSWORD}, rawlog=True) as server:
         yield server
 
 
@@ -98,13 +91,12 @@ class Series:
         file_name = self.name if number == 1 else f"{self.name}.r{number:04d}"
         ledger = MemoryLedger()
         ledger.cancel = cancel
-        before = set(self.dc.rawlog.iterdir())
+        before = self.dc.rawlog_sessions()
         with imap_source(self.dc, password=password) as source:
             result = run_backup(source, self.s3.client(), ExportSpec(
                 bucket=self.s3.bucket, prefix=PREFIX, file_name=file_name, format=self.format, series=context),
                 ledger, fast_tuning())
-        self.last_commands = b"".join(p.read_bytes() for p in set(self.dc.rawlog.iterdir()) - before
-                                      if p.name.endswith(".in"))
+        self.last_commands = self.dc.client_commands(since=before)
         self.runs.append((ledger, result))
         return result
 

@@ -76,7 +76,13 @@ def test_runs_of_a_series_follow_each_other_under_their_own_names_and_foreign_re
     assert not any(k.startswith("mail/alice-series.r0003.zip") for k in keys(s3, dest_bucket.name))
     assert "mail/alice-series.r0003.summary.json" in keys(s3, dest_bucket.name)
 
-    page = client_for(operator).get(f"/t/{tenant.slug}/requests/{second.uuid}/").content.decode()
+    client = client_for(operator)
+    for url in (f"/t/{tenant.slug}/requests/{third.uuid}/", f"/t/{tenant.slug}/requests/{third.uuid}/report/"):
+        assert client.get(url).status_code == 200  # a run without an archive has its pages too
+    summary_download = client.get(f"/t/{tenant.slug}/requests/{third.uuid}/report.json")
+    assert summary_download.status_code == 200
+    assert "alice-series.r0003.summary.json" in summary_download["Content-Disposition"]
+    page = client.get(f"/t/{tenant.slug}/requests/{second.uuid}/").content.decode()
     assert "Incremental series" in page
     for run in (first, second, third):
         assert f"/requests/{run.uuid}/" in page
