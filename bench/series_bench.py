@@ -60,7 +60,7 @@ def main() -> int:
             for ledger, _ in runs:
                 for r in ledger.records:
                     if r.kind == MESSAGE and r.status == EXPORTED and r.folder == folder:
-                        yield Archived(r.source_id, r.message_id, r.size)
+                        yield Archived(r.source_id, r.message_id, r.size, date=r.date, from_=r.from_, subject=r.subject)
 
         def run(number: int):
             cursors = runs[-1][1].series["cursor"] if runs else {}

@@ -109,11 +109,13 @@ def series_context(req: MigrationRequest):
     def archived(folder: str):
         if not pks:
             return
-        fields = ["source_id", "message_id", "size"] + (["internal_date"] if has_date else [])
+        fields = ["source_id", "message_id", "size", "date", "sender", "subject"] + (
+            ["internal_date"] if has_date else [])
         rows = (ArchiveRecord.objects.filter(request_id__in=pks, kind="message", status="exported", folder=folder)
                 .values_list(*fields))
         for row in rows.iterator(chunk_size=2000):
-            yield Archived(row[0], row[1] or "", row[2] or 0, normalize_date(row[3]) if has_date else "")
+            yield Archived(row[0], row[1] or "", row[2] or 0, normalize_date(row[6]) if has_date else "",
+                           date=row[3] or "", from_=row[4] or "", subject=row[5] or "")
 
     return SeriesContext(req.series_key, run=run_number(req), parent=_parent(latest) if latest else {},
                          cursors=cursors, archived=archived)

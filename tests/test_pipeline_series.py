@@ -79,7 +79,7 @@ class Series:
         for ledger, _ in self.completed():
             for r in ledger.records:
                 if r.kind == MESSAGE and r.status == EXPORTED and r.folder == folder:
-                    yield Archived(r.source_id, r.message_id, r.size)
+                    yield Archived(r.source_id, r.message_id, r.size, date=r.date, from_=r.from_, subject=r.subject)
 
     def run(self, *, cancel: bool = False, password: str = PASSWORD):
         number = len(self.runs) + 1
@@ -197,7 +197,7 @@ def test_a_uidvalidity_reset_is_matched_again_by_headers_and_only_new_messages_a
     assert second.totals.exported == 1
     assert list(entries(s3, f"{PREFIX}/alice.r0002.zip").values()) == [message(6)]
     commands = series.last_commands.upper()
-    assert b"HEADER.FIELDS (MESSAGE-ID)" in commands
+    assert b"HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)" in commands
     assert commands.count(b"BODY.PEEK[]") == 1  # one body batch: the new message's
 
 

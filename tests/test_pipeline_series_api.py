@@ -48,7 +48,7 @@ class Series:
             if result.state == COMPLETED:
                 for r in ledger.records:
                     if r.kind == MESSAGE and r.status == EXPORTED and r.folder == folder:
-                        yield Archived(r.source_id, r.message_id, r.size)
+                        yield Archived(r.source_id, r.message_id, r.size, date=r.date, from_=r.from_, subject=r.subject)
 
     def run(self):
         number = len(self.runs) + 1

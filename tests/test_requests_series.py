@@ -144,3 +144,26 @@ def test_bulk_submission_numbers_each_series_run(tenant, operator, dest_bucket):
     again = requests_submit_many(tenant=tenant, actor=operator, rows=parse_csv(
         head + f"IMAP-S3-ZIP,imap.example.com,U1,p,{dest_bucket.name},U1,yes\n", tenant=tenant).rows)
     assert again[0].series_key == series.series_key and again[0].options["series_run"] == 2
+
+
+def test_after_a_uidvalidity_reset_the_series_matches_its_archived_records_and_takes_only_new_mail(
+        operator, tenant, dovecot, imap_ca, dest_bucket, rclone, rq_queue):
+    form = imap_form(dovecot, dest_bucket, file_name="alice-reset", incremental="yes", folders="INBOX")
+    first = submit(tenant, operator, "IMAP-S3-ZIP", form)
+    run_worker_burst(rq_queue)
+    first.refresh_from_db()
+    assert first.state == "completed", first.error
+    maildir = dovecot.maildir(MAILBOX_USER, "INBOX")
+    for path in maildir.iterdir():
+        if path.name.startswith(("dovecot-uidlist", "dovecot.index")):
+            path.unlink()
+    append(dovecot, "INBOX", b"Subject: after reset\r\nMessage-ID: <series-reset@example.com>\r\n\r\nreset\r\n")
+    second = submit(tenant, operator, "IMAP-S3-ZIP", form)
+    run_worker_burst(rq_queue)
+    second.refresh_from_db()
+    assert second.state == "completed", second.error
+    inbox = second.result["series"]["folders"]["INBOX"]
+    assert inbox["mode"] == "rematched" and inbox["new"] == 1 and inbox["expunged"] == 0, inbox
+    assert second.result["totals"]["exported"] == 1
+    assert (second.result["series"]["cursor"]["INBOX"]["uidvalidity"]
+            != first.result["series"]["cursor"]["INBOX"]["uidvalidity"])

@@ -44,6 +44,11 @@ class Archived:
     message_id: str = ""
     size: int = 0
     internal_date: str = ""  # ISO 8601 when the records keep it, else ""
+    # What the report keeps of the Date, From and Subject headers (``mimeinfo.extract``): how a
+    # message without a Message-ID is recognised
+    date: str = ""
+    from_: str = ""
+    subject: str = ""
 
 
 @dataclass

@@ -503,15 +503,14 @@ class ImapSource(Source):
             out += [u for u in found if u in set(chunk)]
         return sorted(set(out))
 
-    def fetch_identities(self, folder: Folder, uidvalidity: int,
-                         uids: list[int]) -> dict[int, tuple[str, int, dt.datetime | None]]:
-        """UID → (Message-ID, RFC822.SIZE, INTERNALDATE), from headers only
-        (``BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]``): how a renumbered folder is matched again
-        without downloading a body."""
+    def fetch_identities(self, folder: Folder, uidvalidity: int, uids: list[int]) -> dict[int, tuple]:
+        """UID → (Message-ID, RFC822.SIZE, INTERNALDATE, ``mimeinfo.HeaderInfo``), from headers
+        only (``BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)]``): how a renumbered
+        folder is matched again without downloading a body."""
         from connectors.mimeinfo import extract
 
-        items = "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)] RFC822.SIZE INTERNALDATE)"
-        out: dict[int, tuple[str, int, dt.datetime | None]] = {}
+        items = "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)] RFC822.SIZE INTERNALDATE)"
+        out: dict[int, tuple] = {}
         for start in range(0, len(uids), self.window):
             chunk = uids[start:start + self.window]
             data = self._with_selection(folder, uidvalidity, "header FETCH",
@@ -522,8 +521,9 @@ class ImapSource(Source):
                 if isinstance(header, str):
                     header = header.encode("utf-8", "surrogateescape")
                 when = entry.get(b"INTERNALDATE")
-                out[uid] = (extract(bytes(header)).message_id, int(entry.get(b"RFC822.SIZE", 0)),
-                            when if isinstance(when, dt.datetime) else None)
+                info = extract(bytes(header))
+                out[uid] = (info.message_id, int(entry.get(b"RFC822.SIZE", 0)),
+                            when if isinstance(when, dt.datetime) else None, info)
         return out
 
     def series_plan(self, folder: Folder, previous: dict | None, archived, *,

@@ -15,9 +15,9 @@ Per folder, cheapest first:
 3. **rematched** — UIDVALIDITY changed (the server rebuilt its index), or the series archived
    this folder without leaving a cursor: every message's Message-ID, RFC822.SIZE and
    INTERNALDATE are fetched as headers and matched against what the series archived
-   (Message-ID + size, and the internal date when the records keep one); only the unmatched
-   ones are fetched. A message without a Message-ID cannot be matched and is archived again:
-   a duplicate rather than a gap.
+   (Message-ID + size, and the internal date when the records keep one; a message without a
+   Message-ID by size + Date + From + Subject), as multisets (two archived copies match two
+   messages, never three); only the unmatched ones are fetched.
 4. **full** — the first run of the folder in the series: everything in the date window.
 """
 
@@ -106,19 +106,24 @@ def _rematch(source, folder: Folder, status: dict, previous: dict, before_this: 
         wanted = set(source.list_uids(folder, since=since, before=before)[1])
     with_date: Counter = Counter()
     without_date: Counter = Counter()
+    without_id: Counter = Counter()
     for a in before_this:
         if not a.message_id:
-            continue
-        if a.internal_date:
+            without_id[(a.size, a.date, a.from_, a.subject)] += 1
+        elif a.internal_date:
             with_date[(a.message_id, a.size, a.internal_date)] += 1
         else:
             without_date[(a.message_id, a.size)] += 1
     identities = source.fetch_identities(folder, uidvalidity, all_uids)
     todo, matched = [], 0
     for uid in all_uids:
-        message_id, size, when = identities.get(uid, ("", 0, None))
+        message_id, size, when, info = identities.get(uid, ("", 0, None, None))
         key = (message_id, size, utc_iso(when))
-        if message_id and with_date[key] > 0:
+        headers = (size, info.date, info.from_, info.subject) if info is not None else None
+        if not message_id and headers is not None and without_id[headers] > 0:
+            without_id[headers] -= 1
+            matched += 1
+        elif message_id and with_date[key] > 0:
             with_date[key] -= 1
             matched += 1
         elif message_id and without_date[(message_id, size)] > 0:
@@ -127,6 +132,6 @@ def _rematch(source, folder: Folder, status: dict, previous: dict, before_this: 
         elif uid in wanted:
             todo.append(uid)
     known = int(previous["messages"]) if "messages" in previous else sum(with_date.values()) + sum(
-        without_date.values()) + matched
+        without_date.values()) + sum(without_id.values()) + matched
     return FolderPlan([f"{uidvalidity}:{u}" for u in todo], _cursor(status, max(all_uids, default=0)),
                       expunged=max(0, known - matched), mode=REMATCHED, listed=len(all_uids))
