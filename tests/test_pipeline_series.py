@@ -8,8 +8,10 @@ so "no body was fetched" is read from the server's own log.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import random
 import zipfile
 from pathlib import Path
 
@@ -81,7 +83,7 @@ class Series:
                 if r.kind == MESSAGE and r.status == EXPORTED and r.folder == folder:
                     yield Archived(r.source_id, r.message_id, r.size, date=r.date, from_=r.from_, subject=r.subject)
 
-    def run(self, *, cancel: bool = False, password: str = PASSWORD):
+    def run(self, *, cancel: bool = False, password: str = PASSWORD, ledger: MemoryLedger | None = None):
         number = len(self.runs) + 1
         done = self.completed()
         cursors = done[-1][1].series["cursor"] if done else {}
@@ -89,7 +91,7 @@ class Series:
         context = SeriesContext("series-key", run=number, parent=parent, cursors=cursors,
                                 archived=self.archived)
         file_name = self.name if number == 1 else f"{self.name}.r{number:04d}"
-        ledger = MemoryLedger()
+        ledger = ledger or MemoryLedger()
         ledger.cancel = cancel
         before = self.dc.rawlog_sessions()
         with imap_source(self.dc, password=password) as source:
@@ -230,3 +232,42 @@ def test_a_pst_series_writes_one_pst_per_run_with_new_messages_and_none_when_not
     assert third.state == COMPLETED, third.error
     assert [a.key for a in third.archives] == [f"{PREFIX}/alice.r0003.pst"] and third.totals.exported == 1
     assert {f"{PREFIX}/alice.pst", f"{PREFIX}/alice.r0003.pst"} <= set(bucket_keys(s3))
+
+
+class LedgerDownOnce(MemoryLedger):
+    """The database goes away at the commit of part ``fail_at``, once: the run stops there with
+    its upload and ledger as they were, as after a kill."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+
+    def commit_part(self, part, records) -> None:
+        if part.number == self.fail_at:
+            self.fail_at = 0
+            raise RuntimeError("the database went away")
+        super().commit_part(part, records)
+
+
+def bulky(n: int) -> bytes:
+    payload = base64.encodebytes(random.Random(n).randbytes(45_000)).replace(b"\n", b"\r\n")
+    return (f"Subject: bulky {n}\r\nMessage-ID: <bulky-{n}@example.com>\r\n\r\n").encode() + payload
+
+
+def test_a_series_run_stopped_mid_way_resumes_and_archives_each_new_message_once(logged_dovecot, s3):
+    dc = logged_dovecot
+    append(dc, "INBOX", range(1, 4))
+    series = Series(dc, s3)
+    assert series.run().state == COMPLETED
+    with IMAPClient("127.0.0.1", dc.port, ssl=False) as client:
+        client.plain_login(USER, PASSWORD)
+        for n in range(10):
+            client.append("INBOX", bulky(n))
+    ledger = LedgerDownOnce(fail_at=2)
+    with pytest.raises(RuntimeError, match="went away"):
+        series.run(ledger=ledger)
+    resumed = series.run(ledger=ledger)  # the stopped run left no result: run 2 again, with its ledger
+    assert resumed.state == COMPLETED, resumed.error
+    assert resumed.resumed and resumed.totals.exported == 10
+    bodies = sorted(entries(s3, f"{PREFIX}/alice.r0002.zip").values())
+    assert bodies == sorted(bulky(n) for n in range(10))
