@@ -88,7 +88,13 @@ def is_interrupted(req: MigrationRequest) -> bool:
 
 
 def is_retryable(req: MigrationRequest) -> bool:
-    """Whether ``retry`` accepts ``req``: the Retry button is shown exactly then."""
+    """Whether ``retry`` accepts ``req``: the Retry button is shown exactly then.
+
+    A run of an incremental series that completed with errors is not retried: its archive and
+    records are what later runs build on (its cursor lists the failed ids, and the next run of
+    the series fetches them again); a retry would replace them."""
+    if req.incremental and req.state == State.COMPLETED_WITH_ERRORS:
+        return False
     return req.state in RETRYABLE_STATES or is_interrupted(req)
 
 
@@ -319,6 +325,9 @@ def retry(pk: int) -> MigrationRequest:
     from its checkpoint (an incomplete one, whose archive cannot be appended to, starts afresh:
     its archive's keys stay recorded until the new run commits)."""
     row = _locked(pk)
+    if row.incremental and row.state == State.COMPLETED_WITH_ERRORS:
+        raise ValidationError("This run of an incremental series completed with errors: the next run of the "
+                              "series fetches its failed messages again (submit it), so it is not retried.")
     if not is_retryable(row):
         raise ValidationError(f"The request is {row.get_state_display().lower()}; only failed, cancelled, "
                               "incomplete or interrupted requests can be retried.")

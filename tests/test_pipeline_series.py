@@ -271,3 +271,18 @@ def test_a_series_run_stopped_mid_way_resumes_and_archives_each_new_message_once
     assert resumed.resumed and resumed.totals.exported == 10
     bodies = sorted(entries(s3, f"{PREFIX}/alice.r0002.zip").values())
     assert bodies == sorted(bulky(n) for n in range(10))
+
+
+def test_ids_that_failed_in_the_previous_run_are_fetched_again_by_the_next(logged_dovecot, s3):
+    from connectors.model import Folder
+
+    dc = logged_dovecot
+    append(dc, "INBOX", range(1, 4))
+    series = Series(dc, s3)
+    first = series.run()
+    cursor = dict(first.series["cursor"]["INBOX"])
+    failed = f"{cursor['uidvalidity']}:2"
+    cursor["retry_ids"] = [failed, f"{cursor['uidvalidity']}:99"]  # 99: gone meanwhile, not asked for
+    with imap_source(dc) as source:
+        plan = source.series_plan(Folder("INBOX", "INBOX"), cursor, lambda folder: ())
+    assert plan.mode == "new" and plan.ids == [failed]

@@ -167,3 +167,19 @@ def test_after_a_uidvalidity_reset_the_series_matches_its_archived_records_and_t
     assert second.result["totals"]["exported"] == 1
     assert (second.result["series"]["cursor"]["INBOX"]["uidvalidity"]
             != first.result["series"]["cursor"]["INBOX"]["uidvalidity"])
+
+
+def test_a_series_run_that_completed_with_errors_is_not_retried_its_next_run_fetches_the_failures(
+        tenant, operator, dest_bucket):
+    from requests_app import lifecycle
+    from requests_app.services import request_retry
+
+    req = MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=dest_bucket,
+                                          file_name="x", incremental=True, series_key="k" * 64,
+                                          state="completed_with_errors")
+    assert not lifecycle.is_retryable(req)
+    with pytest.raises(ValidationError, match="next run of the series"):
+        request_retry(req=req, actor=operator)
+    one_off = MigrationRequest.objects.create(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=dest_bucket,
+                                              file_name="y", state="completed_with_errors")
+    assert lifecycle.is_retryable(one_off)
