@@ -171,3 +171,21 @@ def test_graph_series_follows_each_folders_delta_and_resyncs_after_410(microsoft
     fourth = series.run()
     assert {f["mode"] for f in fourth.series["folders"].values()} == {"resync"}
     assert fourth.totals.exported == 1
+
+
+def test_ids_that_failed_in_the_previous_run_are_asked_again_from_gmail_and_graph(google, microsoft):
+
+    mailbox = google.mailboxes[ALICE]
+    failed = next(iter(mailbox.messages))
+    source = gmail_source(google)
+    [folder] = source.list_folders()
+    plan = source.series_plan(folder, {"history_id": str(mailbox.history_id), "retry_ids": [failed]}, lambda f: ())
+    assert plan.mode == "new" and plan.ids == [failed]
+
+    graph = graph_source(microsoft)
+    inbox = next(f for f in graph.list_folders() if f.path == "Inbox")
+    first = graph.series_plan(inbox, None, lambda f: ())
+    retry = first.ids[0]
+    plan = graph.series_plan(inbox, {**first.cursor, "retry_ids": [retry]}, lambda f: ())
+    assert plan.mode == "new" and plan.ids == [retry]
+    assert graph.series_plan(inbox, first.cursor, lambda f: ()).mode == "unchanged"

@@ -290,7 +290,7 @@ class GmailApiSource(Source):
         """This run's plan: messages added since the previous run's ``historyId``
         (``users.history.list``; one call when nothing changed), less what the series archived;
         a 404 (history expired), a date window or no cursor: a full listing less what the
-        series archived. The cursor is the historyId read before listing (so nothing between
+        series archived. The ids that failed in the previous run (``retry_ids``) are asked again. The cursor is the historyId read before listing (so nothing between
         the listing and the next run is missed; what is listed twice is skipped as archived)."""
         from connectors.pipeline.series import FULL, NEW, UNCHANGED, FolderPlan, full_listing_plan
 
@@ -303,11 +303,12 @@ class GmailApiSource(Source):
             except HistoryExpired:
                 log.info("Gmail history from %s has expired; listing the whole mailbox", start)
             else:
-                if not added and not deleted:
+                retry = [i for i in (previous or {}).get("retry_ids") or () if i not in deleted]
+                if not added and not deleted and not retry:
                     return FolderPlan([], {"history_id": newest or current}, mode=UNCHANGED)
                 done = {a.source_id for a in archived(folder.path)}
-                return FolderPlan([i for i in added if i not in done], {"history_id": newest or current},
-                                  expunged=len(deleted & done), mode=NEW)
+                ids = [i for i in dict.fromkeys([*retry, *added]) if i not in done]
+                return FolderPlan(ids, {"history_id": newest or current}, expunged=len(deleted & done), mode=NEW)
         ids = self.list_message_ids(folder, since=since, before=before)
         plan = full_listing_plan(ids, archived(folder.path) if start else ())
         plan.cursor = {"history_id": current}

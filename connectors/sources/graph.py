@@ -335,7 +335,8 @@ class GraphSource(Source):
         """This run's plan: the changes since the previous run's ``deltaLink`` (one request when
         nothing changed), less what the series archived; without a cursor, with a date window, or
         when Graph answers 410 / resyncRequired: a fresh delta round for the next cursor, then a
-        full listing less what the series archived. A deltaLink is only followed on this
+        full listing less what the series archived. The ids that failed in the previous run
+        (``retry_ids``) are asked again. A deltaLink is only followed on this
         source's own Graph host (it comes back from the database, and carries the token)."""
         from connectors.pipeline.series import FULL, NEW, UNCHANGED, FolderPlan, full_listing_plan
 
@@ -349,11 +350,13 @@ class GraphSource(Source):
                 except _ResyncRequired:
                     log.info("Graph asks for a resync of %r; listing it afresh", folder.path)
                 else:
-                    if not added and not removed:
+                    retry = [i for i in (previous or {}).get("retry_ids") or () if i not in removed]
+                    if not added and not removed and not retry:
                         return FolderPlan([], {"delta_link": next_link or link}, mode=UNCHANGED)
                     done = {a.source_id for a in archived(folder.path)}
-                    return FolderPlan([i for i in added if i not in done], {"delta_link": next_link or link},
-                                      expunged=len(removed & done), mode=NEW)
+                    ids = [i for i in dict.fromkeys([*retry, *added]) if i not in done]
+                    return FolderPlan(ids, {"delta_link": next_link or link}, expunged=len(removed & done),
+                                      mode=NEW)
             _, _, next_link = self._delta(initial)  # first: what arrives meanwhile is in the next round
             ids = self.list_message_ids(folder, since=since, before=before)
         except _NotFound:
