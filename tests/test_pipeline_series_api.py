@@ -174,7 +174,6 @@ def test_graph_series_follows_each_folders_delta_and_resyncs_after_410(microsoft
 
 
 def test_ids_that_failed_in_the_previous_run_are_asked_again_from_gmail_and_graph(google, microsoft):
-
     mailbox = google.mailboxes[ALICE]
     failed = next(iter(mailbox.messages))
     source = gmail_source(google)
