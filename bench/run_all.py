@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, one after another, each printing its figures side by side with
 its reference run in the same invocation.
 
-    python bench/run_all.py            # ZIP vs mbsync (+ PST), 30 MB attachment, Gmail API, Graph, CSV upload
+    python bench/run_all.py            # ZIP vs mbsync (+ PST), 30 MB attachment, Gmail API, Graph, CSV upload, series
     python bench/run_all.py --large    # also the 10x mailbox (5.7 GB: several minutes, ~12 GB disk)
 
 Figures vary with the machine's load; compare the lines of one run, not runs of different days.
@@ -45,6 +45,7 @@ def main() -> int:
         ("Graph under injected 429s", ["bench/graph_bench.py"]),
         ("PST writer alone, 1 GB", ["bench/pst_bench.py", "--gigabytes", "1", "--check"]),
         ("CSV upload of 10,000 rows", ["bench/csv_bench.py"]),
+        ("Incremental series: unchanged run vs full run", ["bench/series_bench.py"]),
     ]
     if args.large:
         plan.append(("10x mailbox (RSS must stay flat)", ["bench/zip_bench.py", "--scale", "10"]))

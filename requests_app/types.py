@@ -50,7 +50,12 @@ class RequestType:
         # IMAP server columns only where the operator may choose the server: OAuth tokens are only
         # ever sent to the provider's own endpoints (settings GMAIL_IMAP_HOST, MICROSOFT_IMAP_HOST).
         return (COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
-                + NOTIFY_COLUMNS)
+                + (["incremental"] if self.is_backup else []) + NOTIFY_COLUMNS)
+
+    @property
+    def is_backup(self) -> bool:
+        """A mailbox backed up into the bucket (these may run as an incremental series)."""
+        return self.source in ("imap", "gmail_api", "graph")
 
     @property
     def provider(self) -> str:
@@ -152,7 +157,7 @@ def sample_row(rtype: RequestType, n: int = 1) -> dict[str, str]:
         # The sample names a connection called like its provider (create it under Connections);
         # O365's sample keeps the password method, which needs none.
         "connection": "" if rtype.uses_password else rtype.provider, "auth_method": "password",
-        "include_spam_trash": "no",
+        "include_spam_trash": "no", "incremental": "no",
         # restore rows
         "archive_key": f"mail/2026/user{n}-example-com.{rtype.format}", "target_server": "imap.example.com",
         "target_port": "993", "target_security": "ssl", "target_user": f"user{n}@example.com",
