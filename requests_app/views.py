@@ -234,6 +234,10 @@ def request_report_download(request, request_uuid, kind: str):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     audit(tenant=req.tenant, actor=request.user, action="request.report_download", target=str(req.uuid),
           detail={"kind": kind}, request=request)
+    if kind == "csv" and req.records_pruned_at:
+        return HttpResponse(f"The per-message records of this request were pruned (record retention); its report is "
+                            f"kept in the bucket: {req.bucket.name}/{req.result.get('report_key', '')}",
+                            status=410, content_type="text/plain; charset=utf-8")
     if kind == "csv":
         return FileResponse(reports.report_csv_file(req), as_attachment=True,
                             filename=f"{run_file_name(req)}.report.csv", content_type="text/csv; charset=utf-8")

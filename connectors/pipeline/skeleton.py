@@ -6,7 +6,7 @@ and the few hooks named below. Everything else happens here, the same way for ZI
 
 1. the publication a killed or failed run left is finished (``archivekeys``);
 2. folders are listed, filtered and counted before any S3 object exists (a wrong password or an
-   unreadable mailbox then leaves nothing behind);
+   unreadable mailbox then leaves nothing behind); the ids listed are the ones fetched;
 3. ``write_archive(folders)``: each folder's ids (``folder_todo``) and messages
    (``fetched``: exactly one Message or MessageFailure per id) go into the archive, whose
    records reach the ledger through ``commit_records`` only;
@@ -183,6 +183,7 @@ class Backup(ABC):
         self.names = self.archive_names(())
         self.progress = Progress()
         self.stats: dict[str, FolderStats] = {}  # per folder: source count and error (this run's listing)
+        self.listed: dict[str, list[str]] = {}  # per folder: the ids listed, until folder_todo takes them
         self.folder_errors: list[FolderError] = []
         self.folder_names = ArchiveFolders()  # source folder path -> its path in the archive
         self.pacer = ExportPacer(self.ledger, self.t, self.progress_snapshot)
@@ -322,6 +323,7 @@ class Backup(ABC):
                 if self.spec.series is not None:
                     self.plan_errors[folder.path] = str(exc)
                 continue  # reported when the transfer reaches it (it may have come back)
+            self.listed[folder.path] = ids
             committed = self.ledger.committed_source_ids(folder.path) - {""} if self.resumes else set()
             self.progress.folder_counts[folder.path] = len(set(ids) | committed)
             self.progress.messages_total += self.progress.folder_counts[folder.path]
@@ -351,18 +353,22 @@ class Backup(ABC):
 
     # ---- 3. what the format's write_archive uses ----------------------------------------------
     def folder_todo(self, folder: Folder, committed: set[str] = frozenset()) -> list[str] | None:
-        """The ids of ``folder`` still to fetch (listed again now — a series run: its plan —,
-        those in ``committed`` left out), with its source count recorded; None when the folder
-        cannot be read (reported as a folder error). May run on a worker thread: it makes no
-        ledger call."""
+        """The ids of ``folder`` still to fetch (those in ``committed`` left out), with its source
+        count recorded; None when the folder cannot be read (reported as a folder error). A series
+        run uses its plan; otherwise the first call per folder uses the listing's ids (a folder is
+        listed once per run, not once to count and again to fetch) and a later one (the next
+        volume's pass) lists it again. May run on a worker thread: it makes no ledger call."""
         stats = self.stats.setdefault(folder.path, FolderStats(folder.path))
         ids: list[str] = []
         if self.spec.series is not None and folder.path in self.plan_errors:
             stats.error = self.plan_errors[folder.path]
             self.folder_errors.append(FolderError(folder.path, stats.error))
             return None
+        listed = self.listed.pop(folder.path, None)
         if self.spec.series is not None and folder.path in self.plans:
             ids = self.plans[folder.path].ids
+        elif listed is not None:
+            ids = listed
         elif folder.selectable:
             try:
                 ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
