@@ -194,3 +194,12 @@ def test_ssl_with_the_ca_file_and_a_refused_private_address():
         with pytest.raises(ConnectionFailed):  # the backup's rule: no private addresses unless allowed
             with ImapDestination("127.0.0.1", dc.ssl_port, "ssl", USER, PASSWORD, ca_file=str(dc.ca_file)) as dest:
                 dest.ensure_folder("Secure")
+
+
+def test_appending_to_a_folder_that_does_not_exist_is_a_folder_error(dc):
+    from connectors.model import FolderUnavailable
+
+    with destination(dc) as dest:
+        with pytest.raises(FolderUnavailable, match="cannot be opened"):
+            dest.append(dest.folder_name("Nowhere")[0], mail(1), [], None)
+        dest.append(dest.ensure_folder("Somewhere"), mail(1), [], None)  # the connection goes on

@@ -260,7 +260,13 @@ class ImapDestination(Destination):
         attempt = 0
         while True:
             try:
-                self._select(folder)
+                try:
+                    self._select(folder)
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error as exc:
+                    raise FolderUnavailable(f"The folder {folder!r} cannot be opened on the target: "
+                                            f"{str(exc)[:300]}") from exc
                 uid = self._append_once(folder, raw, list(flags), internal_date)
                 if uid is not None:  # nothing below it can be ours: narrow later checks
                     self._uidnext[folder], self._appended[folder] = int(uid) + 1, Counter()
