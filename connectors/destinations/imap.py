@@ -52,6 +52,7 @@ SYSTEM_FLAGS = {"\\seen": "\\Seen", "\\answered": "\\Answered", "\\flagged": "\\
                 "\\deleted": "\\Deleted", "\\draft": "\\Draft"}
 _ATOM = re.compile(r"[!#-'*+\-.0-9:;<=>?@A-Z\[\]^_`a-z|~&]+")  # atom-chars minus ( ) { % * " \ ]
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.I)
+FETCH_BYTES = 8 * 1024 * 1024  # message bodies fetched at once for a bytes check
 _OVER_QUOTA = re.compile(r"OVERQUOTA|quota exceeded|over quota", re.I)
 _TOO_BIG = re.compile(r"TOOBIG|too (large|big)|size limit|maximum size|exceeds", re.I)
 
@@ -382,8 +383,9 @@ class ImapDestination(Destination):
             if since > 1:
                 criteria = f"UID {since}:* {criteria}"
             uids = sorted(u for u in self.client.search(criteria.encode()) if u >= since)
-            for i in range(0, len(uids), 50):
-                chunk = uids[i:i + 50]
+            per_fetch = max(1, min(50, FETCH_BYTES // max(size, 1)))  # bodies in memory at once: bounded
+            for i in range(0, len(uids), per_fetch):
+                chunk = uids[i:i + per_fetch]
                 for uid, data in self.client.fetch(chunk, ["BODY.PEEK[]"]).items():
                     body = data.get(b"BODY[]") or b""
                     found[uid] = (len(body), hashlib.sha256(body).hexdigest())
