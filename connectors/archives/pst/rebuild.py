@@ -240,7 +240,8 @@ def _set_envelope_headers(msg: EmailMessage, env: Envelope) -> None:
     for name, group in (("To", env.to), ("Cc", env.cc), ("Bcc", env.bcc)):
         if group:
             msg[name] = _address_header(group)
-    msg["Subject"] = env.subject
+    if env.subject:
+        msg["Subject"] = env.subject
     if env.date is not None:
         msg["Date"] = env.date
     for name, value in (("Message-ID", env.message_id), ("In-Reply-To", env.in_reply_to),
@@ -326,6 +327,9 @@ def _body_entity(
         if not subtype or "/" in subtype or not maintype:
             maintype, subtype = "application", "octet-stream"
         data = part.data
+        if maintype in ("message", "multipart"):  # structured: parsed, never base64 (RFC 2046)
+            _attach_structured(msg, part, f"{maintype}/{subtype}", as_bytes(data) or b"")
+            continue
         large = isinstance(data, LazyValue) and data.size > STREAM_ABOVE
         payload = b"" if large else (as_bytes(data) or b"")
         kwargs = {"maintype": maintype, "subtype": subtype, "filename": part.filename}
@@ -356,6 +360,23 @@ def _drop_part_mime_versions(part: EmailMessage, top: bool = False) -> None:
     if part.is_multipart() and part.get_content_type() != "message/rfc822":
         for sub in part.iter_parts():
             _drop_part_mime_versions(sub)
+
+
+def _attach_structured(msg: EmailMessage, part: RebuiltPart, mime_type: str, data: bytes) -> None:
+    """A message/* or multipart/* attachment held as bytes (a delivery status, an .eml kept
+    by value): its part is parsed from them, as a reader would find it."""
+    head = EmailMessage(policy=default)
+    head["Content-Type"] = mime_type
+    head["Content-Disposition"] = "attachment"
+    if part.filename:
+        head.set_param("filename", part.filename, header="Content-Disposition")
+    if part.content_id:
+        head["Content-ID"] = f"<{part.content_id}>"
+    header_bytes = b"".join(f"{name}: {value}\r\n".encode() for name, value in head.items())
+    parsed = message_from_bytes(header_bytes + b"\r\n" + data, policy=default)
+    if msg.get_content_type() != "multipart/mixed":
+        msg.make_mixed()
+    msg.attach(parsed)
 
 
 def _last_attachment(msg: EmailMessage) -> EmailMessage:

@@ -286,15 +286,10 @@ class PstArchiveReader(ArchiveReader):
             pc = vol.pst.property_context(node)
             meta = _metadata(vol, pc)
             raw = rebuild_message(vol.pst, node)
-        except (
-            PstFormatError,
-            struct.error,
-            ValueError,
-            UnicodeError,
-            KeyError,
-            IndexError,
-        ) as exc:
+        except PstFormatError as exc:
             return ArchiveFailure(folder, entry, f"message {entry} cannot be read: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one message must never end the restore
+            return ArchiveFailure(folder, entry, f"message {entry} cannot be rebuilt: {exc!r}")
         return ArchivedMessage(
             folder=folder, raw=raw, source_id=meta["source_id"], internal_date=meta["date"],
             flags=meta["flags"], labels=meta["labels"], sha256="", entry=entry,
