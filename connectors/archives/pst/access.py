@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ class PstFile:
             raise PstFormatError("the PST header is damaged (CRC mismatch)")
         if self.header.crypt_method not in (CRYPT_NONE, CRYPT_PERMUTE):
             raise PstFormatError(f"unsupported PST encryption {self.header.crypt_method}")
-        self._pages: OrderedDict[int, bytes] = OrderedDict()
+        self._pages: OrderedDict[int, tuple[bytes, int, int, list[int]]] = OrderedDict()
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
 
     def close(self) -> None:
@@ -96,11 +97,12 @@ class PstFile:
             raise PstFormatError(f"{what} at 0x{offset:X}: short read")
         return data
 
-    def _page(self, ib: int, ptype: int) -> bytes:
-        page = self._pages.get(ib)
-        if page is not None:
+    def _page(self, ib: int, ptype: int) -> tuple[bytes, int, int, list[int]]:
+        """(page bytes, entry size, level, entry keys) of the B-tree page at ``ib``."""
+        cached = self._pages.get(ib)
+        if cached is not None:
             self._pages.move_to_end(ib)
-            return page
+            return cached
         if ib % L.PAGE_SIZE:
             raise PstFormatError(f"B-tree page at 0x{ib:X} is not page-aligned")
         page = self._read_at(ib, L.PAGE_SIZE, "B-tree page")
@@ -109,32 +111,27 @@ class PstFile:
         crc = struct.unpack_from("<I", page, L.PAGE_DATA_SIZE + 4)[0]
         if crc != pst_crc(page[: L.PAGE_DATA_SIZE]):
             raise PstFormatError(f"B-tree page at 0x{ib:X} is damaged (CRC mismatch)")
-        self._pages[ib] = page
+        count, _max, size, level = page[488:492]
+        if count * size > L.BTPAGE_ENTRIES_SIZE or size < 8 or level > MAX_BTREE_LEVELS:
+            raise PstFormatError(f"B-tree page at 0x{ib:X} has {count} entries of {size}")
+        keys = [struct.unpack_from("<Q", page, i * size)[0] for i in range(count)]
+        if any(b <= a for a, b in zip(keys, keys[1:], strict=False)):
+            raise PstFormatError(f"B-tree page at 0x{ib:X}: keys out of order")
+        cached = (page, size, level, keys)
+        self._pages[ib] = cached
         if len(self._pages) > PAGE_CACHE:
             self._pages.popitem(last=False)
-        return page
+        return cached
 
     def _lookup(self, root_ib: int, ptype: int, key: int) -> bytes | None:
         """The leaf entry of ``key`` in the B-tree rooted at ``root_ib`` (raw bytes), or None."""
         ib = root_ib
         expected_level = None
         for _ in range(MAX_BTREE_LEVELS + 1):
-            page = self._page(ib, ptype)
-            count, _max, size, level = page[488:492]
-            if count * size > L.BTPAGE_ENTRIES_SIZE or size == 0:
-                raise PstFormatError(f"B-tree page at 0x{ib:X} has {count} entries of {size}")
+            page, size, level, keys = self._page(ib, ptype)
             if expected_level is not None and level != expected_level:
                 raise PstFormatError(f"B-tree page at 0x{ib:X} has level {level}")
-            keys = [struct.unpack_from("<Q", page, i * size)[0] for i in range(count)]
-            # The last entry whose key is <= key (keys ascend).
-            lo, hi = 0, count
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if keys[mid] <= key:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            at = lo - 1
+            at = bisect_right(keys, key) - 1  # the last entry whose key is <= key
             if at < 0:
                 return None
             if level == 0:
@@ -302,6 +299,7 @@ class Heap:
         if not self._ids:
             raise PstFormatError(f"node 0x{node.nid:X} has no data")
         self._subnodes: dict[int, Node] | None = None
+        self._maps: dict[int, tuple[int, ...]] = {}
         first = self._block(0)
         if len(first) < 12 or first[2] != 0xEC:
             raise PstFormatError(f"node 0x{node.nid:X}: heap lacks the 0xEC signature")
@@ -328,16 +326,12 @@ class Heap:
         if block_index >= len(self._ids):
             raise PstFormatError(f"HID 0x{hid:X} points past the heap")
         block = self._block(block_index)
-        ib_map = struct.unpack_from("<H", block, 0)[0]
-        if ib_map + 4 > len(block):
-            raise PstFormatError(f"heap block {block_index}: page map out of range")
-        count = struct.unpack_from("<H", block, ib_map)[0]
-        if index == 0 or index > count or ib_map + 4 + 2 * (count + 1) > len(block):
+        offsets = self._maps.get(block_index)
+        if offsets is None:
+            offsets = self._maps[block_index] = _page_map(block, block_index)
+        if index == 0 or index >= len(offsets):
             raise PstFormatError(f"HID 0x{hid:X} has no allocation")
-        start, end = struct.unpack_from("<HH", block, ib_map + 4 + 2 * (index - 1))
-        if not start <= end <= ib_map:
-            raise PstFormatError(f"HID 0x{hid:X}: allocation out of range")
-        return block[start:end]
+        return block[offsets[index - 1] : offsets[index]]
 
     def subnode(self, nid: int) -> Node:
         if self._subnodes is None:
@@ -411,6 +405,22 @@ class Heap:
             raise PstFormatError("TCINFO shorter than its columns")
         columns = [Column(*struct.unpack_from("<IHBB", info, 22 + 8 * i)) for i in range(col_count)]
         return TableRows(self, columns, ends, rows_hnid)
+
+
+def _page_map(block: bytes, index: int) -> tuple[int, ...]:
+    """The allocation offsets of a heap block (HNPAGEMAP), checked to ascend within it."""
+    if len(block) < 2:
+        raise PstFormatError(f"heap block {index} is empty")
+    ib_map = struct.unpack_from("<H", block, 0)[0]
+    if ib_map + 4 > len(block):
+        raise PstFormatError(f"heap block {index}: page map out of range")
+    count = struct.unpack_from("<H", block, ib_map)[0]
+    if ib_map + 4 + 2 * (count + 1) > len(block):
+        raise PstFormatError(f"heap block {index}: page map longer than the block")
+    offsets = struct.unpack_from(f"<{count + 1}H", block, ib_map + 4)
+    if any(b < a for a, b in zip(offsets, offsets[1:], strict=False)) or offsets[-1] > ib_map:
+        raise PstFormatError(f"heap block {index}: allocations out of order")
+    return offsets
 
 
 class PropertyContext:

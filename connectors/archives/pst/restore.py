@@ -285,7 +285,7 @@ class PstArchiveReader(ArchiveReader):
             node = vol.pst.node(nid)
             pc = vol.pst.property_context(node)
             meta = _metadata(vol, pc)
-            raw = rebuild_message(vol.pst, node)
+            raw = rebuild_message(vol.pst, node, pc=pc)
         except PstFormatError as exc:
             return ArchiveFailure(folder, entry, f"message {entry} cannot be read: {exc}")
         except Exception as exc:  # noqa: BLE001 - one message must never end the restore
