@@ -320,6 +320,22 @@ def test_rtf_only_body_is_decompressed_and_kept(tmp_path):
     assert content["attachments"] == [("body.rtf", "application/rtf", sha256(rtf))]
 
 
+def test_rtf_encapsulating_html_gives_the_html_body(tmp_path):
+    rtf = (rb"{\rtf1\ansi\ansicpg1252\fromhtml1 \deff0{\fonttbl{\f0\fswiss Arial;}}"
+           rb"{\*\htmltag19 <html>}{\*\htmltag50 <body>}\htmlrtf \f0\fs20 \htmlrtf0 "
+           rb"{\*\htmltag64 <p>}Caf\'e9 {\*\htmltag84 <b>}bold{\*\htmltag92 </b>}"
+           rb"\htmlrtf\par\htmlrtf0 {\*\htmltag72 </p>}{\*\htmltag58 </body>}{\*\htmltag27 </html>}}")  # fmt: skip
+    msg, _ = build_email("RTF html", text="will be replaced")
+    path = tmp_path / "rtfhtml.pst"
+    with extra_properties({"RTF html": {"rtf": compressed_rtf.compress(rtf, compressed=True)}}), \
+            PstWriter(path) as writer:  # fmt: skip
+        writer.add_message(Message(folder="INBOX", source_id="1", raw=as_bytes(msg)))
+    (message,) = _read_all(path)
+    content = _content(email.message_from_bytes(message.raw, policy=default))
+    assert content["html"] == "<html><body><p>Café <b>bold</b></p></body></html>"
+    assert content["text"] is None and content["attachments"] == []
+
+
 def test_rtf_to_text_skips_destinations():
     rtf = rb"{\rtf1{\*\generator Riched20;}{\info{\title T}}Body \{x\}\line two}"
     assert rtf_to_text(rtf) == "Body {x}\ntwo\n"

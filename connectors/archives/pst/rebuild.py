@@ -23,6 +23,7 @@ tree block by block, so a message costs about its rebuilt size plus a block or s
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 import secrets
@@ -345,10 +346,16 @@ def _body_entity(
 ) -> Message:
     text, html = _plain_text(pc), _html_text(pc)
     rtf = None
-    if text is None and html is None:
+    if html is None:
         rtf = _rtf(pc)
         if rtf is not None:
-            text = rtf_to_text(rtf)
+            html = rtf_to_html(rtf)
+            if html is not None:
+                rtf = None  # the HTML it encapsulates is the body
+            elif text is None:
+                text = rtf_to_text(rtf)
+            else:
+                rtf = None  # rich text beside its plain text: the text is the body
     related: list[Message] = []
     mixed: list[Message] = []
     for part in _attachments(pst, pc, depth):
@@ -462,64 +469,106 @@ _RTF_SKIP = frozenset((b"fonttbl", b"colortbl", b"stylesheet", b"info", b"pict",
                        b"header", b"footer", b"themedata", b"datastore", b"latentstyles",
                        b"listtable", b"listoverridetable", b"rsidtbl", b"generator",
                        b"xmlnstbl", b"mmathPr", b"filetbl"))  # fmt: skip
+_HTML_TAGS = (b"htmltag",)
 
 
 def rtf_to_text(rtf: bytes) -> str:
     """The readable text of an RTF document: paragraphs and tabs kept, groups of tables
-    (fonts, colours, pictures, \\* destinations) skipped, \\'hh and \\uN characters decoded
-    (Windows-1252 for the former). Not a renderer: what a plain body can show."""
+    (fonts, colours, pictures, \\* destinations) skipped, \\'hh (in the document's \\ansicpg)
+    and \\uN characters decoded. Not a renderer: what a plain body can show."""
+    return _rtf_walk(rtf, html=False).strip("\n") + "\n"
+
+
+def rtf_to_html(rtf: bytes) -> str | None:
+    """The HTML an RTF body encapsulates ([MS-OXRTFEX]: ``\\fromhtml1``), else None: the
+    \\htmltag destinations and the text outside \\htmlrtf ... \\htmlrtf0, escapes decoded."""
+    if b"\\fromhtml1" not in rtf[:1024]:
+        return None
+    return _rtf_walk(rtf, html=True)
+
+
+def _rtf_walk(rtf: bytes, *, html: bool) -> str:
     out: list[str] = []
-    stack: list[bool] = []
-    skipping = False
+    pending = bytearray()  # \'hh bytes, decoded together (double-byte code pages)
+    codec = "cp1252"
+    stack: list[tuple[bool, bool]] = []
+    skipping = suppressed = False  # a skipped destination; \htmlrtf text (HTML mode)
     uc_skip = 0
-    first_in_group = False
+    first_in_group = star = False
+
+    def flush() -> None:
+        if pending:
+            out.append(pending.decode(codec, "replace"))
+            pending.clear()
+
+    def emit(text: str) -> None:
+        flush()
+        if not suppressed:
+            out.append(text)
+
     for match in _RTF_TOKEN.finditer(rtf):
         word, arg, hexbyte, symbol, brace, text = match.groups()
         if brace == b"{":
-            stack.append(skipping)
-            first_in_group = True
+            stack.append((skipping, suppressed))
+            first_in_group, star = True, False
             continue
         if brace == b"}":
-            skipping = stack.pop() if stack else False
-            first_in_group = False
+            flush()
+            skipping, suppressed = stack.pop() if stack else (False, False)
+            first_in_group = star = False
             continue
-        starts = first_in_group
-        first_in_group = False
+        starts, first_in_group = first_in_group, False
         if symbol == b"*" and starts:
-            skipping = True
+            star = first_in_group = True  # the destination's name follows
             continue
         if skipping:
             continue
         if word is not None:
+            if star:
+                star = False
+                if html and word in _HTML_TAGS:
+                    suppressed = False  # an HTML tag's text is HTML, whatever surrounds it
+                    continue
+                skipping = True
+                continue
             if starts and word in _RTF_SKIP:
                 skipping = True
+            elif word == b"ansicpg" and arg:
+                try:
+                    codec = codecs.lookup(f"cp{int(arg)}").name
+                except LookupError:
+                    codec = "cp1252"
+            elif html and word == b"htmlrtf":
+                flush()
+                suppressed = arg != b"0"
             elif word in (b"par", b"line", b"row"):
-                out.append("\n")
-            elif word == b"tab" or word == b"cell":
-                out.append("\t")
+                emit("\r\n" if html else "\n")
+            elif word in (b"tab", b"cell"):
+                emit("\t")
             elif word == b"u" and arg is not None:
                 value = int(arg)
-                out.append(chr(value + 65536 if value < 0 else value))
+                emit(chr(value + 65536 if value < 0 else value))
                 uc_skip = 1
             continue
+        star = False
         if hexbyte is not None:
             if uc_skip:
                 uc_skip -= 1
-                continue
-            out.append(bytes([int(hexbyte, 16)]).decode("cp1252", "replace"))
+            elif not suppressed:
+                pending.append(int(hexbyte, 16))
             continue
         if symbol is not None:
             if symbol in (b"\\", b"{", b"}"):
-                out.append(symbol.decode())
+                emit(symbol.decode())
             elif symbol == b"~":
-                out.append("\u00a0")
+                emit("\u00a0")
             continue
         if text is not None:
             if uc_skip:
-                text = text[1:]
-                uc_skip = 0
-            out.append(text.decode("cp1252", "replace"))
-    return "".join(out).strip("\n") + "\n"
+                text, uc_skip = text[1:], 0
+            emit(text.decode(codec, "replace"))
+    flush()
+    return "".join(out)
 
 
 def multi_strings(value: bytes | None) -> list[str]:
