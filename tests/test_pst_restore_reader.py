@@ -254,6 +254,14 @@ def test_browse_lists_without_rebuilding_and_reads_one_eml(feature_pst, corpus):
             reader.read_entry("other.pst!" + entry.id.split("!")[1])
 
 
+def test_a_file_object_is_read_and_left_open(feature_pst, corpus):
+    with open(feature_pst, "rb") as handle:
+        with PstArchiveReader(handle, volume="v.pst") as reader:
+            read = list(reader.messages())
+        assert not handle.closed
+    assert len(read) == len(corpus) and all(m.entry.startswith("v.pst!") for m in read)
+
+
 def test_split_volumes_are_read_in_order(tmp_path, corpus):
     first = _write(tmp_path / "a.pst", corpus[:5])
     second = _write(tmp_path / "b.pst", corpus[5:])

@@ -16,8 +16,9 @@ Metadata (the archive-metadata contract): flags \\Seen from MSGFLAG_READ, \\Flag
 PR_FLAG_STATUS = 2, \\Answered from PR_LAST_VERB_EXECUTED 102/103, $Forwarded from 104,
 \\Draft from MSGFLAG_UNSENT; LegacyFloFlags, when present, is authoritative for keywords (the
 flags without a backslash) and adds the system flags MAPI cannot hold (\\Deleted); the
-properties win for the four MAPI holds, as Outlook may have changed them since. Internal date
-PR_MESSAGE_DELIVERY_TIME; labels the Keywords categories; source id LegacyFloSourceId.
+properties win for the three MAPI holds, as Outlook may have changed them since. Internal
+date PR_MESSAGE_DELIVERY_TIME (else the submit time); labels the Keywords categories; source
+id LegacyFloSourceId.
 
 Errors: a file that cannot be opened (not a PST, ANSI, damaged header or B-tree root) raises
 ``PstFormatError`` from the constructor; a message that cannot be read becomes an
@@ -384,7 +385,7 @@ def _metadata(vol: _Volume, pc: PropertyContext) -> dict:
     return {
         "flags": tuple(flags),
         "labels": labels,
-        "date": pc.time(P.MESSAGE_DELIVERY_TIME),
+        "date": pc.time(P.MESSAGE_DELIVERY_TIME) or pc.time(P.CLIENT_SUBMIT_TIME),
         "source_id": _named_text(pc, vol.source_id_id) or "",
         "sha256": (_named_text(pc, vol.sha256_id) or "").strip().lower(),
         "message_id": (pc.text(0x1035) or "").strip(),
