@@ -31,6 +31,8 @@ from .reader import Column, PstFormatError, bid_is_internal, parse_header
 
 PAGE_CACHE = 128  # B-tree pages (512 bytes each)
 BLOCK_CACHE = 64  # heap blocks (at most 8 KB each)
+_WORD = struct.Struct("<H")
+_PC_VALUE = struct.Struct("<HI")
 MAX_BTREE_LEVELS = 8
 MAX_SUBNODE_LEVELS = 4
 UNICODE_VERSION = 23  # wVer of a Unicode PST (14/15: ANSI; 36: 4K pages, not read)
@@ -381,16 +383,18 @@ class Heap:
         if (cb_key, cb_ent) != (2, 6):
             raise PstFormatError("property context BTH has wrong record sizes")
         values: dict[int, Value] = {}
+        stored: dict[int, int] = {}  # tag -> HNID of a value read when first asked for
+        fixed_sizes = P.FIXED_SIZES
         for key, value in records:
-            prop_id = struct.unpack("<H", key)[0]
-            prop_type, hnid = struct.unpack("<HI", value)
-            size = P.FIXED_SIZES.get(prop_type)
+            prop_id = _WORD.unpack(key)[0]
+            prop_type, hnid = _PC_VALUE.unpack(value)
+            size = fixed_sizes.get(prop_type)
             prop_tag = (prop_id << 16) | prop_type
             if size is not None and size <= 4:
                 values[prop_tag] = hnid if prop_type != P.PT_BOOLEAN else hnid & 0xFF
             else:
-                values[prop_tag] = self.hnid(hnid)
-        return PropertyContext(self, values)
+                stored[prop_tag] = hnid
+        return PropertyContext(self, values, stored)
 
     def table(self) -> TableRows:
         if self.client_signature != 0x7C:
@@ -427,31 +431,35 @@ class PropertyContext:
     """A PC's values by tag: int for inline fixed values, bytes for heap values, LazyValue for
     values in subnodes."""
 
-    def __init__(self, heap: Heap, values: dict[int, Value]) -> None:
+    def __init__(self, heap: Heap, values: dict[int, Value], stored: dict[int, int]) -> None:
         self.heap = heap
-        self.values = values
+        self.values = values  # inline values, and the stored ones read so far
+        self._stored = stored
 
     def get(self, prop_tag: int) -> Value | None:
-        return self.values.get(prop_tag)
+        value = self.values.get(prop_tag)
+        if value is None and prop_tag in self._stored:
+            value = self.values[prop_tag] = self.heap.hnid(self._stored.pop(prop_tag))
+        return value
 
     def __contains__(self, prop_tag: int) -> bool:
-        return prop_tag in self.values
+        return prop_tag in self.values or prop_tag in self._stored
 
     def text(self, prop_id: int) -> str | None:
         """A string property by id (PtypString, else PtypString8 read as Windows-1252)."""
-        value = self.values.get((prop_id << 16) | P.PT_UNICODE)
+        value = self.get((prop_id << 16) | P.PT_UNICODE)
         if value is not None:
             return as_text(value)
-        value = self.values.get((prop_id << 16) | P.PT_STRING8)
+        value = self.get((prop_id << 16) | P.PT_STRING8)
         data = as_bytes(value)
         return None if data is None else data.decode("cp1252", "replace").split("\x00", 1)[0]
 
     def integer(self, prop_tag: int) -> int | None:
-        value = self.values.get(prop_tag)
+        value = self.get(prop_tag)
         return value if isinstance(value, int) else None
 
     def time(self, prop_tag: int):
-        value = self.values.get(prop_tag)
+        value = self.get(prop_tag)
         if isinstance(value, bytes) and len(value) == 8:
             ticks = struct.unpack("<Q", value)[0]
             if 0 < ticks < 0x7FFFFFFFFFFFFFFF:
@@ -463,7 +471,7 @@ class PropertyContext:
 
     def object_node(self, prop_tag: int) -> Node | None:
         """The subnode a PtypObject value (an embedded message) points to."""
-        value = self.values.get(prop_tag)
+        value = self.get(prop_tag)
         if not isinstance(value, bytes) or len(value) < 8:
             return None
         nid, _size = struct.unpack_from("<II", value, 0)
