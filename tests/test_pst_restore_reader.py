@@ -371,6 +371,19 @@ def test_not_a_pst_is_a_clear_error(tmp_path):
         PstArchiveReader(path)
 
 
+def test_ansi_pst_and_damaged_header_are_clear_errors(tmp_path, feature_pst):
+    data = bytearray(feature_pst.read_bytes())
+    ansi = bytearray(data)
+    ansi[10:12] = struct.pack("<H", 14)  # wVer of an ANSI (Outlook 97-2002) file
+    (tmp_path / "ansi.pst").write_bytes(bytes(ansi))
+    with pytest.raises(PstFormatError, match="ANSI"):
+        PstArchiveReader(tmp_path / "ansi.pst")
+    data[100] ^= 0xFF  # inside the CRC-protected part of the header
+    (tmp_path / "header.pst").write_bytes(bytes(data))
+    with pytest.raises(PstFormatError, match="header is damaged"):
+        PstArchiveReader(tmp_path / "header.pst")
+
+
 def test_truncated_pst_is_a_clear_error(tmp_path, feature_pst):
     data = feature_pst.read_bytes()
     path = tmp_path / "cut.pst"
