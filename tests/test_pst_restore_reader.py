@@ -313,6 +313,28 @@ def test_flags_keywords_and_legacyflo_properties(tmp_path):
     assert nothing.extra["original_sha256"] == "" and nothing.internal_date == BASE_DATE
 
 
+def test_outlook_items_that_are_no_mail_are_skipped_with_the_reason(tmp_path):
+    path = tmp_path / "items.pst"
+    classes = {
+        "A contact": "IPM.Contact",
+        "A meeting": "IPM.Appointment",
+        "A mail": "IPM.Note.SMIME",
+    }
+    with extra_properties({s: {"message_class": c} for s, c in classes.items()}), \
+            PstWriter(path) as writer:  # fmt: skip
+        for subject in classes:
+            msg, _ = build_email(subject)
+            writer.add_message(Message(folder="Mixed", source_id=subject, raw=as_bytes(msg)))
+    read = _read_all(path)
+    skipped = [m for m in read if isinstance(m, ArchiveFailure)]
+    assert [(m.status, m.error) for m in skipped] == [
+        ("skipped", "not a mail message (IPM.Contact)"),
+        ("skipped", "not a mail message (IPM.Appointment)"),
+    ]
+    (mail,) = [m for m in read if isinstance(m, ArchivedMessage)]
+    assert email.message_from_bytes(mail.raw)["Subject"] == "A mail"
+
+
 def test_rtf_only_body_is_decompressed_and_kept(tmp_path):
     rtf = (rb"{\rtf1\ansi\ansicpg1252\deff0{\fonttbl{\f0 Arial;}}{\colortbl;\red0\green0\blue0;}"
            rb"\f0\fs20 Hello RTF\par Caf\'e9 and \u8364? euro\par\tab indented}")  # fmt: skip

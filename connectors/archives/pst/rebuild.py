@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import mimetypes
 import re
 import secrets
 import struct
@@ -455,7 +456,8 @@ def _attachments(pst: PstFile, pc: PropertyContext, depth: int) -> Iterator[Rebu
             continue
         data = apc.get(P.ATTACH_DATA_BINARY)
         if not name:
-            name = f"attachment{number + 1}"
+            extension = mimetypes.guess_extension(mime_type or "") or ".bin"
+            name = f"attachment{number + 1}{extension}"
         yield RebuiltPart(name, mime_type or "application/octet-stream", content_id, inline,
                           data=data if data is not None else b"")  # fmt: skip
 
@@ -571,7 +573,7 @@ def _rtf_walk(rtf: bytes, *, html: bool) -> str:
     return "".join(out)
 
 
-def multi_strings(value: bytes | None) -> list[str]:
+def multi_strings(value: bytes | None, encoding: str = "utf-16-le") -> list[str]:
     """A PtypMultipleString's strings (count, offsets, UTF-16LE strings)."""
     if not value or len(value) < 4:
         return []
@@ -579,5 +581,5 @@ def multi_strings(value: bytes | None) -> list[str]:
     if 4 + 4 * count > len(value):
         raise PstFormatError("multi-valued string shorter than its count")
     offsets = list(struct.unpack_from(f"<{count}I", value, 4)) + [len(value)]
-    return [value[offsets[i] : offsets[i + 1]].decode("utf-16-le", "replace")
+    return [value[offsets[i] : offsets[i + 1]].decode(encoding, "replace").rstrip("\x00")
             for i in range(count)]  # fmt: skip

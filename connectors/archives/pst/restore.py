@@ -22,7 +22,8 @@ id LegacyFloSourceId.
 
 Errors: a file that cannot be opened (not a PST, ANSI, damaged header or B-tree root) raises
 ``PstFormatError`` from the constructor; a message that cannot be read becomes an
-``ArchiveFailure`` with the reason, and the walk goes on. A folder whose tables are damaged is
+``ArchiveFailure`` with the reason, and the walk goes on; an Outlook item that is no mail
+(contact, appointment, task, note) is an ``ArchiveFailure`` with status "skipped". A folder whose tables are damaged is
 one failure for the folder (its messages cannot be listed).
 """
 
@@ -56,6 +57,10 @@ LAST_VERB_EXECUTED = P.tag(0x1081, P.PT_LONG)
 MSGFLAG_UNSENT = 0x0008
 PS_PUBLIC_STRINGS_INDEX = 2  # the name-to-id map's wGuid for PS_PUBLIC_STRINGS
 _MAPI_FLAGS = ("\\Seen", "\\Flagged", "\\Answered")
+# Outlook items that are no mail (contacts, calendar, tasks, notes, journal): reported as
+# skipped, not rebuilt into empty messages. Meeting requests and reports are mail.
+_NOT_MAIL = ("IPM.CONTACT", "IPM.DISTLIST", "IPM.APPOINTMENT", "IPM.TASK", "IPM.STICKYNOTE",
+             "IPM.ACTIVITY", "IPM.CONFIGURATION", "IPM.MICROSOFT")  # fmt: skip
 
 Source = str | os.PathLike | BinaryIO
 
@@ -285,6 +290,11 @@ class PstArchiveReader(ArchiveReader):
         try:
             node = vol.pst.node(nid)
             pc = vol.pst.property_context(node)
+            kind = pc.text(0x001A) or "IPM.Note"  # PR_MESSAGE_CLASS
+            if kind.upper().startswith(_NOT_MAIL):
+                return ArchiveFailure(
+                    folder, entry, f"not a mail message ({kind})", status="skipped"
+                )
             meta = _metadata(vol, pc)
             raw = rebuild_message(vol.pst, node, pc=pc)
         except PstFormatError as exc:
@@ -381,7 +391,11 @@ def _metadata(vol: _Volume, pc: PropertyContext) -> dict:
     labels: tuple[str, ...] = ()
     if vol.keywords_id is not None:
         value = pc.get(P.tag(vol.keywords_id, P.PT_UNICODE | P.MV_FLAG))
-        labels = tuple(s for s in multi_strings(as_bytes(value)) if s)
+        if value is not None:
+            labels = tuple(s for s in multi_strings(as_bytes(value)) if s)
+        else:
+            value = pc.get(P.tag(vol.keywords_id, P.PT_STRING8 | P.MV_FLAG))
+            labels = tuple(s for s in multi_strings(as_bytes(value), "cp1252") if s)
     return {
         "flags": tuple(flags),
         "labels": labels,
