@@ -248,6 +248,8 @@ def test_browse_lists_without_rebuilding_and_reads_one_eml(feature_pst, corpus):
         summaries = {s.folder: s for s in reader.folders()}
         assert summaries["INBOX/Files"].messages == 2 and summaries["Empty"].messages == 0
         assert sum(s.messages for s in summaries.values()) == len(corpus)
+        for path, summary in summaries.items():
+            assert summary.bytes == sum(e.size for e in entries if e.folder == path), path
         with pytest.raises(KeyError):
             reader.read_entry("mail/user.pst!0x00000122")  # a folder, not a message
         with pytest.raises(KeyError):

@@ -63,6 +63,7 @@ _NOT_MAIL = ("IPM.CONTACT", "IPM.DISTLIST", "IPM.APPOINTMENT", "IPM.TASK", "IPM.
              "IPM.ACTIVITY", "IPM.CONFIGURATION", "IPM.MICROSOFT")  # fmt: skip
 
 Source = str | os.PathLike | BinaryIO
+_COUNT_COLUMNS = frozenset((P.LTP_ROW_ID, P.MESSAGE_SIZE))
 
 
 @dataclass(frozen=True)
@@ -234,16 +235,23 @@ class PstArchiveReader(ArchiveReader):
         return list(out.values())
 
     def folders(self) -> list[FolderSummary]:
-        """Each folder with its message count and bytes (PR_MESSAGE_SIZE summed)."""
+        """Each folder with its message count and bytes (PR_MESSAGE_SIZE summed), from the
+        contents tables' fixed-size columns alone."""
         out: dict[str, FolderSummary] = {}
         for vol in self._volumes:
             for item in self._walk(vol):
                 if not isinstance(item, PstFolder):
                     continue
                 summary = out.setdefault(item.path, FolderSummary(item.path))
-                for entry in self._contents(vol, item):
-                    summary.messages += 1
-                    summary.bytes += entry.size
+                table_nid = _with_type(item.nid, NID_TYPE_CONTENTS_TABLE)
+                if not vol.pst.has_node(table_nid):
+                    continue
+                for row in vol.pst.table(vol.pst.node(table_nid)).rows(_COUNT_COLUMNS):
+                    nid = row.get(P.LTP_ROW_ID)
+                    if isinstance(nid, int) and _nid_type(nid) == NID_TYPE_NORMAL_MESSAGE:
+                        size = row.get(P.MESSAGE_SIZE)
+                        summary.messages += 1
+                        summary.bytes += size if isinstance(size, int) else 0
         return list(out.values())
 
     def _message_nids(self, vol: _Volume, folder: PstFolder) -> Iterator[int]:
