@@ -244,9 +244,10 @@ def _kept_header_lines(headers: str) -> bytes:
 
 
 def _mailboxes(pairs: list[tuple[str, str]]) -> str:
-    """An address list, display names RFC 2047-encoded where they are not ASCII."""
+    """An address list, display names RFC 2047-encoded where they are not ASCII; a recipient
+    known only by name (an Exchange address without SMTP) as ``Name <>``."""
     return ", ".join(formataddr((name if name != address else "", address), charset="utf-8")
-                     if address else _encoded(name) for name, address in pairs)  # fmt: skip
+                     for name, address in pairs)  # fmt: skip
 
 
 def _encoded(text: str) -> str | Header:
