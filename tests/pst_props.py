@@ -37,7 +37,8 @@ def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
     """While active, a message written with a subject in ``by_subject`` also gets what its
     dict says: ``flag_status``, ``last_verb``, ``keywords`` (list), ``source_id``, ``sha256``,
     ``flags`` (str), ``rtf`` (compressed RTF bytes; the plain and HTML bodies dropped),
-    ``message_class`` (str, instead of IPM.Note)."""
+    ``message_class`` (str, instead of IPM.Note), ``drop`` (tags left out), ``set`` ((tag, value)
+    pairs written instead of the writer's)."""
     names = list(pst_messaging.REGISTERED_NAMES)
     own_ids = {}
     for name in OWN_NAMES:
@@ -68,6 +69,16 @@ def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
             if key in wanted:
                 extra.append((P.tag(own_ids[name], P.PT_UNICODE), wanted[key].encode("utf-16-le")))
         dropped = 0
+        replaced = {t for t, _v in wanted.get("set", ())} | set(wanted.get("drop", ()))
+        if replaced:
+            kept = []
+            for prop_tag, value in properties:
+                if prop_tag in replaced:
+                    dropped += _size(prop_tag, value)
+                else:
+                    kept.append((prop_tag, value))
+            properties = kept
+            extra.extend(wanted.get("set", ()))
         if "message_class" in wanted:
             kept = []
             for prop_tag, value in properties:

@@ -17,6 +17,7 @@ import pytest
 
 from connectors.archives import ArchivedMessage, ArchiveFailure, Selection
 from connectors.archives.pst import PstWriter
+from connectors.archives.pst import props as P
 from connectors.archives.pst.access import PstFile, PstFormatError
 from connectors.archives.pst.mime import parse_message
 from connectors.archives.pst.rebuild import rtf_to_text
@@ -313,6 +314,33 @@ def test_flags_keywords_and_legacyflo_properties(tmp_path):
     nothing = by_subject["Nothing recorded"]
     assert nothing.flags == () and nothing.labels == () and nothing.source_id == ""
     assert nothing.extra["original_sha256"] == "" and nothing.internal_date == BASE_DATE
+
+
+def test_headers_from_properties_with_an_exchange_sender(tmp_path):
+    """A message composed in Outlook has no transport headers and may name its sender by an
+    Exchange address: From is then the SMTP address where one is recorded, else the name."""
+    msg, _ = build_email("Composed in Outlook", sender=("Jöhn Exchange", "john@example.com"))
+    parsed = parse_message(as_bytes(msg))
+    parsed.headers = ""
+    ex = "/O=EXAMPLE/OU=EXCHANGE/CN=RECIPIENTS/CN=JOHN".encode("utf-16-le")
+    changes = {
+        "Composed in Outlook": {
+            "drop": [P.tag(0x5D01, P.PT_UNICODE), P.tag(0x5D02, P.PT_UNICODE)],
+            "set": [(P.SENDER_ADDRESS_TYPE, "EX".encode("utf-16-le")), (P.SENDER_EMAIL_ADDRESS, ex),
+                    (P.SENT_REPRESENTING_ADDRESS_TYPE, "EX".encode("utf-16-le")),
+                    (P.SENT_REPRESENTING_EMAIL_ADDRESS, ex)],
+        }
+    }  # fmt: skip
+    path = tmp_path / "ex.pst"
+    with extra_properties(changes), PstWriter(path) as writer:
+        writer.add_message(Message(folder="Sent", source_id="1", raw=as_bytes(msg)), parsed)
+    (message,) = _read_all(path)
+    rebuilt = email.message_from_bytes(message.raw, policy=default)
+    assert rebuilt["From"].addresses[0].display_name == "Jöhn Exchange"
+    assert "/O=EXAMPLE" not in message.raw.decode("ascii")
+    assert rebuilt["Subject"] == "Composed in Outlook"
+    assert [a.addr_spec for a in rebuilt["To"].addresses] == ["bob@example.org"]
+    assert rebuilt["Message-ID"] == msg["Message-ID"] and rebuilt["Date"].datetime == BASE_DATE
 
 
 def test_outlook_items_that_are_no_mail_are_skipped_with_the_reason(tmp_path):
