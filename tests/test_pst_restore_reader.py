@@ -20,8 +20,8 @@ from connectors.archives.pst import PstWriter
 from connectors.archives.pst import props as P
 from connectors.archives.pst.access import PstFile, PstFormatError
 from connectors.archives.pst.mime import parse_message
-from connectors.archives.pst.rtf import rtf_to_text
 from connectors.archives.pst.restore import PstArchiveReader
+from connectors.archives.pst.rtf import rtf_to_text
 from connectors.model import Message
 from tests.mime_corpus import CASES, cpython_corpus
 from tests.pst_corpus import (
