@@ -78,6 +78,7 @@ class _Policy(Compat32):
 
 
 _POLICY = _Policy(linesep="\r\n")
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext
 _B64_LINE = 57  # input bytes per 76-character base64 line
 
 
@@ -240,9 +241,9 @@ def _kept_header_lines(headers: str) -> bytes:
             fields.append([line])
     out = []
     for field_lines in fields:
-        name = field_lines[0].split(":", 1)[0].strip().lower()
-        if name in _STRUCTURE_HEADERS:
-            continue
+        name, colon, _value = field_lines[0].partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name) or name.lower() in _STRUCTURE_HEADERS:
+            continue  # an mbox "From " line or a stray line is no header; MIME ones are rebuilt
         out.extend(field_lines)
     return "".join(line + "\r\n" for line in out).encode("utf-8", "surrogateescape")
 
