@@ -29,7 +29,9 @@ class Destination(ABC):
       folder when it was given one (a request's ``target_folder``); it returns the
       destination's name for it, and creating an existing folder is not an error. A level the
       target cannot hold as is (a '.' inside a name on a '.'-separated server) is mapped;
-      ``mapped_folders()`` lists every such mapping for the report.
+      ``mapped_folders()`` lists every such mapping for the report. A folder the target refuses
+      to create raises ``connectors.model.FolderUnavailable`` (that folder's messages fail, the
+      others go on).
     - ``append(folder, raw, flags, internal_date)`` stores ``raw`` byte for byte in ``folder``
       (a name ``ensure_folder`` returned) with those flags (IMAP flags and keywords; ones the
       target cannot store are dropped) and that internal (received) date, and returns the new
@@ -40,6 +42,7 @@ class Destination(ABC):
       SHA-256 of the bytes) ``folder`` already holds, counting multiplicity (a candidate listed
       twice and held once is returned once), so that a retried or repeated restore appends
       nothing twice. A candidate without Message-ID is matched on its bytes (size, then SHA-256).
+      A folder that does not exist yet holds nothing (no error).
     """
 
     @abstractmethod
