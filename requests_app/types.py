@@ -72,9 +72,11 @@ _GMAIL_HELP = ("Gmail over IMAP with an app password. With Gmail's extensions, [
 _O365_HELP = ("Exchange Online over IMAP with the mailbox password, or with OAuth (XOAUTH2) through a Microsoft "
               "connection: the mailbox's own consent (IMAP) or app-only access after admin consent.")
 _GMAILOAUTH_HELP = ("Gmail over IMAP with XOAUTH2 tokens from a Google service account's domain-wide delegation "
-                    "(scope https://mail.google.com/). [Gmail]/All Mail is backed up once; labels go to labels.csv.")
-_GMAILAPI_HELP = ("Gmail API (raw messages, every label in labels.csv) with the mailbox user's consent, or a service "
-                  "account's domain-wide delegation (scope gmail.readonly). Quota shared by all workers.")
+                    "(scope https://mail.google.com/). [Gmail]/All Mail is backed up once; labels go to labels.csv "
+                    "and index.csv (ZIP) or become Outlook categories (PST).")
+_GMAILAPI_HELP = ("Gmail API (raw messages; every label in labels.csv and index.csv, or as Outlook categories in "
+                  "a PST) with the mailbox user's consent, or a service account's domain-wide delegation "
+                  "(scope gmail.readonly). Quota shared by all workers.")
 _M365API_HELP = ("Microsoft Graph (each message's MIME $value, the whole folder tree) with the mailbox user's "
                  "consent, or app-only access after admin consent. At most 4 requests at once per mailbox.")
 _YAHOO_HELP = "Yahoo Mail with an app password (plain passwords are refused by Yahoo)."

@@ -545,7 +545,8 @@ class ImapSource(Source):
             internal = entry.get(b"INTERNALDATE")
             yield Message(folder=folder.path, source_id=sid, raw=bytes(raw),
                           internal_date=internal if isinstance(internal, dt.datetime) else None,
-                          flags=tuple(to_unicode(f) for f in entry.get(b"FLAGS", ())),
+                          flags=tuple(f for f in (to_unicode(f) for f in entry.get(b"FLAGS", ()))
+                                      if f.lower() != "\\recent"),  # per session: no APPEND takes it
                           labels=labels)
 
 
