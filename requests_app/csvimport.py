@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from requests_app.forms import RequestForm, TenantLookups
+from requests_app.forms import RequestForm, TenantLookups, form_class
 from requests_app.types import REQUEST_TYPES, RequestType, available_types, get_type, sample_row
 
 
@@ -210,7 +210,8 @@ def parse_csv(raw: bytes | str, *, tenant, extra_columns: tuple[str, ...] = ()) 
             result.errors.append(f"Line {line}: {', '.join(extra)} do(es) not apply to {rtype.code}.")
             continue
         if rtype.code not in unbound:
-            unbound[rtype.code] = RequestForm(rtype=rtype, tenant=tenant, lookups=lookups)
+            kwargs = {"check_archive": False} if rtype.is_restore else {}
+            unbound[rtype.code] = form_class(rtype)(rtype=rtype, tenant=tenant, lookups=lookups, **kwargs)
         form = unbound[rtype.code].bound_copy(row)
         if not form.is_valid():
             for name, errors in form.errors.items():

@@ -114,6 +114,14 @@ class MigrationRequest(models.Model):
         return f"{self.request_type} {self.title or self.source_user}"
 
     @property
+    def is_restore(self) -> bool:
+        """A restore (archive → mailbox) rather than a backup: its ``source_*`` fields are the target."""
+        from requests_app.types import get_type
+
+        rtype = get_type(self.request_type)
+        return bool(rtype and rtype.is_restore)
+
+    @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
 

@@ -2,6 +2,8 @@
 
     run_request(pk): lifecycle.claim → kinds.source_for_request → pipeline.run.run_backup
                      → lifecycle.finish (or lifecycle.fail)
+    a restore type:  lifecycle.claim → kinds.destination_for_request, restore_readers.opener_for
+                     → pipeline.restore.run_restore → lifecycle.finish
 
 Every state change goes through ``lifecycle``; this module turns the request's row into the
 engine's inputs (``backup_spec``, ``tuning``, its bucket's client) and the engine's result into
@@ -75,6 +77,23 @@ def backup_spec(req: MigrationRequest, rtype: RequestType):
     )
 
 
+def restore_spec(req: MigrationRequest, rtype: RequestType):
+    """What the engine restores, from where, and where its report goes (no secrets)."""
+    from connectors.archives import Selection
+    from connectors.pipeline.restore import RestoreSpec
+
+    return RestoreSpec(
+        bucket=req.bucket.name, archive_key=req.archive_key, format=rtype.format,
+        report_prefix=req.s3_prefix, report_file_name=req.file_name, target_folder=req.target_folder,
+        report_in_bucket=req.bucket.is_destination,
+        selection=Selection(folders=tuple(req.folders), exclude_folders=tuple(req.exclude_folders),
+                            since=req.since, before=req.before),
+        source_description={"request": str(req.uuid), "type": rtype.code, "tenant": req.tenant.slug,
+                            "server": req.source_server, "user": req.source_user,
+                            "archive_key": req.archive_key},
+    )
+
+
 def run_request(pk: int) -> str:
     """The job: run (or resume) request ``pk`` to its end. Returns the final state (or why not)."""
     token = lifecycle.claim(pk)
@@ -105,8 +124,11 @@ def _run(pk: int, token: str) -> str:
         lifecycle.finish(pk, token, state=State.FAILED, error=str(exc))
         return State.FAILED
     try:
-        with source_for_request(req, rtype) as source:
-            result = run_backup(source, client, backup_spec(req, rtype), ledger, tuning(req.bucket.endpoint_url))
+        if rtype.is_restore:
+            result = _restore(req, rtype, client, ledger)
+        else:
+            with source_for_request(req, rtype) as source:
+                result = run_backup(source, client, backup_spec(req, rtype), ledger, tuning(req.bucket.endpoint_url))
     except lifecycle.Superseded:
         log.warning("request %s: another run took over; this one stops", pk)
         return "superseded"
@@ -117,3 +139,14 @@ def _run(pk: int, token: str) -> str:
         return State.FAILED
     lifecycle.finish(pk, token, state=result.state, error=result.error, result=result_document(result))
     return result.state
+
+
+def _restore(req: MigrationRequest, rtype: RequestType, client, ledger):
+    from connectors.pipeline.restore import run_restore
+    from connectors.pipeline.restore_readers import opener_for
+    from requests_app.kinds import destination_for_request
+
+    spec_tuning = tuning(req.bucket.endpoint_url)
+    with destination_for_request(req, rtype) as destination:
+        return run_restore(opener_for(rtype.format, client, req.bucket.name, tmp_dir=spec_tuning.tmp_dir),
+                           destination, client, restore_spec(req, rtype), ledger, spec_tuning)

@@ -46,6 +46,7 @@ def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict
         folders=data.get("folders", []), exclude_folders=data.get("exclude_folders", []),
         since=data.get("since"), before=data.get("before"),
         bucket=data["bucket"], s3_prefix=data.get("s3_prefix", ""), file_name=data["file_name"],
+        archive_key=data.get("archive_key", ""), target_folder=data.get("target_folder", ""),
         notify=list(data.get("notify") or []),
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )

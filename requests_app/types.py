@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 from requests_app.kinds import KINDS, columns_of
 
 COMMON_COLUMNS = ["request_type", "title", "folders", "exclude_folders", "since", "before", "bucket", "s3_prefix", "file_name"]
+# A restore row (DESIGN.md, "Restore rows"): the archive in a source bucket, then the mailbox written
+# into. The ``target_*`` columns are stored in the request's ``source_*`` fields ("the mailbox side").
+RESTORE_COLUMNS = ["request_type", "title", "bucket", "archive_key", "target_server", "target_port",
+                   "target_security", "target_user", "target_password", "target_folder", "folders",
+                   "exclude_folders", "since", "before"]
+TARGET_TO_SOURCE = {"target_server": "source_server", "target_port": "source_port",
+                    "target_security": "source_security", "target_user": "source_user",
+                    "target_password": "source_password"}
+BACKUP, RESTORE = "backup", "restore"
 # Optional on every row, after the type's own columns.
 NOTIFY_COLUMNS = ["notify"]
 
@@ -28,9 +37,16 @@ class RequestType:
     security: str = "ssl"
     help: str = ""
     extra_columns: tuple[str, ...] = field(default_factory=tuple)
+    direction: str = BACKUP  # backup: mailbox → archive; restore: archive → mailbox
+
+    @property
+    def is_restore(self) -> bool:
+        return self.direction == RESTORE
 
     @property
     def columns(self) -> list[str]:
+        if self.is_restore:
+            return list(RESTORE_COLUMNS) + NOTIFY_COLUMNS
         # IMAP server columns only where the operator may choose the server: OAuth tokens are only
         # ever sent to the provider's own endpoints (settings GMAIL_IMAP_HOST, MICROSOFT_IMAP_HOST).
         return (COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
@@ -65,6 +81,14 @@ _YAHOO_HELP = "Yahoo Mail with an app password (plain passwords are refused by Y
 _MITHI_HELP = ("Mithi SkyConnect / Vaultastic over IMAP. Folders are named as the server lists them (its "
                "INBOX. prefix removed, its separator, usually '.', shown as '/').")
 
+_RESTORE_HELP = ("Puts an archive of a bucket registered as source (or both) back into any IMAP mailbox: folders "
+                 "created with the server's separator and prefix, each message appended with its flags and "
+                 "date, exactly once (a retry or a second restore adds nothing twice).")
+_RESTORE_PST_HELP = ("Puts an Outlook PST of a bucket registered as source (or both) back into any IMAP mailbox: "
+                     "each message rebuilt as MIME, with its read and flag state, exactly once.")
+_RESTORE_MITHI_HELP = ("Puts an archive back into Mithi SkyConnect / Vaultastic (folders under INBOX., '.' "
+                       "between levels), exactly once: the way users retrieve their data.")
+
 REQUEST_TYPES: dict[str, RequestType] = {t.code: t for t in [
     RequestType("IMAP-S3-ZIP", "Any IMAP server → ZIP of EML", "imap", "imap", "zip", server="", help=_IMAP_HELP),
     RequestType("IMAP-S3-PST", "Any IMAP server → Outlook PST", "imap", "imap", "pst", server="", help=_IMAP_HELP),
@@ -89,7 +113,23 @@ REQUEST_TYPES: dict[str, RequestType] = {t.code: t for t in [
     RequestType("YAHOO-S3-ZIP", "Yahoo Mail (IMAP, app password) → ZIP", "imap", "yahoo", "zip",
                 server="imap.mail.yahoo.com", help=_YAHOO_HELP),
     RequestType("MITHI-S3-ZIP", "Mithi SkyConnect / Vaultastic → ZIP", "imap", "mithi", "zip", server="", help=_MITHI_HELP),
+    RequestType("S3-IMAP-ZIP", "ZIP archive → any IMAP mailbox", "imap", "imap", "zip", server="",
+                help=_RESTORE_HELP, direction=RESTORE),
+    RequestType("S3-IMAP-PST", "Outlook PST → any IMAP mailbox", "imap", "imap", "pst", server="",
+                help=_RESTORE_PST_HELP, direction=RESTORE),
+    RequestType("S3-MITHI-ZIP", "ZIP archive → Mithi SkyConnect / Vaultastic", "imap", "mithi", "zip", server="",
+                help=_RESTORE_MITHI_HELP, direction=RESTORE),
 ]}
+
+
+def restore_type_for(backup: RequestType | None) -> RequestType | None:
+    """The restore type that reads what ``backup`` wrote back into an IMAP mailbox (the "Restore…"
+    action of a completed backup): a PST archive → S3-IMAP-PST; Mithi's own ZIP → S3-MITHI-ZIP."""
+    if backup is None or backup.is_restore:
+        return None
+    if backup.format == "pst":
+        return REQUEST_TYPES["S3-IMAP-PST"]
+    return REQUEST_TYPES["S3-MITHI-ZIP" if backup.flavour == "mithi" else "S3-IMAP-ZIP"]
 
 
 def available_types() -> list[RequestType]:
@@ -111,5 +151,11 @@ def sample_row(rtype: RequestType, n: int = 1) -> dict[str, str]:
         # O365's sample keeps the password method, which needs none.
         "connection": "" if rtype.uses_password else rtype.provider, "auth_method": "password",
         "include_spam_trash": "no",
+        # restore rows
+        "archive_key": f"mail/2026/user{n}-example-com.{rtype.format}", "target_server": "imap.example.com",
+        "target_port": "993", "target_security": "ssl", "target_user": f"user{n}@example.com",
+        "target_password": "mailbox-password", "target_folder": "",
     }
+    if rtype.is_restore:
+        row.update(bucket="my-source-bucket", exclude_folders="")
     return {c: row.get(c, "") for c in rtype.columns}

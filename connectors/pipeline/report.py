@@ -95,12 +95,15 @@ def _cell(value) -> str:
 
 
 def write_report(records: Iterable[EntryRecord], folder_errors: Iterable[FolderError],
-                 out: BinaryIO, archive_keys: Mapping[int, str] | None = None) -> int:
+                 out: BinaryIO, archive_keys: Mapping[int, str] | None = None,
+                 status_names: Mapping[str, str] | None = None) -> int:
     """Write report.csv (UTF-8 with BOM so spreadsheets detect it) to ``out``; return the row count.
 
-    ``archive_keys`` maps a record's ``volume`` to its archive's key (exported messages only).
+    ``archive_keys`` maps a record's ``volume`` to its archive's key (exported messages only);
+    ``status_names`` renames statuses in the file (a restore's "exported" is "restored").
     """
     archive_keys = archive_keys or {}
+    status_names = status_names or {}
     text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="", write_through=True)
     writer = csv.writer(text)
     writer.writerow(REPORT_COLUMNS)
@@ -110,7 +113,7 @@ def write_report(records: Iterable[EntryRecord], folder_errors: Iterable[FolderE
             continue
         writer.writerow([_cell(v) for v in (
             r.folder, r.source_id, r.message_id, r.date, r.from_, r.to, r.subject, r.size,
-            r.sha256, r.status, r.error, r.name,
+            r.sha256, status_names.get(r.status, r.status), r.error, r.name,
             archive_keys.get(r.volume, "") if r.status == EXPORTED else "")])
         rows += 1
     for fe in folder_errors:
