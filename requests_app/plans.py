@@ -107,7 +107,7 @@ def _same_destination(plan_qs, data: dict):
 
 
 def _check(tenant, rtype: RequestType, data: dict, *, exclude_pk=None) -> None:
-    if rtype.source not in ("imap", "gmail_api", "graph"):
+    if rtype.is_restore:
         raise ValidationError(f"{rtype.code} is not a backup type: only backups can be scheduled.")
     others = Plan.objects.for_tenant(tenant)
     if exclude_pk:
