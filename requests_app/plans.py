@@ -282,7 +282,8 @@ def check_late(at: dt.datetime, *, window: dt.timedelta = dt.timedelta(days=7)) 
     candidates = (PlanEvent.objects.filter(kind=PlanEventKind.SUBMITTED, slot_at__lt=at - late,
                                            slot_at__gte=at - window, request__isnull=False)
                   .select_related("plan__tenant", "request")
-                  .exclude(request__in=PlanEvent.objects.filter(kind=PlanEventKind.LATE).values("request")))
+                  .exclude(request__in=PlanEvent.objects.filter(kind=PlanEventKind.LATE, request__isnull=False)
+                           .values("request")))  # (a NULL in NOT IN would exclude every row)
     mailed = 0
     for event in candidates:
         req = event.request

@@ -371,3 +371,14 @@ def test_only_backups_can_be_scheduled(client_for, operator, tenant, bucket):
     assert client.get(f"/t/{tenant.slug}/plans/new/S3-IMAP-ZIP/").status_code == 404
     page = client.get(f"/t/{tenant.slug}/plans/new/").content.decode()
     assert "IMAP-S3-ZIP" in page and "S3-IMAP-ZIP" not in page
+
+
+def test_a_deleted_late_run_does_not_silence_later_late_mails(tenant, bucket, rq_queue, smtp):
+    make_plan(tenant, bucket, next_run_at=utc(2026, 12, 2, 2, 0))
+    first = MigrationRequest.objects.get(uuid=run_due("2026-12-02T02:00:00Z")[0].split()[0])
+    with_callbacks(lambda: run_due("2026-12-02T03:30:00Z"))
+    assert len(smtp.messages) == 1
+    first.delete()  # its LATE event stays, without its request
+    run_due("2026-12-03T02:00:00Z")
+    with_callbacks(lambda: run_due("2026-12-03T03:30:00Z"))
+    assert len(smtp.messages) == 2
