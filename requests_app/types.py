@@ -20,8 +20,9 @@ TARGET_TO_SOURCE = {"target_server": "source_server", "target_port": "source_por
                     "target_security": "source_security", "target_user": "source_user",
                     "target_password": "source_password"}
 BACKUP, RESTORE = "backup", "restore"
-# Optional on every row, after the type's own columns.
-NOTIFY_COLUMNS = ["notify"]
+# Optional on every row, of any type, besides its own ``columns`` (which samples and
+# ``request_types`` list): the CSV importer accepts them everywhere.
+OPTIONAL_COLUMNS = ["notify"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,11 @@ class RequestType:
     @property
     def columns(self) -> list[str]:
         if self.is_restore:
-            return list(RESTORE_COLUMNS) + NOTIFY_COLUMNS
+            return list(RESTORE_COLUMNS)
         # IMAP server columns only where the operator may choose the server: OAuth tokens are only
         # ever sent to the provider's own endpoints (settings GMAIL_IMAP_HOST, MICROSOFT_IMAP_HOST).
         return (COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
-                + (["incremental"] if self.is_backup else []) + NOTIFY_COLUMNS)
+                + (["incremental"] if self.is_backup else []))
 
     @property
     def is_backup(self) -> bool:

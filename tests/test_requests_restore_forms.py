@@ -12,7 +12,7 @@ from buckets.models import Bucket
 from connectors.pipeline.restore_keys import ArchiveNotFound, resolve_archive, restore_file_name
 from requests_app.csvimport import parse_csv
 from requests_app.forms import RestoreForm, form_class
-from requests_app.types import REQUEST_TYPES, NOTIFY_COLUMNS, RESTORE_COLUMNS, get_type, restore_type_for
+from requests_app.types import REQUEST_TYPES, RESTORE_COLUMNS, get_type, restore_type_for
 
 RESTORE_CODES = ("S3-IMAP-ZIP", "S3-IMAP-PST", "S3-MITHI-ZIP")
 
@@ -44,10 +44,10 @@ def test_the_three_restore_types_are_listed_with_their_csv_columns_and_a_sample(
     call_command("request_types")
     lines = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
     for code in RESTORE_CODES:
-        assert lines[code].split(",") == RESTORE_COLUMNS + NOTIFY_COLUMNS
+        assert lines[code].split(",") == RESTORE_COLUMNS
         call_command("request_types", sample=code)
         rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-        assert rows and list(rows[0]) == RESTORE_COLUMNS + NOTIFY_COLUMNS and rows[0]["request_type"] == code
+        assert rows and list(rows[0]) == RESTORE_COLUMNS and rows[0]["request_type"] == code
         assert rows[0]["archive_key"].endswith("." + REQUEST_TYPES[code].format)
     assert "target_password" not in lines["IMAP-S3-ZIP"]
 
