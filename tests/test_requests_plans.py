@@ -167,6 +167,20 @@ def test_a_slot_whose_previous_run_is_still_going_is_skipped_and_recorded(tenant
     assert MigrationRequest.objects.count() == 1
 
 
+def test_the_slot_after_a_completed_run_submits_the_next_run_of_the_same_series(tenant, bucket, rq_queue):
+    """A plan is a series: its second run shares the first one's destination and is not refused
+    as a conflict; it is the series' run 2."""
+    plan = make_plan(tenant, bucket, next_run_at=utc(2026, 12, 2, 2, 0))
+    first = MigrationRequest.objects.get(uuid=run_due("2026-12-02T02:00:00Z")[0].split()[0])
+    MigrationRequest.objects.filter(pk=first.pk).update(state=State.COMPLETED)
+    lines = run_due("2026-12-03T02:00:00Z")
+    assert len(lines) == 1, list(PlanEvent.objects.filter(plan=plan).values_list("kind", "detail"))
+    second = MigrationRequest.objects.get(uuid=lines[0].split()[0])
+    assert second.series_key and second.series_key == first.series_key
+    assert (first.options.get("series_run"), second.options.get("series_run")) == (1, 2)
+    assert not PlanEvent.objects.filter(plan=plan, kind=PlanEventKind.FAILED_TO_START).exists()
+
+
 def test_a_paused_plan_does_not_run_and_resumes_at_its_next_slot(tenant, bucket, rq_queue):
     from requests_app.plans import plan_set_paused
 
