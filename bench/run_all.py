@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, one after another, each printing its figures side by side with
 its reference run in the same invocation.
 
-    python bench/run_all.py            # ZIP vs mbsync (+ PST), 30 MB attachment, Gmail API, Graph, CSV upload
+    python bench/run_all.py            # ZIP vs mbsync (+ PST), 30 MB attachment, Gmail API, Graph, CSV upload, series
     python bench/run_all.py --large    # also the 10x mailbox (5.7 GB: several minutes, ~12 GB disk)
     python bench/run_all.py --only mailboxes --mailboxes 20 --workers 2   # one benchmark, its N and W
 
@@ -51,6 +51,7 @@ def main() -> int:
         ("Graph under injected 429s", ["bench/graph_bench.py"]),
         ("PST writer alone, 1 GB", ["bench/pst_bench.py", "--gigabytes", "1", "--check"]),
         ("CSV upload of 10,000 rows", ["bench/csv_bench.py"]),
+        ("Incremental series: unchanged run vs full run", ["bench/series_bench.py"]),
         # The single large mailbox through the whole path: a real worker, Redis, PostgreSQL.
         ("One large mailbox through a worker", ["bench/many_mailboxes.py", "-n", "1", "-m", "3000", "-w", "1",
                                                 "--repeat", "3"]),

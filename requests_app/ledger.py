@@ -36,6 +36,8 @@ from requests_app import lifecycle
 from requests_app.checkpoint import Checkpoint
 from requests_app.models import ArchiveRecord, MigrationRequest, UploadedPart
 
+# ``entry`` (JSON) holds these, plus what the archive records about the message ("imap_flags",
+# "internal_date": absent from rows written before they existed, read as none)
 _ENTRY_FIELDS = ("name", "offset", "crc32", "compressed_size", "method", "dos_time", "dos_date", "flags", "volume")
 
 
@@ -44,7 +46,8 @@ def _to_row(request_id: int, seq: int, part_number: int | None, r: EntryRecord) 
         request_id=request_id, seq=seq, part_number=part_number, kind=r.kind, folder=r.folder,
         source_id=r.source_id, folder_seq=r.sequence, message_id=r.message_id, date=r.date, sender=r.from_,
         recipients=r.to, subject=r.subject, size=r.size, sha256=r.sha256, status=r.status, error=r.error,
-        labels=list(r.labels), entry={k: getattr(r, k) for k in _ENTRY_FIELDS},
+        labels=list(r.labels), entry={**{k: getattr(r, k) for k in _ENTRY_FIELDS},
+                                      "imap_flags": list(r.imap_flags), "internal_date": r.internal_date},
     )
 
 
@@ -54,6 +57,7 @@ def to_entry_record(row: ArchiveRecord) -> EntryRecord:
         kind=row.kind, folder=row.folder, source_id=row.source_id, status=row.status,
         size=row.size, sequence=row.folder_seq, message_id=row.message_id, date=row.date, from_=row.sender,
         to=row.recipients, subject=row.subject, sha256=row.sha256, error=row.error, labels=tuple(row.labels or ()),
+        imap_flags=tuple(entry.get("imap_flags") or ()), internal_date=entry.get("internal_date") or "",
         **{k: entry.get(k, 1 if k == "volume" else ("" if k == "name" else 0)) for k in _ENTRY_FIELDS},
     )
 

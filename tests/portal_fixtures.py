@@ -55,12 +55,12 @@ def imap_form(dovecot, bucket, **overrides) -> dict:
 
 
 def submit(tenant, actor, code: str, data: dict):
-    from requests_app.forms import RequestForm
+    from requests_app.forms import form_class
     from requests_app.services import request_submit
     from requests_app.types import get_type
 
     rtype = get_type(code)
-    form = RequestForm(data, rtype=rtype, tenant=tenant)
+    form = form_class(rtype)(data, rtype=rtype, tenant=tenant)
     assert form.is_valid(), form.errors
     return request_submit(tenant=tenant, actor=actor, rtype=rtype, data=form.cleaned_data)
 
