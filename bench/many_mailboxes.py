@@ -14,8 +14,8 @@ URL) and the S3 store (``rclone serve s3``). Timed from the submission to the la
 Against it, in the same invocation: mbsync pulling the same N mailboxes into Maildirs, W
 processes at a time (one ``mbsync`` per mailbox, as a script would).
 
-Printed: both wall times, the peak RSS of the largest worker's whole process tree (worker, RQ
-workers and work horse summed, sampled every 50 ms), the ratio (target ≤ 1.0), the time per mailbox, and where a worker's
+Printed: both wall times, the peak memory of the largest worker's whole process tree (worker, RQ
+workers and work horse: PSS summed, and RSS; sampled every 50 ms), the ratio (target ≤ 1.0), the time per mailbox, and where a worker's
 time goes per request (the timestamps RQ, the request row and the engine record, median over
 the requests): from the job's start in its work horse to the claim, the engine's listing,
 transfer and finishing (commit, report.csv, summary.json), and from the finish to the job's end;
@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ACCESS_KEY, ROOT, SECRET_KEY, warm_up_imap, write_mbsyncrc  # noqa: E402
 
 TENANT, BUCKET = "many-bench", "many-bench"
-PEAKS: list[float] = []  # per run: the largest worker process tree's peak RSS (MB)
+PEAKS: list[tuple[float, float, float]] = []  # per run: TreeRss's peaks (MB)
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/legacyflo_perf"
 
 
@@ -146,10 +146,11 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _rss_mb(pid: int) -> float:
+def _memory_mb(pid: int, field: str) -> float:
+    """``field`` ("Pss:" or "Rss:") of ``pid`` from smaps_rollup, in MB (0 once it is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -157,17 +158,23 @@ def _rss_mb(pid: int) -> float:
 
 
 class TreeRss(threading.Thread):
-    """Samples, every 50 ms, the RSS of each worker's whole process tree (summed: the worker
-    and its work horse count together) and keeps the peak."""
+    """Samples, every 50 ms, each worker's whole process tree (the worker and its work horse
+    together) and keeps the peaks: the sum of PSS (pages shared between the worker and the horse
+    it forked counted once: the tree's real footprint), the sum of RSS (shared pages counted in
+    each process) and the largest single process's RSS."""
 
     def __init__(self, pids: list[int]) -> None:
         super().__init__(daemon=True)
-        self.pids, self.peak, self.stop = pids, 0.0, threading.Event()
+        self.pids, self.stop = pids, threading.Event()
+        self.pss = self.rss = self.single = 0.0
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
             for pid in self.pids:
-                self.peak = max(self.peak, sum(_rss_mb(p) for p in _tree(pid)))
+                tree = _tree(pid)
+                rss = [_memory_mb(p, "Rss:") for p in tree]
+                self.pss = max(self.pss, sum(_memory_mb(p, "Pss:") for p in tree))
+                self.rss, self.single = max(self.rss, sum(rss)), max(self.single, max(rss, default=0.0))
 
 
 def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int, concurrency: int = 1) -> float:
@@ -187,7 +194,7 @@ def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int, concurr
     outputs = [p.communicate()[0] for p in procs]
     wall = time.perf_counter() - started
     sampler.stop.set()
-    PEAKS.append(sampler.peak)
+    PEAKS.append((sampler.pss, sampler.rss, sampler.single))
     print(f"  submission {submitted - started:.2f}s, workers {wall - (submitted - started):.2f}s", flush=True)
     for p, out in zip(procs, outputs, strict=True):
         if p.returncode:
@@ -363,8 +370,10 @@ def main() -> int:
         print(f"many mailboxes ({args.mailboxes} × {args.messages} msgs, {args.workers} workers): ours {best:.2f} s, "
               f"{1000 * best / args.mailboxes:.0f} ms per mailbox" +
               (f"; mbsync {min(theirs):.2f} s: ratio {best / min(theirs):.2f} (target ≤ 1.0)" if theirs else ""))
-        print(f"worker peak RSS (whole process tree, sampled every 50 ms): {max(PEAKS):.0f} MB"
-              + (" (target ≤ 150)" if args.mailboxes == 1 else ""))
+        pss, rss, single = (max(p[i] for p in PEAKS) for i in range(3))
+        print(f"worker peak RSS (whole process tree, PSS summed, sampled every 50 ms): {pss:.0f} MB"
+              + (" (target ≤ 150)" if args.mailboxes == 1 else "")
+              + f"; RSS summed {rss:.0f} MB, largest single process {single:.0f} MB")
         return 0
     finally:
         redis.stop()
