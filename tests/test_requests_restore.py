@@ -366,3 +366,35 @@ def test_a_read_only_source_bucket_gets_no_report_but_the_portal_serves_it(opera
     assert len(rows) == sum(len(v) for v in source_digests(dovecot.mailbox).values())
     summary = client.get(f"/t/{tenant.slug}/requests/{req.uuid}/report.json").json()
     assert summary["reconciled"] is True and summary["totals"]["exported"] == len(rows)
+
+
+def test_a_cancelled_restore_keeps_what_it_restored_and_a_retry_finishes_it_exactly_once(
+        operator, tenant, dovecot, both_bucket, rclone, rq_queue, worker_process):
+    from requests_app import services
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    dovecot.add_user("cancelr", "cancelr-password")
+    bulk = generate_mailbox("flat", seed=17, count=500, folder="INBOX", size=30_000)
+    write_maildir(dovecot, "cancelr", bulk)
+    backup_of(dovecot, tenant, operator, both_bucket, rq_queue, source_user="cancelr",
+              source_password="cancelr-password", file_name="cancelr")
+    user, password = new_user(dovecot)
+    req = submit(tenant, operator, "S3-IMAP-ZIP",
+                 restore_form(dovecot, both_bucket, user, password, archive_key="mail/cancelr.zip"))
+    worker_process()
+    wait_for(lambda: ArchiveRecord.objects.filter(request=req).count() >= 100, timeout=120, interval=0.05)
+    services.request_cancel(req=req, actor=operator)
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=120)
+    req.refresh_from_db()
+    assert req.state == "cancelled", req.error
+    kept = ArchiveRecord.objects.filter(request=req).count()
+    assert 0 < kept < 500
+    assert sum(len(v) for v in digests(mailbox_contents(dovecot, user, password)).values()) >= kept
+
+    services.request_retry(req=req, actor=operator)
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=240)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    assert req.result["resumed"] is True
+    assert digests(mailbox_contents(dovecot, user, password)) == expected_digests(bulk)  # each exactly once
+    assert ArchiveRecord.objects.filter(request=req).count() == 500

@@ -279,6 +279,7 @@ class Restore:
             self.progress.messages_done += 1
             self.progress.messages_failed += r.status == FAILED
             self.progress.messages_skipped += r.status == SKIPPED
+        self.progress.folder_counts[folder] = stats.source_count  # the report page's live table
         self.pacer.report()
 
     def _record(self, folder: str, entry: str, status: str, *, message: ArchivedMessage | None = None,
