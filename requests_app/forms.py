@@ -63,6 +63,44 @@ class YesNoField(forms.Field):
         return parsed
 
 
+MAX_RECIPIENTS = 20
+
+
+def parse_recipients(value) -> list[str]:
+    """``a@x.test; b@y.test`` (or a list) → the addresses, lower-cased, each once, in order;
+    ValidationError naming a bad address."""
+    from django.core.validators import validate_email
+
+    parts = value if isinstance(value, (list, tuple)) else re.split(r"[;,\s]+", value or "")
+    out: list[str] = []
+    for part in parts:
+        address = part.strip().lower()
+        if not address:
+            continue
+        try:
+            validate_email(address)
+        except forms.ValidationError:
+            raise forms.ValidationError(f"{part.strip()!r} is not an email address.") from None
+        if address not in out:
+            out.append(address)
+    if len(out) > MAX_RECIPIENTS:
+        raise forms.ValidationError(f"At most {MAX_RECIPIENTS} addresses.")
+    return out
+
+
+class RecipientsField(forms.CharField):
+    """Email addresses separated by ';' (the CSV ``notify`` column, the forms' Notify field)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 4000)
+        kwargs.setdefault("help_text", "Email addresses separated by ';': a mail when the run starts and when it ends.")
+        super().__init__(**kwargs)
+
+    def clean(self, value):
+        return parse_recipients(super().clean(value))
+
+
 def destination_buckets(tenant):
     return Bucket.objects.for_tenant(tenant).filter(
         status=Status.VERIFIED, purpose__in=[Purpose.DESTINATION, Purpose.BOTH])
@@ -162,6 +200,7 @@ class RequestForm(forms.Form):
                                 help_text="Folder inside the bucket, without leading or trailing '/'.")
     file_name = forms.CharField(max_length=150, required=False, label="File name",
                                 help_text="Without extension. Empty: derived from the mailbox user and today's date.")
+    notify = RecipientsField(label="Notify")
 
     def __init__(self, *args, rtype: RequestType, tenant, lookups: TenantLookups | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -371,6 +410,7 @@ class RestoreForm(forms.Form):
                             widget=forms.DateInput(attrs={"type": "date"}))
     before = forms.DateField(required=False, input_formats=["%Y-%m-%d"], help_text="YYYY-MM-DD: messages before.",
                              widget=forms.DateInput(attrs={"type": "date"}))
+    notify = RecipientsField(label="Notify")
 
     def __init__(self, *args, rtype: RequestType, tenant, lookups: TenantLookups | None = None,
                  check_archive: bool = True, **kwargs):
@@ -464,3 +504,33 @@ class RestoreForm(forms.Form):
 def form_class(rtype: RequestType) -> type[forms.Form]:
     """The form of ``rtype``: one for every backup type, one for every restore type."""
     return RestoreForm if rtype.is_restore else RequestForm
+
+
+class PlanForm(RequestForm):
+    """A backup type's form plus its schedule; on edit a blank password keeps the stored one."""
+
+    schedule = forms.CharField(max_length=64, label="Schedule", initial="daily 02:00",
+                               help_text="'daily HH:MM', 'weekly DAY HH:MM' (DAY mon..sun) or 'monthly N HH:MM' "
+                                         "(N 1..31; in a shorter month, its last day), in UTC.")
+
+    def __init__(self, *args, editing: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["notify"].help_text = "Email addresses separated by ';': a mail when each run starts and ends."
+        self.order_fields(["title", *[n for n in self.fields if n not in ("title", "schedule")], "schedule"])
+        if editing and "source_password" in self.fields:
+            self.fields["source_password"].required = False
+            self.fields["source_password"].help_text = "Leave empty to keep the stored password."
+
+    def clean_schedule(self):
+        from requests_app.schedule import ScheduleError, parse
+
+        try:
+            return str(parse(self.cleaned_data.get("schedule", "")))
+        except ScheduleError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class NotifyDefaultsForm(forms.Form):
+    notify = RecipientsField(label="Mail every run to",
+                             help_text="Email addresses separated by ';': they hear about every request and plan "
+                                       "of this organisation, besides each one's own list.")

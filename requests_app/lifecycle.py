@@ -18,6 +18,8 @@ Invariants:
 - A run's heartbeat is refreshed by a thread of its process, independent of the engine's
   progress, so a long listing or a 40 MB message never looks like a dead worker; a running
   row whose heartbeat is older than ``LEGACYFLO_STALE_AFTER_SECONDS`` is interrupted.
+- At most ``LEGACYFLO_TENANT_MAX_RUNNING`` runs of one tenant: ``claim`` of a request whose
+  tenant is at the limit leaves it queued and deferred (``requests_app.limits``).
 - No run starts into another request's PREFIX/FILE: ``claim`` and ``retry`` check the
   destination as submission does (``selectors.destination_conflict``).
 - Ending a request outside its run (``fail``, ``give_up``) removes what that run left in the
@@ -25,8 +27,8 @@ Invariants:
   archive and a complete one are kept (``connectors.pipeline.archivekeys``).
 
 Hooks: ``ON_TRANSITION`` holds callables that hear every transition once its transaction has
-committed, as a ``Transition`` (scheduling and notifications hook in here). None is
-registered yet.
+committed, as a ``Transition``. ``requests_app.apps`` registers the per-tenant limit's release
+of deferred requests and the notifications' mails.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from connectors.pipeline.ledger import PartRecord, UploadState
+from requests_app import limits
 from requests_app.checkpoint import Checkpoint, run_by
 from requests_app.models import ACTIVE_STATES, FINAL_STATES, MigrationRequest, State, UploadedPart
 from requests_app.selectors import conflict_message, destination_conflict
@@ -139,6 +142,11 @@ def claim(pk: int) -> str | None:
     if row.state == State.RUNNING and not is_interrupted(row) and not (job_id and checkpoint.job_id == job_id):
         log.info("request %s is already running elsewhere; skipping", pk)
         return None
+    if limits.at_limit(row):  # it waits queued; its tenant's next run to end re-enqueues it
+        log.info("request %s: tenant %s has %s runs going; deferred", pk, row.tenant_id,
+                 settings.LEGACYFLO_TENANT_MAX_RUNNING)
+        limits.mark_deferred(row)
+        return None
     token = uuid.uuid4().hex
     now = timezone.now()
     row.state = State.RUNNING
@@ -150,8 +158,9 @@ def claim(pk: int) -> str | None:
     checkpoint.run_token, checkpoint.job_id = token, job_id
     row.checkpoint = checkpoint.to_json()
     row.folder_progress = {}  # this run's listing fills it again
+    row.deferred_at = None
     row.save(update_fields=["state", "attempts", "started_at", "heartbeat_at", "finished_at", "error", "checkpoint",
-                            "folder_progress"])
+                            "folder_progress", "deferred_at"])
     _transitioned(row, before)
     return token
 

@@ -4,7 +4,9 @@ A running request's heartbeat is refreshed every few seconds by its worker; one 
 ``LEGACYFLO_STALE_AFTER_SECONDS`` means the worker was killed (OOM, SIGKILL, machine lost).
 Each worker runs ``recover()`` periodically: interrupted requests are re-queued and resume from
 their checkpoint (or, interrupted too often, fail: ``lifecycle.requeue_stale``); queued requests
-whose job vanished (Redis restarted) are enqueued again.
+whose job vanished (Redis restarted) are enqueued again, and requests deferred by the per-tenant
+limit are re-enqueued where their tenant has a free place (``limits.release_all``: the safety
+net behind the release each ending run does).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from requests_app import lifecycle
+from requests_app import lifecycle, limits
 from requests_app.models import MigrationRequest, State
 from requests_app.queue import enqueue_request
 
@@ -41,8 +43,10 @@ def recover() -> list[int]:
         if lifecycle.requeue_stale(pk) == "requeued":
             enqueue_request(pk)
             requeued.append(pk)
+    requeued += limits.release_all()
     grace = timezone.now() - timedelta(seconds=60)
-    for req in MigrationRequest.objects.filter(state=State.QUEUED, created_at__lt=grace).only("pk", "job_id"):
+    for req in (MigrationRequest.objects.filter(state=State.QUEUED, created_at__lt=grace, deferred_at__isnull=True)
+                .only("pk", "job_id")):
         if not _job_exists(req.job_id):
             log.warning("request %s was queued but its job is gone; enqueued again", req.pk)
             enqueue_request(req.pk)

@@ -47,13 +47,16 @@ def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict
         since=data.get("since"), before=data.get("before"),
         bucket=data["bucket"], s3_prefix=data.get("s3_prefix", ""), file_name=data["file_name"],
         archive_key=data.get("archive_key", ""), target_folder=data.get("target_folder", ""),
+        notify=list(data.get("notify") or []),
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
 
 
 @sensitive_variables()
-def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest:
+def _build(*, tenant, actor, rtype: RequestType, data: dict, fields: dict | None = None) -> MigrationRequest:
     req = _new_request(tenant=tenant, actor=actor, rtype=rtype, data=data)
+    for name, value in (fields or {}).items():  # set before the destination check (a plan's series)
+        setattr(req, name, value)
     holder = _destination_conflicts(tenant, [req])[0]
     if holder is not None:
         raise ValidationError(conflict_message(req, holder))
@@ -69,8 +72,11 @@ def _enqueue_on_commit(req: MigrationRequest) -> None:
 
 @sensitive_variables()
 @transaction.atomic
-def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=None) -> MigrationRequest:
-    req = _build(tenant=tenant, actor=actor, rtype=rtype, data=data)
+def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=None,
+                   fields: dict | None = None) -> MigrationRequest:
+    """One request from a form's cleaned ``data``; ``fields`` sets row fields the form does not
+    have (a plan's run: ``plan``, ``incremental``)."""
+    req = _build(tenant=tenant, actor=actor, rtype=rtype, data=data, fields=fields)
     audit(tenant=tenant, actor=actor, action="request.submit", target=str(req.uuid),
           detail={"type": rtype.code, "mailbox": req.source_user, "bucket": req.bucket.name}, request=request)
     _enqueue_on_commit(req)

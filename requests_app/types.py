@@ -20,6 +20,8 @@ TARGET_TO_SOURCE = {"target_server": "source_server", "target_port": "source_por
                     "target_security": "source_security", "target_user": "source_user",
                     "target_password": "source_password"}
 BACKUP, RESTORE = "backup", "restore"
+# Optional on every row, after the type's own columns.
+NOTIFY_COLUMNS = ["notify"]
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,11 @@ class RequestType:
     @property
     def columns(self) -> list[str]:
         if self.is_restore:
-            return list(RESTORE_COLUMNS)
+            return list(RESTORE_COLUMNS) + NOTIFY_COLUMNS
         # IMAP server columns only where the operator may choose the server: OAuth tokens are only
         # ever sent to the provider's own endpoints (settings GMAIL_IMAP_HOST, MICROSOFT_IMAP_HOST).
-        return COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
+        return (COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
+                + NOTIFY_COLUMNS)
 
     @property
     def provider(self) -> str:

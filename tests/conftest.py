@@ -12,7 +12,7 @@ from tests.servers.aws import MotoAws
 from tests.servers.s3 import moto_s3, rclone_s3
 
 # Fixture modules shared by many test files (defined once: session fixtures must not be duplicated).
-pytest_plugins = ["tests.browser", "tests.portal_fixtures", "tests.fakes.dns"]
+pytest_plugins = ["tests.browser", "tests.portal_fixtures", "tests.fakes.dns", "tests.smtp"]
 
 PASSWORD = "correct-horse-battery-staple-42"
 
