@@ -179,3 +179,18 @@ def test_a_cut_append_is_never_stored_twice(literal_plus):
             client.select_folder(folder, readonly=True)
             bodies = [d[b"BODY[]"] for d in client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).values()]
     assert bodies == [mail(1), mail(1), mail(2)]
+
+
+def test_ssl_with_the_ca_file_and_a_refused_private_address():
+    from connectors.model import ConnectionFailed
+
+    with DovecotServer({USER: PASSWORD}, ssl=True) as dc:
+        with ImapDestination("127.0.0.1", dc.ssl_port, "ssl", USER, PASSWORD, allow_private=True,
+                             ca_file=str(dc.ca_file)) as dest:
+            dest.append(dest.ensure_folder("Secure"), mail(1), ["\\Seen"], None)
+        with plain(dc) as client:
+            client.select_folder("Secure", readonly=True)
+            assert [d[b"BODY[]"] for d in client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).values()] == [mail(1)]
+        with pytest.raises(ConnectionFailed):  # the backup's rule: no private addresses unless allowed
+            with ImapDestination("127.0.0.1", dc.ssl_port, "ssl", USER, PASSWORD, ca_file=str(dc.ca_file)) as dest:
+                dest.ensure_folder("Secure")

@@ -311,6 +311,7 @@ class ImapDestination(Destination):
             raise MessageRejected(f"The server refused the message: {text[:300]}") from exc
         finally:
             imap.literal = None
+            imap.untagged_responses.clear()  # EXISTS / RECENT after each APPEND: flat over a long restore
         if typ != "OK":
             text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
             if _OVER_QUOTA.search(text):
