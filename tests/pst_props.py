@@ -36,7 +36,8 @@ def multi_string(values: list[str]) -> bytes:
 def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
     """While active, a message written with a subject in ``by_subject`` also gets what its
     dict says: ``flag_status``, ``last_verb``, ``keywords`` (list), ``source_id``, ``sha256``,
-    ``flags`` (str), ``rtf`` (compressed RTF bytes; the plain and HTML bodies dropped)."""
+    ``flags`` (str), ``rtf`` (compressed RTF bytes; the plain and HTML bodies dropped),
+    ``message_class`` (str, instead of IPM.Note)."""
     names = list(pst_messaging.REGISTERED_NAMES)
     own_ids = {}
     for name in OWN_NAMES:
@@ -67,6 +68,15 @@ def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
             if key in wanted:
                 extra.append((P.tag(own_ids[name], P.PT_UNICODE), wanted[key].encode("utf-16-le")))
         dropped = 0
+        if "message_class" in wanted:
+            kept = []
+            for prop_tag, value in properties:
+                if prop_tag == P.MESSAGE_CLASS:
+                    dropped += _size(prop_tag, value)
+                else:
+                    kept.append((prop_tag, value))
+            properties = kept
+            extra.append((P.MESSAGE_CLASS, wanted["message_class"].encode("utf-16-le")))
         if "rtf" in wanted:
             kept = []
             for prop_tag, value in properties:
