@@ -299,6 +299,7 @@ def test_a_worker_killed_mid_restore_then_retried_restores_every_message_exactly
     req.refresh_from_db()
     assert req.state == "running"  # as the dead worker left it
     assert 0 < ArchiveRecord.objects.filter(request=req).count() < 600
+    assert req.messages_total == 600  # counted from the archive's directory before the first APPEND
 
     worker_process()  # recovery notices the stale heartbeat and re-queues; the run resumes
     wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=240)

@@ -174,15 +174,34 @@ class Restore:
         result.archives = self.archives
         return result
 
+    def _estimate(self, reader: ArchiveReader) -> int:
+        """The selected folders' message count from the archive's directory or tables (no
+        message read), for the progress bar; dates are not looked at, so it may be more than
+        the selection. 0 when the reader cannot tell."""
+        folders = getattr(reader, "folders", None)
+        if folders is None:
+            return 0
+        accept = self.spec.selection.folder_filter()
+        try:
+            return sum(f.messages for f in folders() if accept.accepts(f.folder))
+        except Exception:  # noqa: BLE001 - an estimate only: the run reads the archive anyway
+            log.warning("could not count the archive's messages up front", exc_info=True)
+            return 0
+
     def _restore(self, reader: ArchiveReader) -> None:
         batch: list[_Pending] = []
         batch_bytes = 0
+        estimate = self._estimate(reader)
+        self.progress.messages_total = estimate
+        self.pacer.report(force=True)
+        seen = 0
         for item in reader.messages(self.spec.selection):
             self.pacer.check_cancel()
             folder = item.folder
             stats = self._folder(folder)
             stats.source_count += 1
-            self.progress.messages_total += 1
+            seen += 1
+            self.progress.messages_total = max(estimate, seen)
             entry_id = ledger_id(item.entry)
             if entry_id in self.done[folder]:
                 self.progress.messages_done += 1
@@ -202,6 +221,7 @@ class Restore:
             self.pacer.report()
         if batch:
             self._flush(batch)
+        self.progress.messages_total = seen  # exact once the archive is read
 
     def _load_ledger(self) -> None:
         """What earlier runs of this restore committed, per folder (one pass over the records)."""
