@@ -121,6 +121,7 @@ def test_backup_then_restore_puts_every_message_back_byte_for_byte(operator, ten
 
     contents = mailbox_contents(dovecot, user, password)
     assert digests(contents) == expected_digests(dovecot.mailbox)
+    assert contents["Leer"] == []  # the archive's empty folder exists in the target too
     total = sum(len(v) for v in source_digests(dovecot.mailbox).values())
     assert req.messages_done == total and req.messages_failed == req.messages_skipped == 0
     assert ArchiveRecord.objects.filter(request=req, status="exported").count() == total
@@ -157,8 +158,10 @@ def test_backup_then_restore_puts_every_message_back_byte_for_byte(operator, ten
     assert len(rows) == total and {r["status"] for r in rows} == {"restored"}
     summary = json.loads(s3.get_object(Bucket=both_bucket.name, Key=f"mail/{req.file_name}.summary.json")["Body"].read())
     assert summary["reconciled"] is True and summary["direction"] == "restore"
-    assert {f["folder"]: f["source_count"] for f in summary["folders"]} == {
+    assert {f["folder"]: f["source_count"] for f in summary["folders"] if f["source_count"]} == {
         folder: len(d) for folder, d in source_digests(dovecot.mailbox).items()}
+    assert {"folder": "Leer", "source_count": 0}.items() <= next(
+        f for f in summary["folders"] if f["folder"] == "Leer").items()
 
     # The portal's report page and download work for a restore.
     client = client_for(operator)
