@@ -402,3 +402,42 @@ def test_a_cancelled_restore_keeps_what_it_restored_and_a_retry_finishes_it_exac
     assert req.result["resumed"] is True
     assert digests(mailbox_contents(dovecot, user, password)) == expected_digests(bulk)  # each exactly once
     assert ArchiveRecord.objects.filter(request=req).count() == 500
+
+
+def test_a_split_archive_restores_from_its_base_name(operator, tenant, dovecot, imap_ca, both_bucket, rclone,
+                                                     rq_queue, settings):
+    settings.LEGACYFLO_ZIP_SPLIT_BYTES = 60_000  # the setting's floor is 1 MiB; this mailbox is ~230 KB
+    backup = backup_of(dovecot, tenant, operator, both_bucket, rq_queue, file_name="alice-split")
+    assert len(backup.result["archives"]) >= 3
+    user, password = new_user(dovecot)
+    req = restore(tenant, operator, rq_queue, restore_form(dovecot, both_bucket, user, password,
+                                                           archive_key="mail/alice-split"))
+    assert req.state == "completed", req.error
+    assert [a["key"] for a in req.result["archives"]] == [a["key"] for a in backup.result["archives"]]
+    assert digests(mailbox_contents(dovecot, user, password)) == expected_digests(dovecot.mailbox)
+
+
+def test_a_zip_of_eml_files_from_another_tool_restores_by_its_directories(operator, tenant, dovecot, imap_ca,
+                                                                          both_bucket, rclone, rq_queue):
+    import zipfile
+
+    messages = {f"Export/Inbox/{n}.eml": (f"Message-ID: <foreign{n}@example.com>\r\nSubject: foreign {n}\r\n"
+                                          f"Date: Tue, 05 Mar 2024 10:0{n}:00 +0000\r\n\r\nbody {n}\r\n").encode()
+                for n in range(3)}
+    messages["Export/Sent/old.eml"] = b"Subject: no id\r\n\r\nsent body\r\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, raw in messages.items():
+            archive.writestr(name, raw)
+        archive.writestr("Export/readme.txt", "not a message")
+    rclone.client().put_object(Bucket=both_bucket.name, Key="imports/other-tool.zip", Body=buffer.getvalue())
+    user, password = new_user(dovecot)
+    req = restore(tenant, operator, rq_queue, restore_form(dovecot, both_bucket, user, password,
+                                                           archive_key="imports/other-tool.zip"))
+    assert req.state == "completed", req.error
+    expected = {}
+    for name, raw in messages.items():
+        expected.setdefault(name.rsplit("/", 1)[0], []).append(hashlib.sha256(raw).hexdigest())
+    assert digests(mailbox_contents(dovecot, user, password)) == {k: sorted(v) for k, v in expected.items()}
+    skipped = ArchiveRecord.objects.get(request=req, status="skipped")
+    assert skipped.entry["name"].endswith("readme.txt") and skipped.error
