@@ -17,10 +17,11 @@ import pytest
 
 from connectors.archives import ArchivedMessage, ArchiveFailure, Selection
 from connectors.archives.pst import PstWriter
+from connectors.archives.pst import props as P
 from connectors.archives.pst.access import PstFile, PstFormatError
 from connectors.archives.pst.mime import parse_message
-from connectors.archives.pst.rebuild import rtf_to_text
 from connectors.archives.pst.restore import PstArchiveReader
+from connectors.archives.pst.rtf import rtf_to_text
 from connectors.model import Message
 from tests.mime_corpus import CASES, cpython_corpus
 from tests.pst_corpus import (
@@ -277,42 +278,79 @@ def test_split_volumes_are_read_in_order(tmp_path, corpus):
 # -- metadata ---------------------------------------------------------------------------------------
 
 
-def test_flags_keywords_and_legacyflo_properties(tmp_path):
-    subjects = ["Flagged and answered", "Forwarded", "With recorded flags", "Nothing recorded"]
-    messages = []
-    for index, subject in enumerate(subjects):
+def test_flags_labels_and_legacyflo_properties_written_by_the_writer(tmp_path):
+    cases = [  # subject, flags, labels, source id
+        ("Flagged and answered", ("\\Seen", "\\Flagged", "\\Answered"), ("Work", "Important/Label"),
+         "7:42"),
+        ("Forwarded", ("$Forwarded",), (), "7:43"),
+        ("Keywords", ("\\Seen", "\\Answered", "$Forwarded", "$Junk", "custom"), ("Inbox",), "7:44"),
+        ("Unflagged in Outlook since", ("\\Flagged", "custom"), (), "7:45"),
+        ("Flagged in Outlook since", (), (), "7:46"),
+        ("Nothing recorded", (), (), ""),
+    ]  # fmt: skip
+    messages, digests = [], {}
+    for subject, flags, labels, source_id in cases:
         msg, _ = build_email(subject)
-        messages.append(Message(folder="INBOX", source_id=str(index), raw=as_bytes(msg),
-                                flags=("\\Seen",) if index % 2 == 0 else (),
-                                internal_date=BASE_DATE))  # fmt: skip
-    extras = {
-        "Flagged and answered": {"flag_status": 2, "last_verb": 102,
-                                 "keywords": ["Work", "Important/Label"], "source_id": "7:42",
-                                 "sha256": "AB" * 32},
-        "Forwarded": {"last_verb": 104, "flag_status": 1},
-        "With recorded flags": {"flags": "\\Seen \\Answered $Forwarded $Junk custom", "last_verb": 103},
-    }  # fmt: skip
+        raw = as_bytes(msg)
+        digests[subject] = sha256(raw)
+        messages.append(Message(folder="INBOX", source_id=source_id, raw=raw, flags=flags,
+                                labels=labels, internal_date=BASE_DATE))  # fmt: skip
+    outlook_changes = {  # what a user did in Outlook after the backup
+        "Unflagged in Outlook since": {"flag_status": 1},
+        "Flagged in Outlook since": {"flag_status": 2},
+    }
     path = tmp_path / "meta.pst"
-    with extra_properties(extras), PstWriter(path) as writer:
+    with extra_properties(outlook_changes), PstWriter(path) as writer:
         for message in messages:
             writer.add_message(message)
-    by_subject = {}
+    got = {}
     for message in _read_all(path):
         assert isinstance(message, ArchivedMessage)
-        subject = email.message_from_bytes(message.raw, policy=default)["Subject"]
-        by_subject[subject] = message
-    first = by_subject["Flagged and answered"]
+        got[email.message_from_bytes(message.raw, policy=default)["Subject"]] = message
+    first = got["Flagged and answered"]
     assert first.flags == ("\\Seen", "\\Flagged", "\\Answered")
     assert first.labels == ("Work", "Important/Label")
-    assert first.source_id == "7:42" and first.extra["original_sha256"] == "ab" * 32
-    assert first.sha256 == ""  # the rebuilt bytes are not the original's
-    assert by_subject["Forwarded"].flags == ("$Forwarded",)
-    # LegacyFloFlags is authoritative for keywords; MAPI's own state for \Seen and \Answered.
-    assert by_subject["With recorded flags"].flags == ("\\Seen", "\\Answered", "$Forwarded",
-                                                       "$Junk", "custom")  # fmt: skip
-    nothing = by_subject["Nothing recorded"]
+    assert first.source_id == "7:42" and first.internal_date == BASE_DATE
+    # The recorded digest is the original's, not the rebuilt bytes'.
+    assert first.extra["original_sha256"] == digests["Flagged and answered"] != sha256(first.raw)
+    assert first.sha256 == ""
+    assert got["Forwarded"].flags == ("$Forwarded",) and got["Forwarded"].labels == ()
+    # LegacyFloFlags gives the keywords; the categories less those keywords are the labels.
+    assert got["Keywords"].flags == ("\\Seen", "\\Answered", "$Forwarded", "$Junk", "custom")
+    assert got["Keywords"].labels == ("Inbox",)
+    # MAPI's own state wins for what Outlook shows: \Seen, \Flagged, \Answered.
+    assert got["Unflagged in Outlook since"].flags == ("custom",)
+    assert got["Flagged in Outlook since"].flags == ("\\Flagged",)
+    nothing = got["Nothing recorded"]
     assert nothing.flags == () and nothing.labels == () and nothing.source_id == ""
-    assert nothing.extra["original_sha256"] == "" and nothing.internal_date == BASE_DATE
+    assert nothing.extra["original_sha256"] == digests["Nothing recorded"]
+
+
+def test_headers_from_properties_with_an_exchange_sender(tmp_path):
+    """A message composed in Outlook has no transport headers and may name its sender by an
+    Exchange address: From is then the SMTP address where one is recorded, else the name."""
+    msg, _ = build_email("Composed in Outlook", sender=("Jöhn Exchange", "john@example.com"))
+    parsed = parse_message(as_bytes(msg))
+    parsed.headers = ""
+    ex = "/O=EXAMPLE/OU=EXCHANGE/CN=RECIPIENTS/CN=JOHN".encode("utf-16-le")
+    changes = {
+        "Composed in Outlook": {
+            "drop": [P.tag(0x5D01, P.PT_UNICODE), P.tag(0x5D02, P.PT_UNICODE)],
+            "set": [(P.SENDER_ADDRESS_TYPE, "EX".encode("utf-16-le")), (P.SENDER_EMAIL_ADDRESS, ex),
+                    (P.SENT_REPRESENTING_ADDRESS_TYPE, "EX".encode("utf-16-le")),
+                    (P.SENT_REPRESENTING_EMAIL_ADDRESS, ex)],
+        }
+    }  # fmt: skip
+    path = tmp_path / "ex.pst"
+    with extra_properties(changes), PstWriter(path) as writer:
+        writer.add_message(Message(folder="Sent", source_id="1", raw=as_bytes(msg)), parsed)
+    (message,) = _read_all(path)
+    rebuilt = email.message_from_bytes(message.raw, policy=default)
+    assert rebuilt["From"].addresses[0].display_name == "Jöhn Exchange"
+    assert "/O=EXAMPLE" not in message.raw.decode("ascii")
+    assert rebuilt["Subject"] == "Composed in Outlook"
+    assert [a.addr_spec for a in rebuilt["To"].addresses] == ["bob@example.org"]
+    assert rebuilt["Message-ID"] == msg["Message-ID"] and rebuilt["Date"].datetime == BASE_DATE
 
 
 def test_outlook_items_that_are_no_mail_are_skipped_with_the_reason(tmp_path):

@@ -356,3 +356,29 @@ def test_schedule_this_from_another_tenants_request_is_404(client_for, operator,
     client = client_for(outsider)
     assert client.get(f"/t/{other_tenant.slug}/plans/from/{req.uuid}/").status_code == 404
     assert client.get(f"/t/{other_tenant.slug}/plans/new/IMAP-S3-ZIP/?from={req.uuid}").status_code == 404
+
+
+def test_only_backups_can_be_scheduled(client_for, operator, tenant, bucket):
+    from django.core.exceptions import ValidationError
+
+    from requests_app.plans import plan_create
+    from requests_app.types import get_type
+
+    with pytest.raises(ValidationError, match="not a backup type"):
+        plan_create(tenant=tenant, actor="test", rtype=get_type("S3-IMAP-ZIP"),
+                    data={"source_user": "alice", "bucket": bucket, "file_name": "x"}, schedule_text="daily 02:00")
+    client = client_for(operator)
+    assert client.get(f"/t/{tenant.slug}/plans/new/S3-IMAP-ZIP/").status_code == 404
+    page = client.get(f"/t/{tenant.slug}/plans/new/").content.decode()
+    assert "IMAP-S3-ZIP" in page and "S3-IMAP-ZIP" not in page
+
+
+def test_a_deleted_late_run_does_not_silence_later_late_mails(tenant, bucket, rq_queue, smtp):
+    make_plan(tenant, bucket, next_run_at=utc(2026, 12, 2, 2, 0))
+    first = MigrationRequest.objects.get(uuid=run_due("2026-12-02T02:00:00Z")[0].split()[0])
+    with_callbacks(lambda: run_due("2026-12-02T03:30:00Z"))
+    assert len(smtp.messages) == 1
+    first.delete()  # its LATE event stays, without its request
+    run_due("2026-12-03T02:00:00Z")
+    with_callbacks(lambda: run_due("2026-12-03T03:30:00Z"))
+    assert len(smtp.messages) == 2

@@ -10,8 +10,12 @@ bytes, same embedded messages; new MIME boundaries and transfer encodings.
   that describe the original body rather than the rebuilt one; without them, From/Sender,
   To/Cc/Bcc (the recipient table), Subject, Date (PR_CLIENT_SUBMIT_TIME, else the delivery
   time), Message-ID, In-Reply-To and References from their properties.
-- Body: text and HTML as multipart/alternative; an RTF-only body (PR_RTF_COMPRESSED) is
-  decompressed, its text extracted as the plain body and the RTF itself kept as ``body.rtf``.
+- Body: text and HTML as multipart/alternative. Without HTML, a compressed RTF body
+  (PR_RTF_COMPRESSED, decompressed with ``compressed_rtf``) that encapsulates HTML gives the
+  HTML body; an RTF-only body gives its text as the plain body and is kept as ``body.rtf``
+  (beside a plain text, rich text adds only formatting and is left out).
+- Attachments kept by value that are message/* or multipart/* (a delivery status, an .eml)
+  are parsed into their part, never base64-encoded (RFC 2046).
 - Attachments with their names and exact bytes (content type from PR_ATTACH_MIME_TAG);
   those with a Content-ID the HTML refers to (or marked hidden/MHTML-referenced) go into
   multipart/related; embedded messages (attach method 5) become message/rfc822, recursively.
@@ -23,7 +27,6 @@ tree block by block, so a message costs about its rebuilt size plus a block or s
 
 from __future__ import annotations
 
-import codecs
 import io
 import mimetypes
 import re
@@ -49,6 +52,7 @@ import pybase64
 
 from . import props as P
 from .access import LazyValue, Node, PropertyContext, PstFile, PstFormatError, as_bytes, as_text
+from .rtf import rtf_to_html, rtf_to_text
 
 STREAM_ABOVE = 1 << 20  # attachment bytes above which the data is streamed, not copied
 MAX_EMBED_DEPTH = 8
@@ -74,6 +78,7 @@ class _Policy(Compat32):
 
 
 _POLICY = _Policy(linesep="\r\n")
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext
 _B64_LINE = 57  # input bytes per 76-character base64 line
 
 
@@ -236,9 +241,9 @@ def _kept_header_lines(headers: str) -> bytes:
             fields.append([line])
     out = []
     for field_lines in fields:
-        name = field_lines[0].split(":", 1)[0].strip().lower()
-        if name in _STRUCTURE_HEADERS:
-            continue
+        name, colon, _value = field_lines[0].partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name) or name.lower() in _STRUCTURE_HEADERS:
+            continue  # an mbox "From " line or a stray line is no header; MIME ones are rebuilt
         out.extend(field_lines)
     return "".join(line + "\r\n" for line in out).encode("utf-8", "surrogateescape")
 
@@ -461,117 +466,6 @@ def _attachments(pst: PstFile, pc: PropertyContext, depth: int) -> Iterator[Rebu
             name = f"attachment{number + 1}{extension}"
         yield RebuiltPart(name, mime_type or "application/octet-stream", content_id, inline,
                           data=data if data is not None else b"")  # fmt: skip
-
-
-# -- RTF ----------------------------------------------------------------------------------------
-
-_RTF_TOKEN = re.compile(
-    rb"\\([a-zA-Z]+)(-?\d+)? ?|\\'([0-9a-fA-F]{2})|\\(.)|([{}])|([^\\{}\r\n]+)|[\r\n]"
-)
-_RTF_SKIP = frozenset((b"fonttbl", b"colortbl", b"stylesheet", b"info", b"pict", b"object",
-                       b"header", b"footer", b"themedata", b"datastore", b"latentstyles",
-                       b"listtable", b"listoverridetable", b"rsidtbl", b"generator",
-                       b"xmlnstbl", b"mmathPr", b"filetbl"))  # fmt: skip
-_HTML_TAGS = (b"htmltag",)
-
-
-def rtf_to_text(rtf: bytes) -> str:
-    """The readable text of an RTF document: paragraphs and tabs kept, groups of tables
-    (fonts, colours, pictures, \\* destinations) skipped, \\'hh (in the document's \\ansicpg)
-    and \\uN characters decoded. Not a renderer: what a plain body can show."""
-    return _rtf_walk(rtf, html=False).strip("\n") + "\n"
-
-
-def rtf_to_html(rtf: bytes) -> str | None:
-    """The HTML an RTF body encapsulates ([MS-OXRTFEX]: ``\\fromhtml1``), else None: the
-    \\htmltag destinations and the text outside \\htmlrtf ... \\htmlrtf0, escapes decoded."""
-    if b"\\fromhtml1" not in rtf[:1024]:
-        return None
-    return _rtf_walk(rtf, html=True)
-
-
-def _rtf_walk(rtf: bytes, *, html: bool) -> str:
-    out: list[str] = []
-    pending = bytearray()  # \'hh bytes, decoded together (double-byte code pages)
-    codec = "cp1252"
-    stack: list[tuple[bool, bool]] = []
-    skipping = suppressed = False  # a skipped destination; \htmlrtf text (HTML mode)
-    uc_skip = 0
-    first_in_group = star = False
-
-    def flush() -> None:
-        if pending:
-            out.append(pending.decode(codec, "replace"))
-            pending.clear()
-
-    def emit(text: str) -> None:
-        flush()
-        if not suppressed:
-            out.append(text)
-
-    for match in _RTF_TOKEN.finditer(rtf):
-        word, arg, hexbyte, symbol, brace, text = match.groups()
-        if brace == b"{":
-            stack.append((skipping, suppressed))
-            first_in_group, star = True, False
-            continue
-        if brace == b"}":
-            flush()
-            skipping, suppressed = stack.pop() if stack else (False, False)
-            first_in_group = star = False
-            continue
-        starts, first_in_group = first_in_group, False
-        if symbol == b"*" and starts:
-            star = first_in_group = True  # the destination's name follows
-            continue
-        if skipping:
-            continue
-        if word is not None:
-            if star:
-                star = False
-                if html and word in _HTML_TAGS:
-                    suppressed = False  # an HTML tag's text is HTML, whatever surrounds it
-                    continue
-                skipping = True
-                continue
-            if starts and word in _RTF_SKIP:
-                skipping = True
-            elif word == b"ansicpg" and arg:
-                try:
-                    codec = codecs.lookup(f"cp{int(arg)}").name
-                except LookupError:
-                    codec = "cp1252"
-            elif html and word == b"htmlrtf":
-                flush()
-                suppressed = arg != b"0"
-            elif word in (b"par", b"line", b"row"):
-                emit("\r\n" if html else "\n")
-            elif word in (b"tab", b"cell"):
-                emit("\t")
-            elif word == b"u" and arg is not None:
-                value = int(arg)
-                emit(chr(value + 65536 if value < 0 else value))
-                uc_skip = 1
-            continue
-        star = False
-        if hexbyte is not None:
-            if uc_skip:
-                uc_skip -= 1
-            elif not suppressed:
-                pending.append(int(hexbyte, 16))
-            continue
-        if symbol is not None:
-            if symbol in (b"\\", b"{", b"}"):
-                emit(symbol.decode())
-            elif symbol == b"~":
-                emit("\u00a0")
-            continue
-        if text is not None:
-            if uc_skip:
-                text, uc_skip = text[1:], 0
-            emit(text.decode(codec, "replace"))
-    flush()
-    return "".join(out)
 
 
 def multi_strings(value: bytes | None, encoding: str = "utf-16-le") -> list[str]:

@@ -17,8 +17,9 @@ PR_FLAG_STATUS = 2, \\Answered from PR_LAST_VERB_EXECUTED 102/103, $Forwarded fr
 \\Draft from MSGFLAG_UNSENT; LegacyFloFlags, when present, is authoritative for keywords (the
 flags without a backslash) and adds the system flags MAPI cannot hold (\\Deleted); the
 properties win for the three MAPI holds, as Outlook may have changed them since. Internal
-date PR_MESSAGE_DELIVERY_TIME (else the submit time); labels the Keywords categories; source
-id LegacyFloSourceId.
+date PR_MESSAGE_DELIVERY_TIME (else the submit time); labels the Keywords categories (less the
+keywords LegacyFloFlags records: the writer makes both categories); source id
+LegacyFloSourceId.
 
 Errors: a file that cannot be opened (not a PST, ANSI, damaged header or B-tree root) raises
 ``PstFormatError`` from the constructor; a message that cannot be read becomes an
@@ -404,6 +405,9 @@ def _metadata(vol: _Volume, pc: PropertyContext) -> dict:
         else:
             value = pc.get(P.tag(vol.keywords_id, P.PT_STRING8 | P.MV_FLAG))
             labels = tuple(s for s in multi_strings(as_bytes(value), "cp1252") if s)
+    if recorded is not None:  # the categories are the labels and the user keywords
+        keywords = set(recorded.split())
+        labels = tuple(label for label in labels if label not in keywords)
     return {
         "flags": tuple(flags),
         "labels": labels,

@@ -214,7 +214,11 @@ class ZipVolume:
             raise DamagedEntry("the entry's CRC-32 does not match its bytes")
 
     def read(self, entry: CentralEntry) -> bytes:
-        return b"".join(self.iter_bytes(entry))
+        """The entry's bytes, gathered in one buffer (BytesIO hands it over without a copy)."""
+        out = io.BytesIO()
+        for piece in self.iter_bytes(entry):
+            out.write(piece)
+        return out.getvalue()
 
 
 def _inflate(inflater, data: bytes, out_chunk: int = 4 * 1024 * 1024) -> Iterator[bytes]:
