@@ -16,7 +16,14 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from requests_app.forms import RequestForm, TenantLookups, form_class
-from requests_app.types import REQUEST_TYPES, RequestType, available_types, get_type, sample_row
+from requests_app.types import (
+    OPTIONAL_COLUMNS,
+    REQUEST_TYPES,
+    RequestType,
+    available_types,
+    get_type,
+    sample_row,
+)
 
 
 @dataclass
@@ -38,7 +45,7 @@ class ParseResult:
 
 
 def _known_columns() -> set[str]:
-    return {c for t in REQUEST_TYPES.values() for c in t.columns}
+    return {c for t in REQUEST_TYPES.values() for c in t.columns} | set(OPTIONAL_COLUMNS)
 
 
 def _decode(raw: bytes | str) -> str:
@@ -205,7 +212,7 @@ def parse_csv(raw: bytes | str, *, tenant, extra_columns: tuple[str, ...] = ()) 
             codes = ", ".join(t.code for t in available_types())
             result.errors.append(f"Line {line}: request_type {row.get('request_type')!r} is not one of {codes}.")
             continue
-        extra = sorted(k for k, v in row.items() if v and k not in rtype.columns)
+        extra = sorted(k for k, v in row.items() if v and k not in rtype.columns and k not in OPTIONAL_COLUMNS)
         if extra:
             result.errors.append(f"Line {line}: {', '.join(extra)} do(es) not apply to {rtype.code}.")
             continue

@@ -225,6 +225,11 @@ class RequestForm(forms.Form):
                     self.fields["source_password"].label = "App password"
         if rtype.uses_connection:
             self._add_provider_fields()
+        if rtype.is_backup:
+            self.fields["incremental"] = YesNoField(
+                label="Incremental series",
+                help_text="Each later run of the same mailbox, bucket, prefix and file name archives only what is "
+                          "new since the previous completed run, into its own FILE.rNNNN files.")
 
     def bound_copy(self, data: dict) -> RequestForm:
         """This unbound form, bound to ``data``, sharing its fields.

@@ -91,7 +91,13 @@ def is_interrupted(req: MigrationRequest) -> bool:
 
 
 def is_retryable(req: MigrationRequest) -> bool:
-    """Whether ``retry`` accepts ``req``: the Retry button is shown exactly then."""
+    """Whether ``retry`` accepts ``req``: the Retry button is shown exactly then.
+
+    A run of an incremental series that completed with errors is not retried: its archive and
+    records are what later runs build on (its cursor lists the failed ids, and the next run of
+    the series fetches them again); a retry would replace them."""
+    if req.incremental and req.state == State.COMPLETED_WITH_ERRORS:
+        return False
     return req.state in RETRYABLE_STATES or is_interrupted(req)
 
 
@@ -328,6 +334,9 @@ def retry(pk: int) -> MigrationRequest:
     from its checkpoint (an incomplete one, whose archive cannot be appended to, starts afresh:
     its archive's keys stay recorded until the new run commits)."""
     row = _locked(pk)
+    if row.incremental and row.state == State.COMPLETED_WITH_ERRORS:
+        raise ValidationError("This run of an incremental series completed with errors: the next run of the "
+                              "series fetches its failed messages again (submit it), so it is not retried.")
     if not is_retryable(row):
         raise ValidationError(f"The request is {row.get_state_display().lower()}; only failed, cancelled, "
                               "incomplete or interrupted requests can be retried.")
@@ -360,7 +369,9 @@ def archive_names(req: MigrationRequest, previous=()):
     rtype = get_type(req.request_type)
     extension = rtype.format if rtype is not None else ("pst" if req.request_type.endswith("-PST") else "zip")
     can_split = extension == "pst" or bool(settings.LEGACYFLO_ZIP_SPLIT_BYTES)
-    return ArchiveNames.of(req.s3_prefix, req.file_name, extension, previous, can_split=can_split)
+    from requests_app.series import run_file_name
+
+    return ArchiveNames.of(req.s3_prefix, run_file_name(req), extension, previous, can_split=can_split)
 
 
 def _remove_leftovers(row: MigrationRequest, checkpoint: Checkpoint) -> None:

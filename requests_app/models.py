@@ -67,6 +67,9 @@ class MigrationRequest(models.Model):
     # Backup types: an incremental run belongs to the series ``series_key`` names (same tenant,
     # source, bucket, prefix and file name); see DESIGN.md, "incremental series".
     incremental = models.BooleanField(default=False)
+    # When retention (LEGACYFLO_RECORD_RETENTION_DAYS) deleted this run's ArchiveRecords: its
+    # FILE.report.csv in the bucket is then the only per-message record (requests_app.retention).
+    records_pruned_at = models.DateTimeField(null=True, blank=True)
     series_key = models.CharField(max_length=64, blank=True, db_index=True)
     # Addresses mailed when the run starts and ends (a failure after the last attempt only).
     notify = models.JSONField(default=list, blank=True)

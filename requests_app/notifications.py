@@ -91,8 +91,12 @@ def run_context(req: MigrationRequest) -> dict:
                     [:MAX_FAILURES_LISTED]) if req.is_final else []
     archives = reports.archive_files(req) if req.is_final else []
     summary = req.result.get("summary") or {}
+    from requests_app.types import get_type
+
     slug = req.tenant.slug
+    rtype = get_type(req.request_type)
     return {
+        "kind": "restore" if rtype is not None and rtype.is_restore else "backup",
         "req": req, "tenant": req.tenant, "state": req.get_state_display(), "report": report,
         "totals": report["totals"], "failures": failures, "archives": archives,
         "archive_bytes": sum(int(a.get("size") or 0) for a in archives),

@@ -20,7 +20,7 @@ from requests_app.types import available_types, get_type
 
 
 def _backup_types():
-    return [t for t in available_types() if t.source in ("imap", "gmail_api", "graph")]
+    return [t for t in available_types() if not t.is_restore]
 
 
 def _plan_page(request, plan: Plan):

@@ -107,7 +107,7 @@ def _same_destination(plan_qs, data: dict):
 
 
 def _check(tenant, rtype: RequestType, data: dict, *, exclude_pk=None) -> None:
-    if rtype.source not in ("imap", "gmail_api", "graph"):
+    if rtype.is_restore:
         raise ValidationError(f"{rtype.code} is not a backup type: only backups can be scheduled.")
     others = Plan.objects.for_tenant(tenant)
     if exclude_pk:
@@ -282,7 +282,8 @@ def check_late(at: dt.datetime, *, window: dt.timedelta = dt.timedelta(days=7)) 
     candidates = (PlanEvent.objects.filter(kind=PlanEventKind.SUBMITTED, slot_at__lt=at - late,
                                            slot_at__gte=at - window, request__isnull=False)
                   .select_related("plan__tenant", "request")
-                  .exclude(request__in=PlanEvent.objects.filter(kind=PlanEventKind.LATE).values("request")))
+                  .exclude(request__in=PlanEvent.objects.filter(kind=PlanEventKind.LATE, request__isnull=False)
+                           .values("request")))  # (a NULL in NOT IN would exclude every row)
     mailed = 0
     for event in candidates:
         req = event.request

@@ -47,6 +47,7 @@ def result_document(result) -> dict:
         "started_at": result.started_at, "finished_at": result.finished_at,
         "timings": result.timings, "resumed": result.resumed, "parts": result.parts,
         "summary": _jsonable(result.summary),  # what summary.json in the bucket says (reports.summary)
+        "series": _jsonable(result.series),  # a series run: its cursor (requests_app.series)
     }
 
 
@@ -66,14 +67,16 @@ def tuning(endpoint_url: str = ""):
 def backup_spec(req: MigrationRequest, rtype: RequestType):
     """What the engine backs up, and where, for ``req`` (no secrets: the summary shows it)."""
     from connectors.pipeline.spec import ExportSpec
+    from requests_app.series import run_file_name, series_context
 
     return ExportSpec(
-        bucket=req.bucket.name, file_name=req.file_name, prefix=req.s3_prefix, format=rtype.format,
+        bucket=req.bucket.name, file_name=run_file_name(req), prefix=req.s3_prefix, format=rtype.format,
         include=req.folders, exclude=req.exclude_folders, since=req.since, before=req.before,
         split_bytes=settings.LEGACYFLO_PST_SPLIT_BYTES if rtype.format == "pst" else settings.LEGACYFLO_ZIP_SPLIT_BYTES,
         display_name=f"{req.source_user} (LegacyFlo)",
         source_description={"request": str(req.uuid), "type": rtype.code, "tenant": req.tenant.slug,
                             "server": req.source_server, "user": req.source_user},
+        series=series_context(req),
     )
 
 

@@ -20,8 +20,9 @@ TARGET_TO_SOURCE = {"target_server": "source_server", "target_port": "source_por
                     "target_security": "source_security", "target_user": "source_user",
                     "target_password": "source_password"}
 BACKUP, RESTORE = "backup", "restore"
-# Optional on every row, after the type's own columns.
-NOTIFY_COLUMNS = ["notify"]
+# Optional on every row, of any type, besides its own ``columns`` (which samples and
+# ``request_types`` list): the CSV importer accepts them everywhere.
+OPTIONAL_COLUMNS = ["notify"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,16 @@ class RequestType:
     @property
     def columns(self) -> list[str]:
         if self.is_restore:
-            return list(RESTORE_COLUMNS) + NOTIFY_COLUMNS
+            return list(RESTORE_COLUMNS)
         # IMAP server columns only where the operator may choose the server: OAuth tokens are only
         # ever sent to the provider's own endpoints (settings GMAIL_IMAP_HOST, MICROSOFT_IMAP_HOST).
         return (COMMON_COLUMNS[:2] + columns_of(self.kinds) + COMMON_COLUMNS[2:] + list(self.extra_columns)
-                + NOTIFY_COLUMNS)
+                + (["incremental"] if self.is_backup else []))
+
+    @property
+    def is_backup(self) -> bool:
+        """A mailbox backed up into the bucket (these may run as an incremental series)."""
+        return self.source in ("imap", "gmail_api", "graph")
 
     @property
     def provider(self) -> str:
@@ -152,7 +158,7 @@ def sample_row(rtype: RequestType, n: int = 1) -> dict[str, str]:
         # The sample names a connection called like its provider (create it under Connections);
         # O365's sample keeps the password method, which needs none.
         "connection": "" if rtype.uses_password else rtype.provider, "auth_method": "password",
-        "include_spam_trash": "no",
+        "include_spam_trash": "no", "incremental": "no",
         # restore rows
         "archive_key": f"mail/2026/user{n}-example-com.{rtype.format}", "target_server": "imap.example.com",
         "target_port": "993", "target_security": "ssl", "target_user": f"user{n}@example.com",

@@ -19,6 +19,7 @@ from requests_app.connection_test import test_connection
 from requests_app.csvimport import parse_csv, sample_csv
 from requests_app.forms import destination_buckets, form_class
 from requests_app.models import MigrationRequest, State
+from requests_app.series import run_file_name, series_run_rows
 from requests_app.types import available_types, get_type, restore_type_for
 
 PAGE_SIZE = 50
@@ -139,7 +140,9 @@ def request_sample(request, type_code: str):
 @tenant_view(read=Role.VIEWER)
 def request_detail(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
-    return render(request, "requests_app/detail.html", {**_progress_context(req), "rtype": get_type(req.request_type)})
+    return render(request, "requests_app/detail.html", {**_progress_context(req), "rtype": get_type(req.request_type),
+                                                        "run_file_name": run_file_name(req),
+                                                        "series_runs": series_run_rows(req)})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -231,12 +234,16 @@ def request_report_download(request, request_uuid, kind: str):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     audit(tenant=req.tenant, actor=request.user, action="request.report_download", target=str(req.uuid),
           detail={"kind": kind}, request=request)
+    if kind == "csv" and req.records_pruned_at:
+        return HttpResponse(f"The per-message records of this request were pruned (record retention); its report is "
+                            f"kept in the bucket: {req.bucket.name}/{req.result.get('report_key', '')}",
+                            status=410, content_type="text/plain; charset=utf-8")
     if kind == "csv":
         return FileResponse(reports.report_csv_file(req), as_attachment=True,
-                            filename=f"{req.file_name}.report.csv", content_type="text/csv; charset=utf-8")
+                            filename=f"{run_file_name(req)}.report.csv", content_type="text/csv; charset=utf-8")
     response = JsonResponse(reports.summary(req), json_dumps_params={"indent": 2, "ensure_ascii": False})
     # RFC 6266 (filename*= for a non-ASCII name), as FileResponse writes it for report.csv.
-    response["Content-Disposition"] = content_disposition_header(True, f"{req.file_name}.summary.json")
+    response["Content-Disposition"] = content_disposition_header(True, f"{run_file_name(req)}.summary.json")
     return response
 
 

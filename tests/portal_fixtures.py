@@ -195,7 +195,9 @@ def worker_env(redis_server, imap_ca, tmp_path):
                f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}")
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_server.url, "LEGACYFLO_IMAP_CA_FILE": str(imap_ca),
            "LEGACYFLO_STALE_AFTER_SECONDS": "10", "LEGACYFLO_HEARTBEAT_SECONDS": "1",
-           "LEGACYFLO_VAR_DIR": str(tmp_path), "LEGACYFLO_PART_SIZE": str(5 * 1024 * 1024)}
+           "LEGACYFLO_VAR_DIR": str(tmp_path), "LEGACYFLO_PART_SIZE": str(5 * 1024 * 1024),
+           # One RQ worker per command, as the tests that kill "the worker" or "its work horse" mean.
+           "LEGACYFLO_WORKER_CONCURRENCY": "1"}
     return env
 
 

@@ -1,45 +1,29 @@
-"""Test-only: PSTs from our writer with other message properties than the writer derives from
-the message (flag status, last verb, Keywords, the LegacyFlo named properties, an RTF body), or
-without the metadata properties it writes (``strip_metadata``: as an older or foreign PST).
+"""Test-only: PSTs from our writer with message properties it would not write itself: what
+Outlook may have changed since (flag status, last verb), an RTF body, another message class,
+an Exchange sender.
 
 ``extra_properties`` wraps the writer's ``write_property_context`` for the messages whose
-subject it is given: a given property replaces the writer's own value of it. The named
-properties are the ones the writer registers (``connectors.archives.pst.namemap``). The
-message size the writer computes leaves the changes out (it asserts its own sum).
+subject it is given. The message size the writer computes leaves the changes out (it asserts
+its own sum).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import struct
 from collections.abc import Iterator
 
 from connectors.archives.pst import messages as pst_messages
 from connectors.archives.pst import props as P
-from connectors.archives.pst.namemap import PS_LEGACYFLO, PS_PUBLIC_STRINGS, named_property_id
-
-OWN_NAMES = ("LegacyFloSourceId", "LegacyFloSha256", "LegacyFloFlags")
-
-
-def multi_string(values: list[str]) -> bytes:
-    encoded = [v.encode("utf-16-le") for v in values]
-    offsets, at = [], 4 + 4 * len(values)
-    for item in encoded:
-        offsets.append(at)
-        at += len(item)
-    return struct.pack(f"<I{len(values)}I", len(values), *offsets) + b"".join(encoded)
 
 
 @contextlib.contextmanager
 def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
     """While active, a message written with a subject in ``by_subject`` also gets what its
-    dict says: ``flag_status``, ``last_verb``, ``keywords`` (list), ``source_id``, ``sha256``,
-    ``flags`` (str), ``rtf`` (compressed RTF bytes; the plain and HTML bodies dropped),
-    ``strip_metadata`` (True: none of the metadata properties the writer sets)."""
-    own_ids = {name: named_property_id((PS_LEGACYFLO, name)) for name in OWN_NAMES}
-    keywords_id = named_property_id((PS_PUBLIC_STRINGS, "Keywords"))
-    metadata_ids = {0x1090, 0x1081, 0x1080, keywords_id, *own_ids.values()}
+    dict says: ``flag_status``, ``last_verb`` (instead of the writer's), ``rtf`` (compressed
+    RTF bytes; the plain and HTML bodies dropped),
+    ``message_class`` (str, instead of IPM.Note), ``drop`` (tags left out), ``set`` ((tag, value)
+    pairs written instead of the writer's)."""
     original = pst_messages.write_property_context
 
     def wrapper(ndb, properties, extra_subnodes=()):
@@ -52,28 +36,31 @@ def extra_properties(by_subject: dict[str, dict]) -> Iterator[None]:
         if not wanted:
             return original(ndb, properties, extra_subnodes)
         extra: list[tuple[int, object]] = []
+        changes = list(wanted.get("set", ()))
         if "flag_status" in wanted:
-            extra.append((P.tag(0x1090, P.PT_LONG), wanted["flag_status"]))
+            changes.append((P.tag(0x1090, P.PT_LONG), wanted["flag_status"]))
         if "last_verb" in wanted:
-            extra.append((P.tag(0x1081, P.PT_LONG), wanted["last_verb"]))
-        if "keywords" in wanted:
-            extra.append((P.tag(keywords_id, P.PT_UNICODE | P.MV_FLAG),
-                          multi_string(wanted["keywords"])))  # fmt: skip
-        for key, name in (("source_id", "LegacyFloSourceId"), ("sha256", "LegacyFloSha256"),
-                          ("flags", "LegacyFloFlags")):  # fmt: skip
-            if key in wanted:
-                extra.append((P.tag(own_ids[name], P.PT_UNICODE), wanted[key].encode("utf-16-le")))
+            changes.append((P.tag(0x1081, P.PT_LONG), wanted["last_verb"]))
         dropped = 0
-        replaced = {t for t, _v in extra}
-        if wanted.get("strip_metadata"):
-            replaced |= {t for t, _v in properties if P.tag_id(t) in metadata_ids}
-        kept = []
-        for prop_tag, value in properties:
-            if prop_tag in replaced:
-                dropped += _size(prop_tag, value)
-            else:
-                kept.append((prop_tag, value))
-        properties = kept
+        replaced = {t for t, _v in changes} | set(wanted.get("drop", ()))
+        if replaced:
+            kept = []
+            for prop_tag, value in properties:
+                if prop_tag in replaced:
+                    dropped += _size(prop_tag, value)
+                else:
+                    kept.append((prop_tag, value))
+            properties = kept
+            extra.extend(changes)
+        if "message_class" in wanted:
+            kept = []
+            for prop_tag, value in properties:
+                if prop_tag == P.MESSAGE_CLASS:
+                    dropped += _size(prop_tag, value)
+                else:
+                    kept.append((prop_tag, value))
+            properties = kept
+            extra.append((P.MESSAGE_CLASS, wanted["message_class"].encode("utf-16-le")))
         if "rtf" in wanted:
             kept = []
             for prop_tag, value in properties:

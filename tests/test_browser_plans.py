@@ -66,6 +66,11 @@ def test_operator_creates_pauses_edits_and_deletes_a_plan(page, operator, tenant
     page.reload()
     assert page.locator("#runs tbody tr").count() == 1
     assert page.locator(f"#events tr.event-{PlanEventKind.SUBMITTED}").count() == 1
+    page.click("#runs tbody tr a")
+    page.wait_for_url(f"**/requests/{run.uuid}/")
+    assert page.inner_text("#plan-link") == "Alice nightly"
+    page.click("#plan-link")
+    page.wait_for_url(f"**/plans/{plan.uuid}/")
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete")

@@ -17,11 +17,13 @@ import pytest
 
 from connectors.archives import ArchivedMessage, ArchiveFailure, Selection
 from connectors.archives.pst import PstWriter
+from connectors.archives.pst import props as P
 from connectors.archives.pst.access import PstFile, PstFormatError
 from connectors.archives.pst.mime import parse_message
-from connectors.archives.pst.rebuild import rtf_to_text
 from connectors.archives.pst.restore import PstArchiveReader
+from connectors.archives.pst.rtf import rtf_to_text
 from connectors.model import Message
+from tests.mime_corpus import CASES, cpython_corpus
 from tests.pst_corpus import (
     BASE_DATE,
     EMPTY_FOLDERS,
@@ -37,6 +39,7 @@ from tests.pst_corpus import (
     sha256,
 )
 from tests.pst_props import extra_properties
+from tests.stdlib_view import View, stdlib_view
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -246,10 +249,20 @@ def test_browse_lists_without_rebuilding_and_reads_one_eml(feature_pst, corpus):
         summaries = {s.folder: s for s in reader.folders()}
         assert summaries["INBOX/Files"].messages == 2 and summaries["Empty"].messages == 0
         assert sum(s.messages for s in summaries.values()) == len(corpus)
+        for path, summary in summaries.items():
+            assert summary.bytes == sum(e.size for e in entries if e.folder == path), path
         with pytest.raises(KeyError):
             reader.read_entry("mail/user.pst!0x00000122")  # a folder, not a message
         with pytest.raises(KeyError):
             reader.read_entry("other.pst!" + entry.id.split("!")[1])
+
+
+def test_a_file_object_is_read_and_left_open(feature_pst, corpus):
+    with open(feature_pst, "rb") as handle:
+        with PstArchiveReader(handle, volume="v.pst") as reader:
+            read = list(reader.messages())
+        assert not handle.closed
+    assert len(read) == len(corpus) and all(m.entry.startswith("v.pst!") for m in read)
 
 
 def test_split_volumes_are_read_in_order(tmp_path, corpus):
@@ -265,43 +278,101 @@ def test_split_volumes_are_read_in_order(tmp_path, corpus):
 # -- metadata ---------------------------------------------------------------------------------------
 
 
-def test_flags_keywords_and_legacyflo_properties(tmp_path):
-    subjects = ["Flagged and answered", "Forwarded", "With recorded flags", "Nothing recorded"]
-    messages = []
-    for index, subject in enumerate(subjects):
+def test_flags_labels_and_legacyflo_properties_written_by_the_writer(tmp_path):
+    cases = [  # subject, flags, labels, source id
+        ("Flagged and answered", ("\\Seen", "\\Flagged", "\\Answered"), ("Work", "Important/Label"),
+         "7:42"),
+        ("Forwarded", ("$Forwarded",), (), "7:43"),
+        ("Keywords", ("\\Seen", "\\Answered", "$Forwarded", "$Junk", "custom"), ("Inbox",), "7:44"),
+        ("Unflagged in Outlook since", ("\\Flagged", "custom"), (), "7:45"),
+        ("Flagged in Outlook since", (), (), "7:46"),
+        ("Nothing recorded", (), (), ""),
+    ]  # fmt: skip
+    messages, digests = [], {}
+    for subject, flags, labels, source_id in cases:
         msg, _ = build_email(subject)
-        messages.append(Message(folder="INBOX", source_id=str(index), raw=as_bytes(msg),
-                                flags=("\\Seen",) if index % 2 == 0 else (),
-                                internal_date=BASE_DATE))  # fmt: skip
-    extras = {
-        "Flagged and answered": {"flag_status": 2, "last_verb": 102,
-                                 "keywords": ["Work", "Important/Label"], "source_id": "7:42",
-                                 "sha256": "AB" * 32},
-        "Forwarded": {"last_verb": 104, "flag_status": 1},
-        "With recorded flags": {"flags": "\\Seen \\Answered $Forwarded $Junk custom", "last_verb": 103},
-        "Nothing recorded": {"strip_metadata": True},  # as a PST from before the metadata contract
-    }  # fmt: skip
+        raw = as_bytes(msg)
+        digests[subject] = sha256(raw)
+        messages.append(Message(folder="INBOX", source_id=source_id, raw=raw, flags=flags,
+                                labels=labels, internal_date=BASE_DATE))  # fmt: skip
+    outlook_changes = {  # what a user did in Outlook after the backup
+        "Unflagged in Outlook since": {"flag_status": 1},
+        "Flagged in Outlook since": {"flag_status": 2},
+    }
     path = tmp_path / "meta.pst"
-    with extra_properties(extras), PstWriter(path) as writer:
+    with extra_properties(outlook_changes), PstWriter(path) as writer:
         for message in messages:
             writer.add_message(message)
-    by_subject = {}
+    got = {}
     for message in _read_all(path):
         assert isinstance(message, ArchivedMessage)
-        subject = email.message_from_bytes(message.raw, policy=default)["Subject"]
-        by_subject[subject] = message
-    first = by_subject["Flagged and answered"]
+        got[email.message_from_bytes(message.raw, policy=default)["Subject"]] = message
+    first = got["Flagged and answered"]
     assert first.flags == ("\\Seen", "\\Flagged", "\\Answered")
     assert first.labels == ("Work", "Important/Label")
-    assert first.source_id == "7:42" and first.extra["original_sha256"] == "ab" * 32
-    assert first.sha256 == ""  # the rebuilt bytes are not the original's
-    assert by_subject["Forwarded"].flags == ("$Forwarded",)
-    # LegacyFloFlags is authoritative for keywords; MAPI's own state for \Seen and \Answered.
-    assert by_subject["With recorded flags"].flags == ("\\Seen", "\\Answered", "$Forwarded",
-                                                       "$Junk", "custom")  # fmt: skip
-    nothing = by_subject["Nothing recorded"]
+    assert first.source_id == "7:42" and first.internal_date == BASE_DATE
+    # The recorded digest is the original's, not the rebuilt bytes'.
+    assert first.extra["original_sha256"] == digests["Flagged and answered"] != sha256(first.raw)
+    assert first.sha256 == ""
+    assert got["Forwarded"].flags == ("$Forwarded",) and got["Forwarded"].labels == ()
+    # LegacyFloFlags gives the keywords; the categories less those keywords are the labels.
+    assert got["Keywords"].flags == ("\\Seen", "\\Answered", "$Forwarded", "$Junk", "custom")
+    assert got["Keywords"].labels == ("Inbox",)
+    # MAPI's own state wins for what Outlook shows: \Seen, \Flagged, \Answered.
+    assert got["Unflagged in Outlook since"].flags == ("custom",)
+    assert got["Flagged in Outlook since"].flags == ("\\Flagged",)
+    nothing = got["Nothing recorded"]
     assert nothing.flags == () and nothing.labels == () and nothing.source_id == ""
-    assert nothing.extra["original_sha256"] == "" and nothing.internal_date == BASE_DATE
+    assert nothing.extra["original_sha256"] == digests["Nothing recorded"]
+
+
+def test_headers_from_properties_with_an_exchange_sender(tmp_path):
+    """A message composed in Outlook has no transport headers and may name its sender by an
+    Exchange address: From is then the SMTP address where one is recorded, else the name."""
+    msg, _ = build_email("Composed in Outlook", sender=("Jöhn Exchange", "john@example.com"))
+    parsed = parse_message(as_bytes(msg))
+    parsed.headers = ""
+    ex = "/O=EXAMPLE/OU=EXCHANGE/CN=RECIPIENTS/CN=JOHN".encode("utf-16-le")
+    changes = {
+        "Composed in Outlook": {
+            "drop": [P.tag(0x5D01, P.PT_UNICODE), P.tag(0x5D02, P.PT_UNICODE)],
+            "set": [(P.SENDER_ADDRESS_TYPE, "EX".encode("utf-16-le")), (P.SENDER_EMAIL_ADDRESS, ex),
+                    (P.SENT_REPRESENTING_ADDRESS_TYPE, "EX".encode("utf-16-le")),
+                    (P.SENT_REPRESENTING_EMAIL_ADDRESS, ex)],
+        }
+    }  # fmt: skip
+    path = tmp_path / "ex.pst"
+    with extra_properties(changes), PstWriter(path) as writer:
+        writer.add_message(Message(folder="Sent", source_id="1", raw=as_bytes(msg)), parsed)
+    (message,) = _read_all(path)
+    rebuilt = email.message_from_bytes(message.raw, policy=default)
+    assert rebuilt["From"].addresses[0].display_name == "Jöhn Exchange"
+    assert "/O=EXAMPLE" not in message.raw.decode("ascii")
+    assert rebuilt["Subject"] == "Composed in Outlook"
+    assert [a.addr_spec for a in rebuilt["To"].addresses] == ["bob@example.org"]
+    assert rebuilt["Message-ID"] == msg["Message-ID"] and rebuilt["Date"].datetime == BASE_DATE
+
+
+def test_outlook_items_that_are_no_mail_are_skipped_with_the_reason(tmp_path):
+    path = tmp_path / "items.pst"
+    classes = {
+        "A contact": "IPM.Contact",
+        "A meeting": "IPM.Appointment",
+        "A mail": "IPM.Note.SMIME",
+    }
+    with extra_properties({s: {"message_class": c} for s, c in classes.items()}), \
+            PstWriter(path) as writer:  # fmt: skip
+        for subject in classes:
+            msg, _ = build_email(subject)
+            writer.add_message(Message(folder="Mixed", source_id=subject, raw=as_bytes(msg)))
+    read = _read_all(path)
+    skipped = [m for m in read if isinstance(m, ArchiveFailure)]
+    assert [(m.status, m.error) for m in skipped] == [
+        ("skipped", "not a mail message (IPM.Contact)"),
+        ("skipped", "not a mail message (IPM.Appointment)"),
+    ]
+    (mail,) = [m for m in read if isinstance(m, ArchivedMessage)]
+    assert email.message_from_bytes(mail.raw)["Subject"] == "A mail"
 
 
 def test_rtf_only_body_is_decompressed_and_kept(tmp_path):
@@ -317,6 +388,22 @@ def test_rtf_only_body_is_decompressed_and_kept(tmp_path):
     content = _content(rebuilt)
     assert content["text"] == "Hello RTF\nCafé and € euro\n\tindented"
     assert content["attachments"] == [("body.rtf", "application/rtf", sha256(rtf))]
+
+
+def test_rtf_encapsulating_html_gives_the_html_body(tmp_path):
+    rtf = (rb"{\rtf1\ansi\ansicpg1252\fromhtml1 \deff0{\fonttbl{\f0\fswiss Arial;}}"
+           rb"{\*\htmltag19 <html>}{\*\htmltag50 <body>}\htmlrtf \f0\fs20 \htmlrtf0 "
+           rb"{\*\htmltag64 <p>}Caf\'e9 {\*\htmltag84 <b>}bold{\*\htmltag92 </b>}"
+           rb"\htmlrtf\par\htmlrtf0 {\*\htmltag72 </p>}{\*\htmltag58 </body>}{\*\htmltag27 </html>}}")  # fmt: skip
+    msg, _ = build_email("RTF html", text="will be replaced")
+    path = tmp_path / "rtfhtml.pst"
+    with extra_properties({"RTF html": {"rtf": compressed_rtf.compress(rtf, compressed=True)}}), \
+            PstWriter(path) as writer:  # fmt: skip
+        writer.add_message(Message(folder="INBOX", source_id="1", raw=as_bytes(msg)))
+    (message,) = _read_all(path)
+    content = _content(email.message_from_bytes(message.raw, policy=default))
+    assert content["html"] == "<html><body><p>Café <b>bold</b></p></body></html>"
+    assert content["text"] is None and content["attachments"] == []
 
 
 def test_rtf_to_text_skips_destinations():
@@ -344,6 +431,19 @@ def test_not_a_pst_is_a_clear_error(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(PstFormatError):
         PstArchiveReader(path)
+
+
+def test_ansi_pst_and_damaged_header_are_clear_errors(tmp_path, feature_pst):
+    data = bytearray(feature_pst.read_bytes())
+    ansi = bytearray(data)
+    ansi[10:12] = struct.pack("<H", 14)  # wVer of an ANSI (Outlook 97-2002) file
+    (tmp_path / "ansi.pst").write_bytes(bytes(ansi))
+    with pytest.raises(PstFormatError, match="ANSI"):
+        PstArchiveReader(tmp_path / "ansi.pst")
+    data[100] ^= 0xFF  # inside the CRC-protected part of the header
+    (tmp_path / "header.pst").write_bytes(bytes(data))
+    with pytest.raises(PstFormatError, match="header is damaged"):
+        PstArchiveReader(tmp_path / "header.pst")
 
 
 def test_truncated_pst_is_a_clear_error(tmp_path, feature_pst):
@@ -425,3 +525,57 @@ def test_30_mb_attachment_is_read_in_bounded_memory(tmp_path):
     (attachment,) = list(rebuilt.iter_attachments())
     assert attachment.get_filename() == "big.bin"
     assert hashlib.sha256(attachment.get_payload(decode=True)).hexdigest() == digest
+
+
+# -- real-world MIME --------------------------------------------------------------------------------
+
+REALWORLD = {
+    **{f"shapes/{name}": raw for name, (raw, _differs) in CASES.items()},
+    **{f"cpython/{name}": raw for name, raw in cpython_corpus().items()},
+}
+REALWORLD_RECEIVED = BASE_DATE
+
+
+@pytest.fixture(scope="module")
+def realworld_restored(tmp_path_factory) -> dict[str, ArchivedMessage | ArchiveFailure]:
+    """Every real-world message through our writer and back, by its folder (one each)."""
+    path = tmp_path_factory.mktemp("realworld") / "realworld.pst"
+    with PstWriter(path) as writer:
+        for name, raw in REALWORLD.items():
+            writer.add_message(Message(folder=name, source_id=name, raw=raw,
+                                       internal_date=REALWORLD_RECEIVED))  # fmt: skip
+    return {m.folder: m for m in _read_all(path)}
+
+
+def _assert_same_view(got: View, want: View, where: str) -> None:
+    assert got.subject == want.subject, where
+    assert got.sender == want.sender, where
+    assert (got.to, got.cc, got.bcc) == (want.to, want.cc, want.bcc), where
+    assert got.date == want.date, where
+    assert got.body_text == want.body_text, where
+    assert got.body_html == want.body_html, where
+    assert [(a.name, a.mime_type) for a in got.attachments] == [
+        (a.name, a.mime_type) for a in want.attachments
+    ], where
+    for number, (mine, theirs) in enumerate(zip(got.attachments, want.attachments, strict=True)):
+        at = f"{where}, attachment {number + 1} ({theirs.name})"
+        if theirs.embedded is not None:
+            assert mine.embedded is not None, at
+            _assert_same_view(mine.embedded, theirs.embedded, at)
+        elif theirs.size is not None:
+            assert (mine.size, mine.sha256) == (theirs.size, theirs.sha256), at
+
+
+@pytest.mark.parametrize("name", sorted(REALWORLD))
+def test_real_world_messages_come_back_as_python_sees_them(realworld_restored, name):
+    """What the email package sees in the rebuilt message is what it sees in the source,
+    for every message the PST can hold as it is (``differences`` empty)."""
+    raw = REALWORLD[name]
+    if parse_message(raw).differences:
+        pytest.skip("the PST holds this message otherwise (the export reports why)")
+    restored = realworld_restored[name]
+    assert isinstance(restored, ArchivedMessage), restored
+    want = stdlib_view(raw)
+    if not parse_message(raw).headers:  # no headers at all: rebuilt from the properties,
+        want.date = REALWORLD_RECEIVED  # dated by the arrival (else no Date is added)
+    _assert_same_view(stdlib_view(restored.raw), want, name)

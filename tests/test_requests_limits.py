@@ -32,7 +32,7 @@ def queued_job_ids(queue) -> list[str]:
 
 def test_a_tenant_at_its_limit_waits_and_runs_when_a_place_frees(operator, outsider, tenant, other_tenant, dovecot,
                                                                   imap_ca, dest_bucket, other_bucket, rclone,
-                                                                  rq_queue, settings):
+                                                                  rq_queue, settings, client_for):
     settings.LEGACYFLO_TENANT_MAX_RUNNING = 1
     first = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="first"))
     second = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, file_name="second"))
@@ -44,6 +44,8 @@ def test_a_tenant_at_its_limit_waits_and_runs_when_a_place_frees(operator, outsi
     assert lifecycle.claim(second.pk) is None  # the tenant's one place is taken
     second.refresh_from_db()
     assert second.state == State.QUEUED and second.deferred_at is not None
+    page = client_for(operator).get(f"/t/{tenant.slug}/requests/{second.uuid}/").content.decode()
+    assert "already has its maximum of running requests" in page
     assert lifecycle.claim(other.pk)  # another tenant is not held back
 
     lifecycle.finish(first.pk, token, state=State.COMPLETED)  # its place frees: the deferred one is enqueued

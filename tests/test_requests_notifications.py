@@ -153,3 +153,29 @@ def test_the_csv_notify_column_reaches_the_requests(operator, tenant, dovecot, d
     assert [r.notify for r in created] == [["a@acme.test", "b@acme.test"], []]
     bad = parse_csv(text.replace("a@acme.test;b@acme.test", "a@acme.test;nobody"), tenant=tenant)
     assert bad.errors == ["Line 2: notify: 'nobody' is not an email address."]
+
+
+def test_a_plans_run_mails_the_plans_recipients(operator, tenant, dovecot, imap_ca, dest_bucket, rclone, rq_queue,
+                                                smtp):
+    from datetime import UTC, datetime
+
+    from requests_app.forms import PlanForm
+    from requests_app.models import Plan
+    from requests_app.plans import plan_create, plans_run_due
+    from requests_app.types import get_type
+
+    rtype = get_type("IMAP-S3-ZIP")
+    form = PlanForm(imap_form(dovecot, dest_bucket, title="Alice nightly", schedule="daily 02:00",
+                              notify="night-shift@acme.test"), rtype=rtype, tenant=tenant)
+    assert form.is_valid(), form.errors
+    plan = plan_create(tenant=tenant, actor=operator, rtype=rtype, data=form.cleaned_data,
+                       schedule_text=form.cleaned_data["schedule"], notify=form.cleaned_data["notify"])
+    Plan.objects.filter(pk=plan.pk).update(next_run_at=datetime(2026, 12, 2, 2, 0, tzinfo=UTC))
+    [req] = plans_run_due(datetime(2026, 12, 2, 2, 0, 10, tzinfo=UTC))
+    run_worker_burst(rq_queue)
+    req.refresh_from_db()
+    assert req.state == State.COMPLETED
+    started, ended = smtp.messages
+    assert started["To"] == ended["To"] == "night-shift@acme.test"
+    text, _ = bodies(ended)
+    assert "Plan:        Alice nightly (daily 02:00)" in text

@@ -167,6 +167,20 @@ def test_a_slot_whose_previous_run_is_still_going_is_skipped_and_recorded(tenant
     assert MigrationRequest.objects.count() == 1
 
 
+def test_the_slot_after_a_completed_run_submits_the_next_run_of_the_same_series(tenant, bucket, rq_queue):
+    """A plan is a series: its second run shares the first one's destination and is not refused
+    as a conflict; it is the series' run 2."""
+    plan = make_plan(tenant, bucket, next_run_at=utc(2026, 12, 2, 2, 0))
+    first = MigrationRequest.objects.get(uuid=run_due("2026-12-02T02:00:00Z")[0].split()[0])
+    MigrationRequest.objects.filter(pk=first.pk).update(state=State.COMPLETED)
+    lines = run_due("2026-12-03T02:00:00Z")
+    assert len(lines) == 1, list(PlanEvent.objects.filter(plan=plan).values_list("kind", "detail"))
+    second = MigrationRequest.objects.get(uuid=lines[0].split()[0])
+    assert second.series_key and second.series_key == first.series_key
+    assert (first.options.get("series_run"), second.options.get("series_run")) == (1, 2)
+    assert not PlanEvent.objects.filter(plan=plan, kind=PlanEventKind.FAILED_TO_START).exists()
+
+
 def test_a_paused_plan_does_not_run_and_resumes_at_its_next_slot(tenant, bucket, rq_queue):
     from requests_app.plans import plan_set_paused
 
@@ -356,3 +370,29 @@ def test_schedule_this_from_another_tenants_request_is_404(client_for, operator,
     client = client_for(outsider)
     assert client.get(f"/t/{other_tenant.slug}/plans/from/{req.uuid}/").status_code == 404
     assert client.get(f"/t/{other_tenant.slug}/plans/new/IMAP-S3-ZIP/?from={req.uuid}").status_code == 404
+
+
+def test_only_backups_can_be_scheduled(client_for, operator, tenant, bucket):
+    from django.core.exceptions import ValidationError
+
+    from requests_app.plans import plan_create
+    from requests_app.types import get_type
+
+    with pytest.raises(ValidationError, match="not a backup type"):
+        plan_create(tenant=tenant, actor="test", rtype=get_type("S3-IMAP-ZIP"),
+                    data={"source_user": "alice", "bucket": bucket, "file_name": "x"}, schedule_text="daily 02:00")
+    client = client_for(operator)
+    assert client.get(f"/t/{tenant.slug}/plans/new/S3-IMAP-ZIP/").status_code == 404
+    page = client.get(f"/t/{tenant.slug}/plans/new/").content.decode()
+    assert "IMAP-S3-ZIP" in page and "S3-IMAP-ZIP" not in page
+
+
+def test_a_deleted_late_run_does_not_silence_later_late_mails(tenant, bucket, rq_queue, smtp):
+    make_plan(tenant, bucket, next_run_at=utc(2026, 12, 2, 2, 0))
+    first = MigrationRequest.objects.get(uuid=run_due("2026-12-02T02:00:00Z")[0].split()[0])
+    with_callbacks(lambda: run_due("2026-12-02T03:30:00Z"))
+    assert len(smtp.messages) == 1
+    first.delete()  # its LATE event stays, without its request
+    run_due("2026-12-03T02:00:00Z")
+    with_callbacks(lambda: run_due("2026-12-03T03:30:00Z"))
+    assert len(smtp.messages) == 2

@@ -4,7 +4,6 @@ plain imapclient session (independent of the code under test)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import csv
 import hashlib
 import io
@@ -122,23 +121,21 @@ def test_backup_then_restore_puts_every_message_back_byte_for_byte(operator, ten
 
     contents = mailbox_contents(dovecot, user, password)
     assert digests(contents) == expected_digests(dovecot.mailbox)
+    assert contents["Leer"] == []  # the archive's empty folder exists in the target too
     total = sum(len(v) for v in source_digests(dovecot.mailbox).values())
     assert req.messages_done == total and req.messages_failed == req.messages_skipped == 0
     assert ArchiveRecord.objects.filter(request=req, status="exported").count() == total
 
-    # The archive records each message's internal date (index.csv): the restored message
-    # arrives at the source's INTERNALDATE, not at its Date: header.
-    restored_dates: dict[str, set[float]] = {}  # sha256 -> the dates its copies arrived at
-    for msgs in contents.values():
-        for m in msgs:
-            restored_dates.setdefault(m["sha"], set()).add(m["date"].timestamp())
-    dated = 0
+    # The archive records each message's flags and internal date (index.csv): both come back.
+    kept = {"\\Seen", "\\Flagged", "\\Answered"}  # what the test Maildir holds
+    restored = {folder: sorted((m["sha"], round(m["date"].timestamp()), frozenset(m["flags"] - {"\\Recent"}))
+                               for m in msgs) for folder, msgs in contents.items() if msgs}
+    original: dict[str, list] = {}
     for msg in dovecot.mailbox.messages():
-        when = msg.internal_date if msg.internal_date.tzinfo else msg.internal_date.replace(tzinfo=dt.UTC)
-        got = restored_dates[hashlib.sha256(msg.raw).hexdigest()]
-        assert int(when.timestamp()) in got, (msg.folder, got, when)
-        dated += 1
-    assert dated > 0
+        original.setdefault(msg.folder, []).append(
+            (hashlib.sha256(msg.raw).hexdigest(), round(msg.internal_date.timestamp()), frozenset(set(msg.flags) & kept)))
+    assert restored == {folder: sorted(v) for folder, v in original.items()}
+    assert any(flags for v in original.values() for _s, _d, flags in v)  # the mailbox has flagged/read messages
 
     # Its own report beside the archive; the backup's is untouched.
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=both_bucket.name)["Contents"]}
@@ -151,8 +148,10 @@ def test_backup_then_restore_puts_every_message_back_byte_for_byte(operator, ten
     assert len(rows) == total and {r["status"] for r in rows} == {"restored"}
     summary = json.loads(s3.get_object(Bucket=both_bucket.name, Key=f"mail/{req.file_name}.summary.json")["Body"].read())
     assert summary["reconciled"] is True and summary["direction"] == "restore"
-    assert {f["folder"]: f["source_count"] for f in summary["folders"]} == {
+    assert {f["folder"]: f["source_count"] for f in summary["folders"] if f["source_count"]} == {
         folder: len(d) for folder, d in source_digests(dovecot.mailbox).items()}
+    assert {"folder": "Leer", "source_count": 0}.items() <= next(
+        f for f in summary["folders"] if f["folder"] == "Leer").items()
 
     # The portal's report page and download work for a restore.
     client = client_for(operator)
@@ -293,6 +292,7 @@ def test_a_worker_killed_mid_restore_then_retried_restores_every_message_exactly
     req.refresh_from_db()
     assert req.state == "running"  # as the dead worker left it
     assert 0 < ArchiveRecord.objects.filter(request=req).count() < 600
+    assert req.messages_total == 600  # counted from the archive's directory before the first APPEND
 
     worker_process()  # recovery notices the stale heartbeat and re-queues; the run resumes
     wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=240)
@@ -360,3 +360,74 @@ def test_a_read_only_source_bucket_gets_no_report_but_the_portal_serves_it(opera
     assert len(rows) == sum(len(v) for v in source_digests(dovecot.mailbox).values())
     summary = client.get(f"/t/{tenant.slug}/requests/{req.uuid}/report.json").json()
     assert summary["reconciled"] is True and summary["totals"]["exported"] == len(rows)
+
+
+def test_a_cancelled_restore_keeps_what_it_restored_and_a_retry_finishes_it_exactly_once(
+        operator, tenant, dovecot, both_bucket, rclone, rq_queue, worker_process):
+    from requests_app import services
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    dovecot.add_user("cancelr", "cancelr-password")
+    bulk = generate_mailbox("flat", seed=17, count=500, folder="INBOX", size=30_000)
+    write_maildir(dovecot, "cancelr", bulk)
+    backup_of(dovecot, tenant, operator, both_bucket, rq_queue, source_user="cancelr",
+              source_password="cancelr-password", file_name="cancelr")
+    user, password = new_user(dovecot)
+    req = submit(tenant, operator, "S3-IMAP-ZIP",
+                 restore_form(dovecot, both_bucket, user, password, archive_key="mail/cancelr.zip"))
+    worker_process()
+    wait_for(lambda: ArchiveRecord.objects.filter(request=req).count() >= 100, timeout=120, interval=0.05)
+    services.request_cancel(req=req, actor=operator)
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=120)
+    req.refresh_from_db()
+    assert req.state == "cancelled", req.error
+    kept = ArchiveRecord.objects.filter(request=req).count()
+    assert 0 < kept < 500
+    assert sum(len(v) for v in digests(mailbox_contents(dovecot, user, password)).values()) >= kept
+
+    services.request_retry(req=req, actor=operator)
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).is_final, timeout=240)
+    req.refresh_from_db()
+    assert req.state == "completed", req.error
+    assert req.result["resumed"] is True
+    assert digests(mailbox_contents(dovecot, user, password)) == expected_digests(bulk)  # each exactly once
+    assert ArchiveRecord.objects.filter(request=req).count() == 500
+
+
+def test_a_split_archive_restores_from_its_base_name(operator, tenant, dovecot, imap_ca, both_bucket, rclone,
+                                                     rq_queue, settings):
+    settings.LEGACYFLO_ZIP_SPLIT_BYTES = 60_000  # the setting's floor is 1 MiB; this mailbox is ~230 KB
+    backup = backup_of(dovecot, tenant, operator, both_bucket, rq_queue, file_name="alice-split")
+    assert len(backup.result["archives"]) >= 3
+    user, password = new_user(dovecot)
+    req = restore(tenant, operator, rq_queue, restore_form(dovecot, both_bucket, user, password,
+                                                           archive_key="mail/alice-split"))
+    assert req.state == "completed", req.error
+    assert [a["key"] for a in req.result["archives"]] == [a["key"] for a in backup.result["archives"]]
+    assert digests(mailbox_contents(dovecot, user, password)) == expected_digests(dovecot.mailbox)
+
+
+def test_a_zip_of_eml_files_from_another_tool_restores_by_its_directories(operator, tenant, dovecot, imap_ca,
+                                                                          both_bucket, rclone, rq_queue):
+    import zipfile
+
+    messages = {f"Export/Inbox/{n}.eml": (f"Message-ID: <foreign{n}@example.com>\r\nSubject: foreign {n}\r\n"
+                                          f"Date: Tue, 05 Mar 2024 10:0{n}:00 +0000\r\n\r\nbody {n}\r\n").encode()
+                for n in range(3)}
+    messages["Export/Sent/old.eml"] = b"Subject: no id\r\n\r\nsent body\r\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, raw in messages.items():
+            archive.writestr(name, raw)
+        archive.writestr("Export/readme.txt", "not a message")
+    rclone.client().put_object(Bucket=both_bucket.name, Key="imports/other-tool.zip", Body=buffer.getvalue())
+    user, password = new_user(dovecot)
+    req = restore(tenant, operator, rq_queue, restore_form(dovecot, both_bucket, user, password,
+                                                           archive_key="imports/other-tool.zip"))
+    assert req.state == "completed", req.error
+    expected = {}
+    for name, raw in messages.items():
+        expected.setdefault(name.rsplit("/", 1)[0], []).append(hashlib.sha256(raw).hexdigest())
+    assert digests(mailbox_contents(dovecot, user, password)) == {k: sorted(v) for k, v in expected.items()}
+    skipped = ArchiveRecord.objects.get(request=req, status="skipped")
+    assert skipped.entry["name"].endswith("readme.txt") and skipped.error

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from requests_app.schedule import (
@@ -99,6 +99,7 @@ schedules = st.one_of(
 instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC))
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a busy machine is not a bug
 @given(schedules, instants)
 def test_next_and_last_slots_bracket_any_instant(s, t):
     after, before = next_slot_after(s, t), last_slot_at_or_before(s, t)

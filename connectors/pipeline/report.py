@@ -143,9 +143,12 @@ class Summary:
     archives: list[ArchiveFile] = field(default_factory=list)
     report_key: str = ""
     source: dict = field(default_factory=dict)
+    series: dict = field(default_factory=dict)  # a series run: series, parent archive, cursor
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        if not self.series:
+            data.pop("series")
         data["reconciled"] = all(f.reconciles for f in self.folders)
         return data
 

@@ -138,6 +138,8 @@ class Restore:
         self.accounted: dict[str, Counter] = {}  # folder -> sha256 of records (restored or skipped)
         self.targets: dict[str, str] = {}  # archive folder -> destination name
         self.unavailable: dict[str, str] = {}  # archive folder -> why the target will not hold it
+        self.empty_folders: list[str] = []  # selected folders the archive holds without messages
+        self.warnings: list[str] = []
         self.archives: list[ArchiveFile] = []
         self.volume_of: dict[str, int] = {}  # archive file key -> its number (report's archive column)
         self.resumed = False
@@ -174,15 +176,36 @@ class Restore:
         result.archives = self.archives
         return result
 
+    def _estimate(self, reader: ArchiveReader) -> int:
+        """The selected folders' message count from the archive's directory or tables (no
+        message read), for the progress bar; dates are not looked at, so it may be more than
+        the selection. 0 when the reader cannot tell."""
+        folders = getattr(reader, "folders", None)
+        if folders is None:
+            return 0
+        accept = self.spec.selection.folder_filter()
+        try:
+            listed = [f for f in folders() if accept.accepts(f.folder)]
+            self.empty_folders = [f.folder for f in listed if not f.messages]
+            return sum(f.messages for f in listed)
+        except Exception:  # noqa: BLE001 - an estimate only: the run reads the archive anyway
+            log.warning("could not count the archive's messages up front", exc_info=True)
+            return 0
+
     def _restore(self, reader: ArchiveReader) -> None:
         batch: list[_Pending] = []
         batch_bytes = 0
+        estimate = self._estimate(reader)
+        self.progress.messages_total = estimate
+        self.pacer.report(force=True)
+        seen = 0
         for item in reader.messages(self.spec.selection):
             self.pacer.check_cancel()
             folder = item.folder
             stats = self._folder(folder)
             stats.source_count += 1
-            self.progress.messages_total += 1
+            seen += 1
+            self.progress.messages_total = max(estimate, seen)
             entry_id = ledger_id(item.entry)
             if entry_id in self.done[folder]:
                 self.progress.messages_done += 1
@@ -202,6 +225,14 @@ class Restore:
             self.pacer.report()
         if batch:
             self._flush(batch)
+        self.progress.messages_total = seen  # exact once the archive is read
+        for folder in self.empty_folders:  # the archive's empty folders exist in the target too
+            if folder not in self.stats:
+                self._folder(folder)
+                try:
+                    self._target(folder)
+                except FolderUnavailable as exc:
+                    self.warnings.append(f"The empty folder {folder} could not be created: {exc}")
 
     def _load_ledger(self) -> None:
         """What earlier runs of this restore committed, per folder (one pass over the records)."""
@@ -279,6 +310,7 @@ class Restore:
             self.progress.messages_done += 1
             self.progress.messages_failed += r.status == FAILED
             self.progress.messages_skipped += r.status == SKIPPED
+        self.progress.folder_counts[folder] = stats.source_count  # the report page's live table
         self.pacer.report()
 
     def _record(self, folder: str, entry: str, status: str, *, message: ArchivedMessage | None = None,
@@ -320,7 +352,8 @@ class Restore:
         result.folders, result.totals, result.archives = folders, Totals.of(folders), self.archives
         result.report_key, result.summary_key = report_key, self.spec.key(".summary.json") if in_bucket else ""
         result.state = COMPLETED if result.totals.failed == 0 and reconciled else COMPLETED_WITH_ERRORS
-        result.error = "" if reconciled else "Some folders' counts do not reconcile; see summary.json."
+        result.error = " ".join(filter(None, (
+            "" if reconciled else "Some folders' counts do not reconcile; see summary.json.", *self.warnings)))
         result.resumed = self.resumed
         summary = Summary(file=self.spec.report_file_name, format=self.spec.format, state=result.state,
                           error=result.error, folders=folders, totals=result.totals,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from .reader import Column, PstFormatError, bid_is_internal, parse_header
 
 PAGE_CACHE = 128  # B-tree pages (512 bytes each)
 BLOCK_CACHE = 64  # heap blocks (at most 8 KB each)
+_WORD = struct.Struct("<H")
+_PC_VALUE = struct.Struct("<HI")
 MAX_BTREE_LEVELS = 8
 MAX_SUBNODE_LEVELS = 4
 UNICODE_VERSION = 23  # wVer of a Unicode PST (14/15: ANSI; 36: 4K pages, not read)
@@ -72,7 +75,7 @@ class PstFile:
             raise PstFormatError("the PST header is damaged (CRC mismatch)")
         if self.header.crypt_method not in (CRYPT_NONE, CRYPT_PERMUTE):
             raise PstFormatError(f"unsupported PST encryption {self.header.crypt_method}")
-        self._pages: OrderedDict[int, bytes] = OrderedDict()
+        self._pages: OrderedDict[int, tuple[bytes, int, int, list[int]]] = OrderedDict()
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
 
     def close(self) -> None:
@@ -96,11 +99,12 @@ class PstFile:
             raise PstFormatError(f"{what} at 0x{offset:X}: short read")
         return data
 
-    def _page(self, ib: int, ptype: int) -> bytes:
-        page = self._pages.get(ib)
-        if page is not None:
+    def _page(self, ib: int, ptype: int) -> tuple[bytes, int, int, list[int]]:
+        """(page bytes, entry size, level, entry keys) of the B-tree page at ``ib``."""
+        cached = self._pages.get(ib)
+        if cached is not None:
             self._pages.move_to_end(ib)
-            return page
+            return cached
         if ib % L.PAGE_SIZE:
             raise PstFormatError(f"B-tree page at 0x{ib:X} is not page-aligned")
         page = self._read_at(ib, L.PAGE_SIZE, "B-tree page")
@@ -109,32 +113,27 @@ class PstFile:
         crc = struct.unpack_from("<I", page, L.PAGE_DATA_SIZE + 4)[0]
         if crc != pst_crc(page[: L.PAGE_DATA_SIZE]):
             raise PstFormatError(f"B-tree page at 0x{ib:X} is damaged (CRC mismatch)")
-        self._pages[ib] = page
+        count, _max, size, level = page[488:492]
+        if count * size > L.BTPAGE_ENTRIES_SIZE or size < 8 or level > MAX_BTREE_LEVELS:
+            raise PstFormatError(f"B-tree page at 0x{ib:X} has {count} entries of {size}")
+        keys = [struct.unpack_from("<Q", page, i * size)[0] for i in range(count)]
+        if any(b <= a for a, b in zip(keys, keys[1:], strict=False)):
+            raise PstFormatError(f"B-tree page at 0x{ib:X}: keys out of order")
+        cached = (page, size, level, keys)
+        self._pages[ib] = cached
         if len(self._pages) > PAGE_CACHE:
             self._pages.popitem(last=False)
-        return page
+        return cached
 
     def _lookup(self, root_ib: int, ptype: int, key: int) -> bytes | None:
         """The leaf entry of ``key`` in the B-tree rooted at ``root_ib`` (raw bytes), or None."""
         ib = root_ib
         expected_level = None
         for _ in range(MAX_BTREE_LEVELS + 1):
-            page = self._page(ib, ptype)
-            count, _max, size, level = page[488:492]
-            if count * size > L.BTPAGE_ENTRIES_SIZE or size == 0:
-                raise PstFormatError(f"B-tree page at 0x{ib:X} has {count} entries of {size}")
+            page, size, level, keys = self._page(ib, ptype)
             if expected_level is not None and level != expected_level:
                 raise PstFormatError(f"B-tree page at 0x{ib:X} has level {level}")
-            keys = [struct.unpack_from("<Q", page, i * size)[0] for i in range(count)]
-            # The last entry whose key is <= key (keys ascend).
-            lo, hi = 0, count
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if keys[mid] <= key:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            at = lo - 1
+            at = bisect_right(keys, key) - 1  # the last entry whose key is <= key
             if at < 0:
                 return None
             if level == 0:
@@ -302,6 +301,7 @@ class Heap:
         if not self._ids:
             raise PstFormatError(f"node 0x{node.nid:X} has no data")
         self._subnodes: dict[int, Node] | None = None
+        self._maps: dict[int, tuple[int, ...]] = {}
         first = self._block(0)
         if len(first) < 12 or first[2] != 0xEC:
             raise PstFormatError(f"node 0x{node.nid:X}: heap lacks the 0xEC signature")
@@ -328,16 +328,12 @@ class Heap:
         if block_index >= len(self._ids):
             raise PstFormatError(f"HID 0x{hid:X} points past the heap")
         block = self._block(block_index)
-        ib_map = struct.unpack_from("<H", block, 0)[0]
-        if ib_map + 4 > len(block):
-            raise PstFormatError(f"heap block {block_index}: page map out of range")
-        count = struct.unpack_from("<H", block, ib_map)[0]
-        if index == 0 or index > count or ib_map + 4 + 2 * (count + 1) > len(block):
+        offsets = self._maps.get(block_index)
+        if offsets is None:
+            offsets = self._maps[block_index] = _page_map(block, block_index)
+        if index == 0 or index >= len(offsets):
             raise PstFormatError(f"HID 0x{hid:X} has no allocation")
-        start, end = struct.unpack_from("<HH", block, ib_map + 4 + 2 * (index - 1))
-        if not start <= end <= ib_map:
-            raise PstFormatError(f"HID 0x{hid:X}: allocation out of range")
-        return block[start:end]
+        return block[offsets[index - 1] : offsets[index]]
 
     def subnode(self, nid: int) -> Node:
         if self._subnodes is None:
@@ -387,16 +383,18 @@ class Heap:
         if (cb_key, cb_ent) != (2, 6):
             raise PstFormatError("property context BTH has wrong record sizes")
         values: dict[int, Value] = {}
+        stored: dict[int, int] = {}  # tag -> HNID of a value read when first asked for
+        fixed_sizes = P.FIXED_SIZES
         for key, value in records:
-            prop_id = struct.unpack("<H", key)[0]
-            prop_type, hnid = struct.unpack("<HI", value)
-            size = P.FIXED_SIZES.get(prop_type)
+            prop_id = _WORD.unpack(key)[0]
+            prop_type, hnid = _PC_VALUE.unpack(value)
+            size = fixed_sizes.get(prop_type)
             prop_tag = (prop_id << 16) | prop_type
             if size is not None and size <= 4:
                 values[prop_tag] = hnid if prop_type != P.PT_BOOLEAN else hnid & 0xFF
             else:
-                values[prop_tag] = self.hnid(hnid)
-        return PropertyContext(self, values)
+                stored[prop_tag] = hnid
+        return PropertyContext(self, values, stored)
 
     def table(self) -> TableRows:
         if self.client_signature != 0x7C:
@@ -413,35 +411,55 @@ class Heap:
         return TableRows(self, columns, ends, rows_hnid)
 
 
+def _page_map(block: bytes, index: int) -> tuple[int, ...]:
+    """The allocation offsets of a heap block (HNPAGEMAP), checked to ascend within it."""
+    if len(block) < 2:
+        raise PstFormatError(f"heap block {index} is empty")
+    ib_map = struct.unpack_from("<H", block, 0)[0]
+    if ib_map + 4 > len(block):
+        raise PstFormatError(f"heap block {index}: page map out of range")
+    count = struct.unpack_from("<H", block, ib_map)[0]
+    if ib_map + 4 + 2 * (count + 1) > len(block):
+        raise PstFormatError(f"heap block {index}: page map longer than the block")
+    offsets = struct.unpack_from(f"<{count + 1}H", block, ib_map + 4)
+    if any(b < a for a, b in zip(offsets, offsets[1:], strict=False)) or offsets[-1] > ib_map:
+        raise PstFormatError(f"heap block {index}: allocations out of order")
+    return offsets
+
+
 class PropertyContext:
     """A PC's values by tag: int for inline fixed values, bytes for heap values, LazyValue for
     values in subnodes."""
 
-    def __init__(self, heap: Heap, values: dict[int, Value]) -> None:
+    def __init__(self, heap: Heap, values: dict[int, Value], stored: dict[int, int]) -> None:
         self.heap = heap
-        self.values = values
+        self.values = values  # inline values, and the stored ones read so far
+        self._stored = stored
 
     def get(self, prop_tag: int) -> Value | None:
-        return self.values.get(prop_tag)
+        value = self.values.get(prop_tag)
+        if value is None and prop_tag in self._stored:
+            value = self.values[prop_tag] = self.heap.hnid(self._stored.pop(prop_tag))
+        return value
 
     def __contains__(self, prop_tag: int) -> bool:
-        return prop_tag in self.values
+        return prop_tag in self.values or prop_tag in self._stored
 
     def text(self, prop_id: int) -> str | None:
         """A string property by id (PtypString, else PtypString8 read as Windows-1252)."""
-        value = self.values.get((prop_id << 16) | P.PT_UNICODE)
+        value = self.get((prop_id << 16) | P.PT_UNICODE)
         if value is not None:
             return as_text(value)
-        value = self.values.get((prop_id << 16) | P.PT_STRING8)
+        value = self.get((prop_id << 16) | P.PT_STRING8)
         data = as_bytes(value)
         return None if data is None else data.decode("cp1252", "replace").split("\x00", 1)[0]
 
     def integer(self, prop_tag: int) -> int | None:
-        value = self.values.get(prop_tag)
+        value = self.get(prop_tag)
         return value if isinstance(value, int) else None
 
     def time(self, prop_tag: int):
-        value = self.values.get(prop_tag)
+        value = self.get(prop_tag)
         if isinstance(value, bytes) and len(value) == 8:
             ticks = struct.unpack("<Q", value)[0]
             if 0 < ticks < 0x7FFFFFFFFFFFFFFF:
@@ -453,7 +471,7 @@ class PropertyContext:
 
     def object_node(self, prop_tag: int) -> Node | None:
         """The subnode a PtypObject value (an embedded message) points to."""
-        value = self.values.get(prop_tag)
+        value = self.get(prop_tag)
         if not isinstance(value, bytes) or len(value) < 8:
             return None
         nid, _size = struct.unpack_from("<II", value, 0)
@@ -492,15 +510,17 @@ class TableRows:
         for raw in self._raw_rows():
             yield struct.unpack_from("<I", raw, 0)[0]
 
-    def rows(self) -> Iterator[dict[int, Value]]:
-        """Each row as tag -> value (the values of absent cells left out)."""
+    def rows(self, tags: frozenset[int] | None = None) -> Iterator[dict[int, Value]]:
+        """Each row as tag -> value (the values of absent cells left out); ``tags``: only
+        these columns (a fixed-size column costs no heap read)."""
+        columns = self.columns if tags is None else [c for c in self.columns if c.tag in tags]
         for raw in self._raw_rows():
-            yield self._decode(raw)
+            yield self._decode(raw, columns)
 
-    def _decode(self, raw: bytes) -> dict[int, Value]:
+    def _decode(self, raw: bytes, columns: list[Column]) -> dict[int, Value]:
         ceb_at = self.ends[2]
         out: dict[int, Value] = {}
-        for col in self.columns:
+        for col in columns:
             if ceb_at + col.bit // 8 >= len(raw) or col.offset + col.size > len(raw):
                 raise PstFormatError("table row shorter than its columns")
             if not raw[ceb_at + col.bit // 8] & (0x80 >> (col.bit % 8)):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from . import props as P
 from .heap import MAX_ALLOCATION
-from .namemap import LEGACYFLO_NAMES, PS_PUBLIC_STRINGS, named_property_id
 from .ltp import NodeParts, ObjectValue, StoredValue, TableWriter, write_property_context
 from .mime import Address, Attachment, ParsedMessage
+from .namemap import LEGACYFLO_NAMES, PS_PUBLIC_STRINGS, named_property_id
 from .ndb import NID_TYPE_ATTACHMENT, NID_TYPE_LTP, NID_TYPE_NORMAL_MESSAGE, NodeDatabaseWriter
 from .templates import ATTACHMENT_COLUMNS, RECIPIENT_COLUMNS, RECIPIENT_EXTRA_COLUMNS
 

@@ -26,7 +26,12 @@ from pathlib import Path
 
 from . import props as P
 from .ltp import NodeParts, TableWriter, write_property_context
-from .messages import NID_ATTACHMENT_TABLE, NID_RECIPIENT_TABLE, ArchiveMetadata, write_message_object
+from .messages import (
+    NID_ATTACHMENT_TABLE,
+    NID_RECIPIENT_TABLE,
+    ArchiveMetadata,
+    write_message_object,
+)
 from .mime import ParsedMessage
 from .namemap import LEGACYFLO_NAMES, REGISTERED_NAMES, name_to_id_map_properties
 from .ndb import (

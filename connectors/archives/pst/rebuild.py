@@ -10,8 +10,12 @@ bytes, same embedded messages; new MIME boundaries and transfer encodings.
   that describe the original body rather than the rebuilt one; without them, From/Sender,
   To/Cc/Bcc (the recipient table), Subject, Date (PR_CLIENT_SUBMIT_TIME, else the delivery
   time), Message-ID, In-Reply-To and References from their properties.
-- Body: text and HTML as multipart/alternative; an RTF-only body (PR_RTF_COMPRESSED) is
-  decompressed, its text extracted as the plain body and the RTF itself kept as ``body.rtf``.
+- Body: text and HTML as multipart/alternative. Without HTML, a compressed RTF body
+  (PR_RTF_COMPRESSED, decompressed with ``compressed_rtf``) that encapsulates HTML gives the
+  HTML body; an RTF-only body gives its text as the plain body and is kept as ``body.rtf``
+  (beside a plain text, rich text adds only formatting and is left out).
+- Attachments kept by value that are message/* or multipart/* (a delivery status, an .eml)
+  are parsed into their part, never base64-encoded (RFC 2046).
 - Attachments with their names and exact bytes (content type from PR_ATTACH_MIME_TAG);
   those with a Content-ID the HTML refers to (or marked hidden/MHTML-referenced) go into
   multipart/related; embedded messages (attach method 5) become message/rfc822, recursively.
@@ -24,6 +28,7 @@ tree block by block, so a message costs about its rebuilt size plus a block or s
 from __future__ import annotations
 
 import io
+import mimetypes
 import re
 import secrets
 import struct
@@ -31,15 +36,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
+from email._policybase import Compat32
+from email.charset import BASE64, QP, Charset
+from email.encoders import encode_base64
 from email.generator import BytesGenerator
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP, default
+from email.header import Header
+from email.message import Message
+from email.mime.base import MIMEBase
+from email.mime.message import MIMEMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.utils import format_datetime, formataddr
 
 import pybase64
 
 from . import props as P
 from .access import LazyValue, Node, PropertyContext, PstFile, PstFormatError, as_bytes, as_text
+from .rtf import rtf_to_html, rtf_to_text
 
 STREAM_ABOVE = 1 << 20  # attachment bytes above which the data is streamed, not copied
 MAX_EMBED_DEPTH = 8
@@ -48,7 +61,24 @@ NID_RECIPIENT_TABLE = 0x692
 _STRUCTURE_HEADERS = frozenset(
     ("mime-version", "content-type", "content-transfer-encoding", "content-disposition")
 )
-_POLICY = SMTP  # CRLF line ends, as mail travels and as IMAP APPEND wants it
+
+
+# CRLF line ends, as mail travels and as IMAP APPEND wants it. The compat32 policy's message
+# classes (email.mime) keep headers as strings: policy default's header registry parses every
+# header it is given and costs several times the rest of a rebuild.
+class _Policy(Compat32):
+    """compat32 with CRLF; a short ASCII header is written as it is, without building the
+    ``Header`` object that folding it would take (most headers of a rebuilt message)."""
+
+    def fold_binary(self, name: str, value: object) -> bytes:
+        if (type(value) is str and len(name) + len(value) < 76 and value.isascii()
+                and "\r" not in value and "\n" not in value):  # fmt: skip
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_POLICY = _Policy(linesep="\r\n")
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext
 _B64_LINE = 57  # input bytes per 76-character base64 line
 
 
@@ -80,9 +110,13 @@ class Envelope:
     references: str | None = None
 
 
-def rebuild_message(pst: PstFile, node: Node, *, _depth: int = 0) -> bytes:
-    """The MIME bytes of the message whose node (or embedded-message subnode) is ``node``."""
-    pc = pst.property_context(node)
+def rebuild_message(
+    pst: PstFile, node: Node, *, pc: PropertyContext | None = None, _depth: int = 0
+) -> bytes:
+    """The MIME bytes of the message whose node (or embedded-message subnode) is ``node``
+    (``pc``: its property context, if the caller has read it already)."""
+    if pc is None:
+        pc = pst.property_context(node)
     skeleton, streams = _build(pst, pc, _depth)
     if not streams:
         return skeleton
@@ -183,17 +217,14 @@ def _build(pst: PstFile, pc: PropertyContext, depth: int) -> tuple[bytes, dict[b
     body = _body_entity(pst, pc, depth, streams)
     headers = pc.text(0x007D)  # PR_TRANSPORT_MESSAGE_HEADERS
     if headers and headers.strip():
-        kept = _kept_header_lines(headers)
-        generated = _generate(body)
-        return kept + generated, streams
-    env = envelope(pst, pc)
-    _set_envelope_headers(body, env)
+        return _kept_header_lines(headers) + _generate(body), streams
+    _set_envelope_headers(body, envelope(pst, pc))
     return _generate(body), streams
 
 
-def _generate(msg: EmailMessage) -> bytes:
+def _generate(msg: Message) -> bytes:
     out = io.BytesIO()
-    BytesGenerator(out, policy=_POLICY).flatten(msg)
+    BytesGenerator(out, mangle_from_=False, policy=_POLICY).flatten(msg)
     return out.getvalue()
 
 
@@ -210,39 +241,40 @@ def _kept_header_lines(headers: str) -> bytes:
             fields.append([line])
     out = []
     for field_lines in fields:
-        name = field_lines[0].split(":", 1)[0].strip().lower()
-        if name in _STRUCTURE_HEADERS:
-            continue
+        name, colon, _value = field_lines[0].partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name) or name.lower() in _STRUCTURE_HEADERS:
+            continue  # an mbox "From " line or a stray line is no header; MIME ones are rebuilt
         out.extend(field_lines)
     return "".join(line + "\r\n" for line in out).encode("utf-8", "surrogateescape")
 
 
-def _address_header(pairs: list[tuple[str, str]]) -> list[Address | str]:
-    out: list[Address | str] = []
-    for name, address in pairs:
-        try:
-            out.append(Address(display_name=name, addr_spec=address) if address else
-                       Address(display_name=name))  # fmt: skip
-        except (ValueError, IndexError, TypeError):
-            out.append(Address(display_name=f"{name} <{address}>".strip()))
-    return out
+def _mailboxes(pairs: list[tuple[str, str]]) -> str:
+    """An address list, display names RFC 2047-encoded where they are not ASCII; a recipient
+    known only by name (an Exchange address without SMTP) as ``Name <>``."""
+    return ", ".join(formataddr((name if name != address else "", address), charset="utf-8")
+                     for name, address in pairs)  # fmt: skip
 
 
-def _set_envelope_headers(msg: EmailMessage, env: Envelope) -> None:
+def _encoded(text: str) -> str | Header:
+    return text if text.isascii() else Header(text, "utf-8")
+
+
+def _set_envelope_headers(msg: Message, env: Envelope) -> None:
     """Envelope headers before the MIME ones, in the usual order."""
-    mime = [(k, v) for k, v in msg.items()]
+    mime = list(msg.items())
     for key in list(msg.keys()):
         del msg[key]
     if env.sender:
-        msg["From"] = _address_header([env.sender])
+        msg["From"] = _mailboxes([env.sender])
     if env.sent_by:
-        msg["Sender"] = _address_header([env.sent_by])
+        msg["Sender"] = _mailboxes([env.sent_by])
     for name, group in (("To", env.to), ("Cc", env.cc), ("Bcc", env.bcc)):
         if group:
-            msg[name] = _address_header(group)
-    msg["Subject"] = env.subject
+            msg[name] = _mailboxes(group)
+    if env.subject:
+        msg["Subject"] = _encoded(env.subject)
     if env.date is not None:
-        msg["Date"] = env.date
+        msg["Date"] = format_datetime(env.date)
     for name, value in (("Message-ID", env.message_id), ("In-Reply-To", env.in_reply_to),
                         ("References", env.references)):  # fmt: skip
         if value:
@@ -272,7 +304,7 @@ def _codec(codepage: int) -> str:
 def _plain_text(pc: PropertyContext) -> str | None:
     value = pc.get(P.BODY)
     if value is not None:
-        return as_bytes(value).decode("utf-16-le", "replace").split("\x00", 1)[0]  # type: ignore[union-attr]
+        return (as_bytes(value) or b"").decode("utf-16-le", "replace").split("\x00", 1)[0]
     return pc.text(0x1000)
 
 
@@ -284,82 +316,123 @@ def _rtf(pc: PropertyContext) -> bytes | None:
 
     try:
         return decompress(data)
-    except Exception as exc:  # noqa: BLE001 - a damaged RTF stream: keep it as it is
+    except Exception as exc:  # noqa: BLE001 - the library's own errors for a bad stream
         raise PstFormatError(f"the compressed RTF body is damaged: {exc}") from exc
+
+
+def _text_part(text: str, subtype: str) -> Message:
+    """A text part: 7bit when it is ASCII in short lines, else UTF-8 quoted-printable (mostly
+    ASCII) or base64 (mostly not), as the email package's own content manager would pick."""
+    part = MIMENonMultipart("text", subtype)
+    lines_ok = max((len(line) for line in text.splitlines()), default=0) <= 998
+    charset = Charset("us-ascii" if text.isascii() and lines_ok else "utf-8")
+    if str(charset) == "utf-8":
+        non_ascii = sum(1 for c in text if ord(c) > 127)
+        charset.body_encoding = QP if non_ascii * 8 < len(text) else BASE64
+    part.set_payload(text, charset)
+    return part
+
+
+def _attachment_part(maintype: str, subtype: str, data: bytes | None, filename: str,
+                     disposition: str, content_id: str | None) -> Message:  # fmt: skip
+    """A base64 part; ``data`` None leaves its payload to the caller (streamed data)."""
+    part = MIMEBase(maintype, subtype)
+    if data is not None:
+        part.set_payload(data)
+        encode_base64(part)
+    else:
+        part["Content-Transfer-Encoding"] = "base64"
+    part.add_header("Content-Disposition", disposition, filename=filename)
+    if content_id:
+        part["Content-ID"] = f"<{content_id}>"
+    return part
 
 
 def _body_entity(
     pst: PstFile, pc: PropertyContext, depth: int, streams: dict[bytes, LazyValue]
-) -> EmailMessage:
-    msg = EmailMessage(policy=default)
+) -> Message:
     text, html = _plain_text(pc), _html_text(pc)
     rtf = None
-    if text is None and html is None:
+    if html is None:
         rtf = _rtf(pc)
         if rtf is not None:
-            text = rtf_to_text(rtf)
-    if text is not None and html is not None:
-        msg.set_content(text)
-        msg.add_alternative(html, subtype="html")
-    elif html is not None:
-        msg.set_content(html, subtype="html")
-    else:
-        msg.set_content(text or "")
-    parts = list(_attachments(pst, pc, depth))
-    html_part = msg.get_body(("html",)) if html is not None else None
-    for part in parts:
-        related = (
-            part.content_id
-            and html_part is not None
-            and (part.inline or f"cid:{part.content_id}" in (html or ""))
-        )
+            html = rtf_to_html(rtf)
+            if html is not None:
+                rtf = None  # the HTML it encapsulates is the body
+            elif text is None:
+                text = rtf_to_text(rtf)
+            else:
+                rtf = None  # rich text beside its plain text: the text is the body
+    related: list[Message] = []
+    mixed: list[Message] = []
+    for part in _attachments(pst, pc, depth):
         if part.embedded is not None:
-            inner = message_from_bytes(part.embedded, policy=default)
-            msg.add_attachment(inner)
-            attached = _last_attachment(msg)
-            if part.filename:
-                del attached["Content-Disposition"]
-                attached["Content-Disposition"] = "attachment"
-                attached.set_param("filename", part.filename, header="Content-Disposition")
+            wrapper = MIMEMessage(message_from_bytes(part.embedded, policy=_POLICY))
+            del wrapper["MIME-Version"]
+            wrapper.add_header("Content-Disposition", "attachment", filename=part.filename)
+            mixed.append(wrapper)
             continue
         maintype, _, subtype = (part.mime_type or "application/octet-stream").partition("/")
         if not subtype or "/" in subtype or not maintype:
             maintype, subtype = "application", "octet-stream"
         data = part.data
+        if maintype in ("message", "multipart"):  # structured: parsed, never base64 (RFC 2046)
+            mixed.append(_structured_part(part, f"{maintype}/{subtype}", as_bytes(data) or b""))
+            continue
+        in_related = (
+            bool(part.content_id)
+            and html is not None
+            and (part.inline or f"cid:{part.content_id}" in html)
+        )
         large = isinstance(data, LazyValue) and data.size > STREAM_ABOVE
-        payload = b"" if large else (as_bytes(data) or b"")
-        kwargs = {"maintype": maintype, "subtype": subtype, "filename": part.filename}
-        if related:
-            html_part.add_related(payload, cid=f"<{part.content_id}>", disposition="inline",
-                                  **kwargs)  # fmt: skip
-            target = list(msg.get_body(("related",)).iter_parts())[-1]
-        else:
-            msg.add_attachment(payload, **kwargs)
-            target = _last_attachment(msg)
-            if part.content_id:
-                target["Content-ID"] = f"<{part.content_id}>"
+        built = _attachment_part(maintype, subtype, None if large else (as_bytes(data) or b""),
+                                 part.filename, "inline" if in_related else "attachment",
+                                 part.content_id)  # fmt: skip
         if large:
-            token = b"LEGACYFLO-STREAM-" + secrets.token_hex(16).encode()
-            streams[token] = data  # type: ignore[assignment]
-            target.set_payload(token.decode())
+            token = "LEGACYFLO-STREAM-" + secrets.token_hex(16)
+            streams[token.encode()] = data  # type: ignore[assignment]
+            built.set_payload(token)
+        (related if in_related else mixed).append(built)
     if rtf is not None:
-        msg.add_attachment(rtf, maintype="application", subtype="rtf", filename="body.rtf")
-    _drop_part_mime_versions(msg, top=True)
-    return msg
+        mixed.append(_attachment_part("application", "rtf", rtf, "body.rtf", "attachment", None))
+
+    html_entity = None
+    if html is not None:
+        html_entity = _text_part(html, "html")
+        if related:
+            html_entity = _multipart("related", [html_entity, *related])
+    if text is not None and html_entity is not None:
+        body = _multipart("alternative", [_text_part(text, "plain"), html_entity])
+    elif html_entity is not None:
+        body = html_entity
+    else:
+        body = _text_part(text or "", "plain")
+    if mixed:
+        body = _multipart("mixed", [body, *mixed])
+    if "MIME-Version" not in body:
+        body["MIME-Version"] = "1.0"
+    return body
 
 
-def _drop_part_mime_versions(part: EmailMessage, top: bool = False) -> None:
-    """The email package repeats MIME-Version on the parts it makes; a message says it once
-    (an attached message keeps its own)."""
-    if not top:
+def _multipart(subtype: str, parts: list[Message]) -> Message:
+    """A multipart of ``parts``; MIME-Version only on the message itself (``_body_entity``)."""
+    for part in parts:
         del part["MIME-Version"]
-    if part.is_multipart() and part.get_content_type() != "message/rfc822":
-        for sub in part.iter_parts():
-            _drop_part_mime_versions(sub)
+    whole = MIMEMultipart(subtype, _subparts=parts)
+    del whole["MIME-Version"]
+    return whole
 
 
-def _last_attachment(msg: EmailMessage) -> EmailMessage:
-    return list(msg.iter_parts())[-1]  # add_attachment appends to the multipart/mixed
+def _structured_part(part: RebuiltPart, mime_type: str, data: bytes) -> Message:
+    """A message/* or multipart/* attachment held as bytes (a delivery status, an .eml kept
+    by value): its part is parsed from them, as a reader would find it."""
+    head = Message(policy=_POLICY)
+    head["Content-Type"] = mime_type
+    head.add_header("Content-Disposition", "attachment", filename=part.filename)
+    if part.content_id:
+        head["Content-ID"] = f"<{part.content_id}>"
+    header_bytes = b"".join(f"{name}: {value}\r\n".encode() for name, value in head.items())
+    return message_from_bytes(header_bytes + b"\r\n" + data, policy=_POLICY)
 
 
 def _attachments(pst: PstFile, pc: PropertyContext, depth: int) -> Iterator[RebuiltPart]:
@@ -389,81 +462,13 @@ def _attachments(pst: PstFile, pc: PropertyContext, depth: int) -> Iterator[Rebu
             continue
         data = apc.get(P.ATTACH_DATA_BINARY)
         if not name:
-            name = f"attachment{number + 1}"
+            extension = mimetypes.guess_extension(mime_type or "") or ".bin"
+            name = f"attachment{number + 1}{extension}"
         yield RebuiltPart(name, mime_type or "application/octet-stream", content_id, inline,
                           data=data if data is not None else b"")  # fmt: skip
 
 
-# -- RTF ----------------------------------------------------------------------------------------
-
-_RTF_TOKEN = re.compile(
-    rb"\\([a-zA-Z]+)(-?\d+)? ?|\\'([0-9a-fA-F]{2})|\\(.)|([{}])|([^\\{}\r\n]+)|[\r\n]"
-)
-_RTF_SKIP = frozenset((b"fonttbl", b"colortbl", b"stylesheet", b"info", b"pict", b"object",
-                       b"header", b"footer", b"themedata", b"datastore", b"latentstyles",
-                       b"listtable", b"listoverridetable", b"rsidtbl", b"generator",
-                       b"xmlnstbl", b"mmathPr", b"filetbl"))  # fmt: skip
-
-
-def rtf_to_text(rtf: bytes) -> str:
-    """The readable text of an RTF document: paragraphs and tabs kept, groups of tables
-    (fonts, colours, pictures, \\* destinations) skipped, \\'hh and \\uN characters decoded
-    (Windows-1252 for the former). Not a renderer: what a plain body can show."""
-    out: list[str] = []
-    stack: list[bool] = []
-    skipping = False
-    uc_skip = 0
-    first_in_group = False
-    for match in _RTF_TOKEN.finditer(rtf):
-        word, arg, hexbyte, symbol, brace, text = match.groups()
-        if brace == b"{":
-            stack.append(skipping)
-            first_in_group = True
-            continue
-        if brace == b"}":
-            skipping = stack.pop() if stack else False
-            first_in_group = False
-            continue
-        starts = first_in_group
-        first_in_group = False
-        if symbol == b"*" and starts:
-            skipping = True
-            continue
-        if skipping:
-            continue
-        if word is not None:
-            if starts and word in _RTF_SKIP:
-                skipping = True
-            elif word in (b"par", b"line", b"row"):
-                out.append("\n")
-            elif word == b"tab" or word == b"cell":
-                out.append("\t")
-            elif word == b"u" and arg is not None:
-                value = int(arg)
-                out.append(chr(value + 65536 if value < 0 else value))
-                uc_skip = 1
-            continue
-        if hexbyte is not None:
-            if uc_skip:
-                uc_skip -= 1
-                continue
-            out.append(bytes([int(hexbyte, 16)]).decode("cp1252", "replace"))
-            continue
-        if symbol is not None:
-            if symbol in (b"\\", b"{", b"}"):
-                out.append(symbol.decode())
-            elif symbol == b"~":
-                out.append("\u00a0")
-            continue
-        if text is not None:
-            if uc_skip:
-                text = text[1:]
-                uc_skip = 0
-            out.append(text.decode("cp1252", "replace"))
-    return "".join(out).strip("\n") + "\n"
-
-
-def multi_strings(value: bytes | None) -> list[str]:
+def multi_strings(value: bytes | None, encoding: str = "utf-16-le") -> list[str]:
     """A PtypMultipleString's strings (count, offsets, UTF-16LE strings)."""
     if not value or len(value) < 4:
         return []
@@ -471,5 +476,5 @@ def multi_strings(value: bytes | None) -> list[str]:
     if 4 + 4 * count > len(value):
         raise PstFormatError("multi-valued string shorter than its count")
     offsets = list(struct.unpack_from(f"<{count}I", value, 4)) + [len(value)]
-    return [value[offsets[i] : offsets[i + 1]].decode("utf-16-le", "replace")
+    return [value[offsets[i] : offsets[i + 1]].decode(encoding, "replace").rstrip("\x00")
             for i in range(count)]  # fmt: skip

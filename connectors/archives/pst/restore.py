@@ -16,12 +16,15 @@ Metadata (the archive-metadata contract): flags \\Seen from MSGFLAG_READ, \\Flag
 PR_FLAG_STATUS = 2, \\Answered from PR_LAST_VERB_EXECUTED 102/103, $Forwarded from 104,
 \\Draft from MSGFLAG_UNSENT; LegacyFloFlags, when present, is authoritative for keywords (the
 flags without a backslash) and adds the system flags MAPI cannot hold (\\Deleted); the
-properties win for the four MAPI holds, as Outlook may have changed them since. Internal date
-PR_MESSAGE_DELIVERY_TIME; labels the Keywords categories; source id LegacyFloSourceId.
+properties win for the three MAPI holds, as Outlook may have changed them since. Internal
+date PR_MESSAGE_DELIVERY_TIME (else the submit time); labels the Keywords categories (less the
+keywords LegacyFloFlags records: the writer makes both categories); source id
+LegacyFloSourceId.
 
 Errors: a file that cannot be opened (not a PST, ANSI, damaged header or B-tree root) raises
 ``PstFormatError`` from the constructor; a message that cannot be read becomes an
-``ArchiveFailure`` with the reason, and the walk goes on. A folder whose tables are damaged is
+``ArchiveFailure`` with the reason, and the walk goes on; an Outlook item that is no mail
+(contact, appointment, task, note) is an ``ArchiveFailure`` with status "skipped". A folder whose tables are damaged is
 one failure for the folder (its messages cannot be listed).
 """
 
@@ -55,8 +58,13 @@ LAST_VERB_EXECUTED = P.tag(0x1081, P.PT_LONG)
 MSGFLAG_UNSENT = 0x0008
 PS_PUBLIC_STRINGS_INDEX = 2  # the name-to-id map's wGuid for PS_PUBLIC_STRINGS
 _MAPI_FLAGS = ("\\Seen", "\\Flagged", "\\Answered")
+# Outlook items that are no mail (contacts, calendar, tasks, notes, journal): reported as
+# skipped, not rebuilt into empty messages. Meeting requests and reports are mail.
+_NOT_MAIL = ("IPM.CONTACT", "IPM.DISTLIST", "IPM.APPOINTMENT", "IPM.TASK", "IPM.STICKYNOTE",
+             "IPM.ACTIVITY", "IPM.CONFIGURATION", "IPM.MICROSOFT")  # fmt: skip
 
 Source = str | os.PathLike | BinaryIO
+_COUNT_COLUMNS = frozenset((P.LTP_ROW_ID, P.MESSAGE_SIZE))
 
 
 @dataclass(frozen=True)
@@ -228,16 +236,23 @@ class PstArchiveReader(ArchiveReader):
         return list(out.values())
 
     def folders(self) -> list[FolderSummary]:
-        """Each folder with its message count and bytes (PR_MESSAGE_SIZE summed)."""
+        """Each folder with its message count and bytes (PR_MESSAGE_SIZE summed), from the
+        contents tables' fixed-size columns alone."""
         out: dict[str, FolderSummary] = {}
         for vol in self._volumes:
             for item in self._walk(vol):
                 if not isinstance(item, PstFolder):
                     continue
                 summary = out.setdefault(item.path, FolderSummary(item.path))
-                for entry in self._contents(vol, item):
-                    summary.messages += 1
-                    summary.bytes += entry.size
+                table_nid = _with_type(item.nid, NID_TYPE_CONTENTS_TABLE)
+                if not vol.pst.has_node(table_nid):
+                    continue
+                for row in vol.pst.table(vol.pst.node(table_nid)).rows(_COUNT_COLUMNS):
+                    nid = row.get(P.LTP_ROW_ID)
+                    if isinstance(nid, int) and _nid_type(nid) == NID_TYPE_NORMAL_MESSAGE:
+                        size = row.get(P.MESSAGE_SIZE)
+                        summary.messages += 1
+                        summary.bytes += size if isinstance(size, int) else 0
         return list(out.values())
 
     def _message_nids(self, vol: _Volume, folder: PstFolder) -> Iterator[int]:
@@ -284,17 +299,17 @@ class PstArchiveReader(ArchiveReader):
         try:
             node = vol.pst.node(nid)
             pc = vol.pst.property_context(node)
+            kind = pc.text(0x001A) or "IPM.Note"  # PR_MESSAGE_CLASS
+            if kind.upper().startswith(_NOT_MAIL):
+                return ArchiveFailure(
+                    folder, entry, f"not a mail message ({kind})", status="skipped"
+                )
             meta = _metadata(vol, pc)
-            raw = rebuild_message(vol.pst, node)
-        except (
-            PstFormatError,
-            struct.error,
-            ValueError,
-            UnicodeError,
-            KeyError,
-            IndexError,
-        ) as exc:
+            raw = rebuild_message(vol.pst, node, pc=pc)
+        except PstFormatError as exc:
             return ArchiveFailure(folder, entry, f"message {entry} cannot be read: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one message must never end the restore
+            return ArchiveFailure(folder, entry, f"message {entry} cannot be rebuilt: {exc!r}")
         return ArchivedMessage(
             folder=folder, raw=raw, source_id=meta["source_id"], internal_date=meta["date"],
             flags=meta["flags"], labels=meta["labels"], sha256="", entry=entry,
@@ -385,11 +400,18 @@ def _metadata(vol: _Volume, pc: PropertyContext) -> dict:
     labels: tuple[str, ...] = ()
     if vol.keywords_id is not None:
         value = pc.get(P.tag(vol.keywords_id, P.PT_UNICODE | P.MV_FLAG))
-        labels = tuple(s for s in multi_strings(as_bytes(value)) if s)
+        if value is not None:
+            labels = tuple(s for s in multi_strings(as_bytes(value)) if s)
+        else:
+            value = pc.get(P.tag(vol.keywords_id, P.PT_STRING8 | P.MV_FLAG))
+            labels = tuple(s for s in multi_strings(as_bytes(value), "cp1252") if s)
+    if recorded is not None:  # the categories are the labels and the user keywords
+        keywords = set(recorded.split())
+        labels = tuple(label for label in labels if label not in keywords)
     return {
         "flags": tuple(flags),
         "labels": labels,
-        "date": pc.time(P.MESSAGE_DELIVERY_TIME),
+        "date": pc.time(P.MESSAGE_DELIVERY_TIME) or pc.time(P.CLIENT_SUBMIT_TIME),
         "source_id": _named_text(pc, vol.source_id_id) or "",
         "sha256": (_named_text(pc, vol.sha256_id) or "").strip().lower(),
         "message_id": (pc.text(0x1035) or "").strip(),
