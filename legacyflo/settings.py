@@ -243,6 +243,8 @@ LEGACYFLO_JOB_RETRIES = env_int("LEGACYFLO_JOB_RETRIES", 3, minimum=0)
 LEGACYFLO_MAX_ATTEMPTS = env_int("LEGACYFLO_MAX_ATTEMPTS", 8, minimum=1)
 # Extra CA certificates (PEM file) trusted for IMAP servers, e.g. an on-premises server's own CA.
 LEGACYFLO_IMAP_CA_FILE = env_str("LEGACYFLO_IMAP_CA_FILE", "")
+# How long an archive download link (a presigned S3 URL) stays valid, in seconds.
+LEGACYFLO_DOWNLOAD_SECONDS = env_int("LEGACYFLO_DOWNLOAD_SECONDS", 300, minimum=10)
 
 # Provider connections (providers/). XOAUTH2 tokens are only ever sent to these IMAP endpoints
 # (never to a host typed into a request), and OAuth redirect URIs are built on the public URL

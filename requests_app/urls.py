@@ -19,4 +19,5 @@ urlpatterns = [
     path("<uuid:request_uuid>/report/", views.request_report, name="report"),
     path("<uuid:request_uuid>/report/folders/", views.request_report_folders, name="report_folders"),
     path("<uuid:request_uuid>/report.<str:kind>", views.request_report_download, name="report_download"),
+    path("<uuid:request_uuid>/files/<int:number>/", views.request_file_download, name="file_download"),
 ]

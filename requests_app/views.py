@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -14,7 +14,8 @@ from django.views.decorators.http import require_POST
 from accounts.access import get_owned_or_404, tenant_view
 from accounts.audit import audit
 from accounts.models import Role
-from requests_app import lifecycle, reports, services
+from connectors.model import SourceError
+from requests_app import downloads, lifecycle, reports, services
 from requests_app.connection_test import test_connection
 from requests_app.csvimport import parse_csv, sample_csv
 from requests_app.forms import RequestForm, destination_buckets
@@ -149,7 +150,8 @@ def request_progress(request, request_uuid):
 
 
 def _progress_context(req: MigrationRequest) -> dict:
-    return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req)}
+    return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req),
+            "downloads": downloads.downloadable_files(req)}
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
@@ -182,7 +184,8 @@ def request_report(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     return render(request, "requests_app/report.html", {"req": req, "report": reports.folder_table(req),
                                                         "failures": reports.failures(req)[:200],
-                                                        "archives": reports.archive_files(req)})
+                                                        "archives": reports.archive_files(req),
+                                                        "downloads": downloads.downloadable_files(req)})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -196,7 +199,8 @@ def request_report_folders(request, request_uuid):
                             json_dumps_params={"ensure_ascii": False})
     # With the page's state badge and archive files (``oob``): they follow the run too.
     return render(request, "requests_app/_folder_report.html", {"req": req, "report": table, "oob": True,
-                                                                 "archives": reports.archive_files(req)})
+                                                                 "archives": reports.archive_files(req),
+                                                                 "downloads": downloads.downloadable_files(req)})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -213,3 +217,22 @@ def request_report_download(request, request_uuid, kind: str):
     # RFC 6266 (filename*= for a non-ASCII name), as FileResponse writes it for report.csv.
     response["Content-Disposition"] = content_disposition_header(True, f"{req.file_name}.summary.json")
     return response
+
+
+@tenant_view(read=Role.OPERATOR)
+def request_file_download(request, request_uuid, number: int):
+    """Redirect to a short-lived presigned URL of one file the request wrote (``downloads``):
+    the archive never passes through the portal. Operators and above: an archive is the mail."""
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket", "bucket__tenant"),
+                           uuid=request_uuid)
+    item = downloads.file_number(req, number)
+    if item is None:
+        raise Http404("No such file")
+    try:
+        url = downloads.presigned_url(req, item)
+    except SourceError as exc:  # the bucket has no usable credentials (role refused, keys removed)
+        messages.error(request, f"The download link could not be made: {exc}")
+        return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
+    audit(tenant=req.tenant, actor=request.user, action="request.download", target=str(req.uuid),
+          detail={"bucket": req.bucket.name, "key": item.key}, request=request)
+    return HttpResponseRedirect(url)
