@@ -70,6 +70,9 @@ class MigrationRequest(models.Model):
     series_key = models.CharField(max_length=64, blank=True, db_index=True)
     # Addresses mailed when the run starts and ends (a failure after the last attempt only).
     notify = models.JSONField(default=list, blank=True)
+    # The CSV upload (or requests_submit file) this request came from, if any.
+    batch = models.ForeignKey("RequestBatch", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="requests")
 
     state = models.CharField(max_length=32, choices=State.choices, default=State.QUEUED, db_index=True)
     cancel_requested = models.BooleanField(default=False)
@@ -100,7 +103,9 @@ class MigrationRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "state"])]
+        indexes = [models.Index(fields=["tenant", "state"]),
+                   # The request list: a tenant's newest first, whatever filter narrows it.
+                   models.Index(fields=["tenant", "-created_at", "-id"], name="request_list_idx")]
 
     def __str__(self) -> str:
         return f"{self.request_type} {self.title or self.source_user}"
@@ -182,3 +187,28 @@ class UploadedPart(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["request", "archive_key", "part_number"], name="part_unique"),
         ]
+
+
+class RequestBatch(models.Model):
+    """One CSV upload (the web form or ``requests_submit``): its requests on one page with totals.
+
+    Created in the same transaction as its requests (all or nothing), so a batch never exists
+    without them; deleting it leaves the requests (their ``batch`` becomes empty).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="request_batches")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=255, blank=True)  # the uploaded file's name
+    source = models.CharField(max_length=16, default="csv")  # "csv" (web) or "cli"
+    count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="request_batch_list_idx")]
+
+    def __str__(self) -> str:
+        return self.name or f"batch of {self.created_at:%Y-%m-%d %H:%M}"

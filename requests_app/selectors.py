@@ -79,3 +79,20 @@ def destination_conflict(req: MigrationRequest, *, claiming: bool = False) -> Mi
 def conflict_message(req: MigrationRequest, holder: MigrationRequest) -> str:
     return (f"{req.bucket.name}/{archive_base_key(holder)}.* is already written by request "
             f"“{holder.title or holder.source_user}”: choose another file name or prefix.")
+
+
+def batch_totals(batch) -> dict:
+    """A CSV batch's figures in one query: requests per state, messages exported / failed,
+    archive bytes so far."""
+    from django.db.models import Count, Sum
+
+    rows = MigrationRequest.objects.filter(batch=batch, tenant=batch.tenant).values("state").annotate(
+        n=Count("id"), done=Sum("messages_done"), failed=Sum("messages_failed"), size=Sum("bytes_done"))
+    by_state = {row["state"]: row for row in rows}
+    return {
+        "requests": sum(r["n"] for r in by_state.values()),
+        "states": [(value, label, by_state[value]["n"]) for value, label in State.choices if value in by_state],
+        "messages": sum(r["done"] or 0 for r in by_state.values()),
+        "failed": sum(r["failed"] or 0 for r in by_state.values()),
+        "bytes": sum(r["size"] or 0 for r in by_state.values()),
+    }

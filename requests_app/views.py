@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
@@ -15,11 +18,12 @@ from accounts.access import get_owned_or_404, tenant_view
 from accounts.audit import audit
 from accounts.models import Role
 from connectors.model import SourceError
-from requests_app import downloads, lifecycle, reports, services
+from requests_app import downloads, lifecycle, reports, selectors, services
 from requests_app.connection_test import test_connection
 from requests_app.csvimport import parse_csv, sample_csv
+from requests_app.filters import RequestFilterForm
 from requests_app.forms import RequestForm, destination_buckets
-from requests_app.models import MigrationRequest, State
+from requests_app.models import MigrationRequest, RequestBatch, State
 from requests_app.types import available_types, get_type
 
 PAGE_SIZE = 50
@@ -28,26 +32,68 @@ PAGE_SIZE = 50
 TRANSIENT = "transient"
 
 
-def _requests_page(request):
-    qs = MigrationRequest.objects.for_tenant(request.access.tenant).select_related("bucket")
-    state = request.GET.get("state", "")
-    if state in State.values:
-        qs = qs.filter(state=state)
-    return Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page")), state
+def _requests_page(request, batch: RequestBatch | None = None):
+    """The filtered, paginated list (``requests_app.filters``) and what the template needs."""
+    data = request.GET.copy()
+    if batch is not None:
+        data["batch"] = str(batch.uuid)
+    filters = RequestFilterForm(data, tenant=request.access.tenant, batch=batch)
+    # The list never shows the password (decrypting 50 of them is most of a page's time) nor the
+    # run's JSON documents.
+    qs = filters.filter(MigrationRequest.objects.for_tenant(request.access.tenant).select_related("bucket")
+                        .defer("source_password", "checkpoint", "result", "folder_progress", "options"))
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return {"page": page, "filters": filters, "query": query.urlencode(), "state": filters.data.get("state", ""),
+            "states": State.choices, "any_active": any(r.is_active for r in page), "batch": batch}
 
 
 @tenant_view(read=Role.VIEWER)
 def request_list(request):
-    page, state = _requests_page(request)
-    return render(request, "requests_app/list.html", {"page": page, "state": state, "states": State.choices,
-                                                      "any_active": any(r.is_active for r in page)})
+    return render(request, "requests_app/list.html", _requests_page(request))
 
 
 @tenant_view(read=Role.VIEWER)
 def request_list_rows(request):
     """The table body alone, polled by the list page for live progress."""
-    page, state = _requests_page(request)
-    return render(request, "requests_app/_rows.html", {"page": page, "any_active": any(r.is_active for r in page)})
+    return render(request, "requests_app/_rows.html", _requests_page(request))
+
+
+@tenant_view(read=Role.VIEWER)
+def request_batch(request, batch_uuid):
+    """One CSV upload: its totals, and its requests with the list's search and filters."""
+    batch = get_owned_or_404(request.access, RequestBatch, uuid=batch_uuid)
+    return render(request, "requests_app/list.html", {**_requests_page(request, batch),
+                                                      "totals": selectors.batch_totals(batch)})
+
+
+@tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@require_POST
+def request_bulk(request):
+    """Retry or cancel the selected requests, each through its service (which enforces its rules)."""
+    action = request.POST.get("action", "")
+    if action not in services.BULK_ACTIONS:
+        raise Http404("Unknown action")
+    uuids = []
+    for value in request.POST.getlist("selected"):
+        try:
+            uuids.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    done, refused = services.requests_bulk_action(tenant=request.access.tenant, actor=request.user, uuids=uuids,
+                                                  action=action, request=request)
+    verb = {"cancel": "cancellation requested", "retry": "queued again"}[action]
+    if done or not refused:
+        messages.success(request, f"{done} request{'s' if done != 1 else ''} {verb}.")
+    if refused:
+        shown = refused[:20] + ([f"and {len(refused) - 20} more"] if len(refused) > 20 else [])
+        messages.error(request, f"{len(refused)} not {'cancelled' if action == 'cancel' else 'retried'}: "
+                       + "; ".join(shown))
+    back = request.POST.get("next", "")
+    if not back.startswith(f"/t/{request.access.tenant.slug}/requests/") or "//" in back:
+        back = reverse("requests_app:list", kwargs={"tenant_slug": request.access.tenant.slug})
+    return redirect(back)
 
 
 @tenant_view(read=Role.OPERATOR)
@@ -114,12 +160,15 @@ def request_upload(request):
             if parsed.ok:
                 try:
                     created = services.requests_submit_many(tenant=request.access.tenant, actor=request.user,
-                                                            rows=parsed.rows, request=request)
+                                                            rows=parsed.rows, request=request, name=upload.name)
                 except ValidationError as exc:
                     errors = exc.messages
                 else:
                     messages.success(request, f"{len(created)} requests are queued.")
-                    return redirect("requests_app:list", tenant_slug=request.access.tenant.slug)
+                    if not created:
+                        return redirect("requests_app:list", tenant_slug=request.access.tenant.slug)
+                    return redirect("requests_app:batch", tenant_slug=request.access.tenant.slug,
+                                    batch_uuid=created[0].batch.uuid)
     return render(request, "requests_app/upload.html", {"errors": errors, "rows": rows, "types": available_types()})
 
 

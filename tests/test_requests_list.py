@@ -1,0 +1,131 @@
+"""The request list at scale: search, filters, a mailbox column, bulk retry / cancel through the
+services, and CSV batches with their own page and totals — all inside the tenant."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from buckets.models import Bucket
+from requests_app.models import MigrationRequest, RequestBatch
+from tests.test_requests_forms import row, to_csv
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def bucket(tenant):
+    return Bucket.objects.create(tenant=tenant, name="acme-backups", region="us-east-1", status="verified",
+                                 purpose="destination", endpoint_url="http://127.0.0.1:9")
+
+
+@pytest.fixture
+def second_bucket(tenant):
+    return Bucket.objects.create(tenant=tenant, name="acme-archive", region="us-east-1", status="verified",
+                                 purpose="destination", endpoint_url="http://127.0.0.1:9")
+
+
+def upload(client, tenant, rows, name="mailboxes.csv"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return client.post(f"/t/{tenant.slug}/requests/upload/",
+                       {"file": SimpleUploadedFile(name, to_csv(rows), content_type="text/csv")})
+
+
+@pytest.fixture
+def listed(tenant, operator, bucket, second_bucket, client_for):
+    """Four requests: a CSV batch of two, two single ones in other states, types and buckets."""
+    client = client_for(operator)
+    response = upload(client, tenant, [row(title="Sales team", source_user="bob@acme.test", file_name="bob"),
+                                       row(title="Carol", source_user="carol@acme.test", file_name="carol")])
+    assert response.status_code == 302
+    batch = RequestBatch.objects.get(tenant=tenant)
+    assert response["Location"] == f"/t/{tenant.slug}/requests/batches/{batch.uuid}/"
+    upload(client, tenant, [row(title="Dave", source_user="dave@acme.test", file_name="dave",
+                                request_type="IMAP-S3-PST", bucket="acme-archive")], name="single.csv")
+    MigrationRequest.objects.filter(source_user="dave@acme.test").update(
+        state="failed", created_at=timezone.now() - dt.timedelta(days=10))
+    upload(client, tenant, [row(title="Erin", source_user="erin@acme.test", file_name="erin")], name="e.csv")
+    MigrationRequest.objects.filter(source_user="erin@acme.test").update(state="completed")
+    return client, batch
+
+
+def mailboxes(client, url) -> set[str]:
+    html = client.get(url).content.decode()
+    return {m for m in ("bob@", "carol@", "dave@", "erin@") if f'title="{m}acme.test"' in html}
+
+
+def test_search_by_mailbox_or_title_and_every_filter(listed, tenant, second_bucket):
+    client, batch = listed
+    base = f"/t/{tenant.slug}/requests/"
+    assert mailboxes(client, base) == {"bob@", "carol@", "dave@", "erin@"}  # the mailbox column
+    assert mailboxes(client, base + "?q=CAROL@acme") == {"carol@"}
+    assert mailboxes(client, base + "?q=sales") == {"bob@"}
+    assert mailboxes(client, base + "?type=IMAP-S3-PST") == {"dave@"}
+    assert mailboxes(client, base + "?state=completed") == {"erin@"}
+    assert mailboxes(client, base + f"?bucket={second_bucket.uuid}") == {"dave@"}
+    assert mailboxes(client, base + f"?batch={batch.uuid}") == {"bob@", "carol@"}
+    week_ago = (timezone.localdate() - dt.timedelta(days=7)).isoformat()
+    assert mailboxes(client, base + f"?created_to={week_ago}") == {"dave@"}
+    assert mailboxes(client, base + f"?created_from={week_ago}&state=queued") == {"bob@", "carol@"}
+
+
+def test_a_batch_page_shows_its_requests_and_totals(listed, tenant):
+    client, batch = listed
+    html = client.get(f"/t/{tenant.slug}/requests/batches/{batch.uuid}/").content.decode()
+    assert "CSV batch: mailboxes.csv" in html and 'id="batch-totals"' in html
+    assert mailboxes(client, f"/t/{tenant.slug}/requests/batches/{batch.uuid}/") == {"bob@", "carol@"}
+    assert '<span class="num">2</span><span class="lbl">requests</span>' in html
+    assert '<span class="num">2</span><span class="lbl">Queued</span>' in html
+
+
+def test_bulk_cancel_and_retry_go_through_the_services_rules(listed, tenant):
+    client, batch = listed
+    queued = list(MigrationRequest.objects.filter(batch=batch))
+    erin = MigrationRequest.objects.get(source_user="erin@acme.test")
+    response = client.post(f"/t/{tenant.slug}/requests/bulk/", {
+        "action": "cancel", "selected": [str(r.uuid) for r in queued] + [str(erin.uuid), "not-a-uuid"],
+        "next": f"/t/{tenant.slug}/requests/?state=queued"}, follow=True)
+    assert response.redirect_chain[-1][0] == f"/t/{tenant.slug}/requests/?state=queued"
+    text = response.content.decode()
+    assert "2 requests cancellation requested." in text
+    assert "1 not cancelled: Erin: The request is completed and cannot be cancelled." in text
+    assert {r.state for r in MigrationRequest.objects.filter(batch=batch)} == {"cancelled"}
+
+    dave = MigrationRequest.objects.get(source_user="dave@acme.test")
+    client.post(f"/t/{tenant.slug}/requests/bulk/", {"action": "retry", "selected": [str(dave.uuid), str(erin.uuid)]})
+    dave.refresh_from_db(), erin.refresh_from_db()
+    assert (dave.state, erin.state) == ("queued", "completed")
+
+
+def test_another_tenant_gets_404_for_a_batch_and_its_requests_are_untouched(listed, tenant, outsider, other_tenant,
+                                                                            client_for):
+    _client, batch = listed
+    foreign = client_for(outsider)
+    assert foreign.get(f"/t/{tenant.slug}/requests/batches/{batch.uuid}/").status_code == 404
+    assert foreign.get(f"/t/{other_tenant.slug}/requests/batches/{batch.uuid}/").status_code == 404
+    assert "bob@" not in foreign.get(f"/t/{other_tenant.slug}/requests/?batch={batch.uuid}").content.decode()
+    targets = [str(r.uuid) for r in MigrationRequest.objects.filter(tenant=tenant)]
+    foreign.post(f"/t/{other_tenant.slug}/requests/bulk/", {"action": "cancel", "selected": targets})
+    assert not MigrationRequest.objects.filter(tenant=tenant, state="cancelled").exists()
+
+
+def test_a_viewer_sees_the_list_without_checkboxes_and_cannot_act(listed, tenant, viewer, client_for):
+    client = client_for(viewer)
+    html = client.get(f"/t/{tenant.slug}/requests/").content.decode()
+    assert 'name="selected"' not in html and "bob@acme.test" in html
+    queued = MigrationRequest.objects.filter(state="queued").first()
+    assert client.post(f"/t/{tenant.slug}/requests/bulk/", {"action": "cancel",
+                                                           "selected": [str(queued.uuid)]}).status_code == 403
+
+
+def test_requests_submit_makes_a_batch_named_after_its_file(tenant, bucket, tmp_path):
+    from django.core.management import call_command
+
+    path = tmp_path / "q3.csv"
+    path.write_bytes(to_csv([row(file_name="a1"), row(file_name="a2")]))
+    call_command("requests_submit", "--tenant", tenant.slug, str(path))
+    batch = RequestBatch.objects.get(tenant=tenant)
+    assert (batch.name, batch.source, batch.count, batch.requests.count()) == ("q3.csv", "cli", 2, 2)
