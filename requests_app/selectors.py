@@ -96,3 +96,25 @@ def batch_totals(batch) -> dict:
         "failed": sum(r["failed"] or 0 for r in by_state.values()),
         "bytes": sum(r["size"] or 0 for r in by_state.values()),
     }
+
+
+def tenant_totals(tenant) -> dict:
+    """The dashboard's figures in one query: mailboxes (distinct users of the tenant's requests),
+    messages exported and archive bytes of the completed runs, the success rate (completed
+    without errors among the finished runs that were not cancelled; None before any), and how
+    many run now."""
+    from django.db.models import Count, Sum
+
+    done = (State.COMPLETED, State.COMPLETED_WITH_ERRORS)
+    figures = MigrationRequest.objects.filter(tenant=tenant).aggregate(
+        mailboxes=Count("source_user", distinct=True),
+        messages=Sum("messages_done", filter=Q(state__in=done)),
+        bytes=Sum("bytes_done", filter=Q(state__in=done)),
+        clean=Count("id", filter=Q(state=State.COMPLETED)),
+        finished=Count("id", filter=Q(state__in=(*done, State.FAILED))),
+        running=Count("id", filter=Q(state=State.RUNNING)),
+    )
+    finished = figures.pop("finished")
+    clean = figures.pop("clean")
+    return {**figures, "messages": figures["messages"] or 0, "bytes": figures["bytes"] or 0,
+            "success_rate": round(100 * clean / finished, 1) if finished else None}

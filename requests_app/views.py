@@ -7,6 +7,7 @@ import uuid
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -20,7 +21,7 @@ from accounts.models import Role
 from connectors.model import SourceError
 from requests_app import downloads, lifecycle, reports, selectors, services
 from requests_app.connection_test import test_connection
-from requests_app.csvimport import parse_csv, sample_csv
+from requests_app.csvimport import errors_csv, parse_csv, sample_csv
 from requests_app.filters import RequestFilterForm
 from requests_app.forms import RequestForm, destination_buckets
 from requests_app.models import MigrationRequest, RequestBatch, State
@@ -144,11 +145,18 @@ def request_test_connection(request, type_code: str):
                                                               "folders": result.folders})
 
 
+class _CheckOnly(Exception):
+    """Raised inside the upload's transaction to roll a "check only" submission back."""
+
+
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @sensitive_variables()  # the rows hold mailbox passwords
 def request_upload(request):
-    errors, rows = [], 0
+    """Check and submit a CSV, or with "Check only" run every check (the submission's too: its
+    destination conflicts) inside a transaction that is rolled back, so nothing is queued."""
+    errors, rows, checked = [], 0, False
     if request.method == "POST":
+        check_only = bool(request.POST.get("check_only"))
         upload = request.FILES.get("file")
         if upload is None:
             errors = ["Choose a CSV file."]
@@ -159,17 +167,25 @@ def request_upload(request):
             errors, rows = parsed.errors, len(parsed.rows)
             if parsed.ok:
                 try:
-                    created = services.requests_submit_many(tenant=request.access.tenant, actor=request.user,
-                                                            rows=parsed.rows, request=request, name=upload.name)
+                    with transaction.atomic():
+                        created = services.requests_submit_many(
+                            tenant=request.access.tenant, actor=request.user, rows=parsed.rows, request=request,
+                            name=upload.name)
+                        if check_only:
+                            raise _CheckOnly
                 except ValidationError as exc:
                     errors = exc.messages
+                except _CheckOnly:
+                    checked = True
                 else:
                     messages.success(request, f"{len(created)} requests are queued.")
                     if not created:
                         return redirect("requests_app:list", tenant_slug=request.access.tenant.slug)
                     return redirect("requests_app:batch", tenant_slug=request.access.tenant.slug,
                                     batch_uuid=created[0].batch.uuid)
-    return render(request, "requests_app/upload.html", {"errors": errors, "rows": rows, "types": available_types()})
+    return render(request, "requests_app/upload.html", {
+        "errors": errors, "rows": rows, "checked": checked, "types": available_types(),
+        "errors_csv": errors_csv(errors) if errors else ""})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -177,7 +193,8 @@ def request_sample(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
-    response = HttpResponse(sample_csv(rtype), content_type="text/csv; charset=utf-8")
+    own = destination_buckets(request.access.tenant).values_list("name", flat=True).first()
+    response = HttpResponse(sample_csv(rtype, bucket=own or ""), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = content_disposition_header(True, f"{rtype.code.lower()}-sample.csv")
     return response
 
@@ -200,7 +217,7 @@ def request_progress(request, request_uuid):
 
 def _progress_context(req: MigrationRequest) -> dict:
     return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req),
-            "downloads": downloads.downloadable_files(req)}
+            "downloads": downloads.downloadable_files(req), "pace": reports.throughput(req)}
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)

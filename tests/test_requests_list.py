@@ -129,3 +129,72 @@ def test_requests_submit_makes_a_batch_named_after_its_file(tenant, bucket, tmp_
     call_command("requests_submit", "--tenant", tenant.slug, str(path))
     batch = RequestBatch.objects.get(tenant=tenant)
     assert (batch.name, batch.source, batch.count, batch.requests.count()) == ("q3.csv", "cli", 2, 2)
+
+
+def test_the_dashboard_totals_link_to_the_filtered_list(listed, tenant):
+    client, batch = listed
+    MigrationRequest.objects.filter(source_user="erin@acme.test").update(messages_done=40, bytes_done=3 * 1024 ** 3)
+    MigrationRequest.objects.filter(source_user="bob@acme.test").update(state="running")
+    html = client.get(f"/t/{tenant.slug}/").content.decode()
+    base = f"/t/{tenant.slug}/requests/"
+
+    def tile(name):
+        start = html.index(f'id="tile-{name}"')
+        return html[html.rindex("<a", 0, start):html.index("</a>", start)]
+
+    assert f'href="{base}"' in tile("mailboxes") and '<span class="num">4</span>' in tile("mailboxes")
+    assert f'href="{base}?state=completed"' in tile("messages") and '<span class="num">40</span>' in tile("messages")
+    assert '<span class="num">3.0 GB</span>' in tile("size")
+    assert '<span class="num">50.0 %</span>' in tile("success")  # erin completed, dave failed
+    assert f'href="{base}?state=failed"' in tile("success")
+    assert f'href="{base}?state=running"' in tile("running") and '<span class="num">1</span>' in tile("running")
+    assert mailboxes(client, base + "?state=running") == {"bob@"}
+
+
+def test_the_dashboard_counts_only_its_own_tenant(listed, outsider, other_tenant, client_for):
+    html = client_for(outsider).get(f"/t/{other_tenant.slug}/").content.decode()
+    start = html.index('id="tile-mailboxes"')
+    assert '<span class="num">0</span>' in html[start:html.index("</a>", start)]
+
+
+def test_check_only_lists_every_rows_errors_and_submits_nothing(tenant, operator, bucket, client_for):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = client_for(operator)
+    bad = to_csv([row(file_name="ok1"), row(source_port="x", file_name="b1"), row(bucket="nope", file_name="b2")])
+    html = client.post(f"/t/{tenant.slug}/requests/upload/", {
+        "check_only": "1", "file": SimpleUploadedFile("t.csv", bad, content_type="text/csv")}).content.decode()
+    assert "Nothing was submitted" in html and "Line 3" in html and "Line 4" in html
+    assert 'download="csv-errors.csv"' in html and "line%2Ccolumn%2Cerror" in html
+    good = to_csv([row(file_name="g1"), row(file_name="g2")])
+    html = client.post(f"/t/{tenant.slug}/requests/upload/", {
+        "check_only": "1", "file": SimpleUploadedFile("t.csv", good, content_type="text/csv")}).content.decode()
+    assert "All 2 rows are valid." in html and "Nothing was submitted yet" in html
+    assert not MigrationRequest.objects.exists() and not RequestBatch.objects.exists()
+
+
+def test_check_only_finds_a_destination_another_request_holds(tenant, operator, bucket, client_for):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = client_for(operator)
+    upload(client, tenant, [row(file_name="taken")])
+    html = client.post(f"/t/{tenant.slug}/requests/upload/", {"check_only": "1", "file": SimpleUploadedFile(
+        "t.csv", to_csv([row(file_name="taken")]), content_type="text/csv")}).content.decode()
+    assert "Line 2:" in html and MigrationRequest.objects.count() == 1
+
+
+def test_errors_csv_has_a_row_per_error():
+    import csv
+    import io
+
+    from requests_app.csvimport import errors_csv
+
+    rows = list(csv.reader(io.StringIO(errors_csv(["Line 3, column source_port: Enter a whole number.",
+                                                   "Line 4: no such bucket", "The file is empty."]))))
+    assert rows == [["line", "column", "error"], ["3", "source_port", "Enter a whole number."],
+                    ["4", "", "no such bucket"], ["", "", "The file is empty."]]
+
+
+def test_the_sample_csv_names_the_tenants_own_bucket(tenant, viewer, bucket, client_for):
+    body = client_for(viewer).get(f"/t/{tenant.slug}/requests/sample/IMAP-S3-ZIP.csv").content.decode()
+    assert ",acme-backups," in body and "my-backup-bucket" not in body
