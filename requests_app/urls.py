@@ -18,6 +18,7 @@ urlpatterns = [
     path("<uuid:request_uuid>/progress/", views.request_progress, name="progress"),
     path("<uuid:request_uuid>/cancel/", views.request_cancel, name="cancel"),
     path("<uuid:request_uuid>/retry/", views.request_retry, name="retry"),
+    path("<uuid:request_uuid>/clone/", views.request_clone, name="clone"),
     path("<uuid:request_uuid>/report/", views.request_report, name="report"),
     path("<uuid:request_uuid>/report/folders/", views.request_report_folders, name="report_folders"),
     path("<uuid:request_uuid>/report.<str:kind>", views.request_report_download, name="report_download"),

@@ -19,7 +19,7 @@ from accounts.access import get_owned_or_404, tenant_view
 from accounts.audit import audit
 from accounts.models import Role
 from connectors.model import SourceError
-from requests_app import downloads, lifecycle, reports, selectors, services
+from requests_app import clone, downloads, lifecycle, reports, selectors, services
 from requests_app.connection_test import test_connection
 from requests_app.csvimport import errors_csv, parse_csv, sample_csv
 from requests_app.filters import RequestFilterForm
@@ -103,6 +103,21 @@ def request_new(request):
         "types": available_types(), "has_bucket": destination_buckets(request.access.tenant).exists()})
 
 
+def _clone_of(request) -> MigrationRequest | None:
+    """The request a cloned form came from (``clone_of`` in the POST), within the tenant."""
+    value = request.POST.get("clone_of", "")
+    if not value:
+        return None
+    try:
+        return get_owned_or_404(request.access, MigrationRequest, uuid=uuid.UUID(value))
+    except ValueError:
+        raise Http404("No such request") from None
+
+
+PASSWORD_AGAIN = ("Enter the password: the server, port, security or user differ from the request you cloned, "
+                  "so its stored password is not used.")
+
+
 @sensitive_post_parameters("source_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @sensitive_variables()
@@ -110,17 +125,44 @@ def request_create(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
-    form = RequestForm(request.POST or None, rtype=rtype, tenant=request.access.tenant)
+    original = _clone_of(request) if request.method == "POST" else None
+    data = clone.with_stored_password(request.POST, original) if request.method == "POST" else None
+    form = RequestForm(data, rtype=rtype, tenant=request.access.tenant)
     if request.method == "POST" and form.is_valid():
-        try:
-            req = services.request_submit(tenant=request.access.tenant, actor=request.user, rtype=rtype,
-                                          data=form.cleaned_data, request=request)
-        except ValidationError as exc:
-            form.add_error(None, exc)
+        reused = original is not None and not request.POST.get("source_password")
+        if reused and "source_password" in form.fields and not clone.same_endpoint(form.cleaned_data, original):
+            form.add_error("source_password", PASSWORD_AGAIN)
         else:
-            messages.success(request, "The request is queued.", extra_tags=TRANSIENT)
-            return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
-    return render(request, "requests_app/create.html", {"form": form, "rtype": rtype})
+            try:
+                req = services.request_submit(tenant=request.access.tenant, actor=request.user, rtype=rtype,
+                                              data=form.cleaned_data, request=request)
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, "The request is queued.", extra_tags=TRANSIENT)
+                return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
+    if original is not None:
+        _password_optional(form)
+    return render(request, "requests_app/create.html", {"form": form, "rtype": rtype, "clone_of": original})
+
+
+def _password_optional(form) -> None:
+    """A cloned form may leave the password empty (the stored one is used): no browser ``required``."""
+    if "source_password" in form.fields:
+        form.fields["source_password"].required = False
+
+
+@tenant_view(read=Role.OPERATOR)
+def request_clone(request, request_uuid):
+    """"Run again": the new-request form with this request's settings (its password not shown;
+    kept for the same server, port, security and user)."""
+    original = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    rtype = get_type(original.request_type)
+    if rtype is None:
+        raise Http404("Unknown request type")
+    form = RequestForm(initial=clone.clone_initial(original), rtype=rtype, tenant=request.access.tenant)
+    _password_optional(form)
+    return render(request, "requests_app/create.html", {"form": form, "rtype": rtype, "clone_of": original})
 
 
 @sensitive_post_parameters("source_password")
@@ -132,8 +174,12 @@ def request_test_connection(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
-    form = RequestForm(request.POST, rtype=rtype, tenant=request.access.tenant)
+    original = _clone_of(request)
+    form = RequestForm(clone.with_stored_password(request.POST, original), rtype=rtype, tenant=request.access.tenant)
     form.is_valid()  # the connection fields are checked even if e.g. no bucket is chosen yet
+    if (original is not None and not request.POST.get("source_password") and "source_password" in form.fields
+            and not clone.same_endpoint(form.cleaned_data, original)):
+        return render(request, "requests_app/_test_result.html", {"ok": False, "error": PASSWORD_AGAIN})
     source_errors = {k: v for k, v in form.errors.items() if k.startswith("source_")}
     if source_errors:
         return render(request, "requests_app/_test_result.html", {"ok": False, "error": "Correct the source fields first: " +

@@ -66,3 +66,20 @@ def test_a_running_request_shows_its_speed_and_time_left(page, operator, tenant,
         page.once("dialog", lambda dialog: dialog.accept())
         page.click("#cancel")
         wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).state == "cancelled", timeout=60)
+
+
+def test_run_again_submits_the_same_settings_with_the_stored_password(page, operator, tenant, dovecot, dest_bucket):
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, folders="Sent",
+                                                             file_name="alice-first"))
+    MigrationRequest.objects.filter(pk=req.pk).update(state="completed")
+    login(page, operator.email, PASSWORD)
+    page.goto(f"/t/{tenant.slug}/requests/{req.uuid}/")
+    page.click("#clone")
+    assert "Settings copied from" in page.inner_text("#clone-notice")
+    assert page.input_value("#id_folders") == "Sent" and page.input_value("#id_source_password") == ""
+    assert page.input_value("#id_file_name").startswith("alice-first-")
+    page.click("button:has-text('Submit request')")
+    page.wait_for_url("**/requests/*/")
+    again = MigrationRequest.objects.exclude(pk=req.pk).get()
+    assert page.url.endswith(f"/requests/{again.uuid}/")
+    assert again.source_password == req.source_password and again.folders == ["Sent"]

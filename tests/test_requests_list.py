@@ -198,3 +198,58 @@ def test_errors_csv_has_a_row_per_error():
 def test_the_sample_csv_names_the_tenants_own_bucket(tenant, viewer, bucket, client_for):
     body = client_for(viewer).get(f"/t/{tenant.slug}/requests/sample/IMAP-S3-ZIP.csv").content.decode()
     assert ",acme-backups," in body and "my-backup-bucket" not in body
+
+
+# ---- Run again (clone) -------------------------------------------------------------------------
+
+@pytest.fixture
+def original(tenant, operator, bucket):
+    from tests.portal_fixtures import submit
+
+    req = submit(tenant, operator, "IMAP-S3-ZIP", {
+        "title": "Frank", "source_server": "imap.acme.test", "source_port": 993, "source_security": "ssl",
+        "source_user": "frank@acme.test", "source_password": "frank-secret-pw", "folders": "INBOX; Sent",
+        "bucket": str(bucket.uuid), "s3_prefix": "mail", "file_name": "frank"})
+    MigrationRequest.objects.filter(pk=req.pk).update(state="completed")
+    return req
+
+
+def clone_post(original, **changes):
+    data = {"clone_of": str(original.uuid), "title": "Frank again", "source_server": "imap.acme.test",
+            "source_port": "993", "source_security": "ssl", "source_user": "frank@acme.test", "source_password": "",
+            "folders": "INBOX; Sent", "bucket": str(original.bucket.uuid), "s3_prefix": "mail",
+            "file_name": "frank-2"}
+    data.update(changes)
+    return data
+
+
+def test_run_again_fills_the_form_without_the_password(original, tenant, operator, client_for):
+    html = client_for(operator).get(f"/t/{tenant.slug}/requests/{original.uuid}/clone/").content.decode()
+    assert 'value="frank@acme.test"' in html and 'value="INBOX; Sent"' in html and 'value="imap.acme.test"' in html
+    assert 'name="clone_of" value="' + str(original.uuid) in html and 'value="frank-' in html
+    assert "frank-secret-pw" not in html
+
+
+def test_run_again_reuses_the_stored_password_only_for_the_same_mailbox(original, tenant, operator, client_for):
+    client = client_for(operator)
+    url = f"/t/{tenant.slug}/requests/new/IMAP-S3-ZIP/"
+    for change in ({"source_server": "imap.evil.test"}, {"source_port": "143"}, {"source_security": "starttls"},
+                   {"source_user": "grace@acme.test"}):
+        response = client.post(url, clone_post(original, **change))
+        assert response.status_code == 200 and "its stored password is not used" in response.content.decode()
+        assert "frank-secret-pw" not in response.content.decode()
+    assert MigrationRequest.objects.count() == 1
+    response = client.post(url, clone_post(original))
+    assert response.status_code == 302
+    again = MigrationRequest.objects.exclude(pk=original.pk).get()
+    assert (again.source_password, again.folders, again.file_name) == ("frank-secret-pw", ["INBOX", "Sent"], "frank-2")
+
+
+def test_another_tenant_cannot_clone_or_borrow_a_password(original, tenant, outsider, other_tenant, client_for):
+    client = client_for(outsider)
+    assert client.get(f"/t/{tenant.slug}/requests/{original.uuid}/clone/").status_code == 404
+    assert client.get(f"/t/{other_tenant.slug}/requests/{original.uuid}/clone/").status_code == 404
+    assert client.post(f"/t/{other_tenant.slug}/requests/new/IMAP-S3-ZIP/",
+                       clone_post(original)).status_code == 404
+    assert client.post(f"/t/{other_tenant.slug}/requests/new/IMAP-S3-ZIP/test/",
+                       clone_post(original)).status_code == 404
