@@ -17,7 +17,8 @@ Invariants, whatever a source calls its folders:
 - collision free where it is extracted: two entries never name one file or folder on a file
   system that ignores case and Unicode normalisation and drops trailing dots and spaces
   (Windows, macOS) or maps ``<>:"|?*`` to ``_`` (Windows extractors), and no folder is named
-  like a message file (``NNNNNN_….eml``) or ``labels.csv`` beside it;
+  like a message file (``NNNNNN_….eml``) or, at the root, like a manifest (``labels.csv``,
+  ``labels.partNNN.csv``) or an index (``index.csv``, ``index.partNNN.csv``: reserved names);
 - stable across the runs of one export: a resumed export keeps the names its committed records
   hold (``ArchiveFolders.keep``), so a folder's messages never spread over two directories.
 """
@@ -43,7 +44,7 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 _DEVICE = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9]|conin\$|conout\$)(\s*\..*)?", re.I | re.S)
 _WINDOWS_MAPPED = str.maketrans({c: "_" for c in '<>:"|?*'})
 _MESSAGE_FILE = re.compile(r"[0-9]+_.*\.eml", re.S)  # what message_file_name makes, folded
-_ROOT_FILE = re.compile(r"labels(\.part[0-9]+)?\.csv")  # the manifests at the archive's root
+_ROOT_FILE = re.compile(r"(labels|index)(\.part[0-9]+)?\.csv")  # the manifests at the archive's root
 
 
 def safe_subject(subject: str, limit: int = SUBJECT_CHARS) -> str:
@@ -123,7 +124,7 @@ class ArchiveFolders:
 
     Levels are made safe (``safe_level``); a level whose ``collision_key`` another source
     folder already holds in the same archive directory, or that could be taken for a message
-    file (or, at the root, for ``labels.csv``), gets `` (2)``, `` (3)``... — after every
+    file (or, at the root, for ``labels.csv`` or ``index.csv``), gets `` (2)``, `` (3)``... — after every
     transformation, so ``Work``, ``Work `` and `` work`` are three folders. Distinct source
     paths always get distinct archive paths; one source path always gets the same one.
     A blank level is dropped; a path ending in one (``""``, ``Work/ ``) gets a folder ``_`` of
@@ -203,6 +204,13 @@ def _prefixes(source_path: str):
     for level in source_path.split("/"):
         prefix = level if prefix is None else f"{prefix}/{level}"
         yield prefix, level
+
+
+def index_name(volume: int, *, split: bool) -> str:
+    """A volume's index entry: ``index.csv``, or ``index.partNNN.csv`` in volume NNN of a split
+    archive (so the volumes extracted into one directory keep every index). Reserved: no folder
+    at the root takes such a name (``ArchiveFolders``), and message entries are in folders."""
+    return f"index.part{volume:03d}.csv" if split else "index.csv"
 
 
 def message_file_name(sequence: int, subject: str) -> str:

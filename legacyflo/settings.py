@@ -7,6 +7,7 @@ LEGACYFLO_ENCRYPTION_KEYS, ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -127,6 +128,7 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "LegacyFlo <legacyflo@localhost>")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20, minimum=1)  # seconds; a run's mail never waits longer
 
 # Security. Production (DEBUG off) gets HTTPS-only cookies and HSTS; override behind plain HTTP.
 _secure = not DEBUG and env_bool("LEGACYFLO_HTTPS", True)
@@ -188,6 +190,8 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("LEGACYFLO_JOB_TIMEOUT", 7 * 24 * 3600)},
 }
 RQ_SHOW_ADMIN_LINK = False
+# RQ workers `manage.py worker` runs (requests at once on this machine): one per core by default.
+LEGACYFLO_WORKER_CONCURRENCY = env_int("LEGACYFLO_WORKER_CONCURRENCY", os.cpu_count() or 1, minimum=1)
 # The cache holds short-lived shared state (login and password-reset throttles): Redis, so every
 # web process sees the same counters. Keys are prefixed; nothing ever clears the whole database.
 CACHES = {
@@ -241,6 +245,13 @@ LEGACYFLO_STALE_AFTER_SECONDS = env_int("LEGACYFLO_STALE_AFTER_SECONDS", 180, mi
 LEGACYFLO_HEARTBEAT_SECONDS = env_int("LEGACYFLO_HEARTBEAT_SECONDS", 10, minimum=1)
 LEGACYFLO_JOB_RETRIES = env_int("LEGACYFLO_JOB_RETRIES", 3, minimum=0)
 LEGACYFLO_MAX_ATTEMPTS = env_int("LEGACYFLO_MAX_ATTEMPTS", 8, minimum=1)
+# At most this many running requests per tenant; the others wait queued (requests_app.limits).
+LEGACYFLO_TENANT_MAX_RUNNING = env_int("LEGACYFLO_TENANT_MAX_RUNNING", 10, minimum=1)
+# A plan's run not started this long after its slot mails the plan's recipients.
+LEGACYFLO_PLAN_LATE_SECONDS = env_int("LEGACYFLO_PLAN_LATE_SECONDS", 3600, minimum=60)
+# Days after which a completed request's per-message records are deleted from the database (its
+# report.csv in the bucket stays); 0 keeps them for ever.
+LEGACYFLO_RECORD_RETENTION_DAYS = env_int("LEGACYFLO_RECORD_RETENTION_DAYS", 0, minimum=0)
 # Extra CA certificates (PEM file) trusted for IMAP servers, e.g. an on-premises server's own CA.
 LEGACYFLO_IMAP_CA_FILE = env_str("LEGACYFLO_IMAP_CA_FILE", "")
 # How long an archive download link (a presigned S3 URL) stays valid, in seconds.

@@ -10,6 +10,7 @@ tenant_patterns = [
     path("", include((accounts_urls.tenant_urlpatterns, "accounts"))),
     path("buckets/", include("buckets.urls")),
     path("requests/", include("requests_app.urls")),
+    path("plans/", include("requests_app.plan_urls")),
     path("connections/", include("providers.urls")),
 ]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from requests_app.forms import RequestForm, TenantLookups
+from requests_app.forms import RequestForm, TenantLookups, form_class
 from requests_app.types import REQUEST_TYPES, RequestType, available_types, get_type, sample_row
 
 
@@ -24,6 +24,7 @@ class ParsedRow:
     line: int
     rtype: RequestType
     data: dict
+    extra: dict = field(default_factory=dict)  # the caller's own columns (plans: ``schedule``)
 
 
 @dataclass
@@ -141,9 +142,9 @@ def _describe(exc: csv.Error, rest: str, line: int, header: list[str]) -> str:
     return f"{where}: text follows a closing quote; inside a quoted value write '\"' as '\"\"'."
 
 
-def _header_errors(header: list[str]) -> list[str]:
+def _header_errors(header: list[str], extra_columns=()) -> list[str]:
     errors = []
-    unknown = sorted(set(header) - _known_columns())
+    unknown = sorted(set(header) - _known_columns() - set(extra_columns))
     if unknown:
         errors.append(f"Line 1: unknown column(s) {', '.join(name or '(empty)' for name in unknown)}.")
     twice = sorted({name for name in header if header.count(name) > 1})
@@ -155,12 +156,13 @@ def _header_errors(header: list[str]) -> list[str]:
 
 
 @sensitive_variables()  # the rows hold mailbox passwords
-def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
+def parse_csv(raw: bytes | str, *, tenant, extra_columns: tuple[str, ...] = ()) -> ParseResult:
     """Validate every row; ``errors`` holds one line per problem, naming the CSV line and column.
 
     The file is read in two steps: first its structure and size (no row is validated in a file
     that is malformed or has more than ``LEGACYFLO_CSV_MAX_ROWS`` requests), then every row,
-    against one snapshot of the tenant's buckets and connections.
+    against one snapshot of the tenant's buckets and connections. ``extra_columns`` are the
+    caller's own (required in the header), handed back per row in ``ParsedRow.extra``.
     """
     result = ParseResult()
     max_rows = settings.LEGACYFLO_CSV_MAX_ROWS
@@ -171,7 +173,8 @@ def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
         if not any(header):
             result.errors.append("The file is empty: the first line must name the columns.")
             return result
-        result.errors.extend(_header_errors(header))
+        result.errors.extend(_header_errors(header, extra_columns))
+        result.errors.extend(f"Line 1: the column {name} is required." for name in extra_columns if name not in header)
         if result.errors:
             return result
         rows: list[tuple[int, list[str]]] = []
@@ -196,6 +199,7 @@ def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
             continue
         row = dict.fromkeys(header, "")
         row.update((name, value.strip()) for name, value in zip(header, values, strict=False))
+        extra_values = {name: row.pop(name, "") for name in extra_columns}
         rtype = get_type(row.get("request_type", ""))
         if rtype is None:
             codes = ", ".join(t.code for t in available_types())
@@ -206,7 +210,8 @@ def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
             result.errors.append(f"Line {line}: {', '.join(extra)} do(es) not apply to {rtype.code}.")
             continue
         if rtype.code not in unbound:
-            unbound[rtype.code] = RequestForm(rtype=rtype, tenant=tenant, lookups=lookups)
+            kwargs = {"check_archive": False} if rtype.is_restore else {}
+            unbound[rtype.code] = form_class(rtype)(rtype=rtype, tenant=tenant, lookups=lookups, **kwargs)
         form = unbound[rtype.code].bound_copy(row)
         if not form.is_valid():
             for name, errors in form.errors.items():
@@ -220,7 +225,7 @@ def parse_csv(raw: bytes | str, *, tenant) -> ParseResult:
             result.errors.append(f"Line {line}: same bucket, prefix and file name as line {destinations[key]}.")
             continue
         destinations[key] = line
-        result.rows.append(ParsedRow(line=line, rtype=rtype, data=data))
+        result.rows.append(ParsedRow(line=line, rtype=rtype, data=data, extra=extra_values))
     if not result.rows and not result.errors:
         result.errors.append("The file has a header but no requests.")
     return result

@@ -15,7 +15,7 @@ from accounts.models import Tenant
 from buckets.models import Bucket, Purpose, Status
 from connectors.pipeline.archivekeys import file_name_problem
 from requests_app.models import Security
-from requests_app.types import RequestType
+from requests_app.types import TARGET_TO_SOURCE, RequestType
 
 _HOST = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 _FILE_NAME = re.compile(r"^[\w@+.-][\w@+. -]{0,150}$")
@@ -63,9 +63,53 @@ class YesNoField(forms.Field):
         return parsed
 
 
+MAX_RECIPIENTS = 20
+
+
+def parse_recipients(value) -> list[str]:
+    """``a@x.test; b@y.test`` (or a list) → the addresses, lower-cased, each once, in order;
+    ValidationError naming a bad address."""
+    from django.core.validators import validate_email
+
+    parts = value if isinstance(value, (list, tuple)) else re.split(r"[;,\s]+", value or "")
+    out: list[str] = []
+    for part in parts:
+        address = part.strip().lower()
+        if not address:
+            continue
+        try:
+            validate_email(address)
+        except forms.ValidationError:
+            raise forms.ValidationError(f"{part.strip()!r} is not an email address.") from None
+        if address not in out:
+            out.append(address)
+    if len(out) > MAX_RECIPIENTS:
+        raise forms.ValidationError(f"At most {MAX_RECIPIENTS} addresses.")
+    return out
+
+
+class RecipientsField(forms.CharField):
+    """Email addresses separated by ';' (the CSV ``notify`` column, the forms' Notify field)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 4000)
+        kwargs.setdefault("help_text", "Email addresses separated by ';': a mail when the run starts and when it ends.")
+        super().__init__(**kwargs)
+
+    def clean(self, value):
+        return parse_recipients(super().clean(value))
+
+
 def destination_buckets(tenant):
     return Bucket.objects.for_tenant(tenant).filter(
         status=Status.VERIFIED, purpose__in=[Purpose.DESTINATION, Purpose.BOTH])
+
+
+def source_buckets(tenant):
+    """The buckets a restore may read: the tenant's own, verified, purpose source or both."""
+    return Bucket.objects.for_tenant(tenant).filter(
+        status=Status.VERIFIED, purpose__in=[Purpose.SOURCE, Purpose.BOTH])
 
 
 @dataclass
@@ -79,30 +123,41 @@ class TenantLookups:
     tenant: Tenant
     destinations: list[Bucket]
     bucket_names: set[str]
+    sources: list[Bucket] = field(default_factory=list)
     _connections: dict[str, list] = field(default_factory=dict)
     _authorizations: dict[int, dict[str, object]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, tenant) -> TenantLookups:
         return cls(tenant=tenant, destinations=list(destination_buckets(tenant)),
-                   bucket_names=set(Bucket.objects.for_tenant(tenant).values_list("name", flat=True)))
+                   bucket_names=set(Bucket.objects.for_tenant(tenant).values_list("name", flat=True)),
+                   sources=list(source_buckets(tenant)))
 
     def destination(self, value: str) -> Bucket:
         """The verified destination bucket named by uuid (web form) or name (CSV)."""
+        return self._pick(self.destinations, value, "destination")
+
+    def source(self, value: str) -> Bucket:
+        """The verified source (or both) bucket named by uuid (web form) or name (CSV)."""
+        return self._pick(self.sources, value, "source")
+
+    def _pick(self, buckets: list[Bucket], value: str, purpose: str) -> Bucket:
         try:
             wanted = uuid.UUID(value) if re.fullmatch(r"[0-9a-fA-F-]{36}", value) else None
         except ValueError:
             wanted = None
-        for bucket in self.destinations:
+        for bucket in buckets:
             if bucket.uuid == wanted:
                 return bucket
-        named = [b for b in self.destinations if b.name == value]
+        named = [b for b in buckets if b.name == value]
         if len(named) == 1:
             return named[0]
         if len(named) > 1:
             raise forms.ValidationError(f"Several buckets are named {value}; choose one in the web form.")
         if value in self.bucket_names:
-            raise forms.ValidationError(f"The bucket {value} is not a verified destination bucket: verify it first.")
+            raise forms.ValidationError(f"The bucket {value} is not a verified {purpose} bucket"
+                                        + (" (purpose source or both)" if purpose == "source" else "")
+                                        + ": verify it first.")
         raise forms.ValidationError(f"No bucket named {value} is registered for this tenant.")
 
     def connections(self, provider: str) -> list:
@@ -145,6 +200,7 @@ class RequestForm(forms.Form):
                                 help_text="Folder inside the bucket, without leading or trailing '/'.")
     file_name = forms.CharField(max_length=150, required=False, label="File name",
                                 help_text="Without extension. Empty: derived from the mailbox user and today's date.")
+    notify = RecipientsField(label="Notify")
 
     def __init__(self, *args, rtype: RequestType, tenant, lookups: TenantLookups | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -169,6 +225,11 @@ class RequestForm(forms.Form):
                     self.fields["source_password"].label = "App password"
         if rtype.uses_connection:
             self._add_provider_fields()
+        if rtype.is_backup:
+            self.fields["incremental"] = YesNoField(
+                label="Incremental series",
+                help_text="Each later run of the same mailbox, bucket, prefix and file name archives only what is "
+                          "new since the previous completed run, into its own FILE.rNNNN files.")
 
     def bound_copy(self, data: dict) -> RequestForm:
         """This unbound form, bound to ``data``, sharing its fields.
@@ -323,3 +384,158 @@ class RequestForm(forms.Form):
             host, port, security = endpoint
             data.update(source_server=host, source_port=port, source_security=security, source_password="")
         data["options"] = options
+
+
+class RestoreForm(forms.Form):
+    """A restore request (S3-IMAP-ZIP, S3-IMAP-PST, S3-MITHI-ZIP): an archive of a source bucket
+    into a mailbox. Its ``target_*`` fields are the mailbox side, cleaned like a backup's source
+    server (host names only; private addresses are refused when the worker connects, as for
+    backups) and returned under the request's ``source_*`` keys, where the model keeps them.
+
+    ``check_archive``: look the archive up in the bucket (one listing) so a wrong key is an error
+    of the form, not of the run; the CSV import leaves it to the run (one listing per row of a
+    large file would be slow) and the run fails with the same message.
+    """
+
+    title = forms.CharField(max_length=200, required=False)
+    bucket = forms.CharField(label="Source bucket", help_text="Registered with purpose source or both.")
+    archive_key = forms.CharField(max_length=1024, label="Archive key",
+                                  help_text="mail/2026/user1.zip; a split archive's first volume or base name.")
+    target_server = forms.CharField(max_length=255, required=False, label="IMAP server")
+    target_port = forms.IntegerField(min_value=1, max_value=65535, required=False, label="Port")
+    target_security = forms.ChoiceField(choices=Security.choices, required=False, label="Security")
+    target_user = forms.CharField(max_length=320, label="Mailbox user")
+    target_password = SecretField(label="Password")
+    target_folder = forms.CharField(max_length=500, required=False, label="Restore under folder",
+                                    help_text="Optional, e.g. Restored/2026-12-01: the archive's folders go under it.")
+    folders = forms.CharField(required=False, label="Folders to restore",
+                              help_text="Separated by ';', '/' between levels; subfolders are included. Empty: all.")
+    exclude_folders = forms.CharField(required=False, label="Folders to leave out", help_text="Separated by ';'.")
+    since = forms.DateField(required=False, input_formats=["%Y-%m-%d"], help_text="YYYY-MM-DD: messages on or after.",
+                            widget=forms.DateInput(attrs={"type": "date"}))
+    before = forms.DateField(required=False, input_formats=["%Y-%m-%d"], help_text="YYYY-MM-DD: messages before.",
+                             widget=forms.DateInput(attrs={"type": "date"}))
+    notify = RecipientsField(label="Notify")
+
+    def __init__(self, *args, rtype: RequestType, tenant, lookups: TenantLookups | None = None,
+                 check_archive: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rtype, self.tenant, self.check_archive = rtype, tenant, check_archive
+        self.lookups = lookups or TenantLookups.load(tenant)
+        self.fields["bucket"].widget = forms.Select(choices=[("", "— choose a verified source bucket —")] +
+                                                    [(str(b.uuid), str(b)) for b in self.lookups.sources])
+        self.fields["target_port"].initial = rtype.port
+        self.fields["target_security"].initial = rtype.security
+
+    bound_copy = RequestForm.bound_copy
+
+    def clean_target_server(self):
+        value = (self.cleaned_data.get("target_server") or "").strip() or self.rtype.server
+        if not value:
+            raise forms.ValidationError("Enter the IMAP server's host name.")
+        if not _HOST.match(value):
+            raise forms.ValidationError(f"{value!r} is not a valid host name.")
+        return value.lower()
+
+    def clean_target_port(self):
+        return self.cleaned_data.get("target_port") or self.rtype.port
+
+    def clean_target_security(self):
+        return self.cleaned_data.get("target_security") or self.rtype.security
+
+    def clean_target_user(self):
+        return self.cleaned_data["target_user"].strip()
+
+    def clean_target_folder(self):
+        value = (self.cleaned_data.get("target_folder") or "").strip()
+        levels = [level.strip() for level in value.split("/")]
+        if value and not all(levels):
+            raise forms.ValidationError("Use '/' between folder levels, with no empty level.")
+        return "/".join(levels) if value else ""
+
+    def clean_folders(self):
+        return split_folders(self.cleaned_data.get("folders", ""))
+
+    def clean_exclude_folders(self):
+        return split_folders(self.cleaned_data.get("exclude_folders", ""))
+
+    def clean_bucket(self):
+        return self.lookups.source(self.cleaned_data["bucket"].strip())
+
+    def clean_archive_key(self):
+        from connectors.pipeline.restore_keys import key_problem
+
+        value = self.cleaned_data["archive_key"].strip()
+        problem = key_problem(value, self.rtype.format)
+        if problem:
+            raise forms.ValidationError(problem)
+        return value
+
+    def clean(self):
+        from connectors.pipeline.restore_keys import restore_file_name
+
+        data = super().clean()
+        since, before = data.get("since"), data.get("before")
+        if since and before and since >= before:
+            self.add_error("before", "'before' must be later than 'since'.")
+        for target, source in TARGET_TO_SOURCE.items():
+            if target in data:
+                data[source] = data[target]
+        if data.get("archive_key"):
+            # The report and summary go beside the archive, under a name of their own.
+            data["s3_prefix"], data["file_name"] = restore_file_name(data["archive_key"], uuid.uuid4().hex[:12])
+            if self.check_archive and isinstance(data.get("bucket"), Bucket):
+                self._check_archive(data)
+        return data
+
+    def _check_archive(self, data: dict) -> None:
+        from django.conf import settings
+
+        from buckets.services import bucket_target
+        from connectors.pipeline.restore_keys import resolve_archive
+        from connectors.storage.s3.client import make_client
+
+        try:
+            client = make_client(bucket_target(data["bucket"]), allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS)
+            resolve_archive(client, data["bucket"].name, data["archive_key"], self.rtype.format)
+        except Exception as exc:  # noqa: BLE001 - shown to the user: S3's or the resolver's words
+            from connectors.pipeline.restore_keys import ArchiveNotFound
+
+            message = str(exc) if isinstance(exc, ArchiveNotFound) else (
+                f"The archive could not be looked up in the bucket ({exc.__class__.__name__}: {exc}).")
+            self.add_error("archive_key", message)
+
+
+def form_class(rtype: RequestType) -> type[forms.Form]:
+    """The form of ``rtype``: one for every backup type, one for every restore type."""
+    return RestoreForm if rtype.is_restore else RequestForm
+
+
+class PlanForm(RequestForm):
+    """A backup type's form plus its schedule; on edit a blank password keeps the stored one."""
+
+    schedule = forms.CharField(max_length=64, label="Schedule", initial="daily 02:00",
+                               help_text="'daily HH:MM', 'weekly DAY HH:MM' (DAY mon..sun) or 'monthly N HH:MM' "
+                                         "(N 1..31; in a shorter month, its last day), in UTC.")
+
+    def __init__(self, *args, editing: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["notify"].help_text = "Email addresses separated by ';': a mail when each run starts and ends."
+        self.order_fields(["title", *[n for n in self.fields if n not in ("title", "schedule")], "schedule"])
+        if editing and "source_password" in self.fields:
+            self.fields["source_password"].required = False
+            self.fields["source_password"].help_text = "Leave empty to keep the stored password."
+
+    def clean_schedule(self):
+        from requests_app.schedule import ScheduleError, parse
+
+        try:
+            return str(parse(self.cleaned_data.get("schedule", "")))
+        except ScheduleError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class NotifyDefaultsForm(forms.Form):
+    notify = RecipientsField(label="Mail every run to",
+                             help_text="Email addresses separated by ';': they hear about every request and plan "
+                                       "of this organisation, besides each one's own list.")

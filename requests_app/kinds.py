@@ -345,6 +345,21 @@ def source_for_request(req, rtype: RequestType) -> Source:
     return kind_for(rtype, (req.options or {}).get("auth_method", "")).build(rtype, SourceParams.of_request(req))
 
 
+# ---- the mailbox side of a restore (restore types have the one kind "imap_password") ------------
+@sensitive_variables()
+def destination_for_request(req, rtype: RequestType):
+    """The mailbox a restore writes into, from the request's mailbox-side fields, with the same
+    private-address rule and CA file as a backup's source."""
+    from connectors.destinations.imap import ImapDestination
+
+    return ImapDestination(
+        host=req.source_server or rtype.server, port=req.source_port or rtype.port,
+        security=req.source_security or rtype.security, username=req.source_user, password=req.source_password,
+        flavour=rtype.flavour, base_folder=req.target_folder,
+        allow_private=settings.LEGACYFLO_ALLOW_PRIVATE_NETWORKS, ca_file=settings.LEGACYFLO_IMAP_CA_FILE or None,
+    )
+
+
 @sensitive_variables()
 def source_from_form(rtype: RequestType, data: Mapping, *, tenant) -> Source:
     """From the form's cleaned data (the "Test connection" button)."""

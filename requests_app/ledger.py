@@ -36,6 +36,8 @@ from requests_app import lifecycle
 from requests_app.checkpoint import Checkpoint
 from requests_app.models import ArchiveRecord, MigrationRequest, UploadedPart
 
+# ``entry`` (JSON) holds these, plus what the archive records about the message ("imap_flags",
+# "internal_date": absent from rows written before they existed, read as none)
 _ENTRY_FIELDS = ("name", "offset", "crc32", "compressed_size", "method", "dos_time", "dos_date", "flags", "volume")
 
 
@@ -44,7 +46,8 @@ def _to_row(request_id: int, seq: int, part_number: int | None, r: EntryRecord) 
         request_id=request_id, seq=seq, part_number=part_number, kind=r.kind, folder=r.folder,
         source_id=r.source_id, folder_seq=r.sequence, message_id=r.message_id, date=r.date, sender=r.from_,
         recipients=r.to, subject=r.subject, size=r.size, sha256=r.sha256, status=r.status, error=r.error,
-        labels=list(r.labels), entry={k: getattr(r, k) for k in _ENTRY_FIELDS},
+        labels=list(r.labels), entry={**{k: getattr(r, k) for k in _ENTRY_FIELDS},
+                                      "imap_flags": list(r.imap_flags), "internal_date": r.internal_date},
     )
 
 
@@ -54,6 +57,7 @@ def to_entry_record(row: ArchiveRecord) -> EntryRecord:
         kind=row.kind, folder=row.folder, source_id=row.source_id, status=row.status,
         size=row.size, sequence=row.folder_seq, message_id=row.message_id, date=row.date, from_=row.sender,
         to=row.recipients, subject=row.subject, sha256=row.sha256, error=row.error, labels=tuple(row.labels or ()),
+        imap_flags=tuple(entry.get("imap_flags") or ()), internal_date=entry.get("internal_date") or "",
         **{k: entry.get(k, 1 if k == "volume" else ("" if k == "name" else 0)) for k in _ENTRY_FIELDS},
     )
 
@@ -63,6 +67,13 @@ class DatabaseLedger:
         self.pk = request_pk
         self.run_token = run_token
         self._folder_progress: dict | None = None  # as last stored: unchanged, it is not written again
+        # What this run knows of its own rows, so a small request is not a query per folder and
+        # per part. Valid while the run owns the request: every write re-checks ownership under
+        # the row lock first (``_owned``), and no other run writes the rows of a request it does
+        # not own. None: not known yet (read from the database on first use).
+        self._no_records: bool | None = None  # the request has no ArchiveRecord
+        self._last_seq: int | None = None  # the highest ArchiveRecord.seq
+        self._last_part: tuple[str | None, int] | None = None  # (archive key, its highest part number)
 
     def _owned(self) -> tuple[MigrationRequest, Checkpoint]:
         return lifecycle.owned_row(self.pk, self.run_token)
@@ -81,28 +92,52 @@ class DatabaseLedger:
         UploadedPart.objects.filter(request_id=self.pk).delete()
         checkpoint.upload = UploadState(key, upload_id, format)
         checkpoint.save(row)
+        self._forget_rows(empty=True)
 
     @transaction.atomic
     def commit_part(self, part: PartRecord, records: Sequence[EntryRecord]) -> None:
         row, checkpoint = self._owned()
         key = checkpoint.upload.key if checkpoint.upload else None
-        last = (UploadedPart.objects.filter(request_id=self.pk, archive_key=key)
-                .aggregate(n=Max("part_number"))["n"] or 0)
+        if self._last_part is None or self._last_part[0] != key:
+            self._last_part = (key, UploadedPart.objects.filter(request_id=self.pk, archive_key=key)
+                               .aggregate(n=Max("part_number"))["n"] or 0)
+        last = self._last_part[1]
         if part.number != last + 1:
             raise ValueError(f"part {part.number} committed out of order (expected {last + 1})")
         UploadedPart.objects.create(request_id=self.pk, archive_key=key, part_number=part.number,
                                     etag=part.etag, size=part.size, final=part.final, next_volume=part.next_volume)
-        seq = ArchiveRecord.objects.filter(request_id=self.pk).aggregate(n=Max("seq"))["n"] or 0
-        ArchiveRecord.objects.bulk_create(
-            [_to_row(self.pk, seq + i + 1, part.number, r) for i, r in enumerate(records)], batch_size=1000)
-        row.heartbeat_at = timezone.now()
-        row.save(update_fields=["heartbeat_at"])
+        seq = self._seq()
+        rows = [_to_row(self.pk, seq + i + 1, part.number, r) for i, r in enumerate(records)]
+        ArchiveRecord.objects.bulk_create(rows, batch_size=1000)
+        MigrationRequest.objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
+        # Known only once the transaction commits (an exception rolls it back: forget instead).
+        transaction.on_commit(lambda: self._wrote(key, part.number, seq + len(rows)))
+        self._forget_rows()
+
+    def _seq(self) -> int:
+        if self._last_seq is None:
+            self._last_seq = ArchiveRecord.objects.filter(request_id=self.pk).aggregate(n=Max("seq"))["n"] or 0
+        return self._last_seq
+
+    def _wrote(self, key: str | None, part_number: int | None, last_seq: int) -> None:
+        if part_number is not None:
+            self._last_part = (key, part_number)
+        self._last_seq = last_seq
+        self._no_records = last_seq == 0  # seq counts from 1: the highest is 0 only with no record
+
+    def _forget_rows(self, *, empty: bool = False) -> None:
+        """Forget what is cached of the rows (``empty``: this transaction just deleted them all,
+        known once it commits)."""
+        self._no_records = self._last_seq = self._last_part = None
+        if empty:
+            transaction.on_commit(lambda: self._wrote(None, None, 0))
 
     @transaction.atomic
     def commit_records(self, records: Iterable[EntryRecord]) -> None:
         """All of ``records`` in one transaction, inserted 1,000 at a time (memory stays flat)."""
         row, _checkpoint = self._owned()
-        seq = ArchiveRecord.objects.filter(request_id=self.pk).aggregate(n=Max("seq"))["n"] or 0
+        seq = self._seq()
+        self._forget_rows()
         records = iter(records)
         while batch := list(islice(records, 1000)):
             ArchiveRecord.objects.bulk_create([_to_row(self.pk, seq + i + 1, None, r) for i, r in enumerate(batch)])
@@ -120,6 +155,7 @@ class DatabaseLedger:
         checkpoint.upload = UploadState(key, upload_id, current.format, volume=done.number + 1,
                                         volumes=[*current.volumes, done])
         checkpoint.save(row)
+        self._last_part = None
 
     @transaction.atomic
     def mark_archive_complete(self, size: int, etag: str) -> None:
@@ -134,6 +170,7 @@ class DatabaseLedger:
         UploadedPart.objects.filter(request_id=self.pk).delete()
         checkpoint.upload = None
         checkpoint.save(row)
+        self._forget_rows(empty=True)
 
     # -- the committed archive ----------------------------------------------------------------
     def archive_keys(self) -> list[str]:
@@ -155,11 +192,20 @@ class DatabaseLedger:
         checkpoint.save(row)
 
     # -- records -----------------------------------------------------------------------------
+    def _has_no_records(self) -> bool:
+        if self._no_records is None:
+            self._no_records = not ArchiveRecord.objects.filter(request_id=self.pk).exists()
+        return self._no_records
+
     def committed_source_ids(self, folder: str) -> set[str]:
+        if self._has_no_records():  # a fresh request: one query for all its folders
+            return set()
         return set(ArchiveRecord.objects.filter(request_id=self.pk, folder=folder)
                    .exclude(kind=MANIFEST).values_list("source_id", flat=True))
 
     def last_sequence(self, folder: str) -> int:
+        if self._has_no_records():
+            return 0
         return (ArchiveRecord.objects.filter(request_id=self.pk, folder=folder)
                 .aggregate(n=Max("folder_seq"))["n"] or 0)
 

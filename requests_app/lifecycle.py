@@ -18,6 +18,8 @@ Invariants:
 - A run's heartbeat is refreshed by a thread of its process, independent of the engine's
   progress, so a long listing or a 40 MB message never looks like a dead worker; a running
   row whose heartbeat is older than ``LEGACYFLO_STALE_AFTER_SECONDS`` is interrupted.
+- At most ``LEGACYFLO_TENANT_MAX_RUNNING`` runs of one tenant: ``claim`` of a request whose
+  tenant is at the limit leaves it queued and deferred (``requests_app.limits``).
 - No run starts into another request's PREFIX/FILE: ``claim`` and ``retry`` check the
   destination as submission does (``selectors.destination_conflict``).
 - Ending a request outside its run (``fail``, ``give_up``) removes what that run left in the
@@ -25,8 +27,8 @@ Invariants:
   archive and a complete one are kept (``connectors.pipeline.archivekeys``).
 
 Hooks: ``ON_TRANSITION`` holds callables that hear every transition once its transaction has
-committed, as a ``Transition`` (scheduling and notifications hook in here). None is
-registered yet.
+committed, as a ``Transition``. ``requests_app.apps`` registers the per-tenant limit's release
+of deferred requests and the notifications' mails.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from connectors.pipeline.ledger import PartRecord, UploadState
+from requests_app import limits
 from requests_app.checkpoint import Checkpoint, run_by
 from requests_app.models import ACTIVE_STATES, FINAL_STATES, MigrationRequest, State, UploadedPart
 from requests_app.selectors import conflict_message, destination_conflict
@@ -88,7 +91,13 @@ def is_interrupted(req: MigrationRequest) -> bool:
 
 
 def is_retryable(req: MigrationRequest) -> bool:
-    """Whether ``retry`` accepts ``req``: the Retry button is shown exactly then."""
+    """Whether ``retry`` accepts ``req``: the Retry button is shown exactly then.
+
+    A run of an incremental series that completed with errors is not retried: its archive and
+    records are what later runs build on (its cursor lists the failed ids, and the next run of
+    the series fetches them again); a retry would replace them."""
+    if req.incremental and req.state == State.COMPLETED_WITH_ERRORS:
+        return False
     return req.state in RETRYABLE_STATES or is_interrupted(req)
 
 
@@ -139,6 +148,11 @@ def claim(pk: int) -> str | None:
     if row.state == State.RUNNING and not is_interrupted(row) and not (job_id and checkpoint.job_id == job_id):
         log.info("request %s is already running elsewhere; skipping", pk)
         return None
+    if limits.at_limit(row):  # it waits queued; its tenant's next run to end re-enqueues it
+        log.info("request %s: tenant %s has %s runs going; deferred", pk, row.tenant_id,
+                 settings.LEGACYFLO_TENANT_MAX_RUNNING)
+        limits.mark_deferred(row)
+        return None
     token = uuid.uuid4().hex
     now = timezone.now()
     row.state = State.RUNNING
@@ -150,8 +164,9 @@ def claim(pk: int) -> str | None:
     checkpoint.run_token, checkpoint.job_id = token, job_id
     row.checkpoint = checkpoint.to_json()
     row.folder_progress = {}  # this run's listing fills it again
+    row.deferred_at = None
     row.save(update_fields=["state", "attempts", "started_at", "heartbeat_at", "finished_at", "error", "checkpoint",
-                            "folder_progress"])
+                            "folder_progress", "deferred_at"])
     _transitioned(row, before)
     return token
 
@@ -319,6 +334,9 @@ def retry(pk: int) -> MigrationRequest:
     from its checkpoint (an incomplete one, whose archive cannot be appended to, starts afresh:
     its archive's keys stay recorded until the new run commits)."""
     row = _locked(pk)
+    if row.incremental and row.state == State.COMPLETED_WITH_ERRORS:
+        raise ValidationError("This run of an incremental series completed with errors: the next run of the "
+                              "series fetches its failed messages again (submit it), so it is not retried.")
     if not is_retryable(row):
         raise ValidationError(f"The request is {row.get_state_display().lower()}; only failed, cancelled, "
                               "incomplete or interrupted requests can be retried.")
@@ -351,7 +369,9 @@ def archive_names(req: MigrationRequest, previous=()):
     rtype = get_type(req.request_type)
     extension = rtype.format if rtype is not None else ("pst" if req.request_type.endswith("-PST") else "zip")
     can_split = extension == "pst" or bool(settings.LEGACYFLO_ZIP_SPLIT_BYTES)
-    return ArchiveNames.of(req.s3_prefix, req.file_name, extension, previous, can_split=can_split)
+    from requests_app.series import run_file_name
+
+    return ArchiveNames.of(req.s3_prefix, run_file_name(req), extension, previous, can_split=can_split)
 
 
 def _remove_leftovers(row: MigrationRequest, checkpoint: Checkpoint) -> None:

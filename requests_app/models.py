@@ -67,9 +67,20 @@ class MigrationRequest(models.Model):
     # Backup types: an incremental run belongs to the series ``series_key`` names (same tenant,
     # source, bucket, prefix and file name); see DESIGN.md, "incremental series".
     incremental = models.BooleanField(default=False)
+    # When retention (LEGACYFLO_RECORD_RETENTION_DAYS) deleted this run's ArchiveRecords: its
+    # FILE.report.csv in the bucket is then the only per-message record (requests_app.retention).
+    records_pruned_at = models.DateTimeField(null=True, blank=True)
     series_key = models.CharField(max_length=64, blank=True, db_index=True)
     # Addresses mailed when the run starts and ends (a failure after the last attempt only).
     notify = models.JSONField(default=list, blank=True)
+    # The plan whose slot submitted this run (``requests_app.plans``); None for a request by hand.
+    plan = models.ForeignKey("Plan", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    # Set while the request waits queued because its tenant already has
+    # LEGACYFLO_TENANT_MAX_RUNNING runs going (``requests_app.limits``); cleared when re-enqueued.
+    deferred_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Which mail of the current run went out: "" (none yet), "started" or "ended"
+    # (``requests_app.notifications``: one start mail per run, not one per automatic attempt).
+    notified = models.CharField(max_length=16, blank=True)
     # The CSV upload (or requests_submit file) this request came from, if any.
     batch = models.ForeignKey("RequestBatch", null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="requests")
@@ -109,6 +120,14 @@ class MigrationRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_type} {self.title or self.source_user}"
+
+    @property
+    def is_restore(self) -> bool:
+        """A restore (archive → mailbox) rather than a backup: its ``source_*`` fields are the target."""
+        from requests_app.types import get_type
+
+        rtype = get_type(self.request_type)
+        return bool(rtype and rtype.is_restore)
 
     @property
     def is_active(self) -> bool:
@@ -187,6 +206,78 @@ class UploadedPart(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["request", "archive_key", "part_number"], name="part_unique"),
         ]
+
+
+class Plan(models.Model):
+    """A backup series on a schedule: the settings of its requests (a template, the password
+    encrypted), when it runs, and who hears about it.
+
+    ``next_run_at`` is the truth about the next slot (the scheduler never asks Redis): a slot is
+    taken by moving it forward in the same transaction that submits its run, so each slot runs
+    at most once whatever number of schedulers run (``requests_app.plans``).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="plans")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    request_type = models.CharField(max_length=32)
+    title = models.CharField(max_length=200, blank=True)
+    # The form's cleaned data without the bucket and the password (dates as ISO text).
+    template = models.JSONField(default=dict, blank=True)
+    source_password = EncryptedTextField(blank=True)
+    bucket = models.ForeignKey(Bucket, on_delete=models.PROTECT, related_name="plans")
+    schedule = models.CharField(max_length=64)  # canonical text, ``requests_app.schedule``
+    next_run_at = models.DateTimeField(db_index=True)
+    paused = models.BooleanField(default=False)
+    notify = models.JSONField(default=list, blank=True)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["title", "id"]
+        indexes = [models.Index(fields=["paused", "next_run_at"])]
+
+    def __str__(self) -> str:
+        return self.title or self.template.get("source_user", "") or str(self.uuid)
+
+
+class PlanEventKind(models.TextChoices):
+    SUBMITTED = "submitted", "Run submitted"
+    SKIPPED = "skipped", "Slot skipped: the previous run is still going"
+    COLLAPSED = "collapsed", "Missed slots collapsed into one run"
+    FAILED_TO_START = "failed_to_start", "Failed to start"
+    LATE = "late", "Run not started within an hour of its slot"
+
+
+class PlanEvent(models.Model):
+    """What the scheduler did with one slot of a plan (append-only)."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32, choices=PlanEventKind.choices)
+    slot_at = models.DateTimeField()
+    request = models.ForeignKey(MigrationRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["plan", "kind"])]
+        constraints = [models.UniqueConstraint(fields=["request"], condition=models.Q(kind="late"),
+                                               name="planevent_one_late_per_request")]
+
+
+class TenantNotifications(models.Model):
+    """A tenant's default recipients: mailed about every run of the tenant, besides each
+    request's (or plan's) own ``notify`` list."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="notification_settings")
+    notify = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantQuerySet.as_manager()
 
 
 class RequestBatch(models.Model):

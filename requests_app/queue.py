@@ -15,13 +15,18 @@ from requests_app.models import MigrationRequest
 log = logging.getLogger(__name__)
 
 
+# The function every job calls. Jobs enqueued under another path (before an upgrade moved it:
+# ``requests_app.jobs.run_request`` once) are replaced by recovery (``recovery.job_is_lost``).
+JOB_FUNCTION = "requests_app.runner.run_request"
+
+
 def new_job_id() -> str:
     return f"request-{uuid.uuid4().hex}"
 
 
 def _job(pk: int, job_id: str) -> EnqueueData:
     return Queue.prepare_data(
-        "requests_app.runner.run_request", (pk,), job_id=job_id,
+        JOB_FUNCTION, (pk,), job_id=job_id,
         timeout=settings.RQ_QUEUES["default"]["DEFAULT_TIMEOUT"],
         # A worker killed mid-run (OOM, deploy, SIGKILL) fails the job; RQ runs it again and the
         # request resumes from its checkpoint.

@@ -94,7 +94,11 @@ def report_csv_file(req: MigrationRequest):
     folder_errors = [FolderError(f["folder"], f["error"]) for f in req.result.get("folders", []) if f.get("error")]
     keys = {number: a["key"] for number, a in enumerate(archive_files(req), start=1)}
     out = tempfile.TemporaryFile()
-    write_report((to_entry_record(r) for r in records.iterator(chunk_size=2000)), folder_errors, out, keys)
+    status_names = None
+    if req.is_restore:
+        from connectors.pipeline.restore import REPORT_STATUS as status_names
+    write_report((to_entry_record(r) for r in records.iterator(chunk_size=2000)), folder_errors, out, keys,
+                 status_names=status_names)
     out.seek(0)
     return out
 

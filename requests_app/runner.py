@@ -2,6 +2,8 @@
 
     run_request(pk): lifecycle.claim → kinds.source_for_request → pipeline.run.run_backup
                      → lifecycle.finish (or lifecycle.fail)
+    a restore type:  lifecycle.claim → kinds.destination_for_request, restore_readers.opener_for
+                     → pipeline.restore.run_restore → lifecycle.finish
 
 Every state change goes through ``lifecycle``; this module turns the request's row into the
 engine's inputs (``backup_spec``, ``tuning``, its bucket's client) and the engine's result into
@@ -45,6 +47,7 @@ def result_document(result) -> dict:
         "started_at": result.started_at, "finished_at": result.finished_at,
         "timings": result.timings, "resumed": result.resumed, "parts": result.parts,
         "summary": _jsonable(result.summary),  # what summary.json in the bucket says (reports.summary)
+        "series": _jsonable(result.series),  # a series run: its cursor (requests_app.series)
     }
 
 
@@ -64,14 +67,33 @@ def tuning(endpoint_url: str = ""):
 def backup_spec(req: MigrationRequest, rtype: RequestType):
     """What the engine backs up, and where, for ``req`` (no secrets: the summary shows it)."""
     from connectors.pipeline.spec import ExportSpec
+    from requests_app.series import run_file_name, series_context
 
     return ExportSpec(
-        bucket=req.bucket.name, file_name=req.file_name, prefix=req.s3_prefix, format=rtype.format,
+        bucket=req.bucket.name, file_name=run_file_name(req), prefix=req.s3_prefix, format=rtype.format,
         include=req.folders, exclude=req.exclude_folders, since=req.since, before=req.before,
         split_bytes=settings.LEGACYFLO_PST_SPLIT_BYTES if rtype.format == "pst" else settings.LEGACYFLO_ZIP_SPLIT_BYTES,
         display_name=f"{req.source_user} (LegacyFlo)",
         source_description={"request": str(req.uuid), "type": rtype.code, "tenant": req.tenant.slug,
                             "server": req.source_server, "user": req.source_user},
+        series=series_context(req),
+    )
+
+
+def restore_spec(req: MigrationRequest, rtype: RequestType):
+    """What the engine restores, from where, and where its report goes (no secrets)."""
+    from connectors.archives import Selection
+    from connectors.pipeline.restore import RestoreSpec
+
+    return RestoreSpec(
+        bucket=req.bucket.name, archive_key=req.archive_key, format=rtype.format,
+        report_prefix=req.s3_prefix, report_file_name=req.file_name, target_folder=req.target_folder,
+        report_in_bucket=req.bucket.is_destination,
+        selection=Selection(folders=tuple(req.folders), exclude_folders=tuple(req.exclude_folders),
+                            since=req.since, before=req.before),
+        source_description={"request": str(req.uuid), "type": rtype.code, "tenant": req.tenant.slug,
+                            "server": req.source_server, "user": req.source_user,
+                            "archive_key": req.archive_key},
     )
 
 
@@ -105,8 +127,11 @@ def _run(pk: int, token: str) -> str:
         lifecycle.finish(pk, token, state=State.FAILED, error=str(exc))
         return State.FAILED
     try:
-        with source_for_request(req, rtype) as source:
-            result = run_backup(source, client, backup_spec(req, rtype), ledger, tuning(req.bucket.endpoint_url))
+        if rtype.is_restore:
+            result = _restore(req, rtype, client, ledger)
+        else:
+            with source_for_request(req, rtype) as source:
+                result = run_backup(source, client, backup_spec(req, rtype), ledger, tuning(req.bucket.endpoint_url))
     except lifecycle.Superseded:
         log.warning("request %s: another run took over; this one stops", pk)
         return "superseded"
@@ -117,3 +142,14 @@ def _run(pk: int, token: str) -> str:
         return State.FAILED
     lifecycle.finish(pk, token, state=result.state, error=result.error, result=result_document(result))
     return result.state
+
+
+def _restore(req: MigrationRequest, rtype: RequestType, client, ledger):
+    from connectors.pipeline.restore import run_restore
+    from connectors.pipeline.restore_readers import opener_for
+    from requests_app.kinds import destination_for_request
+
+    spec_tuning = tuning(req.bucket.endpoint_url)
+    with destination_for_request(req, rtype) as destination:
+        return run_restore(opener_for(rtype.format, client, req.bucket.name, tmp_dir=spec_tuning.tmp_dir),
+                           destination, client, restore_spec(req, rtype), ledger, spec_tuning)

@@ -16,7 +16,8 @@ def _holds(other_file_name: str, file_name: str) -> bool:
     """Whether a request named ``other_file_name`` holds ``file_name``: the same name, compared
     case-insensitively (Unicode), or ``FILE.partNNN`` (refused since, see
     ``archivekeys.file_name_problem``), whose archive is named like a volume of FILE's."""
-    return re.fullmatch(rf"{re.escape(file_name)}(\.part[0-9]+)?", other_file_name, re.IGNORECASE) is not None
+    return re.fullmatch(rf"{re.escape(file_name)}(\.r[0-9]+)?(\.part[0-9]+)?", other_file_name,
+                        re.IGNORECASE) is not None
 
 
 def destination_holders_many(tenant, destinations: list[tuple]) -> list[list[int]]:
@@ -63,11 +64,21 @@ def destination_conflict(req: MigrationRequest, *, claiming: bool = False) -> Mi
     """Another request holding ``req``'s PREFIX/FILE (``destination_holders``): ``req`` must not
     run into it, or it would overwrite or delete that request's archive. When a worker claims
     ``req`` (``claiming``), a live request submitted after it does not count: that one is refused
-    when it is claimed, so of two submitted at once exactly the first runs."""
+    when it is claimed, so of two submitted at once exactly the first runs.
+
+    Runs of one incremental series (``series.same_series``) share PREFIX/FILE but never a key
+    (``series.run_file_name``): another run holds it only while it is queued or running (one
+    run of a series at a time)."""
+    from requests_app.series import same_series
+
     holders = destination_holders(req.tenant, bucket=req.bucket, s3_prefix=req.s3_prefix,
                                   file_name=req.file_name)
     for other in holders:
         if other.pk == req.pk:
+            continue
+        if same_series(req, other):
+            if other.state in ACTIVE_STATES and not (claiming and other.pk > req.pk):
+                return other
             continue
         if (claiming and other.state in ACTIVE_STATES and other.pk > req.pk
                 and Checkpoint.of(other).archives is None):
@@ -77,6 +88,11 @@ def destination_conflict(req: MigrationRequest, *, claiming: bool = False) -> Mi
 
 
 def conflict_message(req: MigrationRequest, holder: MigrationRequest) -> str:
+    from requests_app.series import same_series
+
+    if same_series(req, holder):
+        return (f"A run of this incremental series ({req.bucket.name}/{archive_base_key(holder)}) is still "
+                f"{holder.get_state_display().lower()}: one run of a series at a time.")
     return (f"{req.bucket.name}/{archive_base_key(holder)}.* is already written by request "
             f"“{holder.title or holder.source_user}”: choose another file name or prefix.")
 

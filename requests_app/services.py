@@ -17,17 +17,25 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.audit import audit
 from connectors.pipeline.archivekeys import file_name_problem
 from requests_app import lifecycle
-from requests_app.models import MigrationRequest, RequestBatch
+from requests_app.models import ACTIVE_STATES, MigrationRequest, RequestBatch
 from requests_app.selectors import conflict_message, destination_holders_many
+from requests_app.series import next_run_numbers, same_series, series_key_for
 from requests_app.types import RequestType
 
 
 def _destination_conflicts(tenant, pending: list[MigrationRequest]) -> list[MigrationRequest | None]:
-    """For each new (unsaved) request, the newest request holding its destination, or None."""
+    """For each new (unsaved) request, the newest request holding its destination, or None.
+
+    An earlier run of the same incremental series is no holder unless it is still queued or
+    running (``selectors.destination_conflict``): the next run of a series writes its own keys."""
     holders = destination_holders_many(tenant, [(r.bucket, r.s3_prefix, r.file_name) for r in pending])
-    newest = [pks[-1] if pks else None for pks in holders]
-    by_pk = MigrationRequest.objects.in_bulk({pk for pk in newest if pk})
-    return [by_pk.get(pk) if pk else None for pk in newest]
+    by_pk = MigrationRequest.objects.in_bulk({pk for pks in holders for pk in pks})
+    out: list[MigrationRequest | None] = []
+    for req, pks in zip(pending, holders, strict=True):
+        rows = [by_pk[pk] for pk in pks if pk in by_pk]
+        blocking = [o for o in rows if not same_series(req, o) or o.state in ACTIVE_STATES]
+        out.append(blocking[-1] if blocking else None)
+    return out
 
 
 def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict | None = None,
@@ -36,7 +44,7 @@ def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict
     problem = file_name_problem(data.get("file_name") or "")
     if problem:
         raise ValidationError(problem)
-    return MigrationRequest(
+    req = MigrationRequest(
         job_id=job_id,
         tenant=tenant, request_type=rtype.code, title=data.get("title") or data["source_user"],
         source_server=data.get("source_server", ""), source_port=data.get("source_port"),
@@ -46,16 +54,35 @@ def _new_request(*, tenant, actor, rtype: RequestType, data: dict, options: dict
         folders=data.get("folders", []), exclude_folders=data.get("exclude_folders", []),
         since=data.get("since"), before=data.get("before"),
         bucket=data["bucket"], s3_prefix=data.get("s3_prefix", ""), file_name=data["file_name"],
+        archive_key=data.get("archive_key", ""), target_folder=data.get("target_folder", ""),
+        notify=list(data.get("notify") or []),
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        incremental=bool(data.get("incremental")),
     )
+    if req.incremental:
+        req.series_key = series_key_for(tenant=tenant, rtype=rtype, data=data)
+    return req
+
+
+def _number_runs(tenant, pending: list[MigrationRequest]) -> None:
+    """Each incremental row's run number in its series (``requests_app.series``)."""
+    numbers = next_run_numbers(tenant, [r.series_key for r in pending if r.incremental])
+    for req in pending:
+        if req.incremental:
+            req.options = {**req.options, "series_run": numbers[req.series_key]}
 
 
 @sensitive_variables()
-def _build(*, tenant, actor, rtype: RequestType, data: dict) -> MigrationRequest:
+def _build(*, tenant, actor, rtype: RequestType, data: dict, fields: dict | None = None) -> MigrationRequest:
     req = _new_request(tenant=tenant, actor=actor, rtype=rtype, data=data)
+    for name, value in (fields or {}).items():  # set before the destination check (a plan's series)
+        setattr(req, name, value)
+    if req.incremental and not req.series_key:  # made incremental by ``fields`` (a plan's run)
+        req.series_key = series_key_for(tenant=tenant, rtype=rtype, data=data)
     holder = _destination_conflicts(tenant, [req])[0]
     if holder is not None:
         raise ValidationError(conflict_message(req, holder))
+    _number_runs(tenant, [req])
     req.save()
     return req
 
@@ -68,8 +95,11 @@ def _enqueue_on_commit(req: MigrationRequest) -> None:
 
 @sensitive_variables()
 @transaction.atomic
-def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=None) -> MigrationRequest:
-    req = _build(tenant=tenant, actor=actor, rtype=rtype, data=data)
+def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=None,
+                   fields: dict | None = None) -> MigrationRequest:
+    """One request from a form's cleaned ``data``; ``fields`` sets row fields the form does not
+    have (a plan's run: ``plan``, ``incremental``)."""
+    req = _build(tenant=tenant, actor=actor, rtype=rtype, data=data, fields=fields)
     audit(tenant=tenant, actor=actor, action="request.submit", target=str(req.uuid),
           detail={"type": rtype.code, "mailbox": req.source_user, "bucket": req.bucket.name}, request=request)
     _enqueue_on_commit(req)
@@ -111,6 +141,7 @@ def requests_submit_many(*, tenant, actor, rows, request=None, source: str = "cs
         lines.setdefault(key, row.line)
     if errors:
         raise ValidationError(errors)
+    _number_runs(tenant, pending)
     batch_row = RequestBatch.objects.create(
         tenant=tenant, name=name[:255], source=source, count=len(pending),
         created_by=actor if getattr(actor, "is_authenticated", False) else None)

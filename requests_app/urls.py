@@ -23,4 +23,6 @@ urlpatterns = [
     path("<uuid:request_uuid>/report/folders/", views.request_report_folders, name="report_folders"),
     path("<uuid:request_uuid>/report.<str:kind>", views.request_report_download, name="report_download"),
     path("<uuid:request_uuid>/files/<int:number>/", views.request_file_download, name="file_download"),
+    path("<uuid:request_uuid>/browse/", views.request_browse, name="browse"),
+    path("<uuid:request_uuid>/browse/message.eml", views.request_browse_message, name="browse_message"),
 ]

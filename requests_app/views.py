@@ -8,7 +8,14 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
@@ -23,9 +30,10 @@ from requests_app import clone, downloads, lifecycle, reports, selectors, servic
 from requests_app.connection_test import test_connection
 from requests_app.csvimport import errors_csv, parse_csv, sample_csv
 from requests_app.filters import RequestFilterForm
-from requests_app.forms import RequestForm, destination_buckets
+from requests_app.forms import destination_buckets, form_class
 from requests_app.models import MigrationRequest, RequestBatch, State
-from requests_app.types import available_types, get_type
+from requests_app.series import run_file_name, series_run_rows
+from requests_app.types import available_types, get_type, restore_type_for
 
 PAGE_SIZE = 50
 # A flash about a request's state ("queued", "cancellation requested"): the request page drops it
@@ -118,7 +126,7 @@ PASSWORD_AGAIN = ("Enter the password: the server, port, security or user differ
                   "so its stored password is not used.")
 
 
-@sensitive_post_parameters("source_password")
+@sensitive_post_parameters("source_password", "target_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @sensitive_variables()
 def request_create(request, type_code: str):
@@ -127,7 +135,8 @@ def request_create(request, type_code: str):
         raise Http404("Unknown request type")
     original = _clone_of(request) if request.method == "POST" else None
     data = clone.with_stored_password(request.POST, original) if request.method == "POST" else None
-    form = RequestForm(data, rtype=rtype, tenant=request.access.tenant)
+    initial = _restore_initial(request, rtype) if request.method != "POST" else None
+    form = form_class(rtype)(data, rtype=rtype, tenant=request.access.tenant, initial=initial)
     if request.method == "POST" and form.is_valid():
         reused = original is not None and not request.POST.get("source_password")
         if reused and "source_password" in form.fields and not clone.same_endpoint(form.cleaned_data, original):
@@ -160,29 +169,35 @@ def request_clone(request, request_uuid):
     rtype = get_type(original.request_type)
     if rtype is None:
         raise Http404("Unknown request type")
-    form = RequestForm(initial=clone.clone_initial(original), rtype=rtype, tenant=request.access.tenant)
+    if rtype.is_restore:
+        raise Http404("A restore is not run again from here")
+    form = form_class(rtype)(initial=clone.clone_initial(original), rtype=rtype, tenant=request.access.tenant)
     _password_optional(form)
     return render(request, "requests_app/create.html", {"form": form, "rtype": rtype, "clone_of": original})
 
 
-@sensitive_post_parameters("source_password")
+@sensitive_post_parameters("source_password", "target_password")
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @require_POST
 @sensitive_variables()
 def request_test_connection(request, type_code: str):
-    """Check the credentials and list the folders with their message counts (an HTML fragment)."""
+    """Check the credentials and list the folders with their message counts (an HTML fragment);
+    for a restore, of the mailbox it writes into."""
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
     original = _clone_of(request)
-    form = RequestForm(clone.with_stored_password(request.POST, original), rtype=rtype, tenant=request.access.tenant)
+    extra = {"check_archive": False} if rtype.is_restore else {}
+    form = form_class(rtype)(clone.with_stored_password(request.POST, original), rtype=rtype,
+                             tenant=request.access.tenant, **extra)
     form.is_valid()  # the connection fields are checked even if e.g. no bucket is chosen yet
     if (original is not None and not request.POST.get("source_password") and "source_password" in form.fields
             and not clone.same_endpoint(form.cleaned_data, original)):
         return render(request, "requests_app/_test_result.html", {"ok": False, "error": PASSWORD_AGAIN})
-    source_errors = {k: v for k, v in form.errors.items() if k.startswith("source_")}
+    side = "target_" if rtype.is_restore else "source_"
+    source_errors = {k: v for k, v in form.errors.items() if k.startswith(side)}
     if source_errors:
-        return render(request, "requests_app/_test_result.html", {"ok": False, "error": "Correct the source fields first: " +
+        return render(request, "requests_app/_test_result.html", {"ok": False, "error": "Correct the mailbox fields first: " +
                       "; ".join(f"{k}: {' '.join(v)}" for k, v in source_errors.items())})
     result = test_connection(rtype, form.cleaned_data, tenant=request.access.tenant)
     audit(tenant=request.access.tenant, actor=request.user, action="request.test_connection",
@@ -248,7 +263,9 @@ def request_sample(request, type_code: str):
 @tenant_view(read=Role.VIEWER)
 def request_detail(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
-    return render(request, "requests_app/detail.html", {**_progress_context(req), "rtype": get_type(req.request_type)})
+    return render(request, "requests_app/detail.html", {**_progress_context(req), "rtype": get_type(req.request_type),
+                                                        "run_file_name": run_file_name(req),
+                                                        "series_runs": series_run_rows(req)})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -262,8 +279,30 @@ def request_progress(request, request_uuid):
 
 
 def _progress_context(req: MigrationRequest) -> dict:
+    rtype = get_type(req.request_type)
+    restorable = bool(rtype and not rtype.is_restore and req.state in (State.COMPLETED, State.COMPLETED_WITH_ERRORS)
+                      and req.result.get("archives"))
+    browsable = bool(rtype and (req.archive_key if rtype.is_restore else restorable))
     return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req),
-            "downloads": downloads.downloadable_files(req), "pace": reports.throughput(req)}
+            "restore_type": restore_type_for(rtype) if restorable else None, "browsable": browsable,
+            "downloads": downloads.downloadable_files(req), "pace": reports.throughput(req),
+            "clonable": bool(rtype and not rtype.is_restore)}
+
+
+def _restore_initial(request, rtype) -> dict | None:
+    """The restore form pre-filled from a completed backup (``?from=<uuid>``), looked up
+    through the user's tenant: its bucket, its archive's key and, for the mailbox side, its
+    server and user (never its password)."""
+    if not rtype.is_restore or not request.GET.get("from"):
+        return None
+    backup = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request.GET["from"])
+    archives = backup.result.get("archives") or []
+    if not archives:
+        return None
+    return {"bucket": str(backup.bucket.uuid), "archive_key": archives[0]["key"],
+            "title": f"Restore of {backup.title or backup.source_user}",
+            "target_server": backup.source_server, "target_port": backup.source_port,
+            "target_security": backup.source_security, "target_user": backup.source_user}
 
 
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
@@ -322,12 +361,63 @@ def request_report_download(request, request_uuid, kind: str):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     audit(tenant=req.tenant, actor=request.user, action="request.report_download", target=str(req.uuid),
           detail={"kind": kind}, request=request)
+    if kind == "csv" and req.records_pruned_at:
+        return HttpResponse(f"The per-message records of this request were pruned (record retention); its report is "
+                            f"kept in the bucket: {req.bucket.name}/{req.result.get('report_key', '')}",
+                            status=410, content_type="text/plain; charset=utf-8")
     if kind == "csv":
         return FileResponse(reports.report_csv_file(req), as_attachment=True,
-                            filename=f"{req.file_name}.report.csv", content_type="text/csv; charset=utf-8")
+                            filename=f"{run_file_name(req)}.report.csv", content_type="text/csv; charset=utf-8")
     response = JsonResponse(reports.summary(req), json_dumps_params={"indent": 2, "ensure_ascii": False})
     # RFC 6266 (filename*= for a non-ASCII name), as FileResponse writes it for report.csv.
-    response["Content-Disposition"] = content_disposition_header(True, f"{req.file_name}.summary.json")
+    response["Content-Disposition"] = content_disposition_header(True, f"{run_file_name(req)}.summary.json")
+    return response
+
+
+@tenant_view(read=Role.VIEWER)
+def request_browse(request, request_uuid):
+    """The archive's folders (with counts) and, for ``?folder=``, its messages: from the archive's
+    directory through ranged GETs, never the archive itself."""
+    from requests_app import browse
+
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    folder = request.GET.get("folder")
+    try:
+        page = int(request.GET.get("page") or 1)
+    except ValueError:
+        page = 1
+    context = {"req": req, "folder": folder, "page": page, "archive_key": browse.archive_key(req)}
+    try:
+        with browse.reader_for(req) as reader:
+            context["folders"] = browse.folders(reader)
+            if folder is not None:
+                context["messages"], context["more"] = browse.messages(reader, folder, page)
+    except browse.NotBrowsable as exc:
+        context["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - the bucket's or the reader's words, shown on the page
+        context["error"] = f"The archive could not be read: {exc}"
+    return render(request, "requests_app/browse.html", context)
+
+
+@tenant_view(read=Role.OPERATOR)
+def request_browse_message(request, request_uuid):
+    """One message of the archive as ``.eml`` (``?id=VOLUME_KEY!ENTRY_NAME``), streamed; audited."""
+    from requests_app import browse
+
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    entry_id = request.GET.get("id", "")
+    try:
+        reader = browse.reader_for(req)
+        chunks = browse.message_bytes(reader, entry_id)
+    except (browse.NotBrowsable, KeyError):
+        raise Http404("No such message in this archive") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged entry or an unreachable bucket: say so, as a 404
+        raise Http404(f"The message could not be read: {exc}") from None
+    audit(tenant=req.tenant, actor=request.user, action="request.browse_download", target=str(req.uuid),
+          detail={"entry": entry_id[:500]}, request=request)
+    name = entry_id.rsplit("/", 1)[-1].rsplit("!", 1)[-1] or "message.eml"
+    response = StreamingHttpResponse(chunks, content_type="message/rfc822")
+    response["Content-Disposition"] = content_disposition_header(True, name if name.endswith(".eml") else name + ".eml")
     return response
 
 

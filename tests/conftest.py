@@ -7,14 +7,19 @@ Roles: ``owner``, ``admin``, ``operator``, ``viewer`` belong to ``tenant``; ``ou
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.servers.aws import MotoAws
 from tests.servers.s3 import moto_s3, rclone_s3
 
 # Fixture modules shared by many test files (defined once: session fixtures must not be duplicated).
-pytest_plugins = ["tests.browser", "tests.portal_fixtures", "tests.fakes.dns"]
+pytest_plugins = ["tests.browser", "tests.portal_fixtures", "tests.fakes.dns", "tests.smtp"]
 
 PASSWORD = "correct-horse-battery-staple-42"
+
+# No timed assertions: Hypothesis' per-example deadline fails tests on a loaded machine.
+hypothesis_settings.register_profile("legacyflo", deadline=None)
+hypothesis_settings.load_profile("legacyflo")
 
 
 @pytest.fixture(scope="session", autouse=True)

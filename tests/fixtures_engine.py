@@ -6,7 +6,11 @@ session, a fresh bucket per test), the mailbox from tests/mailgen.py.
 ``truth_of(dovecot, user)`` reads every message back through a plain imapclient FETCH — a
 code path independent of connectors.sources.imap.client — and ``verify_export`` checks an exported archive
 against it: each source message in exactly one entry of one archive file (volume), byte for
-byte; every ZIP valid for zipfile and ``unzip -t``; report rows and summary totals reconciled.
+byte; every ZIP valid for zipfile and ``unzip -t``; report rows and summary totals reconciled;
+each volume's index (``index.csv`` / ``index.partNNN.csv``, its last entry) listing exactly its
+messages with the report's folder, source id, SHA-256 and size, the entries' DOS and UT
+timestamps at the internal date, and — when the truth knows them (``Truth.meta``, read with
+FLAGS and INTERNALDATE) — the flags and internal date the server holds.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import csv
 import hashlib
 import io
 import json
+import datetime as dt
 import re
 import shutil
+import struct
 import subprocess
 import uuid
 import zipfile
@@ -37,7 +43,7 @@ from tests.servers.dovecot import DovecotServer
 
 __all__ = ["RecordingLedger", "s3_server", "s3", "dovecot", "S3Env", "Truth", "truth_of", "verify_export",
            "fast_tuning", "multipart_uploads", "bucket_keys", "read_report", "read_summary",
-           "archive_keys_of",
+           "archive_keys_of", "iso_date", "ut_mtime", "check_entry_times", "INDEX_COLUMNS",
            "USER", "PASSWORD", "ACCESS_KEY", "SECRET_KEY", "imap_source"]
 
 USER, PASSWORD = "alice", "s3cret-pässword"
@@ -159,6 +165,8 @@ def imap_source(dc: DovecotServer, **kwargs):
 class Truth:
     messages: dict[tuple[str, str], bytes]  # (folder path, "uidvalidity:uid") -> bytes
     folders: list[str]  # every folder path, selectable or not
+    # (folder path, source id) -> (flags as a set, internal date ISO 8601, labels); None: unknown
+    meta: dict[tuple[str, str], tuple[frozenset, str, tuple[str, ...]]] | None = None
 
     def digests(self) -> dict[tuple[str, str], str]:
         return {k: hashlib.sha256(v).hexdigest() for k, v in self.messages.items()}
@@ -173,7 +181,9 @@ def truth_of(dc: DovecotServer, user: str = USER, password: str = PASSWORD) -> T
     folders = []
     prefix = "INBOX." if dc.layout == "mithi" else ""
     sep = "." if dc.layout == "mithi" else "/"
+    meta: dict[tuple[str, str], tuple[frozenset, str, tuple[str, ...]]] = {}
     with IMAPClient("127.0.0.1", dc.port, ssl=False) as client:
+        client.normalise_times = False  # INTERNALDATE with the server's offset
         client.plain_login(user, password)  # UTF-8 password
         for flags, _delim, name in client.list_folders():
             path = folder_path(name, sep, prefix)
@@ -184,9 +194,58 @@ def truth_of(dc: DovecotServer, user: str = USER, password: str = PASSWORD) -> T
             if not info[b"EXISTS"]:
                 continue
             uidvalidity = info[b"UIDVALIDITY"]
-            for uid, data in client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).items():
-                messages[(path, f"{uidvalidity}:{uid}")] = data[b"BODY[]"]
-    return Truth(messages, folders)
+            for uid, data in client.fetch(client.search("ALL"), ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]).items():
+                key = (path, f"{uidvalidity}:{uid}")
+                messages[key] = data[b"BODY[]"]
+                flags = frozenset(f.decode() if isinstance(f, bytes) else f for f in data[b"FLAGS"]) - {"\\Recent"}
+                meta[key] = (flags, iso_date(data[b"INTERNALDATE"]), ())
+    return Truth(messages, folders, meta)
+
+
+def iso_date(when: dt.datetime) -> str:
+    """The contract's spelling of an internal date, written here independently of the engine."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.replace(microsecond=0).isoformat()
+
+
+INDEX_COLUMNS = ["entry", "folder", "source_id", "message_id", "internal_date", "flags", "labels", "size", "sha256"]
+_MANIFEST = re.compile(r"(labels|index)(\.part\d{3,})?\.csv")
+
+
+def ut_mtime(extra: bytes) -> int | None:
+    """The modification time of an extended-timestamp (0x5455) extra field, if any."""
+    at = 0
+    while at + 4 <= len(extra):
+        header, size = struct.unpack_from("<HH", extra, at)
+        if header == 0x5455 and size >= 5 and extra[at + 4] & 1:
+            return struct.unpack_from("<i", extra, at + 5)[0]
+        at += 4 + size
+    return None
+
+
+def _local_extra(path: Path, info: zipfile.ZipInfo) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        head = fh.read(30)
+        name_len, extra_len = struct.unpack_from("<HH", head, 26)
+        fh.seek(info.header_offset + 30 + name_len)
+        return fh.read(extra_len)
+
+
+def check_entry_times(path: Path, info: zipfile.ZipInfo, internal_date: str) -> None:
+    """The entry's DOS time (local and central) and UT mtime (local and central) = the internal date."""
+    if not internal_date:
+        assert info.date_time == (1980, 1, 1, 0, 0, 0), info
+        assert ut_mtime(info.extra) is None
+        return
+    when = dt.datetime.fromisoformat(internal_date).astimezone(dt.UTC)
+    if 1980 <= when.year <= 2107:
+        assert info.date_time == (when.year, when.month, when.day, when.hour, when.minute,
+                                  when.second - when.second % 2), (info.filename, info.date_time, internal_date)
+    expected = min(max(int(when.timestamp()), 0), 0x7FFFFFFF)
+    assert ut_mtime(info.extra) == expected, (info.filename, info.extra)
+    assert ut_mtime(_local_extra(path, info)) == expected, info.filename
 
 
 # ---- reading what the engine wrote --------------------------------------------------------------
@@ -239,6 +298,8 @@ def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] 
         assert keys == [f"{base_key}.part{n:03d}.zip" for n in range(1, len(keys) + 1)], keys
     assert archive_keys_of(s3, base_key) == sorted(keys), f"bucket holds {bucket_keys(s3)}"
     entry_digest: dict[tuple[str, str], str] = {}  # (archive key, entry name) -> sha256
+    entry_infos: dict[tuple[str, str], zipfile.ZipInfo] = {}
+    index_rows: dict[tuple[str, str], dict] = {}  # (archive key, entry name) -> its index row
     dirs: set[str] = set()
     volumes: dict[str, list[str]] = {}
     for key, listed in zip(keys, summary["archives"], strict=True):
@@ -258,7 +319,17 @@ def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] 
                 assert not info.filename.startswith("/") and ".." not in info.filename.split("/")
                 if not info.is_dir():
                     entry_digest[(key, info.filename)] = hashlib.sha256(archive.read(info)).hexdigest()
+                    entry_infos[(key, info.filename)] = info
             dirs |= {i.filename.rstrip("/") for i in infos if i.is_dir()}
+            index_name = "index.csv" if len(keys) == 1 else f"index.part{len(volumes) + 1:03d}.csv"
+            last = max(infos, key=lambda i: i.header_offset)
+            assert last.filename == index_name and infos[-1] is last, f"{key}: {last.filename} is last"
+            rows = list(csv.reader(io.StringIO(archive.read(index_name).decode("utf-8"))))
+            assert rows[0] == INDEX_COLUMNS, rows[0]
+            for row in rows[1:]:
+                item = dict(zip(INDEX_COLUMNS, row, strict=True))
+                assert (key, item["entry"]) not in index_rows, f"{item['entry']} indexed twice"
+                index_rows[(key, item["entry"])] = item
         volumes[key] = names
         if split_bytes is not None and zip_path.stat().st_size > split_bytes:
             assert sum(n.endswith(".eml") for n in names) == 1, f"{key} is over the split size"
@@ -277,6 +348,19 @@ def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] 
             assert row["sha256"] == expected.get(key), f"{key}: archive bytes differ from the source"
             assert int(row["size"]) == len(truth.messages[key])
             exported_entries.add(where)
+            indexed = index_rows.get(where)
+            assert indexed is not None, f"{row['entry']} is not in {row['archive']}'s index"
+            assert (indexed["folder"], indexed["source_id"], indexed["sha256"], indexed["size"]) == (
+                row["folder"], row["source_id"], row["sha256"], row["size"]), (indexed, row)
+            assert indexed["message_id"] == row["message_id"].lstrip("'")
+            for column in ("flags", "labels", "internal_date"):
+                assert row[column].lstrip("'") == indexed[column], (column, indexed, row)
+            check_entry_times(s3.path(where[0]), entry_infos[where], indexed["internal_date"])
+            if truth.meta is not None:
+                flags, internal_date, labels = truth.meta[key]
+                assert set(indexed["flags"].split()) == set(flags), (key, indexed["flags"], flags)
+                assert indexed["internal_date"] == internal_date, (key, indexed, internal_date)
+                assert indexed["labels"] == ";".join(labels), (key, indexed["labels"], labels)
         else:
             assert row["archive"] == "", row
     missing = set(expected) - set(seen)
@@ -285,8 +369,9 @@ def verify_export(s3: S3Env, base_key: str, truth: Truth, *, folders: list[str] 
     assert not extra, f"report rows for unknown messages: {sorted(extra)[:5]}"
     failed = [k for k, s in seen.items() if s != "exported"]
     assert len(failed) == expect_failed, f"not exported: {failed}"
-    stray = {w for w in entry_digest if not re.fullmatch(r"labels(\.part\d{3,})?\.csv", w[1])} - exported_entries
+    stray = {w for w in entry_digest if not _MANIFEST.fullmatch(w[1])} - exported_entries
     assert not stray, f"entries no report row accounts for: {sorted(stray)[:5]}"
+    assert set(index_rows) == exported_entries, "index rows and exported messages differ"
     for folder in wanted:
         assert folder in dirs, f"no directory entry for {folder}"
     by_folder = {f["folder"]: f for f in summary["folders"]}

@@ -55,12 +55,12 @@ def imap_form(dovecot, bucket, **overrides) -> dict:
 
 
 def submit(tenant, actor, code: str, data: dict):
-    from requests_app.forms import RequestForm
+    from requests_app.forms import form_class
     from requests_app.services import request_submit
     from requests_app.types import get_type
 
     rtype = get_type(code)
-    form = RequestForm(data, rtype=rtype, tenant=tenant)
+    form = form_class(rtype)(data, rtype=rtype, tenant=tenant)
     assert form.is_valid(), form.errors
     return request_submit(tenant=tenant, actor=actor, rtype=rtype, data=form.cleaned_data)
 
@@ -195,7 +195,9 @@ def worker_env(redis_server, imap_ca, tmp_path):
                f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}")
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_server.url, "LEGACYFLO_IMAP_CA_FILE": str(imap_ca),
            "LEGACYFLO_STALE_AFTER_SECONDS": "10", "LEGACYFLO_HEARTBEAT_SECONDS": "1",
-           "LEGACYFLO_VAR_DIR": str(tmp_path), "LEGACYFLO_PART_SIZE": str(5 * 1024 * 1024)}
+           "LEGACYFLO_VAR_DIR": str(tmp_path), "LEGACYFLO_PART_SIZE": str(5 * 1024 * 1024),
+           # One RQ worker per command, as the tests that kill "the worker" or "its work horse" mean.
+           "LEGACYFLO_WORKER_CONCURRENCY": "1"}
     return env
 
 

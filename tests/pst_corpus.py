@@ -399,6 +399,7 @@ class ReadMessage:
     body_html: str | None
     transport_headers: str | None
     attachments: list[ReadAttachment]
+    properties: dict[int, tuple[int, bytes | None]] = field(default_factory=dict)  # id -> (type, data)
 
 
 @dataclass
@@ -494,6 +495,7 @@ def _read_message(message, folder: str) -> ReadMessage:
         body_html=html.decode("utf-8") if html is not None else None,
         transport_headers=message.transport_headers,
         attachments=attachments,
+        properties={tag: (e.value_type, e.data) for tag, e in entries.items()},
     )
 
 
@@ -595,6 +597,8 @@ class ExtractorMessage:
     body_text: str
     body_html: str
     attachments: list[ExtractorAttachment]
+    # flag_status, last_verb, icon_index, keywords, source_id, sha256, imap_flags (read_pst.js)
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -651,6 +655,7 @@ def _extractor_message(found: dict, folder: str) -> ExtractorMessage:
         read=found["read"],
         body_text=found["body"],
         body_html=found["body_html"],
+        metadata=found.get("metadata") or {},
         attachments=[
             ExtractorAttachment(a["name"], a["mime_type"], a["method"], a.get("size"),
                                 a.get("sha256"), _extractor_message(a["embedded"], folder)

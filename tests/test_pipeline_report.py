@@ -20,7 +20,9 @@ from connectors.pipeline.report import (
 def test_report_rows_columns_and_formula_guard():
     records = [
         EntryRecord(MESSAGE, "INBOX", "1:1", EXPORTED, name="INBOX/000001_x.eml", size=10,
-                    subject="=HYPERLINK(\"http://evil\")", from_="a@b", sha256="ab"),
+                    subject="=HYPERLINK(\"http://evil\")", from_="a@b", sha256="ab",
+                    imap_flags=("\\Seen", "$Forwarded"), labels=("=cmd", "Work"),
+                    internal_date="2021-01-03T10:00:00+02:00"),
         EntryRecord(MESSAGE, "INBOX", "1:2", FAILED, error="server said NO"),
         EntryRecord("directory", "INBOX", name="INBOX/"),
     ]
@@ -29,7 +31,10 @@ def test_report_rows_columns_and_formula_guard():
     rows = list(csv.DictReader(io.StringIO(out.getvalue().decode("utf-8-sig"))))
     assert list(rows[0]) == REPORT_COLUMNS
     assert rows[0]["subject"] == "'=HYPERLINK(\"http://evil\")" and rows[0]["entry"] == "INBOX/000001_x.eml"
+    assert rows[0]["flags"] == "\\Seen $Forwarded" and rows[0]["labels"] == "'=cmd;Work"
+    assert rows[0]["internal_date"] == "2021-01-03T10:00:00+02:00"
     assert rows[1]["status"] == "failed" and rows[1]["error"] == "server said NO"
+    assert rows[1]["flags"] == rows[1]["labels"] == rows[1]["internal_date"] == ""
     assert rows[2]["folder"] == "Gone" and "deleted" in rows[2]["error"]
 
 

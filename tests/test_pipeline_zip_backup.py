@@ -87,7 +87,7 @@ def test_include_exclude_and_date_window(dovecot, s3):
                 and since <= m.internal_date.date() < before]
     assert len(report) == len(expected) > 0
     with zipfile.ZipFile(s3.path("exports/2024/alice.zip")) as archive:
-        folders = {n.rsplit("/", 1)[0] for n in archive.namelist()}
+        folders = {n.rsplit("/", 1)[0] for n in archive.namelist() if n != "index.csv"}
     assert folders <= {"INBOX", "Projekte", "Projekte/Ünïcødé & Co"}
 
 
@@ -178,7 +178,8 @@ def test_moto_enforces_aws_part_rules_and_the_engine_meets_them(dovecot):
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
             assert archive.testzip() is None
             files = [i for i in archive.infolist() if not i.is_dir()]
-        assert len(files) == len(truth.messages)
+        assert len(files) == len(truth.messages) + 1  # and index.csv
+        assert files[-1].filename == "index.csv"
         assert client.list_multipart_uploads(Bucket="moto-bucket").get("Uploads", []) == []
     finally:
         server.stop()
@@ -218,7 +219,8 @@ def test_empty_mailbox_makes_a_valid_empty_archive(s3):
     result = run_backup(ScriptedSource({"INBOX": []}), s3.client(), spec(s3), MemoryLedger(), fast_tuning())
     assert result.state == COMPLETED
     with zipfile.ZipFile(s3.path("exports/2024/alice.zip")) as archive:
-        assert archive.namelist() == ["INBOX/"]
+        assert archive.namelist() == ["INBOX/", "index.csv"]
+        assert archive.read("index.csv") == (",".join(INDEX_COLUMNS) + "\r\n").encode()
     assert read_report(s3, "exports/2024/alice.report.csv") == []
 
 

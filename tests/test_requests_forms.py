@@ -119,6 +119,9 @@ def test_sample_csv_parses_once_bucket_exists(tenant):
     from providers.models import ProviderConnection
 
     Bucket.objects.create(tenant=tenant, name="my-backup-bucket", region="us-east-1", status="verified")
+    # The restore types' samples read from a source bucket.
+    Bucket.objects.create(tenant=tenant, name="my-source-bucket", region="us-east-1", status="verified",
+                          purpose="source")
     # The OAuth/API types' samples name a connection called like its provider.
     ProviderConnection.objects.create(tenant=tenant, provider="google", name="google",
                                       service_account_key='{"type": "service_account"}')

@@ -21,12 +21,12 @@ def test_every_request_type_names_only_registered_kinds_its_default_first():
 
 
 @pytest.mark.parametrize("code,columns", [
-    ("IMAP-S3-ZIP", f"request_type,title,{IMAP},{COMMON}"),
-    ("MITHI-S3-ZIP", f"request_type,title,{IMAP},{COMMON}"),
-    ("O365-S3-PST", f"request_type,title,{IMAP},connection,{COMMON},auth_method"),
-    ("GMAILOAUTH-S3-ZIP", f"request_type,title,source_user,connection,{COMMON}"),
-    ("GMAILAPI-S3-ZIP", f"request_type,title,source_user,connection,{COMMON},include_spam_trash"),
-    ("M365API-S3-PST", f"request_type,title,source_user,connection,{COMMON}"),
+    ("IMAP-S3-ZIP", f"request_type,title,{IMAP},{COMMON},incremental"),
+    ("MITHI-S3-ZIP", f"request_type,title,{IMAP},{COMMON},incremental"),
+    ("O365-S3-PST", f"request_type,title,{IMAP},connection,{COMMON},auth_method,incremental"),
+    ("GMAILOAUTH-S3-ZIP", f"request_type,title,source_user,connection,{COMMON},incremental"),
+    ("GMAILAPI-S3-ZIP", f"request_type,title,source_user,connection,{COMMON},include_spam_trash,incremental"),
+    ("M365API-S3-PST", f"request_type,title,source_user,connection,{COMMON},incremental"),
 ])
 def test_the_csv_columns_of_a_type_are_its_kinds_columns_in_the_documented_order(code, columns):
     assert ",".join(REQUEST_TYPES[code].columns) == columns

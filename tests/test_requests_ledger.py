@@ -80,3 +80,26 @@ def test_records_of_whole_files_are_committed_in_one_transaction_by_their_owner(
     with pytest.raises(Superseded):
         DatabaseLedger(request_row.pk, "run-2").commit_records(records[:1])
     assert request_row.records.count() == len(records)
+
+
+def test_records_keep_flags_labels_and_internal_date_for_a_resumed_index(request_row):
+    """What a resumed ZIP rebuilds its index.csv and UT fields from survives the database."""
+    from connectors.pipeline.ledger import SqliteLedger
+
+    record = EntryRecord(MESSAGE, "INBOX", "1:7", name="INBOX/000001_a.eml", sequence=1, sha256="ab",
+                         labels=("Work", "Ünï"), imap_flags=("\\Seen", "$Forwarded", "Projekt_X"),
+                         internal_date="2021-01-03T10:00:07+02:00")
+    ledger = DatabaseLedger(request_row.pk, "run-1")
+    ledger.begin_upload("p/f.zip", "upload-1", "zip")
+    ledger.commit_part(PartRecord(1, '"e1"', 100), [record, EntryRecord(MESSAGE, "INBOX", "1:8", sequence=2)])
+    stored, older = list(DatabaseLedger(request_row.pk, "run-1").iter_records())
+    assert stored == record
+    assert (older.imap_flags, older.internal_date) == ((), "")
+    from requests_app.models import ArchiveRecord
+
+    ArchiveRecord.objects.filter(source_id="1:8").update(entry={"name": ""})  # a row from before the fields
+    assert list(ledger.iter_records())[1].imap_flags == ()
+    sqlite = SqliteLedger(":memory:")
+    sqlite.begin_upload("p/f.zip", "upload-1", "zip")
+    sqlite.commit_part(PartRecord(1, '"e1"', 100), [record])
+    assert list(sqlite.iter_records()) == [record]

@@ -239,3 +239,59 @@ def test_through_the_export_engine_into_s3(fake, rclone, s3_bucket):
     mailbox = fake.mailboxes[ALICE]
     assert {r["source_id"]: json.loads(r["labels"]) for r in rows} == {
         key: mailbox.label_names(m) for key, m in mailbox.messages.items() if m.labels}
+    index = list(csv.DictReader(io.StringIO(archive.read("index.csv").decode())))
+    assert {r["source_id"]: _gmail_meta(r) for r in index} == {
+        key: _expected_gmail_meta(mailbox, m) for key, m in mailbox.messages.items()}
+    assert archive.namelist()[-1] == "index.csv"
+    report = csv.DictReader(io.StringIO(client.get_object(Bucket=s3_bucket, Key="t/gmail.report.csv")["Body"]
+                                        .read().decode("utf-8-sig")))
+    assert {r["source_id"]: _gmail_meta(r) for r in report} == {
+        key: _expected_gmail_meta(mailbox, m) for key, m in mailbox.messages.items()}
+
+
+def _gmail_meta(row: dict) -> tuple:
+    return (row["labels"], set(row["flags"].split()), dt.datetime.fromisoformat(row["internal_date"]))
+
+
+def _expected_gmail_meta(mailbox, message) -> tuple:
+    """The contract: labels by name, UNREAD absent → \\Seen, STARRED → \\Flagged, internalDate."""
+    flags = set() if "UNREAD" in message.labels else {"\\Seen"}
+    flags |= {"\\Flagged"} if "STARRED" in message.labels else set()
+    flags |= {"\\Draft"} if "DRAFT" in message.labels else set()
+    return (";".join(mailbox.label_names(message)), flags, message.date.replace(microsecond=0))
+
+
+@pytest.mark.parametrize("fake", [{"count": 40}], indirect=True)
+def test_gmail_api_pst_keeps_labels_as_categories_and_in_the_report(fake, rclone, s3_bucket, tmp_path):
+    """GMAILAPI-S3-PST: every message's labels are its Outlook categories (Keywords), its read
+    and starred state its read flag and follow-up flag, and report.csv lists them."""
+    import csv
+    import io
+
+    from connectors.pipeline.ledger import MemoryLedger
+    from connectors.pipeline.run import run_backup
+    from connectors.pipeline.spec import ExportSpec, Tuning
+    from tests.pst_corpus import read_pst_with_pst_extractor, read_pst_with_pypff
+
+    client = rclone.client()
+    result = run_backup(make_source(fake, include_spam_trash=True), client,
+                        ExportSpec(bucket=s3_bucket, file_name="gmail", prefix="t", format="pst"), MemoryLedger(),
+                        Tuning(part_bytes=5 * 1024 * 1024))
+    assert result.state == "completed", result.error
+    mailbox = fake.mailboxes[ALICE]
+    report = csv.DictReader(io.StringIO(client.get_object(Bucket=s3_bucket, Key="t/gmail.report.csv")["Body"]
+                                        .read().decode("utf-8-sig")))
+    assert {r["source_id"]: _gmail_meta(r) for r in report} == {
+        key: _expected_gmail_meta(mailbox, m) for key, m in mailbox.messages.items()}
+    pst = tmp_path / "gmail.pst"
+    pst.write_bytes(client.get_object(Bucket=s3_bucket, Key="t/gmail.pst")["Body"].read())
+    found = {m.metadata["source_id"]: m for folder in read_pst_with_pst_extractor(pst).values() for m in folder}
+    assert set(found) == set(mailbox.messages)
+    for key, message in mailbox.messages.items():
+        read = found[key]
+        assert (read.metadata["keywords"] or []) == mailbox.label_names(message)
+        assert read.read == ("UNREAD" not in message.labels)
+        assert (read.metadata["flag_status"] == 2) == ("STARRED" in message.labels)
+        assert read.delivered == message.date.replace(microsecond=0) or read.delivered == message.date
+        assert read.metadata["sha256"] == message.sha256
+    assert sum(len(m) for m in read_pst_with_pypff(pst).values()) == len(mailbox.messages)

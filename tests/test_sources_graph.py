@@ -245,3 +245,18 @@ def test_through_the_export_engine_into_s3(ms, rclone, s3_bucket):
             by_folder.setdefault(name.rsplit("/", 1)[0], []).append(hashlib.sha256(archive.read(name)).hexdigest())
     assert {folder.replace("\u2215", "/"): sorted(digests) for folder, digests in by_folder.items()} == {
         path: sorted(m.sha256 for m in msgs) for path, msgs in stored.items() if msgs}
+    # the index: isRead → \\Seen, flag.flagStatus flagged → \\Flagged, receivedDateTime, no labels
+    import csv
+
+    index = list(csv.DictReader(io.StringIO(archive.read("index.csv").decode())))
+    assert archive.namelist()[-1] == "index.csv"
+    by_id = {message_id: m for message_id, m in ms.mailboxes[ADELE].messages.items()}
+    assert len(index) == result.totals.exported
+    for row in index:
+        message = by_id[row["source_id"]]
+        expected = {"\\Seen"} if message.seen else set()
+        expected |= {"\\Flagged"} if message.flagged else set()
+        assert set(row["flags"].split()) == expected, row
+        when = message.date if message.date.tzinfo else message.date.replace(tzinfo=dt.UTC)
+        assert dt.datetime.fromisoformat(row["internal_date"]) == when.replace(microsecond=0), row
+        assert row["labels"] == "" and row["sha256"] == message.sha256

@@ -437,7 +437,17 @@ def test_fast_fetch_parser_agrees_with_imapclient(data):
 
     from connectors.sources.imap.fetch import parse_fetch
 
-    assert parse_fetch(data) == dict(parse_fetch_response(data, True, True))
+    assert parse_fetch(data) == dict(parse_fetch_response(data, False, True))
+
+
+def test_internal_dates_keep_the_servers_offset():
+    from connectors.sources.imap.fetch import parse_fetch
+
+    data = [(b'1 (UID 7 FLAGS (\\Seen) INTERNALDATE "03-Jan-2021 10:00:00 +0200" BODY[] {5}', b"hello"), b")"]
+    when = parse_fetch(data)[7][b"INTERNALDATE"]
+    assert when.isoformat() == "2021-01-03T10:00:00+02:00"
+    slow = parse_fetch([(b'1 (BODY[] {5}', b"hello"), b' UID 7 INTERNALDATE "03-Jan-2021 10:00:00 -0500")'])
+    assert slow[7][b"INTERNALDATE"].utcoffset() == dt.timedelta(hours=-5)
 
 
 def test_mailgen_imap_loader_serves_the_same_bytes_as_the_maildir_loader(dovecot):

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 STAGING_MARK = ".legacyflo-new."
 _VOLUME_SUFFIX = re.compile(r"\.part\d+$", re.IGNORECASE)
+_RUN_SUFFIX = re.compile(r"\.r\d+$", re.IGNORECASE)  # run N of an incremental series: FILE.rNNNN
 _EXTENSION = re.compile(r"\.(zip|pst)$", re.IGNORECASE)
 
 
@@ -56,8 +57,9 @@ def file_name_problem(file_name: str) -> str:
     """Why ``file_name`` (without extension) cannot name an archive, or "".
 
     Refused: a name whose files could be another name's (``alice.part001``'s ``alice.part001.zip``
-    is volume 1 of ``alice``; ``alice.zip`` is ``alice`` for a ZIP), and names starting with '.'
-    (staging keys) or holding a '/' or '\\'.
+    is volume 1 of ``alice``; ``alice.r0002.zip`` is run 2 of ``alice``'s incremental series;
+    ``alice.zip`` is ``alice`` for a ZIP), and names starting with '.' (staging keys) or holding
+    a '/' or '\\'.
     """
     if not file_name:
         return "Enter a file name."
@@ -69,6 +71,10 @@ def file_name_problem(file_name: str) -> str:
         stem = _VOLUME_SUFFIX.sub("", file_name)
         return (f"A file name cannot end in '.part' and digits: the archive of {file_name} would be "
                 f"named like a volume of {stem}'s.")
+    if _RUN_SUFFIX.search(file_name):
+        stem = _RUN_SUFFIX.sub("", file_name)
+        return (f"A file name cannot end in '.r' and digits: the files of {file_name} would be named "
+                f"like a later run of {stem}'s incremental series.")
     if _EXTENSION.search(file_name):
         return "A file name cannot end in .zip or .pst (the extension is added for you)."
     return ""

@@ -45,7 +45,11 @@ class EntryRecord:
     kind "message": a source message — status "exported" (its bytes are the ZIP entry ``name``),
     "failed" or "skipped" (no bytes; ``error`` says why). kind "directory": a folder's directory
     entry (``source_id`` ""). kind "manifest": a file the engine adds (``labels.csv``).
-    ZIP fields (name .. flags) are what the central directory needs; for PST they stay 0.
+    ZIP fields (name .. flags) are what the central directory needs; for PST they stay 0
+    (``flags`` there is the ZIP general-purpose bit flag). What the archive records about the
+    message itself (``connectors.archives.metadata``): ``imap_flags`` (IMAP flags and keywords as
+    the source served them), ``labels`` (Gmail), ``internal_date`` (ISO 8601 with offset, "" when
+    the source gave none) — a ZIP's index and entry timestamps are rebuilt from them on resume.
     """
 
     kind: str
@@ -73,6 +77,8 @@ class EntryRecord:
     sha256: str = ""
     error: str = ""
     labels: tuple[str, ...] = ()
+    imap_flags: tuple[str, ...] = ()
+    internal_date: str = ""
 
 
 @dataclass(frozen=True)
@@ -480,17 +486,22 @@ _INT_FIELDS = {"offset", "crc32", "compressed_size", "size", "method", "dos_time
                "flags", "volume", "sequence"}
 
 
+_LIST_FIELDS = ("labels", "imap_flags")
+
+
 def _record_row(record: EntryRecord) -> tuple:
     values = []
     for name in _RECORD_FIELDS:
         value = getattr(record, name)
-        values.append(json.dumps(list(value), ensure_ascii=False) if name == "labels" else value)
+        values.append(json.dumps(list(value), ensure_ascii=False) if name in _LIST_FIELDS else value)
     return tuple(values)
 
 
 def _record_from_row(row: Sequence) -> EntryRecord:
     data = dict(zip(_RECORD_FIELDS, row, strict=True))
-    data["labels"] = tuple(json.loads(data["labels"] or "[]"))
+    for name in _LIST_FIELDS:
+        data[name] = tuple(json.loads(data[name] or "[]"))
+    data["internal_date"] = data["internal_date"] or ""
     return EntryRecord(**data)
 
 

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from connectors import mimeinfo
-from connectors.archives import PST
+from connectors.archives import PST, metadata
 from connectors.archives.pst.mime import ParsedMessage
 from connectors.archives.pst.parseworker import ParseWorker
 from connectors.model import Folder, Message, MessageFailure
@@ -161,6 +161,7 @@ class PstBackup(Backup):
                 for line in fh:
                     data = json.loads(line)
                     data["labels"] = tuple(data["labels"])
+                    data["imap_flags"] = tuple(data["imap_flags"])
                     record = EntryRecord(**data)
                     if record.status == EXPORTED:
                         record.name = keys.get(record.volume, "")
@@ -248,9 +249,10 @@ class PstBackup(Backup):
         info = mimeinfo.extract(item.raw)
         record = EntryRecord(MESSAGE, item.folder, item.source_id, EXPORTED, size=len(item.raw),
                              message_id=info.message_id, date=info.date, from_=info.from_,
-                             to=info.to, subject=info.subject, labels=tuple(item.labels), sha256=digest)
+                             to=info.to, subject=info.subject, labels=tuple(item.labels), sha256=digest,
+                             imap_flags=tuple(item.flags), internal_date=metadata.iso_date(item.internal_date))
         try:
-            writer.add_message(dataclasses.replace(item, folder=self.folder_names.path(item.folder)), parsed)
+            writer.add_message(dataclasses.replace(item, folder=self.folder_names.path(item.folder)), parsed, digest)
         except Exception as exc:  # noqa: BLE001 - one unconvertible message must not sink the rest
             log.warning("PST conversion of %s failed: %s", item.source_id, exc)
             record.status, record.error = FAILED, f"could not be converted to PST: {exc}"

@@ -2,8 +2,9 @@
 
 report.csv has one row per source message (exported, failed or skipped) plus one row per
 folder that could not be read, columns ``REPORT_COLUMNS``; after the documented ones, ``entry``
-(the ZIP entry name) and ``archive`` (the key of the archive file holding the message: with a
-split archive, its volume). Rows are streamed into a temp file, never held in memory.
+(the ZIP entry name), ``archive`` (the key of the archive file holding the message: with a
+split archive, its volume), then what the archive records about the message, spelt as in the
+ZIP index (``connectors.archives.metadata``): ``flags``, ``labels``, ``internal_date``. Rows are streamed into a temp file, never held in memory.
 
 Cells that a spreadsheet would run as a formula (starting with = + - @ or a tab) get a
 leading apostrophe: subjects and addresses come from strangers' mail (CSV injection).
@@ -20,10 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
+from connectors.archives import metadata
 from connectors.pipeline.ledger import EXPORTED, FAILED, MESSAGE, SKIPPED, EntryRecord
 
 REPORT_COLUMNS = ["folder", "source_id", "message_id", "date", "from", "to", "subject", "size",
-                  "sha256", "status", "error", "entry", "archive"]
+                  "sha256", "status", "error", "entry", "archive", "flags", "labels", "internal_date"]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -95,12 +97,15 @@ def _cell(value) -> str:
 
 
 def write_report(records: Iterable[EntryRecord], folder_errors: Iterable[FolderError],
-                 out: BinaryIO, archive_keys: Mapping[int, str] | None = None) -> int:
+                 out: BinaryIO, archive_keys: Mapping[int, str] | None = None,
+                 status_names: Mapping[str, str] | None = None) -> int:
     """Write report.csv (UTF-8 with BOM so spreadsheets detect it) to ``out``; return the row count.
 
-    ``archive_keys`` maps a record's ``volume`` to its archive's key (exported messages only).
+    ``archive_keys`` maps a record's ``volume`` to its archive's key (exported messages only);
+    ``status_names`` renames statuses in the file (a restore's "exported" is "restored").
     """
     archive_keys = archive_keys or {}
+    status_names = status_names or {}
     text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="", write_through=True)
     writer = csv.writer(text)
     writer.writerow(REPORT_COLUMNS)
@@ -110,12 +115,14 @@ def write_report(records: Iterable[EntryRecord], folder_errors: Iterable[FolderE
             continue
         writer.writerow([_cell(v) for v in (
             r.folder, r.source_id, r.message_id, r.date, r.from_, r.to, r.subject, r.size,
-            r.sha256, r.status, r.error, r.name,
-            archive_keys.get(r.volume, "") if r.status == EXPORTED else "")])
+            r.sha256, status_names.get(r.status, r.status), r.error, r.name,
+            archive_keys.get(r.volume, "") if r.status == EXPORTED else "",
+            metadata.flags_text(r.imap_flags), metadata.labels_text(r.labels),
+            r.internal_date)])
         rows += 1
     for fe in folder_errors:
         writer.writerow([_cell(fe.folder), "", "", "", "", "", "", "", "", FAILED,
-                         _cell(f"folder could not be read: {fe.error}"), "", ""])
+                         _cell(f"folder could not be read: {fe.error}"), "", "", "", "", ""])
         rows += 1
     text.flush()
     text.detach()
@@ -136,9 +143,12 @@ class Summary:
     archives: list[ArchiveFile] = field(default_factory=list)
     report_key: str = ""
     source: dict = field(default_factory=dict)
+    series: dict = field(default_factory=dict)  # a series run: series, parent archive, cursor
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        if not self.series:
+            data.pop("series")
         data["reconciled"] = all(f.reconciles for f in self.folders)
         return data
 
@@ -161,3 +171,15 @@ def labels_manifest(records: Iterable[EntryRecord], out: BinaryIO) -> int:
     text.detach()
     return rows
 
+
+
+def index_manifest(records: Iterable[EntryRecord], out: BinaryIO) -> int:
+    """A volume's ``index.csv`` (``connectors.archives.metadata``): one row per exported message
+    of ``records``, in archive order. Returns rows."""
+    index = metadata.IndexWriter(out)
+    for r in records:
+        if r.kind == MESSAGE and r.status == EXPORTED:
+            index.add(metadata.index_row(r.name, r.folder, r.source_id, r.message_id, r.internal_date,
+                                         r.imap_flags, r.labels, r.size, r.sha256))
+    index.close()
+    return index.rows

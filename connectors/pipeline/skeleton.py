@@ -6,13 +6,19 @@ and the few hooks named below. Everything else happens here, the same way for ZI
 
 1. the publication a killed or failed run left is finished (``archivekeys``);
 2. folders are listed, filtered and counted before any S3 object exists (a wrong password or an
-   unreadable mailbox then leaves nothing behind);
+   unreadable mailbox then leaves nothing behind); the ids listed are the ones fetched;
 3. ``write_archive(folders)``: each folder's ids (``folder_todo``) and messages
    (``fetched``: exactly one Message or MessageFailure per id) go into the archive, whose
    records reach the ledger through ``commit_records`` only;
 4. the commit: every file in place, the previous archive's other files deleted;
 5. ``report.csv`` from the ledger's records and ``summary.json``, with each folder reconciled
    (source count at start = exported + failed + skipped) and the final state.
+
+A run of an incremental series (``spec.series``, see ``connectors.pipeline.series``) plans
+each folder once while listing (the source's ``series_plan``, or ``full_listing_plan`` for a
+source without cursors) and fetches only the plan's ids; its result and summary carry the
+series, the parent archive and the cursors to commit. A series run with nothing new writes no
+archive: only its report and summary ("0 new").
 
 Invariants:
 - An exception raised by the Ledger itself (``LedgerGuard``) propagates out of ``run``
@@ -77,6 +83,7 @@ from connectors.pipeline.report import (
     Totals,
     write_report,
 )
+from connectors.pipeline.series import FolderPlan, full_listing_plan
 from connectors.pipeline.spec import (
     CANCELLED,
     COMPLETED,
@@ -176,6 +183,7 @@ class Backup(ABC):
         self.names = self.archive_names(())
         self.progress = Progress()
         self.stats: dict[str, FolderStats] = {}  # per folder: source count and error (this run's listing)
+        self.listed: dict[str, list[str]] = {}  # per folder: the ids listed, until folder_todo takes them
         self.folder_errors: list[FolderError] = []
         self.folder_names = ArchiveFolders()  # source folder path -> its path in the archive
         self.pacer = ExportPacer(self.ledger, self.t, self.progress_snapshot)
@@ -186,6 +194,8 @@ class Backup(ABC):
         self.archive_done = False  # every file is complete and in the ledger
         self.committing = ""  # "publish" or "report": the archive is committed, nothing is cleaned up
         self.conflict = False  # the store refused our parts: ``run_backup`` starts afresh once
+        self.plans: dict[str, FolderPlan] = {}  # series runs: per folder path, what this run fetches
+        self.plan_errors: dict[str, str] = {}  # series runs: folders that could not be planned
 
     # ---- what a format supplies ---------------------------------------------------------------
     @abstractmethod
@@ -231,12 +241,19 @@ class Backup(ABC):
             self.pacer.check_cancel(force=True)
             folders = self._list_and_count()
             self.timings["listing"] = time.monotonic() - t0
-            written = self.write_archive(folders)
-            t1 = time.monotonic()
-            self.phase("finishing")
-            self._commit_archive(written)
-            self.after_commit()
-            result = self._report(result, [ArchiveFile(final_key(key), size) for key, size in written])
+            if self._nothing_new():
+                t1 = time.monotonic()
+                self.phase("finishing")
+                for folder in folders:
+                    self.folder_todo(folder)
+                result = self._report(result, [])
+            else:
+                written = self.write_archive(folders)
+                t1 = time.monotonic()
+                self.phase("finishing")
+                self._commit_archive(written)
+                self.after_commit()
+                result = self._report(result, [ArchiveFile(final_key(key), size) for key, size in written])
             self.timings["finishing"] = time.monotonic() - t1
         except UploadConflict as exc:
             log.warning("%s: %s; starting the upload afresh", self.spec.key(""), exc)
@@ -300,27 +317,65 @@ class Backup(ABC):
         for folder in folders:
             self.pacer.check_cancel()
             try:
-                ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
-            except FolderUnavailable:
+                if self.spec.series is not None:
+                    ids = self._plan(folder).ids
+                else:
+                    ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
+            except FolderUnavailable as exc:
+                if self.spec.series is not None:
+                    self.plan_errors[folder.path] = str(exc)
                 continue  # reported when the transfer reaches it (it may have come back)
+            self.listed[folder.path] = ids
             committed = self.ledger.committed_source_ids(folder.path) - {""} if self.resumes else set()
             self.progress.folder_counts[folder.path] = len(set(ids) | committed)
             self.progress.messages_total += self.progress.folder_counts[folder.path]
             self.progress.messages_done += len(committed)
         spec = self.spec
-        if not self.progress.messages_total and (flt or spec.since or spec.before):
+        # (An incremental run with nothing new is normal: no warning there.)
+        if not self.progress.messages_total and (flt or spec.since or spec.before) and spec.series is None:
             self.warnings.append(nothing_matched(spec.include, spec.exclude, spec.since, spec.before))
         self.pacer.report(force=True)
         return folders
 
+    def _plan(self, folder: Folder) -> FolderPlan:
+        """(series runs) The folder's plan, made once: by the source when it keeps cursors,
+        else a full listing without what the series archived."""
+        series = self.spec.series
+        previous = series.cursors.get(folder.path)
+        planner = getattr(self.source, "series_plan", None)
+        if planner is not None:
+            plan = planner(folder, previous, series.archived, since=self.spec.since, before=self.spec.before)
+        else:
+            ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before) \
+                if folder.selectable else []
+            plan = full_listing_plan(ids, series.archived(folder.path) if series.run > 1 else ())
+        self.plans[folder.path] = plan
+        return plan
+
+    def _nothing_new(self) -> bool:
+        """A series run that found nothing to fetch and has nothing committed: no archive."""
+        return (self.spec.series is not None and not any(p.ids for p in self.plans.values())
+                and self.ledger.load_upload() is None)
+
     # ---- 3. what the format's write_archive uses ----------------------------------------------
     def folder_todo(self, folder: Folder, committed: set[str] = frozenset()) -> list[str] | None:
-        """The ids of ``folder`` still to fetch (listed again now, those in ``committed`` left
-        out), with its source count recorded; None when the folder cannot be read (reported as
-        a folder error). May run on a worker thread: it makes no ledger call."""
+        """The ids of ``folder`` still to fetch (those in ``committed`` left out), with its source
+        count recorded; None when the folder cannot be read (reported as a folder error). A series
+        run uses its plan; otherwise the first call per folder uses the listing's ids (a folder is
+        listed once per run, not once to count and again to fetch) and a later one (the next
+        volume's pass) lists it again. May run on a worker thread: it makes no ledger call."""
         stats = self.stats.setdefault(folder.path, FolderStats(folder.path))
         ids: list[str] = []
-        if folder.selectable:
+        if self.spec.series is not None and folder.path in self.plan_errors:
+            stats.error = self.plan_errors[folder.path]
+            self.folder_errors.append(FolderError(folder.path, stats.error))
+            return None
+        listed = self.listed.pop(folder.path, None)
+        if self.spec.series is not None and folder.path in self.plans:
+            ids = self.plans[folder.path].ids
+        elif listed is not None:
+            ids = listed
+        elif folder.selectable:
             try:
                 ids = self.source.list_message_ids(folder, since=self.spec.since, before=self.spec.before)
             except FolderUnavailable as exc:
@@ -405,6 +460,8 @@ class Backup(ABC):
         result.state = COMPLETED if clean else COMPLETED_WITH_ERRORS
         result.error = " ".join(filter(None, (
             "" if reconciled else "Some folders' counts do not reconcile; see summary.json.", *self.warnings)))
+        if self.spec.series is not None:
+            result.series = self._series_result(folders)
         self._put_summary(result)
         self.progress.phase = "done"
         self.pacer.report(force=True)
@@ -418,12 +475,37 @@ class Backup(ABC):
                           timings={"started_at": result.started_at, "finished_at": now(),
                                    "resumed": self.resumed, **timings},
                           archives=result.archives, report_key=result.report_key,
-                          source=dict(self.spec.source_description))
+                          source=dict(self.spec.source_description), series=result.series)
         result.summary = summary.to_dict()
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as out:
             out.write(summary.to_json())
             put_file(self.client, self.spec.bucket, result.summary_key, out,
                      content_type="application/json", retry=self.t.retry)
+
+    def _series_result(self, folders: list[FolderStats]) -> dict:
+        """The series part of the result and summary: where this run resumed from, the cursor it
+        commits (every folder planned now; the previous cursor of any other, so a folder that
+        could not be read moves nothing), what was new and what disappeared. The ids that
+        failed are kept in the cursor (``retry_ids``) for the next run to fetch again."""
+        series = self.spec.series
+        failed: dict[str, list[str]] = {}
+        for r in self.ledger.iter_records():
+            if r.kind == MESSAGE and r.status == "failed" and r.source_id:
+                failed.setdefault(r.folder, []).append(r.source_id)
+        cursor = {path: dict(c) for path, c in series.cursors.items()}
+        per_folder = {}
+        for path, plan in self.plans.items():
+            if path in self.plan_errors:
+                continue
+            cursor[path] = {**plan.cursor, "retry_ids": failed.get(path, [])} if plan.cursor else {}
+            if not cursor[path]:
+                cursor.pop(path)
+            per_folder[path] = plan.to_json()
+        new = sum(f.exported for f in folders)
+        expunged = sum(p.expunged for p in self.plans.values())
+        return {**series.describe(), "cursor": cursor, "folders": per_folder, "new": new,
+                "expunged": expunged, "unchanged": sum(p.mode == "unchanged" for p in self.plans.values()),
+                "note": f"{new} new, {expunged} expunged at the source since the previous run"}
 
     def _report_final_progress(self, result: ExportResult) -> None:
         """A failed or cancelled export writes no report or summary object (there is no archive

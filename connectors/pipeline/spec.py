@@ -15,6 +15,7 @@ from connectors.archives.zip import writer as zipwriter
 from connectors.naming import clean_file_name, object_key
 from connectors.pipeline.ledger import Progress
 from connectors.pipeline.report import ArchiveFile, FolderStats, Totals
+from connectors.pipeline.series import SeriesContext
 from connectors.storage.s3.growing import IN_ORDER_SAFE_AHEAD
 from connectors.storage.s3.sink import MIN_PART_BYTES, RetryPolicy
 
@@ -38,6 +39,7 @@ class ExportSpec:
     split_bytes: int | None = None  # start a new .partNNN.zip / .partNNN.pst beyond this size
     display_name: str = ""  # PST store name
     source_description: dict = field(default_factory=dict)  # goes into summary.json (no secrets!)
+    series: SeriesContext | None = None  # a run of an incremental series (connectors.pipeline.series)
 
     @property
     def extension(self) -> str:
@@ -86,3 +88,4 @@ class ExportResult:
     resumed: bool = False
     parts: int = 0
     summary: dict = field(default_factory=dict)  # summary.json as uploaded (completed runs)
+    series: dict = field(default_factory=dict)  # a series run: its cursor to commit (completed runs)

@@ -8,7 +8,7 @@ ZIP pipeline (threads; memory bounded by bytes, never by the mailbox size):
         │                                                                       ▼
     coordinator (the calling thread) ◄──uploaded── upload pool (``upload_threads`` UploadPart)
       commits parts in order to the Ledger, reports progress, polls cancel, builds the last part
-      (rest of the entries + labels.csv + central directory), completes the upload.
+      (rest of the entries + labels.csv + index.csv + central directory), completes the upload.
 
 The bytes come from the format's pure pieces (``connectors.archives.zip``); the threads, the
 parts (``zip_parts``), S3 and the ledger are this module's.
@@ -25,6 +25,13 @@ Invariants:
   part is simply overwritten under the same number). See ``ZipBackup._resume``.
 - Worker threads never call the Ledger: what they need from it runs on the coordinator
   (``_in_main``).
+- Every volume ends with its index (``index.csv``; ``index.partNNN.csv`` in volume NNN of a
+  split archive) as the last entry before the central directory: one row per message of the
+  volume with its folder, source id, Message-ID, internal date, flags, labels, size and SHA-256
+  (``connectors.archives.metadata``). Like the directory it is built from the volume's records
+  alone, so a resumed run writes it exactly as an uninterrupted one. Each message entry's DOS
+  time and UT extra field are its internal date (the UT mtime is derived from the record's
+  ``internal_date``, so the rebuilt central directory matches the local headers).
 
 Split into volumes (``spec.split_bytes``; see ``connectors.archives.zip.volumes`` and ``ZipBackup._close_volume``):
 - Each volume is a standalone ZIP with its own multipart upload, offsets and central directory;
@@ -58,11 +65,11 @@ from dataclasses import dataclass
 from itertools import chain
 
 from connectors import mimeinfo
-from connectors.archives import ZIP
+from connectors.archives import ZIP, metadata
 from connectors.archives.zip import writer as zipwriter
 from connectors.archives.zip.volumes import VolumeBudget, labels_row_bound
 from connectors.model import Folder, Message, MessageFailure
-from connectors.naming import message_entry_name
+from connectors.naming import index_name, message_entry_name
 from connectors.pipeline.archivekeys import final_key
 from connectors.pipeline.ledger import (
     DIRECTORY,
@@ -76,7 +83,7 @@ from connectors.pipeline.ledger import (
     UploadState,
     Volume,
 )
-from connectors.pipeline.report import labels_manifest
+from connectors.pipeline.report import index_manifest, labels_manifest
 from connectors.pipeline.skeleton import Backup
 from connectors.pipeline.zip_parts import ByteBudget, PartBuffer, Stopped
 from connectors.storage.s3.move import move_object
@@ -109,6 +116,11 @@ class Prepared:
     info: mimeinfo.HeaderInfo
     when: dt.datetime | None
     labels: tuple[str, ...]
+    flags: tuple[str, ...] = ()
+
+    @property
+    def internal_date(self) -> str:
+        return metadata.iso_date(self.when)
 
 
 def prepare_message(msg: Message, level: int) -> Prepared:
@@ -116,7 +128,7 @@ def prepare_message(msg: Message, level: int) -> Prepared:
     digest = hashlib.sha256(raw).hexdigest()
     method, crc, payload = zipwriter.compress_entry(raw, level)
     return Prepared(msg.folder, msg.source_id, method, crc, payload, len(raw), digest,
-                    mimeinfo.extract(raw), msg.internal_date, tuple(msg.labels))
+                    mimeinfo.extract(raw), msg.internal_date, tuple(msg.labels), tuple(msg.flags))
 
 
 @dataclass
@@ -284,13 +296,22 @@ class ZipBackup(Backup):
             return
         for r in self.ledger.iter_records(volume=self.volume):
             if r.name:
+                message = r.kind == MESSAGE
                 self.volume_budget.add(_entry_from_record(r), self._label_row(r.name, r.folder, r.source_id, r.labels),
-                                       message=r.kind == MESSAGE)
+                                       self._index_row(r.name, r.folder, r.source_id, r.message_id,
+                                                       r.imap_flags, r.labels) if message else 0,
+                                       message=message)
 
     def _label_row(self, name: str, folder: str, source_id: str, labels: Sequence[str]) -> int:
         if self.volume_budget is None or not labels:
             return 0
         return labels_row_bound(name, folder, source_id, labels)
+
+    def _index_row(self, name: str, folder: str, source_id: str, message_id: str,
+                   flags: Sequence[str], labels: Sequence[str]) -> int:
+        if self.volume_budget is None:
+            return 0
+        return metadata.index_row_bound(name, folder, source_id, message_id, flags, labels)
 
     # ---- the transfer -------------------------------------------------------------------------
     def _transfer(self, folders: list[Folder]) -> None:
@@ -464,15 +485,17 @@ class ZipBackup(Backup):
         return part
 
     def _message_entry(self, p: Prepared, sequence: int) -> zipwriter.ZipEntry:
-        dos_time, dos_date = zipwriter.dos_datetime(p.when)
+        internal_date = p.internal_date
+        dos_time, dos_date = zipwriter.dos_datetime(metadata.parse_iso_date(internal_date))
         return zipwriter.ZipEntry(message_entry_name(self.folder_names.path(p.folder), sequence, p.info.subject),
                                   self.offset, p.crc32, len(p.payload), p.size, p.method,
-                                  dos_time, dos_date)
+                                  dos_time, dos_date, mtime=metadata.unix_time(internal_date))
 
     def _add_message(self, part: PartBuffer, p: Prepared, sequence: int) -> PartBuffer:
         entry = self._message_entry(p, sequence)
         label_row = self._label_row(entry.name, p.folder, p.source_id, p.labels)
-        if self.volume_budget is not None and self.volume_budget.must_split_before(entry, label_row):
+        index_row = self._index_row(entry.name, p.folder, p.source_id, p.info.message_id, p.flags, p.labels)
+        if self.volume_budget is not None and self.volume_budget.must_split_before(entry, label_row, index_row):
             part = self._wait_for_next_volume(part)
             entry = self._message_entry(p, sequence)  # at the start of the new volume
         header = zipwriter.local_header(entry)
@@ -482,11 +505,12 @@ class ZipBackup(Backup):
         record = _record_from_entry(entry, MESSAGE, p.folder, self.volume)
         record.source_id, record.sequence, record.sha256, record.labels = (
             p.source_id, sequence, p.sha256, p.labels)
+        record.imap_flags, record.internal_date = p.flags, p.internal_date
         record.message_id, record.date, record.from_, record.to, record.subject = (
             p.info.message_id, p.info.date, p.info.from_, p.info.to, p.info.subject)
         part.records.append(record)
         if self.volume_budget is not None:
-            self.volume_budget.add(entry, label_row, message=True)
+            self.volume_budget.add(entry, label_row, index_row, message=True)
         return part
 
     def _wait_for_next_volume(self, part: PartBuffer) -> PartBuffer:
@@ -509,16 +533,20 @@ class ZipBackup(Backup):
 
     # ---- the last part, completion ------------------------------------------------------------
     def _finish_final_part(self, part: PartBuffer, *, next_volume: bool = False) -> None:
-        """Append labels.csv (if any message of this volume has labels) and the volume's central
-        directory, upload, commit. Runs after every earlier part of the volume is committed,
-        so the ledger has all its records."""
+        """Append labels.csv (if any message of this volume has labels), the volume's index and
+        its central directory, upload, commit. Runs after every earlier part of the volume is
+        committed, so the ledger has all its records."""
 
         def all_records() -> Iterator[EntryRecord]:
             return chain(self.ledger.iter_records(volume=self.volume), list(part.records))
 
+        split = next_volume or bool(self.volumes)
         with tempfile.TemporaryFile(dir=self.t.tmp_dir) as labels:
             if labels_manifest(all_records(), labels):
-                self._add_file_from(part, self._labels_name(split=next_volume or bool(self.volumes)), labels)
+                self._add_file_from(part, self._labels_name(split=split), labels)
+        with tempfile.TemporaryFile(dir=self.t.tmp_dir) as index:
+            index_manifest(all_records(), index)
+            self._add_file_from(part, index_name(self.volume, split=split), index)
         cd_offset = self.offset
         written = zipwriter.central_directory(
             (_entry_from_record(r) for r in all_records() if r.name), cd_offset, _Counter(part))
@@ -661,6 +689,7 @@ def _record_from_entry(entry: zipwriter.ZipEntry, kind: str, folder: str, volume
 
 
 def _entry_from_record(r: EntryRecord) -> zipwriter.ZipEntry:
+    mtime = metadata.unix_time(r.internal_date) if r.kind == MESSAGE else None
     return zipwriter.ZipEntry(r.name, r.offset, r.crc32, r.compressed_size, r.size, r.method,
-                              r.dos_time, r.dos_date, r.flags, is_dir=r.kind == DIRECTORY)
+                              r.dos_time, r.dos_date, r.flags, is_dir=r.kind == DIRECTORY, mtime=mtime)
 

@@ -55,7 +55,7 @@ GMAIL_API_URL = "https://gmail.googleapis.com/"
 ALL_MAIL = "All Mail"
 LIST_PAGE_SIZE = 500
 MAX_BATCH_SIZE = 50
-UNITS = {"messages.list": 5, "messages.get": 5, "labels.list": 1, "getProfile": 1}
+UNITS = {"messages.list": 5, "messages.get": 5, "labels.list": 1, "getProfile": 1, "history.list": 2}
 THROTTLE_REASONS = {"userRateLimitExceeded", "rateLimitExceeded"}
 _NETWORK_ERRORS = (httplib2.HttpLib2Error, OSError, TransportError)  # OSError covers timeouts
 
@@ -68,6 +68,11 @@ def error_reason(exc: HttpError) -> str:
         return ""
     errors = error.get("errors") or []
     return (errors[0].get("reason") if errors else None) or error.get("status", "")
+
+
+class HistoryExpired(SourceError):
+    """``users.history.list`` answered 404: the start historyId is too old (Gmail keeps about a
+    week of history); a full listing must take its place."""
 
 
 def classify(exc: HttpError) -> str:
@@ -172,8 +177,9 @@ class GmailApiSource(Source):
         """Exponential backoff with jitter: base·2^attempt capped, times a random 0.5–1.0."""
         return min(self.backoff_cap, self.backoff_base * 2 ** attempt) * (0.5 + self.rng.random() / 2)
 
-    def _execute(self, make_request: Callable, units: int) -> dict:
-        """Run one API call with quota, retries and backoff; raise a SourceError when hopeless."""
+    def _execute(self, make_request: Callable, units: int, *, gone: type[SourceError] | None = None) -> dict:
+        """Run one API call with quota, retries and backoff; raise a SourceError when hopeless
+        (``gone``, when given, for a 404)."""
         attempt, throttle_wait = 0, 0.0
         while True:
             self.quota.acquire(units)
@@ -185,6 +191,8 @@ class GmailApiSource(Source):
                 kind = classify(exc)
                 if kind == "auth":
                     raise auth_failure(exc) from None
+                if kind == "gone" and gone is not None:
+                    raise gone(f"Gmail API {exc.resp.status} ({error_reason(exc)})") from None
                 if kind not in ("throttle", "transient"):
                     raise SourceError(f"Gmail API error {exc.resp.status} ({error_reason(exc)}).") from None
                 delay = self._backoff(attempt)
@@ -254,6 +262,67 @@ class GmailApiSource(Source):
                 break
         ids.reverse()
         return ids
+
+    # --- incremental series (connectors.pipeline.series) ------------------------------
+    def history(self, start: str) -> tuple[list[str], set[str], str]:
+        """(ids added, ids deleted, the newest historyId) since ``start``: every page of
+        ``users.history.list``; raises ``HistoryExpired`` on 404."""
+        added: dict[str, None] = {}
+        deleted: set[str] = set()
+        newest, page_token = start, None
+        while True:
+            def make(service, token=page_token):
+                return service.users().history().list(
+                    userId=self.user_id, startHistoryId=start, pageToken=token, maxResults=500,
+                    historyTypes=["messageAdded", "messageDeleted"])
+            response = self._execute(make, UNITS["history.list"], gone=HistoryExpired)
+            for record in response.get("history", []):
+                for item in record.get("messagesAdded", []):
+                    message = item.get("message", {})
+                    labels = set(message.get("labelIds") or ())
+                    if self.include_spam_trash or not labels & {"SPAM", "TRASH"}:
+                        added[message["id"]] = None
+                        deleted.discard(message["id"])
+                for item in record.get("messagesDeleted", []):
+                    deleted.add(item.get("message", {}).get("id", ""))
+                    added.pop(item.get("message", {}).get("id", ""), None)
+            newest = response.get("historyId") or newest
+            page_token = response.get("nextPageToken")
+            if not page_token:
+                return list(added), deleted, str(newest)
+
+    def series_plan(self, folder: Folder, previous: dict | None, archived, *,
+                    since: date | None = None, before: date | None = None):
+        """This run's plan: messages added since the previous run's ``historyId``
+        (``users.history.list``; one call when nothing changed), less what the series archived;
+        a 404 (history expired), a date window or no cursor: a full listing less what the
+        series archived. The ids that failed in the previous run (``retry_ids``) are asked again. The cursor is the historyId read before listing (so nothing between
+        the listing and the next run is missed; what is listed twice is skipped as archived)."""
+        from connectors.pipeline.series import FULL, NEW, UNCHANGED, FolderPlan, full_listing_plan
+
+        start = (previous or {}).get("history_id")
+        self._profile = None
+        current = str(self.profile().get("historyId", ""))
+        if start and not since and not before:
+            try:
+                added, deleted, newest = self.history(str(start))
+            except HistoryExpired:
+                log.info("Gmail history from %s has expired; listing the whole mailbox", start)
+            else:
+                retry = [i for i in (previous or {}).get("retry_ids") or () if i not in deleted]
+                if not added and not deleted and not retry:
+                    return FolderPlan([], {"history_id": newest or current}, mode=UNCHANGED)
+                done = {a.source_id for a in archived(folder.path)}
+                ids = [i for i in dict.fromkeys([*retry, *added]) if i not in done]
+                return FolderPlan(ids, {"history_id": newest or current}, expunged=len(deleted & done), mode=NEW)
+        ids = self.list_message_ids(folder, since=since, before=before)
+        plan = full_listing_plan(ids, archived(folder.path) if start else ())
+        plan.cursor = {"history_id": current}
+        if start:
+            plan.mode = "resync"
+        else:
+            plan.mode = FULL
+        return plan
 
     def fetch_messages(self, folder: Folder, ids: Iterable[str]) -> Iterator[Message | MessageFailure]:
         ids = list(ids)

@@ -57,6 +57,10 @@ MESSAGE_FIELDS = "id,receivedDateTime,isRead,flag"
 TokenProvider = Callable[..., str]
 
 
+class _ResyncRequired(Exception):
+    """A delta link Graph no longer honours (410 Gone / resyncRequired): list afresh."""
+
+
 class _NotFound(Exception):
     """Graph said 404 (a folder or message that vanished after listing)."""
 
@@ -224,6 +228,8 @@ class GraphSource(Source):
                     "only reaches the signed-in user's own mailbox.")
             if status == 404:
                 raise _NotFound(code)
+            if status == 410 or code in ("resyncRequired", "SyncStateNotFound", "SyncStateInvalid"):
+                raise _ResyncRequired(code)
             if status in (429, 503):
                 delay = min(self.max_retry_after,
                             retry_after_seconds(headers.get("Retry-After"), self._backoff(attempt)))
@@ -309,6 +315,62 @@ class GraphSource(Source):
             raise FolderUnavailable(f"The folder {folder.path!r} no longer exists.") from None
         ids.reverse()
         return ids
+
+    # --- incremental series (connectors.pipeline.series) ---------------------------------------
+    def _delta(self, url: str) -> tuple[list[str], set[str], str]:
+        """(ids added or changed, ids removed, the next deltaLink), every page of one delta round."""
+        added: dict[str, None] = {}
+        removed: set[str] = set()
+        while True:
+            page = self._get(url)
+            for item in page.get("value", []):
+                if "@removed" in item:
+                    removed.add(item["id"])
+                    added.pop(item["id"], None)
+                else:
+                    added[item["id"]] = None
+                    removed.discard(item["id"])
+                    self._meta[item["id"]] = _meta(item)
+            if page.get("@odata.nextLink"):
+                url = page["@odata.nextLink"]  # verbatim
+                continue
+            return list(added), removed, page.get("@odata.deltaLink", "")
+
+    def series_plan(self, folder: Folder, previous: dict | None, archived, *,
+                    since: date | None = None, before: date | None = None):
+        """This run's plan: the changes since the previous run's ``deltaLink`` (one request when
+        nothing changed), less what the series archived; without a cursor, with a date window, or
+        when Graph answers 410 / resyncRequired: a fresh delta round for the next cursor, then a
+        full listing less what the series archived. The ids that failed in the previous run
+        (``retry_ids``) are asked again. A deltaLink is only followed on this
+        source's own Graph host (it comes back from the database, and carries the token)."""
+        from connectors.pipeline.series import FULL, NEW, UNCHANGED, FolderPlan, full_listing_plan
+
+        link = (previous or {}).get("delta_link") or ""
+        initial = (f"{self.base}/mailFolders/{quote(folder.ref, safe='')}/messages/delta"
+                   f"?$select={MESSAGE_FIELDS}")
+        try:
+            if link and link.startswith(self.graph_url + "/") and not since and not before:
+                try:
+                    added, removed, next_link = self._delta(link)
+                except _ResyncRequired:
+                    log.info("Graph asks for a resync of %r; listing it afresh", folder.path)
+                else:
+                    retry = [i for i in (previous or {}).get("retry_ids") or () if i not in removed]
+                    if not added and not removed and not retry:
+                        return FolderPlan([], {"delta_link": next_link or link}, mode=UNCHANGED)
+                    done = {a.source_id for a in archived(folder.path)}
+                    ids = [i for i in dict.fromkeys([*retry, *added]) if i not in done]
+                    return FolderPlan(ids, {"delta_link": next_link or link}, expunged=len(removed & done),
+                                      mode=NEW)
+            _, _, next_link = self._delta(initial)  # first: what arrives meanwhile is in the next round
+            ids = self.list_message_ids(folder, since=since, before=before)
+        except _NotFound:
+            raise FolderUnavailable(f"The folder {folder.path!r} no longer exists.") from None
+        plan = full_listing_plan(ids, archived(folder.path) if previous else ())
+        plan.cursor = {"delta_link": next_link} if next_link else {}
+        plan.mode = "resync" if previous else FULL
+        return plan
 
     def fetch_messages(self, folder: Folder, ids: Iterable[str]) -> Iterator[Message | MessageFailure]:
         ids = list(ids)

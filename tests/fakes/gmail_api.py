@@ -1,7 +1,10 @@
 """The Gmail API v1 subset a backup needs, with Google's error shapes, quota and batch format.
 
 Paths as google-api-python-client builds them with ``api_endpoint=BASE/``:
-``/gmail/v1/users/{userId}/profile|labels|messages|messages/{id}`` and ``/batch/gmail/v1``.
+``/gmail/v1/users/{userId}/profile|labels|messages|messages/{id}|history`` and ``/batch/gmail/v1``.
+``history`` (``users.history.list``) answers ``messagesAdded`` / ``messagesDeleted`` records
+newer than ``startHistoryId`` and 404 ``notFound`` for a start older than the mailbox keeps
+(``GmailMailbox.expire_history``), as Gmail does after about a week.
 Every call, batch parts included, is charged against a per-user sliding-window quota
 (messages.list 5, messages.get 5, labels.list 1, getProfile 1); over quota the call is answered
 429 ``rateLimitExceeded`` or 403 ``userRateLimitExceeded`` (choose with ``quota_status``).
@@ -32,7 +35,7 @@ SYSTEM_LABELS = ("INBOX", "SENT", "DRAFT", "SPAM", "TRASH", "UNREAD", "STARRED",
                  "CATEGORY_UPDATES", "CATEGORY_FORUMS")
 USER_LABELS = {"Label_1": "Projekte", "Label_2": "Projekte/日本語", "Label_3": "Reçus/Été 2024",
                "Label_4": "Work/Clients/ACME", "Label_5": "Привет"}
-COSTS = {"profile": 1, "labels.list": 1, "messages.list": 5, "messages.get": 5}
+COSTS = {"profile": 1, "labels.list": 1, "messages.list": 5, "messages.get": 5, "history.list": 2}
 MAX_BATCH_PARTS = 100
 
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -63,9 +66,28 @@ class GmailMailbox:
     messages: dict[str, StoredMessage] = field(default_factory=dict)  # by Gmail id, oldest first
     labels: dict[str, dict] = field(default_factory=dict)
     history_id: int = 100000
+    history: list[tuple[int, str, str]] = field(default_factory=list)  # (id, "added"|"deleted", message id)
+    history_floor: int = 0  # a startHistoryId below this is answered 404
 
     def label_names(self, message: StoredMessage) -> list[str]:
         return sorted(self.labels[i]["name"] for i in message.labels)
+
+    def add(self, message: StoredMessage) -> None:
+        """A new message arrives (a history record ``messagesAdded``)."""
+        self.history_id += 1
+        self.messages[message.key] = message
+        self.history.append((self.history_id, "added", message.key))
+
+    def delete(self, key: str) -> None:
+        """A message is deleted for good (a history record ``messagesDeleted``)."""
+        self.history_id += 1
+        del self.messages[key]
+        self.history.append((self.history_id, "deleted", key))
+
+    def expire_history(self) -> None:
+        """Forget every history record: any earlier startHistoryId now gets 404."""
+        self.history.clear()
+        self.history_floor = self.history_id + 1
 
 
 def _label_resources() -> dict[str, dict]:
@@ -181,7 +203,7 @@ class GmailApi:
         if len(segments) < 3 or segments[0] != "users" or method != "GET":
             return gmail_error(404, "Not Found", "notFound")
         name = {("profile",): "profile", ("labels",): "labels.list",
-                ("messages",): "messages.list"}.get(tuple(segments[2:]))
+                ("messages",): "messages.list", ("history",): "history.list"}.get(tuple(segments[2:]))
         if name is None and len(segments) == 4 and segments[2] == "messages":
             name = "messages.get"
         if name is None:
@@ -215,7 +237,39 @@ class GmailApi:
             return Response.json({"labels": list(mailbox.labels.values())})
         if name == "messages.list":
             return self._list(mailbox, query)
+        if name == "history.list":
+            return self._history(mailbox, query)
         return self._get(mailbox, segments[3], query)
+
+    def _history(self, mailbox: GmailMailbox, query: dict[str, list[str]]) -> Response:
+        try:
+            start = int(query["startHistoryId"][0])
+            max_results = min(int(query.get("maxResults", ["100"])[0]), 500)
+            offset = int(base64.urlsafe_b64decode(query["pageToken"][0]).decode()) if "pageToken" in query else 0
+        except (KeyError, ValueError):
+            return gmail_error(400, "Invalid startHistoryId", "invalidArgument")
+        if start < mailbox.history_floor:
+            return gmail_error(404, "Requested entity was not found.", "notFound")
+        types = set(query.get("historyTypes", [])) or {"messageAdded", "messageDeleted"}
+        records = [r for r in mailbox.history if r[0] > start
+                   and ("messageAdded" if r[1] == "added" else "messageDeleted") in types]
+        page = records[offset:offset + max_results]
+        history = []
+        for number, what, key in page:
+            stored = mailbox.messages.get(key)
+            ref = {"id": key, "threadId": key}
+            if what == "added":
+                labels = sorted(stored.labels) if stored is not None else []
+                history.append({"id": str(number), "messages": [ref],
+                                "messagesAdded": [{"message": {**ref, "labelIds": labels}}]})
+            else:
+                history.append({"id": str(number), "messages": [ref], "messagesDeleted": [{"message": ref}]})
+        body: dict = {"historyId": str(mailbox.history_id)}
+        if history:
+            body["history"] = history
+        if offset + max_results < len(records):
+            body["nextPageToken"] = base64.urlsafe_b64encode(str(offset + max_results).encode()).decode()
+        return Response.json(body)
 
     # --- resources -------------------------------------------------------------------
     def _list(self, mailbox: GmailMailbox, query: dict[str, list[str]]) -> Response:

@@ -94,6 +94,31 @@ class GraphMailbox:
     folders: dict[str, GraphFolder] = field(default_factory=dict)
     messages: dict[str, StoredMessage] = field(default_factory=dict)  # by Graph id
     root_id: str = ""
+    # Delta queries: every change as (sequence, folder id, "added"|"removed", message id); a
+    # $deltatoken is a sequence number, and one below ``delta_floor`` is answered 410.
+    changes: list[tuple[int, str, str, str]] = field(default_factory=list)
+    change_seq: int = 0
+    delta_floor: int = 0
+
+    def add_message(self, folder_id: str, message: StoredMessage) -> None:
+        """A message arrives in the folder (a change the folder's delta reports)."""
+        self.messages[message.key] = message
+        self.folders[folder_id].messages.append(message.key)
+        message.folder = self.path_of(folder_id)
+        self.change_seq += 1
+        self.changes.append((self.change_seq, folder_id, "added", message.key))
+
+    def remove_message(self, message_id: str) -> None:
+        """A message is deleted (its folder's delta reports it ``@removed``)."""
+        folder = next(f for f in self.folders.values() if message_id in f.messages)
+        folder.messages.remove(message_id)
+        del self.messages[message_id]
+        self.change_seq += 1
+        self.changes.append((self.change_seq, folder.id, "removed", message_id))
+
+    def expire_delta_tokens(self) -> None:
+        """Every $deltatoken issued so far becomes invalid (410 Gone, resync required)."""
+        self.delta_floor = self.change_seq + 1
 
     def folder(self, ref: str) -> GraphFolder | None:
         if ref in self.folders:
@@ -320,6 +345,8 @@ class GraphApi:
                 return self._folders(mailbox, folder, request, query)
             if rest[2:] == ["messages"]:
                 return self._messages(mailbox, folder, request, query)
+            if rest[2:] == ["messages", "delta"]:
+                return self._delta(mailbox, folder, request, query)
             if len(rest) >= 4 and rest[2] == "messages":
                 return self._message(mailbox, rest[3], rest[4:], query, folder)
         if rest[0] == "messages" and len(rest) >= 2:
@@ -391,6 +418,42 @@ class GraphApi:
                       "value": [self._message_resource(mailbox, folder.id, m, select) for m in page]}
         if offset + top < len(selected):
             body["@odata.nextLink"] = self._next_link(request, query, offset + top)
+        return Response.json(body)
+
+    def _delta(self, mailbox: GraphMailbox, folder: GraphFolder, request: Request,
+               query: dict[str, str]) -> Response:
+        """``/mailFolders/{id}/messages/delta``: without a token every message of the folder
+        (pages linked by ``@odata.nextLink``), then ``@odata.deltaLink``; with ``$deltatoken``
+        the changes since, removed messages as ``{"id", "@removed": {"reason": "deleted"}}``."""
+        select = {s.strip() for s in query.get("$select", "").split(",") if s.strip()}
+        top = min(int(query.get("$top", MESSAGE_PAGE_DEFAULT)), self.page_cap or MESSAGE_PAGE_MAX)
+        offset = self._offset(query)
+        if "$deltatoken" in query:
+            try:
+                since = int(base64.urlsafe_b64decode(query["$deltatoken"]).decode())
+            except ValueError:
+                return graph_error(400, "ErrorInvalidUrlQuery", "The delta token is invalid.")
+            if since < mailbox.delta_floor:
+                return graph_error(410, "SyncStateNotFound", "The sync state was not found (resyncRequired): "
+                                   "start a new initial synchronisation.")
+            items = []
+            for _seq, folder_id, what, message_id in (c for c in mailbox.changes if c[0] > since):
+                if folder_id != folder.id:
+                    continue
+                if what == "added" and message_id in mailbox.messages and message_id in folder.messages:
+                    items.append(self._message_resource(mailbox, folder.id, message_id, select))
+                elif what == "removed":
+                    items.append({"id": message_id, "@removed": {"reason": "deleted"}})
+        else:
+            items = [self._message_resource(mailbox, folder.id, m, select) for m in folder.messages]
+        page = items[offset:offset + top]
+        body: dict = {"@odata.context": f"{self._base()}/$metadata#Collection(message)", "value": page}
+        if offset + top < len(items):
+            body["@odata.nextLink"] = self._next_link(request, query, offset + top)
+        else:
+            token = base64.urlsafe_b64encode(str(mailbox.change_seq).encode()).decode()
+            path = urlsplit(request.target).path[len("/v1.0"):]
+            body["@odata.deltaLink"] = f"{self._base()}{path}?$deltatoken={quote(token, safe='')}"
         return Response.json(body)
 
     def _message(self, mailbox: GraphMailbox, message_id: str, rest: list[str], query: dict[str, str],

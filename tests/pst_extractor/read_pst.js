@@ -46,6 +46,34 @@ function remember(table) {
   table.getItems = () => rows;
 }
 
+// PtypMultipleString as [MS-PST] stores it: count, offsets (little-endian), UTF-16LE strings.
+// (pst-extractor's own colorCategories reads the count as one byte and the offsets big-endian.)
+function multipleStrings(item) {
+  if (!item || !item.data || item.data.length < 4) return null;
+  const data = Buffer.from(item.data);
+  const count = data.readUInt32LE(0);
+  const offsets = [];
+  for (let i = 0; i < count; i++) offsets.push(data.readUInt32LE(4 + 4 * i));
+  offsets.push(data.length);
+  return offsets.slice(0, count).map((start, i) => data.subarray(start, offsets[i + 1]).toString('utf16le'));
+}
+
+// What the archive-metadata contract puts in a message's properties: the named ones are
+// looked up by name in the store's name-to-id map, as pst-extractor resolves names.
+function archiveMetadata(message) {
+  const named = (name) => PSTFile.getPublicStringToIdMapItem(name);
+  const items = message.pstTableItems;
+  const keywords = named('Keywords');
+  return {
+    flag_status: message.getIntItem(0x1090), last_verb: message.lastVerbExecuted,
+    icon_index: message.getIntItem(0x1080),
+    keywords: items && keywords > 0 ? multipleStrings(items.get(keywords)) : null,
+    source_id: named('LegacyFloSourceId') > 0 ? message.getStringItem(named('LegacyFloSourceId')) : null,
+    sha256: named('LegacyFloSha256') > 0 ? message.getStringItem(named('LegacyFloSha256')) : null,
+    imap_flags: named('LegacyFloFlags') > 0 ? message.getStringItem(named('LegacyFloFlags')) : null,
+  };
+}
+
 function describe(message) {
   const recipients = [];
   const recipientCount = message.numberOfRecipients;
@@ -64,6 +92,7 @@ function describe(message) {
     sent: iso(message.clientSubmitTime), delivered: iso(message.messageDeliveryTime),
     message_id: message.internetMessageId, read: message.isRead,
     body: message.body, body_html: message.bodyHTML, recipients, attachments,
+    metadata: archiveMetadata(message),
   };
 }
 

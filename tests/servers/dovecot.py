@@ -97,21 +97,25 @@ class DovecotServer:
 
     def __init__(self, users: dict[str, str] | None = None, *, ssl: bool = False,
                  layout: str = "fs", root: Path | None = None, extra_config: str = "",
-                 oauth2_introspection_url: str | None = None) -> None:
+                 oauth2_introspection_url: str | None = None, rawlog: bool = False) -> None:
         """``oauth2_introspection_url``: also accept XOAUTH2/OAUTHBEARER, checking each token
-        with an RFC 7662 introspection endpoint (answer ``{"active": true, "username": ...}``)."""
+        with an RFC 7662 introspection endpoint (answer ``{"active": true, "username": ...}``).
+        ``rawlog``: Dovecot writes every IMAP session's traffic under ``rawlog_dir``
+        (``TIMESTAMP-PID.in`` holds what the client sent): ``client_commands`` reads it."""
         if layout not in ("fs", "mithi"):
             raise ValueError("layout must be 'fs' or 'mithi'")
         self.users = dict(users or {"user": "password"})
         self.ssl = ssl
         self.layout = layout
         self.extra_config = extra_config
+        self.rawlog_dir: Path | None = None
         self.oauth2_introspection_url = oauth2_introspection_url
         self._own_root = root is None
         # Short and world-traversable: unix socket paths are limited to ~108 bytes and the
         # unprivileged mail processes must reach the Maildirs.
         self.root = Path(root or tempfile.mkdtemp(prefix="lfdc-", dir="/tmp"))
         self.root.chmod(0o755)
+        self._rawlog = rawlog
         self.host = "127.0.0.1"
         self.port = 0
         self.ssl_port: int | None = None
@@ -254,8 +258,24 @@ service anvil {{
 protocol imap {{
   mail_max_userip_connections = 100
 }}
-{self.extra_config}
+{self._rawlog_config()}{self.extra_config}
 """
+
+    def _rawlog_config(self) -> str:
+        if not self._rawlog:
+            return ""
+        self.rawlog_dir = self.root / "rawlog"
+        self.rawlog_dir.mkdir(exist_ok=True)
+        os.chown(self.rawlog_dir, self.mail_uid, self.mail_gid)
+        return f"protocol imap {{\n  rawlog_dir = {self.rawlog_dir}\n}}\n"
+
+    def rawlog_sessions(self) -> set[Path]:
+        """The rawlog files written so far (``rawlog=True``)."""
+        return set(self.rawlog_dir.iterdir()) if self.rawlog_dir else set()
+
+    def client_commands(self, since: set[Path] = frozenset()) -> bytes:
+        """Everything clients sent in the sessions logged after ``since`` (``rawlog_sessions()``)."""
+        return b"".join(p.read_bytes() for p in sorted(self.rawlog_sessions() - set(since)) if p.name.endswith(".in"))
 
     def start(self) -> DovecotServer:
         for sub in ("run", "state", "log", "home"):

@@ -1,9 +1,12 @@
-"""Streaming writer of Unicode PST files (Outlook personal folders), and a structural checker.
+"""Streaming writer of Unicode PST files (Outlook personal folders), a structural checker, and
+the reader a restore uses.
 
     from connectors.archives.pst import PstWriter, SplittingPstWriter, check_pst
+    from connectors.archives.pst.restore import PstArchiveReader
 
-Written from Microsoft's [MS-PST] specification; see ``writer`` for the API and ``checker``
-for what ``check_pst`` verifies.
+Written from Microsoft's [MS-PST] specification; see ``writer`` for the API, ``checker``
+for what ``check_pst`` verifies, and ``restore`` (on ``access`` and ``rebuild``) for reading a
+PST back as MIME messages with their folders, flags and dates.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from . import props as P
 from .heap import MAX_ALLOCATION
 from .ltp import NodeParts, ObjectValue, StoredValue, TableWriter, write_property_context
 from .mime import Address, Attachment, ParsedMessage
+from .namemap import LEGACYFLO_NAMES, PS_PUBLIC_STRINGS, named_property_id
 from .ndb import NID_TYPE_ATTACHMENT, NID_TYPE_LTP, NID_TYPE_NORMAL_MESSAGE, NodeDatabaseWriter
 from .templates import ATTACHMENT_COLUMNS, RECIPIENT_COLUMNS, RECIPIENT_EXTRA_COLUMNS
 
@@ -41,6 +42,62 @@ MAPI_ATTACH = 7
 TABLE_TEXT_LIMIT = 255  # MAPI tables carry at most 255 characters of a string
 
 
+# Keywords that are IMAP protocol state rather than a user's tag: not made Outlook categories
+# (LegacyFloFlags keeps them all).
+_SYSTEM_KEYWORDS = frozenset(k.lower() for k in (
+    "$Forwarded", "$MDNSent", "$Junk", "$NotJunk", "$Phishing", "$SubmitPending", "$Submitted",
+    "Junk", "NonJunk", "$Recent"))
+
+
+@dataclass(frozen=True)
+class ArchiveMetadata:
+    """What the archive records about a message besides its content (the source's view of it):
+    IMAP flags and keywords, Gmail labels, the source id and the SHA-256 of the source bytes."""
+
+    flags: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    source_id: str = ""
+    sha256: str = ""
+
+    def has_flag(self, flag: str) -> bool:
+        flag = flag.lower()
+        return any(f.lower() == flag for f in self.flags)
+
+    @property
+    def categories(self) -> list[str]:
+        """Outlook categories: the labels, then the user keywords (flags without a backslash),
+        each once."""
+        out: list[str] = []
+        for name in (*self.labels, *(f for f in self.flags if not f.startswith("\\")
+                                     and f.lower() not in _SYSTEM_KEYWORDS)):
+            if name and name not in out:
+                out.append(name)
+        return out
+
+
+KEYWORDS = P.tag(named_property_id((PS_PUBLIC_STRINGS, "Keywords")), P.PT_MV_UNICODE)
+LEGACYFLO_SOURCE_ID, LEGACYFLO_SHA256, LEGACYFLO_FLAGS = (
+    P.tag(named_property_id(name), P.PT_UNICODE) for name in LEGACYFLO_NAMES[:3])
+
+
+def metadata_properties(meta: ArchiveMetadata) -> list[tuple[int, object]]:
+    """The message properties that carry ``meta``: follow-up flag, last verb and its icon,
+    categories (Keywords), and LegacyFlo's named properties (empty ones are left out later)."""
+    out: list[tuple[int, object]] = []
+    if meta.has_flag("\\Flagged"):
+        out.append((P.FLAG_STATUS, P.FOLLOWUP_FLAGGED))
+    if meta.has_flag("\\Answered"):
+        out += [(P.LAST_VERB_EXECUTED, P.EXCHIVERB_REPLYTOSENDER), (P.ICON_INDEX, P.ICON_MAIL_REPLIED)]
+    elif meta.has_flag("$Forwarded"):
+        out += [(P.LAST_VERB_EXECUTED, P.EXCHIVERB_FORWARD), (P.ICON_INDEX, P.ICON_MAIL_FORWARDED)]
+    categories = meta.categories
+    if categories:
+        out.append((KEYWORDS, P.encode_multiple_strings(categories)))
+    out += [(LEGACYFLO_SOURCE_ID, _utf16(meta.source_id)), (LEGACYFLO_SHA256, _utf16(meta.sha256)),
+            (LEGACYFLO_FLAGS, _utf16(" ".join(meta.flags)))]
+    return out
+
+
 @dataclass(frozen=True)
 class WrittenMessage:
     parts: NodeParts
@@ -58,9 +115,12 @@ def _short(text: str) -> str | None:
 
 
 def write_message_object(
-    ndb: NodeDatabaseWriter, parsed: ParsedMessage, *, read: bool, received: datetime | None
+    ndb: NodeDatabaseWriter, parsed: ParsedMessage, *, read: bool, received: datetime | None,
+    meta: ArchiveMetadata | None = None,
 ) -> WrittenMessage:
-    """Write a message's recipients, attachments and PC; the caller adds the node itself."""
+    """Write a message's recipients, attachments and PC; the caller adds the node itself.
+    ``received`` (the internal date) is PidTagMessageDeliveryTime; ``meta`` adds
+    ``metadata_properties``."""
     now = datetime.now(UTC)
     delivered = received or parsed.sent or now
     if delivered.tzinfo is None:
@@ -140,6 +200,8 @@ def write_message_object(
         properties.append((P.BODY_HTML, store_stream(ndb, chunks)))
     elif parsed.body_html is not None:
         properties.append((P.BODY_HTML, parsed.body_html.encode("utf-8", "surrogatepass")))
+    if meta is not None:
+        properties += metadata_properties(meta)
 
     properties, size = _sized_without_empty_values(properties)
     size += 4 + attachment_sizes  # PidTagMessageSize itself, then the attachments

@@ -26,9 +26,14 @@ from pathlib import Path
 
 from . import props as P
 from .ltp import NodeParts, TableWriter, write_property_context
-from .messages import NID_ATTACHMENT_TABLE, NID_RECIPIENT_TABLE, write_message_object
+from .messages import (
+    NID_ATTACHMENT_TABLE,
+    NID_RECIPIENT_TABLE,
+    ArchiveMetadata,
+    write_message_object,
+)
 from .mime import ParsedMessage
-from .namemap import REGISTERED_NAMES, name_to_id_map_properties
+from .namemap import LEGACYFLO_NAMES, REGISTERED_NAMES, name_to_id_map_properties
 from .ndb import (
     NID_TYPE_ASSOC_CONTENTS_TABLE,
     NID_TYPE_CONTENTS_TABLE,
@@ -173,6 +178,7 @@ class MessageStore:
         self._all_folders = [self.root, self.ipm_subtree, self.search_root, self.deleted_items,
                              self.common_views]  # fmt: skip
         self._rows = _RowSpill(ndb.path.parent)
+        self.uses_legacyflo_names = False  # a message carries LegacyFlo's named properties
 
     def _special(
         self, nid: int, name: str, parent: FolderRecord, comment: str | None = None
@@ -211,10 +217,12 @@ class MessageStore:
     # -- messages ---------------------------------------------------------------------------
 
     def add_message(
-        self, folder: FolderRecord, parsed: ParsedMessage, *, read: bool, received: datetime | None
+        self, folder: FolderRecord, parsed: ParsedMessage, *, read: bool, received: datetime | None,
+        meta: ArchiveMetadata | None = None,
     ) -> None:
         nid = self.ndb.nids.allocate(NID_TYPE_NORMAL_MESSAGE)
-        written = write_message_object(self.ndb, parsed, read=read, received=received)
+        written = write_message_object(self.ndb, parsed, read=read, received=received, meta=meta)
+        self.uses_legacyflo_names |= meta is not None
         self.ndb.add_node(nid, written.parts.bid_data, written.parts.bid_sub, folder.nid)
         folder.message_count += 1
         if not read:
@@ -318,7 +326,8 @@ class MessageStore:
 
     def _write_fixed_nodes(self) -> None:
         ndb = self.ndb
-        name_map = write_property_context(ndb, name_to_id_map_properties(REGISTERED_NAMES))
+        names = (*REGISTERED_NAMES, *LEGACYFLO_NAMES) if self.uses_legacyflo_names else REGISTERED_NAMES
+        name_map = write_property_context(ndb, name_to_id_map_properties(names))
         ndb.add_node(NID_NAME_TO_ID_MAP, name_map.bid_data, name_map.bid_sub, 0)
         # Search management nodes exist but are empty: the store has no search folders.
         for nid in (NID_SEARCH_MANAGEMENT_QUEUE, NID_SEARCH_ACTIVITY_LIST,

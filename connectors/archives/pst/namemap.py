@@ -1,9 +1,14 @@
 """The name-to-id map ([MS-PST] §2.4.7): which named properties the store knows.
 
-The store uses no named property itself, but it registers the ones a new Outlook store
-registers, in Outlook's order (read from an empty store Outlook wrote): readers expect the
-map's four streams to hold something. libpff rejects a map without entries, and java-libpst
-(pst-extractor) cannot open a store whose string-name stream is empty.
+The map registers the names a new Outlook store registers, in Outlook's order (read from an
+empty store Outlook wrote): readers expect the map's four streams to hold something. libpff
+rejects a map without entries, and java-libpst (pst-extractor) cannot open a store whose
+string-name stream is empty. Messages use one of them, ``Keywords`` (Outlook's categories:
+Gmail labels and IMAP keywords), and three of LegacyFlo's own (``LEGACYFLO_NAMES``, in the
+``PS_LEGACYFLO`` property set: the source id, SHA-256 and IMAP flags an archive records per
+message), which a store that holds such messages registers after Outlook's, as Outlook appends
+a name when a client first uses it. Property ids are 0x8000 + the name's position, so these
+ids never move: Outlook's names keep theirs, and ours follow them in a fixed order.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ PSETID_COMMON = uuid.UUID("00062008-0000-0000-c000-000000000046")
 PSETID_TASK = uuid.UUID("00062003-0000-0000-c000-000000000046")
 PSETID_REMOTE = uuid.UUID("00062014-0000-0000-c000-000000000046")
 MENTIONS_SET = uuid.UUID("41f28f13-83f4-4114-a584-eedb5a6b0bff")  # where Outlook keeps IsMentioned
+
+# LegacyFlo's property set (a fixed GUID: readers look the names up in it).
+PS_LEGACYFLO = uuid.UUID("6c656761-6379-466c-6f00-6d6574610001")
 
 NamedProperty = tuple[uuid.UUID, int | str]  # (property set, numeric id or string name)
 
@@ -58,6 +66,23 @@ REGISTERED_NAMES: tuple[NamedProperty, ...] = (
     (PSETID_COMMON, 0x85E0),
     (PSETID_COMMON, 0x8552),
 )  # fmt: skip
+
+
+LEGACYFLO_NAMES: tuple[NamedProperty, ...] = (
+    (PS_LEGACYFLO, "LegacyFloSourceId"),
+    (PS_LEGACYFLO, "LegacyFloSha256"),
+    (PS_LEGACYFLO, "LegacyFloFlags"),
+    # Registered last and used by no message: java-libpst (and its port pst-extractor) never
+    # reads the entry stream's last entry (its loop stops 8 bytes early), so the last name
+    # must be one no reader needs. (Outlook's own last name is one no message uses either.)
+    (PS_LEGACYFLO, "LegacyFloReserved"),
+)
+
+
+def named_property_id(name: NamedProperty) -> int:
+    """The property id a message uses for ``name`` in a store this package writes."""
+    names = (*REGISTERED_NAMES, *LEGACYFLO_NAMES)
+    return 0x8000 + names.index(name)
 
 
 def name_to_id_map_properties(names: Iterable[NamedProperty]) -> list[tuple[int, object]]:

@@ -26,6 +26,7 @@ PT_SYSTIME = 0x0040
 PT_CLSID = 0x0048
 PT_BINARY = 0x0102
 MV_FLAG = 0x1000
+PT_MV_UNICODE = MV_FLAG | PT_UNICODE
 
 # Sizes of fixed-size types; anything absent here is variable-size.
 FIXED_SIZES = {
@@ -120,6 +121,8 @@ INTERNET_MESSAGE_ID = tag(0x1035, PT_UNICODE)
 IN_REPLY_TO_ID = tag(0x1042, PT_UNICODE)
 INTERNET_REFERENCES = tag(0x1039, PT_UNICODE)
 ICON_INDEX = tag(0x1080, PT_LONG)
+LAST_VERB_EXECUTED = tag(0x1081, PT_LONG)
+FLAG_STATUS = tag(0x1090, PT_LONG)
 ITEM_TEMPORARY_FLAGS = tag(0x1097, PT_LONG)
 ROW_ID = tag(0x3000, PT_LONG)
 DISPLAY_NAME = tag(0x3001, PT_UNICODE)
@@ -194,6 +197,13 @@ MSGFLAG_UNMODIFIED = 0x0002
 MSGFLAG_HASATTACH = 0x0010
 MSGFLAG_FROMME = 0x0020
 
+# PidTagFlagStatus, PidTagLastVerbExecuted, PidTagIconIndex ([MS-OXOFLAG], [MS-OXOMSG]).
+FOLLOWUP_FLAGGED = 2
+EXCHIVERB_REPLYTOSENDER = 102
+EXCHIVERB_FORWARD = 104
+ICON_MAIL_REPLIED = 0x105
+ICON_MAIL_FORWARDED = 0x106
+
 # Attachment methods.
 ATTACH_BY_VALUE = 1
 ATTACH_EMBEDDED_MSG = 5
@@ -216,6 +226,18 @@ def filetime(moment: datetime) -> int:
 
 def from_filetime(value: int) -> datetime:
     return _FILETIME_EPOCH + timedelta(microseconds=value // 10)
+
+
+def encode_multiple_strings(values: list[str]) -> bytes:
+    """A PtypMultipleString value as a PC stores it ([MS-PST] §2.3.3.4.2): the count, each
+    string's offset from the value's start, then the UTF-16LE strings (no terminators)."""
+    encoded = [v.encode("utf-16-le", "surrogatepass") for v in values]
+    offset = 4 + 4 * len(encoded)
+    offsets = []
+    for item in encoded:
+        offsets.append(offset)
+        offset += len(item)
+    return struct.pack(f"<I{len(offsets)}I", len(encoded), *offsets) + b"".join(encoded)
 
 
 def encode_value(prop_tag: int, value: object) -> bytes:

@@ -8,6 +8,7 @@ one past ``split_bytes``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from connectors.model import Message
 from . import layout as L
 from .allocation import SpaceAllocator
 from .encoding import CRYPT_NONE, CRYPT_PERMUTE
+from .messages import ArchiveMetadata
 from .messaging import MessageStore
 from .mime import ParsedMessage, parse_message
 from .ndb import NodeDatabaseWriter
@@ -58,15 +60,19 @@ class PstWriter:
         self._check_open()
         self._store.folder(path)
 
-    def add_message(self, msg: Message, parsed: ParsedMessage | None = None) -> int:
+    def add_message(self, msg: Message, parsed: ParsedMessage | None = None, sha256: str = "") -> int:
         """Append one message (``parsed``: ``parse_message(msg.raw)`` if the caller has it
-        already); return roughly how many bytes it added to the file."""
+        already; ``sha256``: the hex digest of ``msg.raw``, likewise); return roughly how many
+        bytes it added to the file. Its flags, labels, internal date, source id and digest
+        become its properties (``messages.metadata_properties``)."""
         self._check_open()
         before = self._ndb.bytes_written
         folder = self._store.folder(msg.folder)
         if parsed is None:
             parsed = parse_message(msg.raw)
-        self._store.add_message(folder, parsed, read=msg.seen, received=msg.internal_date)
+        meta = ArchiveMetadata(tuple(msg.flags), tuple(msg.labels), msg.source_id,
+                               sha256 or hashlib.sha256(msg.raw).hexdigest())
+        self._store.add_message(folder, parsed, read=msg.seen, received=msg.internal_date, meta=meta)
         self.message_count += 1
         return self._ndb.bytes_written - before
 
@@ -205,12 +211,12 @@ class SplittingPstWriter:
             self._folders.append(path)
         self._current.add_folder(path)
 
-    def add_message(self, msg: Message, parsed: ParsedMessage | None = None) -> int:
+    def add_message(self, msg: Message, parsed: ParsedMessage | None = None, sha256: str = "") -> int:
         self.add_folder(msg.folder)
         current = self._current
         if current.message_count and current.projected_size(len(msg.raw)) > self.split_bytes:
             self._roll_over()
-        return self._current.add_message(msg, parsed)
+        return self._current.add_message(msg, parsed, sha256)
 
     def _roll_over(self) -> None:
         closed = self._current

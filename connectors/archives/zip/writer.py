@@ -7,7 +7,10 @@ export rebuild it from its ledger without reading back the uploaded bytes.
 
 Invariants: names are UTF-8 with general-purpose flag bit 11 set; ZIP64 extra fields appear
 exactly where a size or offset does not fit in 32 bits (and the ZIP64 end records when the
-entry count, directory size or directory offset do not fit), as APPNOTE 4.5.3 requires.
+entry count, directory size or directory offset do not fit), as APPNOTE 4.5.3 requires. An
+entry with an ``mtime`` (a message: its internal date) carries an extended-timestamp extra
+field (UT, 0x5455: modification time, UTC seconds) after any ZIP64 one, in its local and its
+central header alike, beside the DOS time of the same instant.
 
 The ZIP pipeline (``connectors.pipeline.zip_backup``) joins these pieces into parts.
 """
@@ -51,16 +54,19 @@ class ZipEntry:
     dos_date: int
     flags: int = FLAG_UTF8
     is_dir: bool = False
+    mtime: int | None = None  # UTC seconds for the UT extra field; None: no such field
 
     @property
     def local_header_size(self) -> int:
-        return 30 + len(self.name.encode("utf-8")) + (20 if self._zip64_sizes else 0)
+        return (30 + len(self.name.encode("utf-8")) + (20 if self._zip64_sizes else 0)
+                + (UT_FIELD_SIZE if self.mtime is not None else 0))
 
     @property
     def central_header_size(self) -> int:
         """``len(central_header(self))`` without building it."""
         wide = (self.size >= U32) + (self.compressed_size >= U32) + (self.offset >= U32)
-        return 46 + len(self.name.encode("utf-8")) + (4 + 8 * wide if wide else 0)
+        return (46 + len(self.name.encode("utf-8")) + (4 + 8 * wide if wide else 0)
+                + (UT_FIELD_SIZE if self.mtime is not None else 0))
 
     @property
     def _zip64_sizes(self) -> bool:
@@ -68,6 +74,13 @@ class ZipEntry:
 
 
 DOS_EPOCH = dt.datetime(1980, 1, 1)
+UT_FIELD_SIZE = 4 + 5  # header id, size; flags (bit 0: mtime present), mtime
+
+
+def extended_timestamp(mtime: int) -> bytes:
+    """The UT extra field (Info-ZIP's 0x5455) holding only the modification time; the same
+    bytes in the local and the central header (the central one may carry mtime only)."""
+    return struct.pack("<HHBi", 0x5455, 5, 1, min(max(mtime, 0), 0x7FFFFFFF))
 
 
 def dos_datetime(when: dt.datetime | None) -> tuple[int, int]:
@@ -130,6 +143,8 @@ def local_header(entry: ZipEntry) -> bytes:
         extra = struct.pack("<HHQQ", 0x0001, 16, entry.size, entry.compressed_size)
         comp = size = U32
         version = 45
+    if entry.mtime is not None:
+        extra += extended_timestamp(entry.mtime)
     return struct.pack(
         "<IHHHHHIIIHH", 0x04034B50, version, entry.flags, entry.method, entry.dos_time,
         entry.dos_date, entry.crc32, comp, size, len(name), len(extra),
@@ -150,6 +165,8 @@ def central_header(entry: ZipEntry) -> bytes:
         fields.append(offset)
         offset = U32
     extra = struct.pack(f"<HH{len(fields)}Q", 0x0001, 8 * len(fields), *fields) if fields else b""
+    if entry.mtime is not None:
+        extra += extended_timestamp(entry.mtime)
     version = 45 if fields else 20
     return struct.pack(
         "<IHHHHHHIIIHHHHHII", 0x02014B50, VERSION_MADE_BY, version, entry.flags, entry.method,
@@ -176,10 +193,21 @@ def end_of_central_directory(count: int, cd_offset: int, cd_size: int) -> bytes:
 
 def file_entry(name: str, offset: int, data: bytes, when: dt.datetime | None,
                level: int = DEFAULT_LEVEL) -> tuple[ZipEntry, bytes]:
-    """A file entry at ``offset`` and its payload (compressed or stored)."""
+    """A file entry at ``offset`` and its payload (compressed or stored); with ``when``, its
+    DOS time and UT field hold that instant."""
     method, crc, payload = compress_entry(data, level)
     dos_time, dos_date = dos_datetime(when)
-    return ZipEntry(name, offset, crc, len(payload), len(data), method, dos_time, dos_date), payload
+    return ZipEntry(name, offset, crc, len(payload), len(data), method, dos_time, dos_date,
+                    mtime=unix_seconds(when)), payload
+
+
+def unix_seconds(when: dt.datetime | None) -> int | None:
+    """UTC seconds since 1970 of ``when`` (naive: UTC), or None."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
 
 
 def directory_entry(name: str, offset: int, when: dt.datetime | None = None) -> ZipEntry:

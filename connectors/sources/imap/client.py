@@ -463,6 +463,98 @@ class ImapSource(Source):
 
         return self._call(f"listing {folder.path!r}", listing)
 
+    # ---- incremental series (connectors.sources.imap.incremental) ----------------------------
+    @property
+    def condstore(self) -> bool:
+        self.client  # noqa: B018 - connect: the capabilities come with the login
+        return "CONDSTORE" in self._capabilities
+
+    def folder_status(self, folder: Folder) -> dict[str, int]:
+        """STATUS (UIDVALIDITY UIDNEXT MESSAGES [HIGHESTMODSEQ]) of ``folder``: no SELECT, no
+        message touched. Keys in lower case; ``highestmodseq`` only where CONDSTORE is offered."""
+        items = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
+        if self.condstore:
+            items.append(b"HIGHESTMODSEQ")
+
+        def status():
+            try:
+                return self.client.folder_status(folder.ref, items)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:
+                raise FolderUnavailable(f"The folder {folder.path!r} cannot be opened: {exc}") from exc
+
+        found = self._call(f"STATUS {folder.path!r}", status)
+        return {to_unicode(k).lower(): int(v) for k, v in found.items()}
+
+    def list_uids(self, folder: Folder, *, min_uid: int = 1, since: dt.date | None = None,
+                  before: dt.date | None = None) -> tuple[int, list[int]]:
+        """(UIDVALIDITY, the UIDs ≥ ``min_uid`` in the date window), searched window by window
+        as ``list_message_ids`` does (no command touches more than ``window`` messages)."""
+        def listing() -> tuple[int, list[int]]:
+            uidvalidity, exists = self._select(folder)
+            if exists == 0:
+                return uidvalidity, []
+            dates: list = []
+            if since:
+                dates += ["SINCE", since]
+            if before:
+                dates += ["BEFORE", before]
+            starts = self._window_starts(exists)
+            uids: set[int] = set()
+            for i, lo in enumerate(starts):
+                if i + 1 < len(starts) and starts[i + 1] <= min_uid:
+                    continue  # the whole window is below min_uid
+                lo = max(lo, min_uid)
+                hi = f"{starts[i + 1] - 1}" if i + 1 < len(starts) else "*"
+                if hi != "*" and int(hi) < lo:
+                    continue
+                found = self.client.search(["UID", f"{lo}:{hi}", *dates])
+                uids.update(u for u in found if u >= lo)  # "lo:*" also matches the last UID
+            return uidvalidity, sorted(uids)
+
+        return self._call(f"listing {folder.path!r}", listing)
+
+    def present_uids(self, folder: Folder, uidvalidity: int, uids: list[int]) -> list[int]:
+        """Which of ``uids`` the folder still holds (UID SEARCH, ``window`` at a time)."""
+        out: list[int] = []
+        for start in range(0, len(uids), self.window):
+            chunk = uids[start:start + self.window]
+            found = self._with_selection(folder, uidvalidity, "UID SEARCH",
+                                         lambda c=chunk: self.client.search(["UID", sequence_set(c)]))
+            out += [u for u in found if u in set(chunk)]
+        return sorted(set(out))
+
+    def fetch_identities(self, folder: Folder, uidvalidity: int, uids: list[int]) -> dict[int, tuple]:
+        """UID → (Message-ID, RFC822.SIZE, INTERNALDATE, ``mimeinfo.HeaderInfo``), from headers
+        only (``BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)]``): how a renumbered
+        folder is matched again without downloading a body."""
+        from connectors.mimeinfo import extract
+
+        items = "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)] RFC822.SIZE INTERNALDATE)"
+        out: dict[int, tuple] = {}
+        for start in range(0, len(uids), self.window):
+            chunk = uids[start:start + self.window]
+            data = self._with_selection(folder, uidvalidity, "header FETCH",
+                                        lambda c=chunk: self._uid_fetch(c, items))
+            for uid, entry in data.items():
+                header = next((v for k, v in entry.items()
+                               if isinstance(k, bytes) and k.startswith(b"BODY[HEADER")), b"") or b""
+                if isinstance(header, str):
+                    header = header.encode("utf-8", "surrogateescape")
+                when = entry.get(b"INTERNALDATE")
+                info = extract(bytes(header))
+                out[uid] = (info.message_id, int(entry.get(b"RFC822.SIZE", 0)),
+                            when if isinstance(when, dt.datetime) else None, info)
+        return out
+
+    def series_plan(self, folder: Folder, previous: dict | None, archived, *,
+                    since: dt.date | None = None, before: dt.date | None = None):
+        """This run's ``FolderPlan`` for ``folder`` (``connectors.sources.imap.incremental``)."""
+        from connectors.sources.imap.incremental import plan_folder
+
+        return plan_folder(self, folder, previous, archived, since=since, before=before)
+
     # ---- fetching --------------------------------------------------------------------------
     def _fetch_items(self) -> str:
         items = "BODY.PEEK[] FLAGS INTERNALDATE"
@@ -567,7 +659,8 @@ class ImapSource(Source):
             internal = entry.get(b"INTERNALDATE")
             yield Message(folder=folder.path, source_id=sid, raw=bytes(raw),
                           internal_date=internal if isinstance(internal, dt.datetime) else None,
-                          flags=tuple(to_unicode(f) for f in entry.get(b"FLAGS", ())),
+                          flags=tuple(f for f in (to_unicode(f) for f in entry.get(b"FLAGS", ()))
+                                      if f.lower() != "\\recent"),  # per session: no APPEND takes it
                           labels=labels)
 
 

@@ -11,8 +11,10 @@ threads wait. The shapes we ask for are narrow:
 so a few regular expressions handle them. Anything else (another item order, items after the
 literal, X-GM-LABELS, a literal size mismatch, unsolicited responses we do not recognise) is
 handed to imapclient's parser unchanged, so the fast path can only be faster, never wronger.
-Output matches ``imapclient.response_parser.parse_fetch_response(data, True, True)`` for the
-keys used (b"UID", b"RFC822.SIZE", b"FLAGS", b"INTERNALDATE", b"BODY[]", b"SEQ").
+Output matches ``imapclient.response_parser.parse_fetch_response(data, False, True)`` for the
+keys used (b"UID", b"RFC822.SIZE", b"FLAGS", b"INTERNALDATE", b"BODY[]", b"SEQ"). INTERNALDATE
+stays an aware datetime with the server's own offset (not imapclient's default, naive local
+time): the archive records it as ISO 8601 with that offset, and a restore APPENDs it back.
 """
 
 from __future__ import annotations
@@ -29,11 +31,9 @@ _BODY_HEAD = re.compile(
 
 def _internaldate(text: bytes) -> dt.datetime | None:
     try:
-        parsed = dt.datetime.strptime(text.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
+        return dt.datetime.strptime(text.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
     except ValueError:
         return None
-    # imapclient's default (normalise_times=True): naive local time
-    return parsed.astimezone().replace(tzinfo=None)
 
 
 def parse_fetch(data: list) -> dict[int, dict]:
@@ -41,7 +41,7 @@ def parse_fetch(data: list) -> dict[int, dict]:
     fast = _parse_sizes(data) if data and isinstance(data[0], bytes) else _parse_bodies(data)
     if fast is not None:
         return fast
-    return dict(parse_fetch_response(data, True, True))
+    return dict(parse_fetch_response(data, False, True))
 
 
 def _parse_sizes(data: list) -> dict[int, dict] | None:

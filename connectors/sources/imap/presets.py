@@ -20,12 +20,17 @@ class ProviderPreset:
     security: str  # "ssl" | "starttls" | "none"
     window: int = 5000  # max messages per UID SEARCH / size FETCH / body FETCH
     all_mail_only: bool = False  # Gmail: back up \All once (+ Trash, Spam), labels in a manifest
+    max_message_bytes: int | None = None  # the largest message the provider accepts (restore checks first)
 
+
+_35_MIB = 35 * 1024 * 1024  # Gmail's and Exchange Online's message size limit
 
 PRESETS: dict[str, ProviderPreset] = {
     "imap": ProviderPreset("Any IMAP server", "", 993, "ssl"),
-    "gmail": ProviderPreset("Gmail", "imap.gmail.com", 993, "ssl", all_mail_only=True),
-    "o365": ProviderPreset("Microsoft 365 / Exchange Online", "outlook.office365.com", 993, "ssl"),
+    "gmail": ProviderPreset("Gmail", "imap.gmail.com", 993, "ssl", all_mail_only=True,
+                            max_message_bytes=_35_MIB),
+    "o365": ProviderPreset("Microsoft 365 / Exchange Online", "outlook.office365.com", 993, "ssl",
+                           max_message_bytes=_35_MIB),
     "yahoo": ProviderPreset("Yahoo Mail", "imap.mail.yahoo.com", 993, "ssl", window=1000),
     "mithi": ProviderPreset("Mithi SkyConnect / Vaultastic", "", 993, "ssl"),
 }

@@ -20,6 +20,8 @@ what a long transfer needs:
 
 from __future__ import annotations
 
+import threading
+
 import boto3
 from botocore.config import Config
 
@@ -34,8 +36,30 @@ class NoCredentials(ConnectionFailed):
     """The target cannot be reached without sending the portal's own AWS identity somewhere."""
 
 
-def _credentials_session(target: S3Target) -> boto3.session.Session:
-    """The session whose credentials sign this target's requests; refuses to fall back to the portal's."""
+_SHARED: boto3.session.Session | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_session() -> boto3.session.Session:
+    """One credential-less session per process, whose loaded service models every key-pair client
+    reuses: a session of its own per client reloads them (hundreds of ms per request). Its own
+    credentials are never used: every client it makes is given the bucket's key pair."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = boto3.session.Session()
+        return _SHARED
+
+
+def warm_up() -> None:
+    """Load the S3 service model into the shared session (a worker's parent does it once; the
+    work horses it forks inherit it)."""
+    make_client(S3Target("warm-up", "us-east-1", "http://127.0.0.1:9", "warm-up", "warm-up"), allow_private=True)
+
+
+def _credentials_session(target: S3Target) -> tuple[boto3.session.Session, dict]:
+    """The session whose credentials sign this target's requests, and the explicit credentials to
+    give its client; refuses to fall back to the portal's."""
     if target.role is not None:
         if target.endpoint_url:
             raise NoCredentials(
@@ -43,11 +67,11 @@ def _credentials_session(target: S3Target) -> boto3.session.Session:
                 f"AWS credentials to {target.endpoint_url}.")
         if not target.role.role_arn:
             raise NoCredentials(f"The bucket {target.bucket} has no role ARN: enter one on its page and verify it.")
-        return role_session(target.role, region=target.region)
+        return role_session(target.role, region=target.region), {}
     if not (target.access_key_id and target.secret_access_key):
         raise NoCredentials(f"The bucket {target.bucket} has no access key pair.")
-    return boto3.session.Session(aws_access_key_id=target.access_key_id,
-                                 aws_secret_access_key=target.secret_access_key)
+    return _shared_session(), {"aws_access_key_id": target.access_key_id,
+                               "aws_secret_access_key": target.secret_access_key}
 
 
 def make_client(target: S3Target, *, allow_private: bool = False, connect_timeout: float = 10,
@@ -57,7 +81,7 @@ def make_client(target: S3Target, *, allow_private: bool = False, connect_timeou
     A custom endpoint is checked when a connection is made, not here: a policy refusal is the
     error of the first request (botocore's HTTPClientError, with the reason).
     """
-    session = _credentials_session(target)  # first: nothing is resolved or sent before this passes
+    session, credentials = _credentials_session(target)  # first: nothing is resolved or sent before this passes
     if target.endpoint_url:
         url_host_port(target.endpoint_url)  # ConnectionFailed for a URL that is not http(s)
     config = Config(
@@ -73,7 +97,8 @@ def make_client(target: S3Target, *, allow_private: bool = False, connect_timeou
         response_checksum_validation="when_required",
         tcp_keepalive=True,
     )
-    client = session.client("s3", config=config, endpoint_url=target.endpoint_url or None)
+    with _SHARED_LOCK:  # a session is not thread-safe while it makes clients
+        client = session.client("s3", config=config, endpoint_url=target.endpoint_url or None, **credentials)
     if target.endpoint_url and not allow_private:
         check_every_connection(client)
     return client

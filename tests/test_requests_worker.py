@@ -1,0 +1,81 @@
+"""`manage.py worker --concurrency N`: N RQ workers (real processes, real Redis) under one command."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from requests_app.models import MigrationRequest
+from tests.portal_fixtures import (
+    ROOT,
+    archive_digests,
+    descendants,
+    imap_form,
+    source_digests,
+    submit,
+    wait_for,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _mailbox(dovecot, name: str, seed: int):
+    from tests.mailgen import generate_mailbox, write_maildir
+
+    dovecot.add_user(name, f"{name}-password")
+    mailbox = generate_mailbox("flat", seed=seed, count=5, size=3000)
+    write_maildir(dovecot, name, mailbox)
+    return mailbox
+
+
+def test_two_requests_run_in_the_two_workers_of_one_command(operator, tenant, dovecot, dest_bucket, rclone,
+                                                            rq_queue, worker_env):
+    from rq.job import Job
+
+    mailboxes = {name: _mailbox(dovecot, name, seed) for seed, name in enumerate(["hana", "ivo"], start=3)}
+    requests = [submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, source_user=name,
+                                                                 source_password=f"{name}-password", file_name=name))
+                for name in mailboxes]
+    done = subprocess.run([sys.executable, "manage.py", "worker", "--burst", "--concurrency", "2"], cwd=ROOT,
+                          env=worker_env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    workers = set()
+    for req in requests:
+        req.refresh_from_db()
+        assert req.state == "completed", req.error
+        workers.add(Job.fetch(req.job_id, connection=rq_queue.connection).worker_name)
+        digests = archive_digests(rclone.client(), dest_bucket.name, f"mail/{req.file_name}.zip")
+        assert sorted(map(sorted, digests.values())) == \
+            sorted(map(sorted, source_digests(mailboxes[req.file_name]).values()))
+    assert len(workers) == 2  # each worker took one: both ran at once
+
+
+def test_sigterm_to_the_command_stops_every_worker(redis_server, rq_queue, worker_env):
+    from rq import Worker
+
+    proc = subprocess.Popen([sys.executable, "manage.py", "worker", "--concurrency", "2"], cwd=ROOT, env=worker_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: len(Worker.all(connection=rq_queue.connection)) == 2, timeout=120)
+        children = descendants(proc.pid)
+        assert len(children) >= 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        wait_for(lambda: not Worker.all(connection=rq_queue.connection), timeout=30)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert MigrationRequest.objects.count() == 0
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
