@@ -8,7 +8,7 @@ UUID of another tenant's bucket or batch simply matches nothing.
 from __future__ import annotations
 
 from django import forms
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from requests_app.models import MigrationRequest, RequestBatch, State
 from requests_app.types import available_types
@@ -64,3 +64,15 @@ class RequestFilterForm(forms.Form):
     @property
     def active(self) -> bool:
         return bool(self.is_bound and self.is_valid() and any(self.cleaned_data.get(f) for f in SEARCH_FIELDS))
+
+
+def one_line_per_series(qs: QuerySet[MigrationRequest]) -> QuerySet[MigrationRequest]:
+    """An incremental series shows as one line: its latest run, annotated with ``series_runs``
+    (how many runs the series has; its page lists them). Every other request stays as it is."""
+    same_series = MigrationRequest.objects.filter(tenant=OuterRef("tenant"), series_key=OuterRef("series_key"))
+    newer = same_series.filter(Q(created_at__gt=OuterRef("created_at"))
+                               | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id")))
+    runs = same_series.order_by().values("series_key").annotate(n=Count("id")).values("n")
+    series = Q(incremental=True) & ~Q(series_key="")
+    return (qs.exclude(series & Exists(newer))
+            .annotate(series_runs=Subquery(runs[:1])))

@@ -29,7 +29,7 @@ from connectors.model import SourceError
 from requests_app import clone, downloads, lifecycle, reports, selectors, services
 from requests_app.connection_test import test_connection
 from requests_app.csvimport import errors_csv, parse_csv, sample_csv
-from requests_app.filters import RequestFilterForm
+from requests_app.filters import RequestFilterForm, one_line_per_series
 from requests_app.forms import destination_buckets, form_class
 from requests_app.models import MigrationRequest, RequestBatch, State
 from requests_app.series import run_file_name, series_run_rows
@@ -51,6 +51,8 @@ def _requests_page(request, batch: RequestBatch | None = None):
     # run's JSON documents.
     qs = filters.filter(MigrationRequest.objects.for_tenant(request.access.tenant).select_related("bucket")
                         .defer("source_password", "checkpoint", "result", "folder_progress", "options"))
+    if not filters.active:  # filtered, every run that matches is listed on its own
+        qs = one_line_per_series(qs)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)

@@ -253,3 +253,23 @@ def test_another_tenant_cannot_clone_or_borrow_a_password(original, tenant, outs
                        clone_post(original)).status_code == 404
     assert client.post(f"/t/{other_tenant.slug}/requests/new/IMAP-S3-ZIP/test/",
                        clone_post(original)).status_code == 404
+
+
+def test_an_incremental_series_is_one_line_with_its_run_count(tenant, operator, bucket, client_for):
+    """Three runs of one series and a one-off request: the list shows the series once (its latest
+    run, "series · 3 runs") and the one-off; a filter lists every matching run on its own."""
+    base = dict(tenant=tenant, request_type="IMAP-S3-ZIP", bucket=bucket, source_server="imap.acme.test",
+                source_user="frank@acme.test", file_name="frank", incremental=True, series_key="s" * 64)
+    now = timezone.now()
+    runs = [MigrationRequest.objects.create(**base, title=f"Frank run {n}", state="completed") for n in (1, 2, 3)]
+    for n, run in enumerate(runs):
+        MigrationRequest.objects.filter(pk=run.pk).update(created_at=now - dt.timedelta(days=3 - n))
+    MigrationRequest.objects.create(**{**base, "incremental": False, "series_key": "", "file_name": "once"},
+                                    title="Frank once", state="completed")
+    client = client_for(operator)
+    html = client.get(f"/t/{tenant.slug}/requests/").content.decode()
+    assert "Frank run 3" in html and "Frank once" in html
+    assert "Frank run 1" not in html and "Frank run 2" not in html
+    assert "series · 3 runs" in html
+    filtered = client.get(f"/t/{tenant.slug}/requests/?state=completed").content.decode()
+    assert all(f"Frank run {n}" in filtered for n in (1, 2, 3))
