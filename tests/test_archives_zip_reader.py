@@ -15,6 +15,7 @@ import os
 import struct
 import tracemalloc
 import zipfile
+from collections import deque
 
 import pytest
 
@@ -218,21 +219,50 @@ def test_a_split_backup_reads_back_across_volumes(s3):
     assert [m.raw for m in messages] == [raw for _sid, raw, _ in folders["INBOX"]]
 
 
-def test_zip64_end_records_with_more_than_65535_entries(s3):
+def forced_zip64_end(count: int, cd_offset: int, cd_size: int) -> bytes:
+    """ZIP64 end record + locator, and an end record whose fields all say "see ZIP64" (as when
+    more than 65,535 entries or 4 GiB), whatever the real values."""
+    zip64_at = cd_offset + cd_size
+    return (struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 0x32D, 45, 0, 0, count, count, cd_size, cd_offset)
+            + struct.pack("<IIQI", 0x07064B50, 0, zip64_at, 1)
+            + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+
+
+def test_zip64_end_records_and_a_large_directory_in_flat_memory(s3):
     out = io.BytesIO()
     entries = []
-    count = 66_000
+    rows = []
+    count = 20_000
     for n in range(count):
-        entry, payload = zipwriter.file_entry(f"INBOX/{n:06d}.eml", out.tell(), b"Subject: %d\r\n\r\nx\r\n" % n, None)
+        raw = b"Subject: %d\r\n\r\nx\r\n" % n
+        name = f"INBOX/{n:06d}.eml"
+        entry, payload = zipwriter.file_entry(name, out.tell(), raw, None)
         out.write(zipwriter.local_header(entry))
         out.write(payload)
         entries.append(entry)
-    zipwriter.central_directory(entries, out.tell(), out)
+        rows.append(row(name, "Posteingang" if n % 2 else "INBOX", raw, flags="\\Seen"))
+    entry, payload = zipwriter.file_entry("index.csv", out.tell(), index_csv(rows), None)
+    out.write(zipwriter.local_header(entry))
+    out.write(payload)
+    entries.append(entry)
+    cd_offset = out.tell()
+    for entry in entries:
+        out.write(zipwriter.central_header(entry))
+    out.write(forced_zip64_end(len(entries), cd_offset, out.tell() - cd_offset))
+    assert zipfile.ZipFile(io.BytesIO(out.getvalue())).testzip() is None  # valid for zipfile too
     put(s3, "big/many.zip", out.getvalue())
+    del out, entries, rows
     reader = ZipArchiveReader(s3.client(), s3.bucket, "big/many.zip")
-    assert reader.folders()[0].messages == count
-    last = list(reader.browse())[-1]
-    assert reader.read_entry(last.id) == b"Subject: %d\r\n\r\nx\r\n" % (count - 1)
+    tracemalloc.start()
+    try:
+        counts = {f.folder: f.messages for f in reader.folders()}  # directory and index, streamed
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert counts == {"INBOX": count // 2, "Posteingang": count // 2}
+    assert peak < 3 * 1024 * 1024, peak  # flat: no record per entry is kept (held, 20,000 take ~12 MB)
+    last = deque(reader.browse("Posteingang"), maxlen=1)[0]
+    assert last.flags == ("\\Seen",) and reader.read_entry(last.id) == b"Subject: %d\r\n\r\nx\r\n" % (count - 1)
 
 
 def test_zip64_extra_fields_in_the_central_directory_are_followed(s3):

@@ -179,3 +179,51 @@ def test_a_cut_append_is_never_stored_twice(literal_plus):
             client.select_folder(folder, readonly=True)
             bodies = [d[b"BODY[]"] for d in client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).values()]
     assert bodies == [mail(1), mail(1), mail(2)]
+
+
+def test_ssl_with_the_ca_file_and_a_refused_private_address():
+    from connectors.model import ConnectionFailed
+
+    with DovecotServer({USER: PASSWORD}, ssl=True) as dc:
+        with ImapDestination("127.0.0.1", dc.ssl_port, "ssl", USER, PASSWORD, allow_private=True,
+                             ca_file=str(dc.ca_file)) as dest:
+            dest.append(dest.ensure_folder("Secure"), mail(1), ["\\Seen"], None)
+        with plain(dc) as client:
+            client.select_folder("Secure", readonly=True)
+            assert [d[b"BODY[]"] for d in client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).values()] == [mail(1)]
+        with pytest.raises(ConnectionFailed):  # the backup's rule: no private addresses unless allowed
+            with ImapDestination("127.0.0.1", dc.ssl_port, "ssl", USER, PASSWORD, ca_file=str(dc.ca_file)) as dest:
+                dest.ensure_folder("Secure")
+
+
+def test_appending_to_a_folder_that_does_not_exist_is_a_folder_error(dc):
+    from connectors.model import FolderUnavailable
+
+    with destination(dc) as dest:
+        with pytest.raises(FolderUnavailable, match="cannot be opened"):
+            dest.append(dest.folder_name("Nowhere")[0], mail(1), [], None)
+        dest.append(dest.ensure_folder("Somewhere"), mail(1), [], None)  # the connection goes on
+
+
+@pytest.mark.parametrize("literal_plus", [True, False])
+def test_a_30_mb_message_is_appended_without_copies_of_it(literal_plus):
+    import os
+    import tracemalloc
+
+    raw = mail(1) + os.urandom(15 * 1024 * 1024).hex().encode() + b"\r\n"
+    with DovecotServer({USER: PASSWORD}) as dc:
+        with destination(dc) as dest:
+            folder = dest.ensure_folder("Big")
+            if not literal_plus:
+                dest.capabilities.discard("LITERAL+")
+            tracemalloc.start()
+            try:
+                dest.append(folder, raw, [], None)
+                _current, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        with plain(dc) as client:
+            client.select_folder(folder, readonly=True)
+            stored = client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).popitem()[1][b"BODY[]"]
+    assert stored == raw
+    assert peak < 2 * 1024 * 1024, peak  # the 30 MB message is sent from its own buffer

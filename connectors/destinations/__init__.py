@@ -36,7 +36,8 @@ class Destination(ABC):
       (a name ``ensure_folder`` returned) with those flags (IMAP flags and keywords; ones the
       target cannot store are dropped) and that internal (received) date, and returns the new
       message's id (an IMAP UID) or None when the destination does not report one. It raises
-      ``MessageRejected`` for a message over ``size_limit()`` *before* sending anything, and
+      ``MessageRejected`` for a message over ``size_limit()`` *before* sending anything (and
+      for one the server refuses), ``FolderUnavailable`` when the folder cannot be opened, and
       never stores a message twice when it retries after a fault (it checks first).
     - ``find_existing(folder, candidates)`` names which of ``candidates`` (Message-ID, size,
       SHA-256 of the bytes) ``folder`` already holds, counting multiplicity (a candidate listed

@@ -52,6 +52,7 @@ SYSTEM_FLAGS = {"\\seen": "\\Seen", "\\answered": "\\Answered", "\\flagged": "\\
                 "\\deleted": "\\Deleted", "\\draft": "\\Draft"}
 _ATOM = re.compile(r"[!#-'*+\-.0-9:;<=>?@A-Z\[\]^_`a-z|~&]+")  # atom-chars minus ( ) { % * " \ ]
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.I)
+FETCH_BYTES = 8 * 1024 * 1024  # message bodies fetched at once for a bytes check
 _OVER_QUOTA = re.compile(r"OVERQUOTA|quota exceeded|over quota", re.I)
 _TOO_BIG = re.compile(r"TOOBIG|too (large|big)|size limit|maximum size|exceeds", re.I)
 
@@ -260,7 +261,13 @@ class ImapDestination(Destination):
         attempt = 0
         while True:
             try:
-                self._select(folder)
+                try:
+                    self._select(folder)
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error as exc:
+                    raise FolderUnavailable(f"The folder {folder!r} cannot be opened on the target: "
+                                            f"{str(exc)[:300]}") from exc
                 uid = self._append_once(folder, raw, list(flags), internal_date)
                 if uid is not None:  # nothing below it can be ours: narrow later checks
                     self._uidnext[folder], self._appended[folder] = int(uid) + 1, Counter()
@@ -296,12 +303,12 @@ class ImapDestination(Destination):
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
             args.append(imaplib.Time2Internaldate(when))
-        if "LITERAL+" in self.capabilities:
-            args.append(b"{%d+}\r\n" % len(raw) + raw)
-        else:
-            imap.literal = raw  # imaplib sends it after the continuation, unchanged
         try:
-            typ, data = imap._simple_command("APPEND", *args)
+            if "LITERAL+" in self.capabilities:
+                typ, data = _append_literal_plus(imap, args, raw)
+            else:
+                imap.literal = raw  # imaplib sends it after the continuation, unchanged
+                typ, data = imap._simple_command("APPEND", *args)
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
@@ -311,6 +318,7 @@ class ImapDestination(Destination):
             raise MessageRejected(f"The server refused the message: {text[:300]}") from exc
         finally:
             imap.literal = None
+            imap.untagged_responses.clear()  # EXISTS / RECENT after each APPEND: flat over a long restore
         if typ != "OK":
             text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
             if _OVER_QUOTA.search(text):
@@ -375,8 +383,9 @@ class ImapDestination(Destination):
             if since > 1:
                 criteria = f"UID {since}:* {criteria}"
             uids = sorted(u for u in self.client.search(criteria.encode()) if u >= since)
-            for i in range(0, len(uids), 50):
-                chunk = uids[i:i + 50]
+            per_fetch = max(1, min(50, FETCH_BYTES // max(size, 1)))  # bodies in memory at once: bounded
+            for i in range(0, len(uids), per_fetch):
+                chunk = uids[i:i + per_fetch]
                 for uid, data in self.client.fetch(chunk, ["BODY.PEEK[]"]).items():
                     body = data.get(b"BODY[]") or b""
                     found[uid] = (len(body), hashlib.sha256(body).hexdigest())
@@ -414,6 +423,17 @@ class ImapDestination(Destination):
             return out
 
         return self._retrying("SEARCH", find)
+
+
+def _append_literal_plus(imap, args: list[str], raw: bytes):
+    """APPEND with a non-synchronising literal, the message sent as its own buffer: imaplib's
+    ``_command`` would concatenate it into the command line (copies of a 30 MB message)."""
+    tag = imap._new_tag()
+    head = tag + b" APPEND " + " ".join(args).encode("ascii") + b" {%d+}\r\n" % len(raw)
+    imap.send(head)
+    imap.send(raw)
+    imap.send(b"\r\n")
+    return imap._command_complete("APPEND", tag)
 
 
 def usable_message_id(mid: str) -> bool:

@@ -3,7 +3,8 @@
 ``index.csv`` / ``index.partNNN.csv`` (columns ``INDEX_COLUMNS``) give each message entry its
 folder, source id, Message-ID, internal date, flags, labels, size and SHA-256. Archives written
 before that contract carry only ``labels.csv`` / ``labels.partNNN.csv`` (entry, folder,
-source_id, labels as a JSON list); both are read, the index winning where both exist.
+source_id, labels as a JSON list), read when a volume has no index. Rows are streamed
+(``iter_index``, ``IndexLookup``): a volume's index is never held whole.
 
 Parsing is tolerant of what a spreadsheet round trip does to a CSV (a UTF-8 BOM, extra columns,
 missing optional cells): a row without an ``entry`` is ignored, a bad date or size is treated
@@ -18,7 +19,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 INDEX_COLUMNS = ["entry", "folder", "source_id", "message_id", "internal_date", "flags", "labels", "size",
@@ -64,33 +65,55 @@ def parse_date(text: str) -> dt.datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _rows(data: bytes) -> Iterable[dict]:
-    text = data.decode("utf-8-sig", "replace")
-    return csv.DictReader(io.StringIO(text, newline=""))
+class _ChunkStream(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (an entry being inflated)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks, self._rest, self._at = chunks, b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self._at >= len(self._rest):
+            try:
+                self._rest, self._at = next(self._chunks), 0
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._rest) - self._at)
+        b[:n] = memoryview(self._rest)[self._at:self._at + n]
+        self._at += n
+        return n
 
 
-def parse_index(data: bytes) -> dict[str, IndexRow]:
-    """{entry name: row} of an index.csv's bytes."""
-    out: dict[str, IndexRow] = {}
+def _rows(data: bytes | Iterator[bytes]) -> Iterator[dict]:
+    """The CSV's rows as dicts, from its bytes or (streamed) from chunks of them."""
+    chunks = iter((data,)) if isinstance(data, bytes) else data
+    text = io.TextIOWrapper(io.BufferedReader(_ChunkStream(chunks)), encoding="utf-8-sig", errors="replace",
+                            newline="")
+    return csv.DictReader(text)
+
+
+def iter_index(data: bytes | Iterator[bytes]) -> Iterator[IndexRow]:
+    """The rows of an index.csv, in file order, from its bytes or chunks of them (streamed)."""
     for row in _rows(data):
         entry = (row.get("entry") or "").strip()
         if not entry:
             continue
         size_text = (row.get("size") or "").strip()
         labels = tuple(x for x in (row.get("labels") or "").split(";") if x)
-        out[entry] = IndexRow(
+        yield IndexRow(
             entry=entry, folder=row.get("folder") or "", source_id=row.get("source_id") or "",
             message_id=(row.get("message_id") or "").strip(),
             internal_date=parse_date(row.get("internal_date") or ""),
             flags=tuple((row.get("flags") or "").split()), labels=labels,
             size=int(size_text) if size_text.isdigit() else None,
             sha256=(row.get("sha256") or "").strip().lower())
-    return out
 
 
-def parse_labels(data: bytes) -> dict[str, IndexRow]:
-    """{entry name: row} of an older archive's labels.csv (folder, source id and labels only)."""
-    out: dict[str, IndexRow] = {}
+def iter_labels(data: bytes | Iterator[bytes]) -> Iterator[IndexRow]:
+    """The rows of an older archive's labels.csv (folder, source id and labels only)."""
     for row in _rows(data):
         entry = (row.get("entry") or "").strip()
         if not entry:
@@ -99,13 +122,29 @@ def parse_labels(data: bytes) -> dict[str, IndexRow]:
             labels = tuple(str(x) for x in json.loads(row.get("labels") or "[]"))
         except (ValueError, TypeError):
             labels = tuple(x for x in (row.get("labels") or "").split(";") if x)
-        out[entry] = IndexRow(entry=entry, folder=row.get("folder") or "",
-                              source_id=row.get("source_id") or "", labels=labels)
-    return out
+        yield IndexRow(entry=entry, folder=row.get("folder") or "", source_id=row.get("source_id") or "",
+                       labels=labels)
 
 
-def merge(index: dict[str, IndexRow], labels: dict[str, IndexRow]) -> dict[str, IndexRow]:
-    """The index's rows, plus labels-only rows for entries the index does not name."""
-    merged = dict(labels)
-    merged.update(index)
-    return merged
+class IndexLookup:
+    """Index rows by entry name, read from the stream only as far as they are asked for.
+
+    The writer puts rows in archive order, so reading a volume's entries in order keeps at most
+    a row or two pending and memory stays flat with the number of messages; entries asked for
+    out of order (a foreign tool's index) still get their rows, the rows passed over waiting in
+    ``pending`` meanwhile.
+    """
+
+    def __init__(self, rows: Iterable[IndexRow] = ()) -> None:
+        self._rows = iter(rows)
+        self.pending: dict[str, IndexRow] = {}
+
+    def get(self, entry: str) -> IndexRow | None:
+        row = self.pending.pop(entry, None)
+        if row is not None:
+            return row
+        for row in self._rows:
+            if row.entry == entry:
+                return row
+            self.pending[row.entry] = row
+        return None

@@ -2,9 +2,9 @@
 
 A ZIP is read where it lies, with ranged GETs (``connectors.storage.s3.ranged``): the end
 records, then the central directory (parsed header by header, ``directory``), then the
-volume's ``index.csv`` (``index``), then each entry's bytes in archive order — stored, or
-deflated and inflated as they stream in. Memory holds one volume's directory records and
-index rows and one message, never the archive.
+volume's ``index.csv`` (``index``) row by row alongside each entry's bytes, in archive order —
+stored, or deflated and inflated as they stream in. Memory holds one directory record, one
+index row and one message at a time (flat with the number of messages), never the archive.
 
 What an archive is, from the key a user gives (``resolve_volumes``): ``FILE.zip``; a split
 archive's first volume ``FILE.part001.zip`` or its base name ``FILE`` (volumes found by
@@ -54,6 +54,7 @@ from connectors.storage.s3.sink import S3Failure
 STORED, DEFLATED = 0, 8
 _PART = re.compile(r"(?P<base>.+)\.part(?P<n>\d{3,})\.zip")
 ROOT_FOLDER = "INBOX"
+INDEX_CHUNK = 256 * 1024  # the index is read alongside the messages: small GETs, small inflate outputs
 
 
 class ArchiveNotFound(S3Failure):
@@ -128,7 +129,8 @@ class DamagedEntry(Exception):
 
 
 class ZipVolume:
-    """One ZIP file in the bucket: its directory records and index, and each entry's bytes."""
+    """One ZIP file in the bucket: its end records, its directory and index streamed on demand,
+    and each entry's bytes. Holds only the metadata entries' records, never one per message."""
 
     def __init__(self, client, bucket: str, volume: Volume, *, read_ahead: int = READ_AHEAD) -> None:
         self.key = volume.key
@@ -136,26 +138,45 @@ class ZipVolume:
         size = self.obj.size
         tail_start = max(0, size - TAIL_BYTES)
         tail = self.obj.read_at(tail_start, size - tail_start)
-        end = find_end(tail, size, self.obj.read_at)
-        stream = io.BufferedReader(_Window(self.obj, end.cd_offset, end.cd_size), buffer_size=read_ahead)
-        self.entries: list[CentralEntry] = sorted(central_entries(stream, end), key=lambda e: e.offset)
-        self.by_name = {e.name: e for e in self.entries}
-        self.has_index = False
-        index: dict[str, zindex.IndexRow] = {}
-        labels: dict[str, zindex.IndexRow] = {}
-        for entry in self.entries:
-            if entry.is_dir:
-                continue
-            if zindex.is_index(entry.name):
-                index.update(zindex.parse_index(self.read(entry)))
-                self.has_index = True
-            elif zindex.is_labels(entry.name):
-                labels.update(zindex.parse_labels(self.read(entry)))
-        self.index = zindex.merge(index, labels)
+        self.end = find_end(tail, size, self.obj.read_at)
+        self.metadata = [e for e in self.directory() if not e.is_dir and zindex.is_metadata(e.name)]
+        self.has_index = any(zindex.is_index(e.name) for e in self.metadata)
 
-    def iter_bytes(self, entry: CentralEntry, chunk: int = 1024 * 1024) -> Iterator[bytes]:
+    def directory(self) -> Iterator[CentralEntry]:
+        """The central directory's records, in directory order (= archive order for LegacyFlo's
+        ZIPs), parsed as they stream in."""
+        window = _Window(self.obj, self.end.cd_offset, self.end.cd_size)
+        return central_entries(io.BufferedReader(window, buffer_size=max(self.obj.read_ahead, 8192)), self.end)
+
+    def index(self) -> zindex.IndexLookup:
+        """A fresh lookup over this volume's index rows (labels.csv's in an older archive without one)."""
+        if self.has_index:
+            entries, parse = [e for e in self.metadata if zindex.is_index(e.name)], zindex.iter_index
+        else:
+            entries, parse = [e for e in self.metadata if zindex.is_labels(e.name)], zindex.iter_labels
+
+        def rows():
+            for entry in entries:
+                try:
+                    yield from parse(self.iter_bytes(entry, INDEX_CHUNK, hold_stream=False))
+                except DamagedEntry as exc:
+                    raise ZipFormatError(f"{self.key}: its {entry.name} is damaged ({exc})") from exc
+
+        return zindex.IndexLookup(rows())
+
+    def find(self, name: str) -> CentralEntry | None:
+        for entry in self.directory():
+            if entry.name == name:
+                return entry
+        return None
+
+    def iter_bytes(self, entry: CentralEntry, chunk: int = 1024 * 1024, *, hold_stream: bool = True
+                   ) -> Iterator[bytes]:
         """The entry's uncompressed bytes, chunk by chunk; ``DamagedEntry`` (after yielding what
-        was good) when they do not inflate, or do not match the directory's size and CRC."""
+        was good) when they do not inflate, or do not match the directory's size and CRC.
+
+        ``hold_stream`` False reads each chunk with its own GET instead of one streamed GET: for
+        an entry read slowly alongside others (the index, row by row as messages go by)."""
         if entry.encrypted:
             raise DamagedEntry("the entry is encrypted")
         if entry.method not in (STORED, DEFLATED):
@@ -166,14 +187,17 @@ class ZipVolume:
             raise DamagedEntry(str(exc)) from exc
         if start + entry.compressed_size > self.obj.size:
             raise DamagedEntry("the entry runs past the end of the file")
-        if entry.compressed_size < self.obj.read_ahead:
-            pieces: Iterator[bytes] = iter((self.obj.read_at(start, entry.compressed_size),))
+        n = entry.compressed_size
+        if n < self.obj.read_ahead:
+            pieces: Iterator[bytes] = iter((self.obj.read_at(start, n),))
+        elif hold_stream:
+            pieces = self.obj.iter_range(start, n, chunk)
         else:
-            pieces = self.obj.iter_range(start, entry.compressed_size, chunk)
+            pieces = (b"".join(self.obj.iter_range(start + at, min(chunk, n - at))) for at in range(0, n, chunk))
         inflater = zlib.decompressobj(-15) if entry.method == DEFLATED else None
         crc, total = 0, 0
         for piece in pieces:
-            for out in _inflate(inflater, piece) if inflater is not None else (piece,):
+            for out in _inflate(inflater, piece, chunk) if inflater is not None else (piece,):
                 total += len(out)
                 if total > entry.size:
                     raise DamagedEntry("the entry holds more bytes than its directory header says")
@@ -190,7 +214,11 @@ class ZipVolume:
             raise DamagedEntry("the entry's CRC-32 does not match its bytes")
 
     def read(self, entry: CentralEntry) -> bytes:
-        return b"".join(self.iter_bytes(entry))
+        """The entry's bytes, gathered in one buffer (BytesIO hands it over without a copy)."""
+        out = io.BytesIO()
+        for piece in self.iter_bytes(entry):
+            out.write(piece)
+        return out.getvalue()
 
 
 def _inflate(inflater, data: bytes, out_chunk: int = 4 * 1024 * 1024) -> Iterator[bytes]:
@@ -272,10 +300,11 @@ class ZipArchiveReader(ArchiveReader):
         folders = selection.folder_filter()
         for volume in self.volumes:
             zv = self.open_volume(volume)
-            for entry in zv.entries:
+            index = zv.index()
+            for entry in zv.directory():
                 if entry.is_dir or zindex.is_metadata(entry.name):
                     continue
-                row = zv.index.get(entry.name)
+                row = index.get(entry.name)
                 folder = (row.folder if row and row.folder else "") or folder_of(entry.name)
                 if folders and not folders.accepts(folder):
                     continue
@@ -318,10 +347,11 @@ class ZipArchiveReader(ArchiveReader):
         indexes alone: no message bytes are read."""
         for volume in self.volumes:
             zv = self.open_volume(volume)
-            for entry in zv.entries:
+            index = zv.index()
+            for entry in zv.directory():
                 if entry.is_dir or zindex.is_metadata(entry.name) or _skip_reason(entry):
                     continue
-                row = zv.index.get(entry.name)
+                row = index.get(entry.name)
                 path = (row.folder if row and row.folder else "") or folder_of(entry.name)
                 if folder is not None and path != folder:
                     continue
@@ -335,7 +365,8 @@ class ZipArchiveReader(ArchiveReader):
         out: dict[str, FolderSummary] = {}
         for volume in self.volumes:
             zv = self.open_volume(volume)
-            for entry in zv.entries:
+            index = zv.index()
+            for entry in zv.directory():
                 if entry.is_dir:
                     path = entry.name.rstrip("/")
                     if path:
@@ -343,7 +374,7 @@ class ZipArchiveReader(ArchiveReader):
                     continue
                 if zindex.is_metadata(entry.name) or _skip_reason(entry):
                     continue
-                row = zv.index.get(entry.name)
+                row = index.get(entry.name)
                 path = (row.folder if row and row.folder else "") or folder_of(entry.name)
                 summary = out.setdefault(path, FolderSummary(path))
                 summary.messages += 1
@@ -355,7 +386,7 @@ class ZipArchiveReader(ArchiveReader):
             prefix = volume.key + "!"
             if entry_id.startswith(prefix):
                 zv = self.open_volume(volume)
-                entry = zv.by_name.get(entry_id[len(prefix):])
+                entry = zv.find(entry_id[len(prefix):])
                 if entry is not None and not entry.is_dir:
                     return zv, entry
         raise KeyError(f"no entry {entry_id!r} in this archive")
