@@ -424,7 +424,8 @@ def main() -> int:
 
         if args.profile:
             profile_restore(work, port)
-        best = {k: min(v, key=lambda x: x[0]) for k, v in results.items() if v}
+        # Best wall and best job of the N runs (not necessarily the same run's).
+        best = {k: (min(x[0] for x in v), min(x[1] for x in v)) for k, v in results.items() if v}
         print()
         print(f"restore of {seen} messages ({total / 1e6:.0f} MB), best of {args.repeat}; the restores run in a real "
               f"worker (manage.py worker --burst, request from Redis), wall = submission → worker exit:")
@@ -434,7 +435,8 @@ def main() -> int:
               f"(job only {best['zip'][1] / best['mbsync'][0]:.2f}; target ≤ 1.2)")
         if "pst" in best:
             print(f"  PST restore   {best['pst'][0]:7.2f} s (job {best['pst'][1]:.2f} s)")
-            print(f"ratio PST/ZIP restore: {best['pst'][0] / best['zip'][0]:.2f} (target ≤ 1.5)")
+            print(f"ratio PST/ZIP restore: {best['pst'][0] / best['zip'][0]:.2f} "
+                  f"(job only {best['pst'][1] / best['zip'][1]:.2f}; target ≤ 1.5)")
         for kind in ("zip", "pst"):
             if results[kind]:
                 worst = TreeMemory([])
