@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, one after another, each printing its figures side by side with
 its reference run in the same invocation.
 
-    python bench/run_all.py            # ZIP vs mbsync (+ PST), 30 MB attachment, Gmail API, Graph, CSV upload, series
+    python bench/run_all.py            # ZIP vs mbsync (+ PST), 30 MB attachment, restores, Gmail API, Graph, CSV upload, series
     python bench/run_all.py --large    # also the 10x mailbox (5.7 GB: several minutes, ~12 GB disk)
     python bench/run_all.py --only mailboxes --mailboxes 20 --workers 2   # one benchmark, its N and W
 
@@ -47,6 +47,7 @@ def main() -> int:
         # Best of 3: one run moves ±10-30% with the host's load (README → Performance).
         ("IMAP → ZIP → S3 vs mbsync, and PST", ["bench/zip_bench.py", "--pst", "--repeat", "3"]),
         ("30 MB attachment", ["bench/zip_bench.py", "--case", "30mb", "--pst"]),
+        ("Restore ZIP and PST → IMAP through a worker vs mbsync push", ["bench/restore_bench.py", "--repeat", "3"]),
         ("Gmail API under the per-user quota", ["bench/gmail_bench.py"]),
         ("Graph under injected 429s", ["bench/graph_bench.py"]),
         ("PST writer alone, 1 GB", ["bench/pst_bench.py", "--gigabytes", "1", "--check"]),

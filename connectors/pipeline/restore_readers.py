@@ -9,6 +9,12 @@
   when the reader is closed, whatever the ending.
 
 ``keys`` are the archive's files in order (``restore_keys.resolve_archive``).
+
+Every reader is read ahead (``ReadAhead``): a background thread produces its messages at most
+``READ_AHEAD_BYTES`` in front of the restore, so the archive's GETs (or the PST's parsing) go on
+while the restore waits for the target's APPENDs instead of one after the other. Order, errors
+and exactly-once are the reader's own: only the producer thread uses the reader while messages
+are being read, and closing the iteration stops and joins it before the reader is closed.
 """
 
 from __future__ import annotations
@@ -17,7 +23,28 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from connectors.archives import ArchiveReader
+from connectors.archives import ArchivedMessage, ArchiveFailure, ArchiveReader, Selection
+from connectors.pipeline.prefetch import prefetched
+
+READ_AHEAD_BYTES = 8 * 1024 * 1024  # messages read but not yet taken by the restore (one more if larger)
+
+
+class ReadAhead(ArchiveReader):
+    """``reader`` with ``messages`` read ahead in a thread (see the module docstring); any other
+    attribute (``folders``...) is the reader's own."""
+
+    def __init__(self, reader: ArchiveReader, max_bytes: int = READ_AHEAD_BYTES) -> None:
+        self.reader, self.max_bytes = reader, max_bytes
+
+    def messages(self, selection: Selection | None = None) -> Iterator[ArchivedMessage | ArchiveFailure]:
+        return prefetched(self.reader.messages(selection), max_bytes=self.max_bytes,
+                          size=lambda item: len(getattr(item, "raw", b"")), name="restore-read-ahead")
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.reader, name)
 
 
 @contextlib.contextmanager
@@ -25,7 +52,7 @@ def _zip(client, bucket: str, keys: Sequence[str], tmp_dir: str | None) -> Itera
     from connectors.archives.zip.reader import ZipArchiveReader
 
     with ZipArchiveReader(client, bucket, keys[0]) as reader:
-        yield reader
+        yield ReadAhead(reader)
 
 
 @contextlib.contextmanager
@@ -38,7 +65,7 @@ def _pst(client, bucket: str, keys: Sequence[str], tmp_dir: str | None) -> Itera
         for key in keys:
             staged.append((key, stage_object(client, bucket, key, directory=tmp_dir)))
         with PstArchiveReader([(key, str(path)) for key, path in staged]) as reader:
-            yield reader
+            yield ReadAhead(reader)
     finally:
         for _key, path in staged:
             path.unlink(missing_ok=True)
