@@ -173,8 +173,13 @@ class DovecotServer:
         self.fix_ownership()
 
     def add_user(self, name: str, password: str) -> None:
+        written = time.time()
         self.users[name] = password
         self._write_passwd()
+        # Dovecot's auth process looks at the passwd-file at most once per second (it skips the
+        # stat when its loop time has not moved on): a login in the same second as a look taken
+        # just before this write would still be refused. Wait into the next second.
+        time.sleep(max(0.0, int(written) + 1.05 - time.time()))
 
     def fix_ownership(self) -> None:
         """Give the mail tree to the mail user (needed after writing Maildir files as root)."""
