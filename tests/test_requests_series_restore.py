@@ -82,7 +82,8 @@ def run_series(server, tenant, operator, bucket, queue, code: str, file_name: st
 
 
 def test_a_zip_series_restores_from_its_base_name_every_message_once(operator, tenant, dovecot, imap_ca,
-                                                                     both_bucket, rclone, rq_queue, settings):
+                                                                     both_bucket, rclone, rq_queue, settings,
+                                                                     client_for):
     settings.LEGACYFLO_ZIP_SPLIT_BYTES = 60_000  # run 2 (~100 KB) is split into volumes
     source, source_pw = new_user(dovecot, "series-src")
     (user, password), (single, single_pw), (broken_user, broken_pw) = (new_user(dovecot) for _ in range(3))
@@ -109,6 +110,13 @@ def test_a_zip_series_restores_from_its_base_name_every_message_once(operator, t
     assert again.state == "completed", again.error
     assert comparable(mailbox_contents(dovecot, user, password)) == expected  # nothing added
     assert again.messages_skipped == total and again.messages_done == again.messages_failed == 0
+
+    # "Restore..." from a run: its own key, and the help text names the series' base name.
+    page = client_for(operator).get(f"/t/{tenant.slug}/requests/new/S3-IMAP-ZIP/?from={runs[2].uuid}")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'value="mail/series-zip.r0003.zip"' in html
+    assert "incremental series: mail/series-zip restores every run" in html
 
     # One run alone, by its own key: only what that run archived.
     one = restore(tenant, operator, rq_queue, restore_form(dovecot, both_bucket, single, single_pw,
