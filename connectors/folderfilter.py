@@ -10,7 +10,11 @@ include list means every folder.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from connectors.model import SourceError
+
+SHOWN_FOLDERS = 30  # how many of the source's folders an error lists
 
 
 def normalise_folder(path: str) -> str:
@@ -39,3 +43,43 @@ class FolderFilter:
 
     def __bool__(self) -> bool:
         return bool(self.include or self.exclude)
+
+
+class FolderNotFound(SourceError):
+    """A folder named in "Folders to include" that the source does not have: refused before
+    anything is written, so a typo never becomes an empty "completed" archive."""
+
+
+def missing_includes(include: Iterable[str], paths: Iterable[str]) -> list[str]:
+    """The include patterns, as typed, that select none of ``paths`` (same matching as
+    ``FolderFilter``: a pattern is found when it names a folder or an ancestor of one)."""
+    listed = [normalise_folder(p) for p in paths]
+    return [p for p in include
+            if (n := normalise_folder(p)) and not any(_covers(n, path) for path in listed)]
+
+
+def check_includes(include: Sequence[str], paths: Sequence[str]) -> None:
+    """Raise FolderNotFound naming each missing include folder and the folders the source has."""
+    missing = missing_includes(include, paths)
+    if not missing:
+        return
+    names = ", ".join(repr(m) for m in missing)
+    shown = ", ".join(paths[:SHOWN_FOLDERS]) + (f" and {len(paths) - SHOWN_FOLDERS} more"
+                                                  if len(paths) > SHOWN_FOLDERS else "")
+    noun = "folder" if len(missing) == 1 else "folders"
+    raise FolderNotFound(f"The source has no {noun} {names} (folders to include). "
+                         + (f"Its folders are: {shown}." if paths else "It lists no folders."))
+
+
+def nothing_matched(include: Sequence[str], exclude: Sequence[str], since=None, before=None) -> str:
+    """The warning of a run whose folders and dates selected no message (it completes, empty)."""
+    parts = []
+    if include:
+        parts.append("folders " + "; ".join(include))
+    if exclude:
+        parts.append("excluding " + "; ".join(exclude))
+    if since:
+        parts.append(f"since {since:%Y-%m-%d}")
+    if before:
+        parts.append(f"before {before:%Y-%m-%d}")
+    return "0 messages matched: " + ", ".join(parts) + ". The archive is empty; check the filters."

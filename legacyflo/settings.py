@@ -254,6 +254,8 @@ LEGACYFLO_PLAN_LATE_SECONDS = env_int("LEGACYFLO_PLAN_LATE_SECONDS", 3600, minim
 LEGACYFLO_RECORD_RETENTION_DAYS = env_int("LEGACYFLO_RECORD_RETENTION_DAYS", 0, minimum=0)
 # Extra CA certificates (PEM file) trusted for IMAP servers, e.g. an on-premises server's own CA.
 LEGACYFLO_IMAP_CA_FILE = env_str("LEGACYFLO_IMAP_CA_FILE", "")
+# How long an archive download link (a presigned S3 URL) stays valid, in seconds.
+LEGACYFLO_DOWNLOAD_SECONDS = env_int("LEGACYFLO_DOWNLOAD_SECONDS", 300, minimum=10)
 
 # Provider connections (providers/). XOAUTH2 tokens are only ever sent to these IMAP endpoints
 # (never to a host typed into a request), and OAuth redirect URIs are built on the public URL

@@ -7,6 +7,7 @@ from accounts.access import tenant_view
 from accounts.models import Role
 from buckets.models import Bucket
 from requests_app.models import MigrationRequest, State
+from requests_app.selectors import tenant_totals
 
 
 @tenant_view(read=Role.VIEWER)
@@ -16,6 +17,7 @@ def dashboard(request):
     counts = {state: requests.filter(state=state).count() for state in State.values}
     return render(request, "dashboard.html", {
         "counts": counts,
+        "totals": tenant_totals(tenant),
         "states": State.choices,
         "recent": requests.select_related("bucket")[:10],
         "buckets": Bucket.objects.for_tenant(tenant),

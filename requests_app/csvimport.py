@@ -238,10 +238,28 @@ def parse_csv(raw: bytes | str, *, tenant, extra_columns: tuple[str, ...] = ()) 
     return result
 
 
-def sample_csv(rtype: RequestType, rows: int = 2) -> str:
+def sample_csv(rtype: RequestType, rows: int = 2, *, bucket: str = "") -> str:
+    """A sample file of ``rtype``; ``bucket`` (the tenant's own bucket) replaces the placeholder."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=rtype.columns, lineterminator="\n")
     writer.writeheader()
     for n in range(1, rows + 1):
-        writer.writerow(sample_row(rtype, n))
+        row = sample_row(rtype, n)
+        if bucket and "bucket" in row:
+            row["bucket"] = bucket
+        writer.writerow(row)
+    return out.getvalue()
+
+
+_ERROR_LINE = re.compile(r"^Line (\d+)(?:, column ([^:]+))?: (.*)$", re.S)
+
+
+def errors_csv(errors: list[str]) -> str:
+    """The upload's errors as CSV (line, column, error) for the administrator to work through."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["line", "column", "error"])
+    for error in errors:
+        match = _ERROR_LINE.match(error)
+        writer.writerow(match.groups("") if match else ("", "", error))
     return out.getvalue()

@@ -81,6 +81,9 @@ class MigrationRequest(models.Model):
     # Which mail of the current run went out: "" (none yet), "started" or "ended"
     # (``requests_app.notifications``: one start mail per run, not one per automatic attempt).
     notified = models.CharField(max_length=16, blank=True)
+    # The CSV upload (or requests_submit file) this request came from, if any.
+    batch = models.ForeignKey("RequestBatch", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="requests")
 
     state = models.CharField(max_length=32, choices=State.choices, default=State.QUEUED, db_index=True)
     cancel_requested = models.BooleanField(default=False)
@@ -111,7 +114,9 @@ class MigrationRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "state"])]
+        indexes = [models.Index(fields=["tenant", "state"]),
+                   # The request list: a tenant's newest first, whatever filter narrows it.
+                   models.Index(fields=["tenant", "-created_at", "-id"], name="request_list_idx")]
 
     def __str__(self) -> str:
         return f"{self.request_type} {self.title or self.source_user}"
@@ -273,3 +278,28 @@ class TenantNotifications(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TenantQuerySet.as_manager()
+
+
+class RequestBatch(models.Model):
+    """One CSV upload (the web form or ``requests_submit``): its requests on one page with totals.
+
+    Created in the same transaction as its requests (all or nothing), so a batch never exists
+    without them; deleting it leaves the requests (their ``batch`` becomes empty).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="request_batches")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=255, blank=True)  # the uploaded file's name
+    source = models.CharField(max_length=16, default="csv")  # "csv" (web) or "cli"
+    count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="request_batch_list_idx")]
+
+    def __str__(self) -> str:
+        return self.name or f"batch of {self.created_at:%Y-%m-%d %H:%M}"

@@ -118,3 +118,19 @@ def summary(req: MigrationRequest) -> dict:
                     "finished_at": req.finished_at.isoformat() if req.finished_at else None},
         "archives": archive_files(req),
     }
+
+
+def throughput(req: MigrationRequest, now=None) -> dict | None:
+    """While a request runs: its average rates since it started (messages/s, bytes/s) and the time
+    the rest would take at that pace (None until a message is done: no pace to go by)."""
+    from django.utils import timezone
+
+    if req.state != "running" or not req.started_at:
+        return None
+    elapsed = ((now or timezone.now()) - req.started_at).total_seconds()
+    if elapsed <= 0 or not req.messages_done:
+        return {"messages_per_s": 0.0, "bytes_per_s": 0.0, "remaining_s": None}
+    per_s = req.messages_done / elapsed
+    left = max(0, req.messages_total - req.messages_done - req.messages_failed - req.messages_skipped)
+    return {"messages_per_s": per_s, "bytes_per_s": req.bytes_done / elapsed,
+            "remaining_s": left / per_s if req.messages_total else None}

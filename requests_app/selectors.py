@@ -95,3 +95,42 @@ def conflict_message(req: MigrationRequest, holder: MigrationRequest) -> str:
                 f"{holder.get_state_display().lower()}: one run of a series at a time.")
     return (f"{req.bucket.name}/{archive_base_key(holder)}.* is already written by request "
             f"“{holder.title or holder.source_user}”: choose another file name or prefix.")
+
+
+def batch_totals(batch) -> dict:
+    """A CSV batch's figures in one query: requests per state, messages exported / failed,
+    archive bytes so far."""
+    from django.db.models import Count, Sum
+
+    rows = MigrationRequest.objects.filter(batch=batch, tenant=batch.tenant).values("state").annotate(
+        n=Count("id"), done=Sum("messages_done"), failed=Sum("messages_failed"), size=Sum("bytes_done"))
+    by_state = {row["state"]: row for row in rows}
+    return {
+        "requests": sum(r["n"] for r in by_state.values()),
+        "states": [(value, label, by_state[value]["n"]) for value, label in State.choices if value in by_state],
+        "messages": sum(r["done"] or 0 for r in by_state.values()),
+        "failed": sum(r["failed"] or 0 for r in by_state.values()),
+        "bytes": sum(r["size"] or 0 for r in by_state.values()),
+    }
+
+
+def tenant_totals(tenant) -> dict:
+    """The dashboard's figures in one query: mailboxes (distinct users of the tenant's requests),
+    messages exported and archive bytes of the completed runs, the success rate (completed
+    without errors among the finished runs that were not cancelled; None before any), and how
+    many run now."""
+    from django.db.models import Count, Sum
+
+    done = (State.COMPLETED, State.COMPLETED_WITH_ERRORS)
+    figures = MigrationRequest.objects.filter(tenant=tenant).aggregate(
+        mailboxes=Count("source_user", distinct=True),
+        messages=Sum("messages_done", filter=Q(state__in=done)),
+        bytes=Sum("bytes_done", filter=Q(state__in=done)),
+        clean=Count("id", filter=Q(state=State.COMPLETED)),
+        finished=Count("id", filter=Q(state__in=(*done, State.FAILED))),
+        running=Count("id", filter=Q(state=State.RUNNING)),
+    )
+    finished = figures.pop("finished")
+    clean = figures.pop("clean")
+    return {**figures, "messages": figures["messages"] or 0, "bytes": figures["bytes"] or 0,
+            "success_rate": round(100 * clean / finished, 1) if finished else None}

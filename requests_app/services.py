@@ -17,7 +17,7 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.audit import audit
 from connectors.pipeline.archivekeys import file_name_problem
 from requests_app import lifecycle
-from requests_app.models import ACTIVE_STATES, MigrationRequest
+from requests_app.models import ACTIVE_STATES, MigrationRequest, RequestBatch
 from requests_app.selectors import conflict_message, destination_holders_many
 from requests_app.series import next_run_numbers, same_series, series_key_for
 from requests_app.types import RequestType
@@ -108,8 +108,10 @@ def request_submit(*, tenant, actor, rtype: RequestType, data: dict, request=Non
 
 @sensitive_variables()
 @transaction.atomic
-def requests_submit_many(*, tenant, actor, rows, request=None, source: str = "csv") -> list[MigrationRequest]:
-    """All or nothing: one failing row submits nothing.
+def requests_submit_many(*, tenant, actor, rows, request=None, source: str = "csv",
+                         name: str = "") -> list[MigrationRequest]:
+    """All or nothing: one failing row submits nothing. The requests form one RequestBatch
+    (``name``: the file's), saved with them.
 
     The checks and the inserts are batched (one conflict query per 500 prefixes, bulk inserts,
     one enqueue pipeline after the commit), so the documented maximum of rows goes in one web
@@ -140,9 +142,14 @@ def requests_submit_many(*, tenant, actor, rows, request=None, source: str = "cs
     if errors:
         raise ValidationError(errors)
     _number_runs(tenant, pending)
+    batch_row = RequestBatch.objects.create(
+        tenant=tenant, name=name[:255], source=source, count=len(pending),
+        created_by=actor if getattr(actor, "is_authenticated", False) else None)
+    for req in pending:
+        req.batch = batch_row
     created = MigrationRequest.objects.bulk_create(pending, batch_size=500)
     audit(tenant=tenant, actor=actor, action="request.submit_bulk", target=batch,
-          detail={"count": len(created), "source": source}, request=request)
+          detail={"count": len(created), "source": source, "batch": str(batch_row.uuid)}, request=request)
     jobs = [(req.pk, req.job_id) for req in created]
     transaction.on_commit(lambda: enqueue_jobs(jobs))
     return created
@@ -163,3 +170,22 @@ def request_retry(*, req: MigrationRequest, actor, request=None) -> MigrationReq
     audit(tenant=req.tenant, actor=actor, action="request.retry", target=str(req.uuid), request=request)
     _enqueue_on_commit(req)
     return req
+
+
+BULK_ACTIONS = {"cancel": request_cancel, "retry": request_retry}
+BULK_MAX = 500  # requests per bulk action (one page of the list holds at most 100)
+
+
+def requests_bulk_action(*, tenant, actor, uuids, action: str, request=None) -> tuple[int, list[str]]:
+    """Cancel or retry each request named by ``uuids`` (only the tenant's: another tenant's
+    UUID matches nothing), each through its own service and rules. Returns how many were
+    done and, for the others, why not ("title: reason")."""
+    service = BULK_ACTIONS[action]
+    done, refused = 0, []
+    for req in MigrationRequest.objects.for_tenant(tenant).filter(uuid__in=list(uuids)[:BULK_MAX]):
+        try:
+            service(req=req, actor=actor, request=request)
+            done += 1
+        except ValidationError as exc:
+            refused.append(f"{req.title or req.source_user}: {' '.join(exc.messages)}")
+    return done, refused

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.db import transaction
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
@@ -14,11 +25,13 @@ from django.views.decorators.http import require_POST
 from accounts.access import get_owned_or_404, tenant_view
 from accounts.audit import audit
 from accounts.models import Role
-from requests_app import lifecycle, reports, services
+from connectors.model import SourceError
+from requests_app import clone, downloads, lifecycle, reports, selectors, services
 from requests_app.connection_test import test_connection
-from requests_app.csvimport import parse_csv, sample_csv
+from requests_app.csvimport import errors_csv, parse_csv, sample_csv
+from requests_app.filters import RequestFilterForm, one_line_per_series
 from requests_app.forms import destination_buckets, form_class
-from requests_app.models import MigrationRequest, State
+from requests_app.models import MigrationRequest, RequestBatch, State
 from requests_app.series import run_file_name, series_base_key, series_run_rows
 from requests_app.types import available_types, get_type, restore_type_for
 
@@ -28,32 +41,91 @@ PAGE_SIZE = 50
 TRANSIENT = "transient"
 
 
-def _requests_page(request):
-    qs = MigrationRequest.objects.for_tenant(request.access.tenant).select_related("bucket")
-    state = request.GET.get("state", "")
-    if state in State.values:
-        qs = qs.filter(state=state)
-    return Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page")), state
+def _requests_page(request, batch: RequestBatch | None = None):
+    """The filtered, paginated list (``requests_app.filters``) and what the template needs."""
+    data = request.GET.copy()
+    if batch is not None:
+        data["batch"] = str(batch.uuid)
+    filters = RequestFilterForm(data, tenant=request.access.tenant, batch=batch)
+    # The list never shows the password (decrypting 50 of them is most of a page's time) nor the
+    # run's JSON documents.
+    qs = filters.filter(MigrationRequest.objects.for_tenant(request.access.tenant).select_related("bucket")
+                        .defer("source_password", "checkpoint", "result", "folder_progress", "options"))
+    if not filters.active:  # filtered, every run that matches is listed on its own
+        qs = one_line_per_series(qs)
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return {"page": page, "filters": filters, "query": query.urlencode(), "state": filters.data.get("state", ""),
+            "states": State.choices, "any_active": any(r.is_active for r in page), "batch": batch}
 
 
 @tenant_view(read=Role.VIEWER)
 def request_list(request):
-    page, state = _requests_page(request)
-    return render(request, "requests_app/list.html", {"page": page, "state": state, "states": State.choices,
-                                                      "any_active": any(r.is_active for r in page)})
+    return render(request, "requests_app/list.html", _requests_page(request))
 
 
 @tenant_view(read=Role.VIEWER)
 def request_list_rows(request):
     """The table body alone, polled by the list page for live progress."""
-    page, state = _requests_page(request)
-    return render(request, "requests_app/_rows.html", {"page": page, "any_active": any(r.is_active for r in page)})
+    return render(request, "requests_app/_rows.html", _requests_page(request))
+
+
+@tenant_view(read=Role.VIEWER)
+def request_batch(request, batch_uuid):
+    """One CSV upload: its totals, and its requests with the list's search and filters."""
+    batch = get_owned_or_404(request.access, RequestBatch, uuid=batch_uuid)
+    return render(request, "requests_app/list.html", {**_requests_page(request, batch),
+                                                      "totals": selectors.batch_totals(batch)})
+
+
+@tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
+@require_POST
+def request_bulk(request):
+    """Retry or cancel the selected requests, each through its service (which enforces its rules)."""
+    action = request.POST.get("action", "")
+    if action not in services.BULK_ACTIONS:
+        raise Http404("Unknown action")
+    uuids = []
+    for value in request.POST.getlist("selected"):
+        try:
+            uuids.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    done, refused = services.requests_bulk_action(tenant=request.access.tenant, actor=request.user, uuids=uuids,
+                                                  action=action, request=request)
+    verb = {"cancel": "cancellation requested", "retry": "queued again"}[action]
+    if done or not refused:
+        messages.success(request, f"{done} request{'s' if done != 1 else ''} {verb}.")
+    if refused:
+        shown = refused[:20] + ([f"and {len(refused) - 20} more"] if len(refused) > 20 else [])
+        messages.error(request, f"{len(refused)} not {'cancelled' if action == 'cancel' else 'retried'}: "
+                       + "; ".join(shown))
+    back = request.POST.get("next", "")
+    if not back.startswith(f"/t/{request.access.tenant.slug}/requests/") or "//" in back:
+        back = reverse("requests_app:list", kwargs={"tenant_slug": request.access.tenant.slug})
+    return redirect(back)
 
 
 @tenant_view(read=Role.OPERATOR)
 def request_new(request):
     return render(request, "requests_app/new.html", {
         "types": available_types(), "has_bucket": destination_buckets(request.access.tenant).exists()})
+
+
+def _clone_of(request) -> MigrationRequest | None:
+    """The request a cloned form came from (``clone_of`` in the POST), within the tenant."""
+    value = request.POST.get("clone_of", "")
+    if not value:
+        return None
+    try:
+        return get_owned_or_404(request.access, MigrationRequest, uuid=uuid.UUID(value))
+    except ValueError:
+        raise Http404("No such request") from None
+
+
+PASSWORD_AGAIN = ("Enter the password: the server, port, security or user differ from the request you cloned, "
+                  "so its stored password is not used.")
 
 
 @sensitive_post_parameters("source_password", "target_password")
@@ -63,22 +135,51 @@ def request_create(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
+    original = _clone_of(request) if request.method == "POST" else None
+    data = clone.with_stored_password(request.POST, original) if request.method == "POST" else None
     initial = _restore_initial(request, rtype) if request.method != "POST" else None
-    form = form_class(rtype)(request.POST or None, rtype=rtype, tenant=request.access.tenant, initial=initial)
+    form = form_class(rtype)(data, rtype=rtype, tenant=request.access.tenant, initial=initial)
     if initial and initial.get("series_base"):
         form.fields["archive_key"].help_text = (
             f"This backup is one run of an incremental series: {initial['series_base']} restores every run "
             f"of the series in order (each message once); the key above restores this run alone.")
     if request.method == "POST" and form.is_valid():
-        try:
-            req = services.request_submit(tenant=request.access.tenant, actor=request.user, rtype=rtype,
-                                          data=form.cleaned_data, request=request)
-        except ValidationError as exc:
-            form.add_error(None, exc)
+        reused = original is not None and not request.POST.get("source_password")
+        if reused and "source_password" in form.fields and not clone.same_endpoint(form.cleaned_data, original):
+            form.add_error("source_password", PASSWORD_AGAIN)
         else:
-            messages.success(request, "The request is queued.", extra_tags=TRANSIENT)
-            return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
-    return render(request, "requests_app/create.html", {"form": form, "rtype": rtype})
+            try:
+                req = services.request_submit(tenant=request.access.tenant, actor=request.user, rtype=rtype,
+                                              data=form.cleaned_data, request=request)
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, "The request is queued.", extra_tags=TRANSIENT)
+                return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
+    if original is not None:
+        _password_optional(form)
+    return render(request, "requests_app/create.html", {"form": form, "rtype": rtype, "clone_of": original})
+
+
+def _password_optional(form) -> None:
+    """A cloned form may leave the password empty (the stored one is used): no browser ``required``."""
+    if "source_password" in form.fields:
+        form.fields["source_password"].required = False
+
+
+@tenant_view(read=Role.OPERATOR)
+def request_clone(request, request_uuid):
+    """"Run again": the new-request form with this request's settings (its password not shown;
+    kept for the same server, port, security and user)."""
+    original = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
+    rtype = get_type(original.request_type)
+    if rtype is None:
+        raise Http404("Unknown request type")
+    if rtype.is_restore:
+        raise Http404("A restore is not run again from here")
+    form = form_class(rtype)(initial=clone.clone_initial(original), rtype=rtype, tenant=request.access.tenant)
+    _password_optional(form)
+    return render(request, "requests_app/create.html", {"form": form, "rtype": rtype, "clone_of": original})
 
 
 @sensitive_post_parameters("source_password", "target_password")
@@ -91,9 +192,14 @@ def request_test_connection(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
+    original = _clone_of(request)
     extra = {"check_archive": False} if rtype.is_restore else {}
-    form = form_class(rtype)(request.POST, rtype=rtype, tenant=request.access.tenant, **extra)
+    form = form_class(rtype)(clone.with_stored_password(request.POST, original), rtype=rtype,
+                             tenant=request.access.tenant, **extra)
     form.is_valid()  # the connection fields are checked even if e.g. no bucket is chosen yet
+    if (original is not None and not request.POST.get("source_password") and "source_password" in form.fields
+            and not clone.same_endpoint(form.cleaned_data, original)):
+        return render(request, "requests_app/_test_result.html", {"ok": False, "error": PASSWORD_AGAIN})
     side = "target_" if rtype.is_restore else "source_"
     source_errors = {k: v for k, v in form.errors.items() if k.startswith(side)}
     if source_errors:
@@ -106,11 +212,18 @@ def request_test_connection(request, type_code: str):
                                                               "folders": result.folders})
 
 
+class _CheckOnly(Exception):
+    """Raised inside the upload's transaction to roll a "check only" submission back."""
+
+
 @tenant_view(read=Role.OPERATOR, write=Role.OPERATOR)
 @sensitive_variables()  # the rows hold mailbox passwords
 def request_upload(request):
-    errors, rows = [], 0
+    """Check and submit a CSV, or with "Check only" run every check (the submission's too: its
+    destination conflicts) inside a transaction that is rolled back, so nothing is queued."""
+    errors, rows, checked = [], 0, False
     if request.method == "POST":
+        check_only = bool(request.POST.get("check_only"))
         upload = request.FILES.get("file")
         if upload is None:
             errors = ["Choose a CSV file."]
@@ -121,14 +234,25 @@ def request_upload(request):
             errors, rows = parsed.errors, len(parsed.rows)
             if parsed.ok:
                 try:
-                    created = services.requests_submit_many(tenant=request.access.tenant, actor=request.user,
-                                                            rows=parsed.rows, request=request)
+                    with transaction.atomic():
+                        created = services.requests_submit_many(
+                            tenant=request.access.tenant, actor=request.user, rows=parsed.rows, request=request,
+                            name=upload.name)
+                        if check_only:
+                            raise _CheckOnly
                 except ValidationError as exc:
                     errors = exc.messages
+                except _CheckOnly:
+                    checked = True
                 else:
                     messages.success(request, f"{len(created)} requests are queued.")
-                    return redirect("requests_app:list", tenant_slug=request.access.tenant.slug)
-    return render(request, "requests_app/upload.html", {"errors": errors, "rows": rows, "types": available_types()})
+                    if not created:
+                        return redirect("requests_app:list", tenant_slug=request.access.tenant.slug)
+                    return redirect("requests_app:batch", tenant_slug=request.access.tenant.slug,
+                                    batch_uuid=created[0].batch.uuid)
+    return render(request, "requests_app/upload.html", {
+        "errors": errors, "rows": rows, "checked": checked, "types": available_types(),
+        "errors_csv": errors_csv(errors) if errors else ""})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -136,7 +260,8 @@ def request_sample(request, type_code: str):
     rtype = get_type(type_code)
     if rtype is None:
         raise Http404("Unknown request type")
-    response = HttpResponse(sample_csv(rtype), content_type="text/csv; charset=utf-8")
+    own = destination_buckets(request.access.tenant).values_list("name", flat=True).first()
+    response = HttpResponse(sample_csv(rtype, bucket=own or ""), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = content_disposition_header(True, f"{rtype.code.lower()}-sample.csv")
     return response
 
@@ -165,7 +290,9 @@ def _progress_context(req: MigrationRequest) -> dict:
                       and req.result.get("archives"))
     browsable = bool(rtype and (req.archive_key if rtype.is_restore else restorable))
     return {"req": req, "archives": reports.archive_files(req), "retryable": lifecycle.is_retryable(req),
-            "restore_type": restore_type_for(rtype) if restorable else None, "browsable": browsable}
+            "restore_type": restore_type_for(rtype) if restorable else None, "browsable": browsable,
+            "downloads": downloads.downloadable_files(req), "pace": reports.throughput(req),
+            "clonable": bool(rtype and not rtype.is_restore)}
 
 
 def _restore_initial(request, rtype) -> dict | None:
@@ -216,7 +343,8 @@ def request_report(request, request_uuid):
     req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request_uuid)
     return render(request, "requests_app/report.html", {"req": req, "report": reports.folder_table(req),
                                                         "failures": reports.failures(req)[:200],
-                                                        "archives": reports.archive_files(req)})
+                                                        "archives": reports.archive_files(req),
+                                                        "downloads": downloads.downloadable_files(req)})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -230,7 +358,8 @@ def request_report_folders(request, request_uuid):
                             json_dumps_params={"ensure_ascii": False})
     # With the page's state badge and archive files (``oob``): they follow the run too.
     return render(request, "requests_app/_folder_report.html", {"req": req, "report": table, "oob": True,
-                                                                 "archives": reports.archive_files(req)})
+                                                                 "archives": reports.archive_files(req),
+                                                                 "downloads": downloads.downloadable_files(req)})
 
 
 @tenant_view(read=Role.VIEWER)
@@ -298,3 +427,22 @@ def request_browse_message(request, request_uuid):
     response = StreamingHttpResponse(chunks, content_type="message/rfc822")
     response["Content-Disposition"] = content_disposition_header(True, name if name.endswith(".eml") else name + ".eml")
     return response
+
+
+@tenant_view(read=Role.OPERATOR)
+def request_file_download(request, request_uuid, number: int):
+    """Redirect to a short-lived presigned URL of one file the request wrote (``downloads``):
+    the archive never passes through the portal. Operators and above: an archive is the mail."""
+    req = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket", "bucket__tenant"),
+                           uuid=request_uuid)
+    item = downloads.file_number(req, number)
+    if item is None:
+        raise Http404("No such file")
+    try:
+        url = downloads.presigned_url(req, item)
+    except SourceError as exc:  # the bucket has no usable credentials (role refused, keys removed)
+        messages.error(request, f"The download link could not be made: {exc}")
+        return redirect("requests_app:detail", tenant_slug=request.access.tenant.slug, request_uuid=req.uuid)
+    audit(tenant=req.tenant, actor=request.user, action="request.download", target=str(req.uuid),
+          detail={"bucket": req.bucket.name, "key": item.key}, request=request)
+    return HttpResponseRedirect(url)

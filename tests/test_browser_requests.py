@@ -142,3 +142,65 @@ def test_report_page_follows_the_run_to_its_end_without_a_reload(page, operator,
     assert page.evaluate("window.sameDocument") is True
     assert page.inner_text("h1 .state") == "Completed"
     assert "s3://" + dest_bucket.name + "/mail/alice-report.zip" in page.inner_text("#archive-files")
+
+
+def test_test_connection_counts_every_folder_and_answers_a_wrong_setting_quickly(page, operator, tenant, dovecot,
+                                                                                 dest_bucket, imap_ca):
+    """Counts per folder (IMAP STATUS); Security "None" on the SSL port answered with what to
+    choose (the page's 20 s wait bounds it); a folder to include the mailbox lacks is named."""
+    login(page, operator.email, PASSWORD)
+    page.goto(f"/t/{tenant.slug}/requests/new/IMAP-S3-ZIP/")
+    fill_imap_form(page, dovecot, dest_bucket, MAILBOX_PASSWORD)
+    page.select_option("#id_source_security", "none")
+    page.click("#test-connection")
+    page.wait_for_selector("[data-test=fail]")
+    assert "the server spoke TLS. Choose SSL" in page.inner_text("#test-result")
+
+    page.select_option("#id_source_security", "ssl")
+    page.click("#test-connection")
+    page.wait_for_selector("[data-test=ok]")
+    shown = {}
+    for row in page.locator("#test-folders tbody tr").all():
+        folder, count = row.locator("td").all_inner_texts()
+        shown[folder] = count
+    truth = {folder: str(len(messages)) for folder, messages in dovecot.mailbox.by_folder().items()}
+    assert {f: c for f, c in shown.items() if f in truth} == truth
+    assert "—" not in {shown[f] for f in truth}
+
+    page.fill("#id_folders", "DoesNotExist")
+    page.click("#test-connection")
+    page.wait_for_selector("[data-test=fail]")
+    error = page.inner_text("#test-error")
+    assert "no folder 'DoesNotExist'" in error and "Its folders are: INBOX" in error
+    assert page.locator("#test-folders tbody tr").count() == len(shown)  # the folders it has, still listed
+
+
+def test_a_filter_that_matches_nothing_completes_with_the_warning_on_the_report(page, operator, tenant, dovecot,
+                                                                                 dest_bucket, worker_process):
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, folders="Leer",
+                                                             file_name="alice-leer"))
+    login(page, operator.email, PASSWORD)
+    page.goto(f"/t/{tenant.slug}/requests/{req.uuid}/")
+    worker_process()
+    page.wait_for_selector("#progress [data-state=completed]", timeout=90000)
+    assert "0 messages matched: folders Leer" in page.inner_text("#warning")
+    page.goto(f"/t/{tenant.slug}/requests/{req.uuid}/report/")
+    assert "0 messages matched: folders Leer" in page.inner_text("#report-warning")
+
+
+def test_the_archive_downloads_from_the_report_page_straight_from_the_bucket(page, operator, tenant, dovecot,
+                                                                             dest_bucket, rclone, worker_process):
+    req = submit(tenant, operator, "IMAP-S3-ZIP", imap_form(dovecot, dest_bucket, folders="Sent",
+                                                             file_name="alice-download"))
+    login(page, operator.email, PASSWORD)
+    page.goto(f"/t/{tenant.slug}/requests/{req.uuid}/report/")
+    worker_process()
+    page.wait_for_selector("#downloads", timeout=90000)
+    labels = page.locator("#downloads a").all_inner_texts()
+    assert labels == ["Archive", "report.csv", "summary.json"]
+    with page.expect_download() as download:
+        page.click("#downloads a:has-text('Archive')")
+    assert download.value.suggested_filename == "alice-download.zip"
+    with open(download.value.path(), "rb") as got:
+        assert got.read() == rclone.client().get_object(Bucket=dest_bucket.name,
+                                                        Key="mail/alice-download.zip")["Body"].read()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zipfile
+from dataclasses import replace as dataclasses_replace
 
 import pytest
 
@@ -166,3 +167,32 @@ def test_report_reads_the_headers_of_messages_with_cr_lf_or_mixed_line_endings(d
     if archive_format == "zip":
         with zipfile.ZipFile(s3.path("exports/2024/alice.zip")) as archive:
             assert {archive.read(row["entry"]) for row in rows.values()} == set(raws.values())
+
+
+@FORMATS
+def test_a_folder_to_include_the_source_lacks_fails_before_anything_is_written(s3, archive_format):
+    client = s3.client()
+    source = ScriptedSource({"INBOX": [("1", numbered_message(1), ())], "Sent": []})
+    wanted = dataclasses_replace(spec(s3, archive_format), include=("DoesNotExist",))
+    result = run_backup(source, client, wanted, MemoryLedger(), fast_tuning())
+    assert result.state == FAILED_STATE
+    assert result.error == ("The source has no folder 'DoesNotExist' (folders to include). "
+                            "Its folders are: INBOX, Sent.")
+    assert bucket_keys(s3) == [] and multipart_uploads(client, s3.bucket) == []
+
+
+@FORMATS
+def test_a_filter_that_leaves_no_message_completes_with_a_warning_in_the_summary(s3, archive_format):
+    source = ScriptedSource({"INBOX": [("1", numbered_message(1), ())], "Leer": []})
+    wanted = dataclasses_replace(spec(s3, archive_format), include=("Leer",), since=dt.date(2020, 1, 1))
+    result = run_backup(source, s3.client(), wanted, MemoryLedger(), fast_tuning())
+    assert result.state == COMPLETED
+    assert result.error.startswith("0 messages matched: folders Leer, since 2020-01-01.")
+    assert read_summary(s3, "exports/2024/alice.summary.json")["error"] == result.error
+
+
+@FORMATS
+def test_an_empty_mailbox_without_filters_completes_without_a_warning(s3, archive_format):
+    result = run_backup(ScriptedSource({"INBOX": []}), s3.client(), spec(s3, archive_format), MemoryLedger(),
+                        fast_tuning())
+    assert result.state == COMPLETED and "matched" not in result.error

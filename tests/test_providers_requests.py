@@ -90,13 +90,16 @@ def completed(req) -> MigrationRequest:
 # --- registry, form, CSV ---------------------------------------------------------------------------
 def test_columns_of_the_new_types():
     common_tail = ["folders", "exclude_folders", "since", "before", "bucket", "s3_prefix", "file_name"]
-    assert REQUEST_TYPES["GMAILOAUTH-S3-ZIP"].columns == ["request_type", "title", "source_user", "connection", *common_tail]
+    # every backup type ends with the optional ``incremental`` column (DESIGN.md, incremental series)
+    assert REQUEST_TYPES["GMAILOAUTH-S3-ZIP"].columns == ["request_type", "title", "source_user", "connection",
+                                                          *common_tail, "incremental"]
     assert REQUEST_TYPES["GMAILAPI-S3-ZIP"].columns == ["request_type", "title", "source_user", "connection", *common_tail,
-                                                        "include_spam_trash"]
-    assert REQUEST_TYPES["M365API-S3-ZIP"].columns == ["request_type", "title", "source_user", "connection", *common_tail]
+                                                        "include_spam_trash", "incremental"]
+    assert REQUEST_TYPES["M365API-S3-ZIP"].columns == ["request_type", "title", "source_user", "connection",
+                                                       *common_tail, "incremental"]
     assert REQUEST_TYPES["O365-S3-ZIP"].columns == [
         "request_type", "title", "source_server", "source_port", "source_security", "source_user", "source_password",
-        "connection", *common_tail, "auth_method"]
+        "connection", *common_tail, "auth_method", "incremental"]
     for code in ("GMAILOAUTH-S3-PST", "GMAILAPI-S3-PST", "M365API-S3-PST"):  # the PST variants exist
         assert get_type(code).format == "pst"
 

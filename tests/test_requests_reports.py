@@ -112,3 +112,19 @@ def test_sample_csv_download_is_an_attachment_with_its_name(tenant, viewer, clie
     response = client_for(viewer).get(f"/t/{tenant.slug}/requests/sample/IMAP-S3-ZIP.csv")
     assert response.status_code == 200
     assert response["Content-Disposition"] == 'attachment; filename="imap-s3-zip-sample.csv"'
+
+
+def test_a_running_request_shows_its_pace_and_the_time_left():
+    import datetime as dt
+
+    from requests_app.models import MigrationRequest
+    from requests_app.reports import throughput
+
+    started = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    req = MigrationRequest(state="running", started_at=started, messages_total=1000, messages_done=200,
+                           messages_failed=0, bytes_done=100 * 1024 * 1024)
+    pace = throughput(req, now=started + dt.timedelta(seconds=100))
+    assert pace == {"messages_per_s": 2.0, "bytes_per_s": 1024 * 1024, "remaining_s": 400.0}
+    assert throughput(MigrationRequest(state="running", started_at=started), now=started)["remaining_s"] is None
+    req.state = "completed"
+    assert throughput(req) is None

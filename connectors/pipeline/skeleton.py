@@ -47,7 +47,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 
 from connectors.archives import ArchiveFormat
-from connectors.folderfilter import FolderFilter
+from connectors.folderfilter import FolderFilter, check_includes, nothing_matched
 from connectors.model import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -310,7 +310,9 @@ class Backup(ABC):
         """The request's folders (filtered, with distinct paths), each counted for the progress
         bar; a resumed run counts its committed messages as done."""
         flt = FolderFilter(self.spec.include, self.spec.exclude)
-        folders = unique_paths(f for f in self.source.list_folders() if flt.accepts(f.path))
+        listed = self.source.list_folders()
+        check_includes(self.spec.include, [f.path for f in listed])
+        folders = unique_paths(f for f in listed if flt.accepts(f.path))
         self.progress.folders_total = len(folders)
         for folder in folders:
             self.pacer.check_cancel()
@@ -328,6 +330,10 @@ class Backup(ABC):
             self.progress.folder_counts[folder.path] = len(set(ids) | committed)
             self.progress.messages_total += self.progress.folder_counts[folder.path]
             self.progress.messages_done += len(committed)
+        spec = self.spec
+        # (An incremental run with nothing new is normal: no warning there.)
+        if not self.progress.messages_total and (flt or spec.since or spec.before) and spec.series is None:
+            self.warnings.append(nothing_matched(spec.include, spec.exclude, spec.since, spec.before))
         self.pacer.report(force=True)
         return folders
 

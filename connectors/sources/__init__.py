@@ -34,6 +34,12 @@ class Source(ABC):
     def fetch_messages(self, folder: Folder, ids: Iterable[str]) -> Iterator[Message | MessageFailure]:
         """Yield one Message or MessageFailure per id, in the given order."""
 
+    def test_connection(self, *, timeout: float | None = None) -> list[Folder]:
+        """The form's "Test connection": log in once and list every folder with its message count
+        where the source knows it (IMAP STATUS; the API's totals). ``timeout`` bounds each network
+        wait and turns retries off, so a wrong setting is answered quickly."""
+        return self.list_folders()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 

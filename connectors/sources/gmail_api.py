@@ -230,6 +230,12 @@ class GmailApiSource(Source):
             self._labels = {label["id"]: label["name"] for label in response.get("labels", [])}
         return self._labels
 
+    def test_connection(self, *, timeout: float | None = None) -> list[Folder]:
+        """The folders with the API's own totals; with ``timeout``, one try per call, bounded."""
+        if timeout is not None:
+            self.timeout, self.max_retries, self.max_throttle_wait = timeout, 0, timeout
+        return self.list_folders()
+
     def list_folders(self) -> list[Folder]:
         profile = self.profile()
         return [Folder(self.folder_name, "ALL", message_count=profile.get("messagesTotal"))]

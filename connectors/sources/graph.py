@@ -261,6 +261,12 @@ class GraphSource(Source):
             url = page.get("@odata.nextLink")  # verbatim: its $skiptoken is opaque
 
     # --- Source ------------------------------------------------------------------------------
+    def test_connection(self, *, timeout: float | None = None) -> list[Folder]:
+        """The folders with the API's own totals; with ``timeout``, one try per call, bounded."""
+        if timeout is not None:
+            self.timeout, self.max_retries, self.max_throttle_wait = timeout, 0, timeout
+        return self.list_folders()
+
     def list_folders(self) -> list[Folder]:
         """Every folder (hidden ones too), parents before children, after include/exclude."""
         folders: list[Folder] = []

@@ -39,6 +39,12 @@ def duration_text(seconds: float) -> str:
 
 
 @register.filter
+def seconds(value) -> str:
+    """``{{ 192|seconds }}`` → '3 min 12 s' (an estimate's exact text, as ``duration``)."""
+    return duration_text(float(value or 0))
+
+
+@register.filter
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
     """``{{ req.started_at|duration:req.finished_at }}``; empty when either end is unknown."""
     if not start or not end:

@@ -48,7 +48,7 @@ from connectors.model import (
     TransientError,
 )
 from connectors.sources import Source
-from connectors.sources.imap.connect import CheckedIMAPClient
+from connectors.sources.imap.connect import CheckedIMAPClient, speaks_plain_imap, speaks_tls
 from connectors.sources.imap.fetch import parse_fetch
 from connectors.sources.imap.presets import PRESETS, SECURITY_CHOICES
 
@@ -119,6 +119,13 @@ def folder_path(name: str, separator: str | None, prefix: str = "") -> str:
     if clean[0].upper() == "INBOX":
         clean[0] = "INBOX"
     return "/".join(clean)
+
+
+def _unverified(where: str, exc: ssl.SSLCertVerificationError) -> str:
+    """A certificate that cannot be verified, and how to trust a private CA (the portal's setting)."""
+    return (f"The TLS certificate of {where} could not be verified ({exc.verify_message}). If the "
+            "server uses a self-signed certificate or a private certificate authority, set "
+            "LEGACYFLO_IMAP_CA_FILE to that CA's PEM file on the portal and its workers.")
 
 
 def _flag_set(flags: Iterable[bytes | str]) -> set[str]:
@@ -205,12 +212,17 @@ class ImapSource(Source):
             raise ConnectionFailed(f"{where} refused the connection: is the host and port right, "
                                    "and is the IMAP server running?") from exc
         except ssl.SSLCertVerificationError as exc:
-            raise ConnectionFailed(f"The TLS certificate of {where} could not be verified "
-                                   f"({exc.verify_message}).") from exc
+            raise ConnectionFailed(_unverified(where, exc)) from exc
         except ssl.SSLError as exc:
+            if speaks_plain_imap(self.host, self.port, self._probe_timeout, allow_private=self.allow_private):
+                raise ConnectionFailed(f"{where} answered in plain text, not TLS: choose STARTTLS or None "
+                                       "for this port, or give the server's SSL port (usually 993).") from exc
             raise ConnectionFailed(f"The TLS handshake with {where} failed ({exc.reason or exc}): "
                                    "check the security setting (SSL or STARTTLS) and the port.") from exc
         except TimeoutError as exc:
+            if speaks_tls(self.host, self.port, self._probe_timeout, allow_private=self.allow_private):
+                raise ConnectionFailed(f"{where} did not greet in plain text: the server spoke TLS. "
+                                       "Choose SSL for this port.") from exc
             raise TransientError(f"{where} did not answer in time (no IMAP greeting after "
                                  f"{self.connect_timeout:g}s): check host, port and security "
                                  "setting.") from exc
@@ -228,8 +240,7 @@ class ImapSource(Source):
                     raise ConnectionFailed(f"{where} does not offer STARTTLS; choose SSL or "
                                            "no encryption.") from exc
                 except ssl.SSLCertVerificationError as exc:
-                    raise ConnectionFailed(f"The TLS certificate of {where} could not be "
-                                           f"verified ({exc.verify_message}).") from exc
+                    raise ConnectionFailed(_unverified(where, exc)) from exc
             self._login(client)
             self._capabilities = {to_unicode(c).upper() for c in client.capabilities()}
         except BaseException:
@@ -366,8 +377,19 @@ class ImapSource(Source):
                 return [f for f in folders if f.flags & keep]
         return folders
 
-    def test_connection(self) -> list[Folder]:
-        """Log in and list every folder with its message count (STATUS MESSAGES)."""
+    @property
+    def _probe_timeout(self) -> float:
+        return min(self.connect_timeout, 5.0)
+
+    def test_connection(self, *, timeout: float | None = None) -> list[Folder]:
+        """Log in and list every folder with its message count (STATUS MESSAGES).
+
+        With ``timeout`` (the form's button): one connection attempt, no reconnects, and every
+        network wait bounded by ``timeout``, so a wrong port or security setting gets its answer
+        in seconds instead of after the worker's rounds of retries."""
+        if timeout is not None:
+            self.connect_attempts, self.retries = 1, 0
+            self.connect_timeout = self.read_timeout = timeout
         out = []
         for folder in self.list_all_folders():
             count = None

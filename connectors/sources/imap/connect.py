@@ -62,3 +62,39 @@ class CheckedIMAPClient(IMAPClient):
             return _TlsIMAP4(self.host, self.port, self.ssl_context, connect_timeout,
                              allow_private=self._allow_private)
         return _PlainIMAP4(self.host, self.port, connect_timeout, allow_private=self._allow_private)
+
+
+
+def _probe(host: str, port: int, timeout: float, allow_private: bool, talk) -> bool:
+    try:
+        sock = open_connection(host, port, timeout, allow_private=allow_private)
+    except OSError:
+        return False
+    try:
+        sock.settimeout(timeout)
+        return bool(talk(sock))
+    except (OSError, ValueError):
+        return False
+    finally:
+        sock.close()
+
+
+def speaks_tls(host: str, port: int, timeout: float, *, allow_private: bool) -> bool:
+    """Whether the port completes a TLS handshake: asked after a plain connection got no greeting
+    (a TLS port stays silent to a plain client, each waiting for the other). The certificate is
+    not verified and nothing is sent after the handshake: it only tells the user to choose SSL."""
+    def talk(sock):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.wrap_socket(sock, server_hostname=host).close()
+        return True
+
+    return _probe(host, port, timeout, allow_private, talk)
+
+
+def speaks_plain_imap(host: str, port: int, timeout: float, *, allow_private: bool) -> bool:
+    """Whether the port greets in plain text (``* OK``): asked after a TLS handshake failed, to tell
+    the user the port wants STARTTLS or no encryption. Reads the greeting only, sends nothing."""
+    return _probe(host, port, timeout, allow_private,
+                  lambda sock: sock.recv(64).upper().startswith((b"* OK", b"* PREAUTH", b"* BYE")))

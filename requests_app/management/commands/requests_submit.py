@@ -1,3 +1,4 @@
+import os
 import sys
 import time
 
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         if not errors:
             try:
                 created = requests_submit_many(tenant=tenant_obj, actor="manage.py requests_submit", rows=parsed.rows,
-                                               source="cli")
+                                               source="cli", name="-" if file == "-" else os.path.basename(file))
             except ValidationError as exc:
                 errors = exc.messages
         if errors:
