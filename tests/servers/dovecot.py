@@ -175,6 +175,10 @@ class DovecotServer:
     def add_user(self, name: str, password: str) -> None:
         self.users[name] = password
         self._write_passwd()
+        # Dovecot's auth process looks at the passwd-file's stat at most once per second of its
+        # event loop: a login in the same second as the previous lookup still sees the old file
+        # (refused as a wrong password). Let that second pass so the new user can log in at once.
+        time.sleep(1.05)
 
     def fix_ownership(self) -> None:
         """Give the mail tree to the mail user (needed after writing Maildir files as root)."""
