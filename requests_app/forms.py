@@ -400,7 +400,8 @@ class RestoreForm(forms.Form):
     title = forms.CharField(max_length=200, required=False)
     bucket = forms.CharField(label="Source bucket", help_text="Registered with purpose source or both.")
     archive_key = forms.CharField(max_length=1024, label="Archive key",
-                                  help_text="mail/2026/user1.zip; a split archive's first volume or base name.")
+                                  help_text="mail/2026/user1.zip; a split archive's first volume or base name; an "
+                                            "incremental series' base name (mail/2026/user1) restores every run.")
     target_server = forms.CharField(max_length=255, required=False, label="IMAP server")
     target_port = forms.IntegerField(min_value=1, max_value=65535, required=False, label="Port")
     target_security = forms.ChoiceField(choices=Security.choices, required=False, label="Security")

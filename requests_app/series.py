@@ -85,6 +85,20 @@ def run_file_name(req: MigrationRequest) -> str:
     return req.file_name if number <= 1 else f"{req.file_name}.r{number:04d}"
 
 
+def series_base_key(req: MigrationRequest) -> str:
+    """The key that restores every run of ``req``'s series (``PREFIX/FILE``, DESIGN.md "Restore
+    rows"), from the run's own archive key; "" for a one-off or a run without an archive."""
+    from connectors.archives.keys import base_name
+
+    archives = (req.result or {}).get("archives") or []
+
+    if not (req.incremental and req.series_key and archives):
+        return ""
+    base = base_name(archives[0].get("key", ""))
+    suffix = f".r{run_number(req):04d}"
+    return base[:-len(suffix)] if run_number(req) > 1 and base.endswith(suffix) else base
+
+
 def _parent(run: MigrationRequest) -> dict:
     result = run.result or {}
     return {"request": str(run.uuid), "run": run_number(run),

@@ -32,7 +32,7 @@ from requests_app.csvimport import errors_csv, parse_csv, sample_csv
 from requests_app.filters import RequestFilterForm, one_line_per_series
 from requests_app.forms import destination_buckets, form_class
 from requests_app.models import MigrationRequest, RequestBatch, State
-from requests_app.series import run_file_name, series_run_rows
+from requests_app.series import run_file_name, series_base_key, series_run_rows
 from requests_app.types import available_types, get_type, restore_type_for
 
 PAGE_SIZE = 50
@@ -139,6 +139,10 @@ def request_create(request, type_code: str):
     data = clone.with_stored_password(request.POST, original) if request.method == "POST" else None
     initial = _restore_initial(request, rtype) if request.method != "POST" else None
     form = form_class(rtype)(data, rtype=rtype, tenant=request.access.tenant, initial=initial)
+    if initial and initial.get("series_base"):
+        form.fields["archive_key"].help_text = (
+            f"This backup is one run of an incremental series: {initial['series_base']} restores every run "
+            f"of the series in order (each message once); the key above restores this run alone.")
     if request.method == "POST" and form.is_valid():
         reused = original is not None and not request.POST.get("source_password")
         if reused and "source_password" in form.fields and not clone.same_endpoint(form.cleaned_data, original):
@@ -294,7 +298,8 @@ def _progress_context(req: MigrationRequest) -> dict:
 def _restore_initial(request, rtype) -> dict | None:
     """The restore form pre-filled from a completed backup (``?from=<uuid>``), looked up
     through the user's tenant: its bucket, its archive's key and, for the mailbox side, its
-    server and user (never its password)."""
+    server and user (never its password); for a run of an incremental series, also the series'
+    base name (``series_base``, named in the key's help text)."""
     if not rtype.is_restore or not request.GET.get("from"):
         return None
     backup = get_owned_or_404(request.access, MigrationRequest.objects.select_related("bucket"), uuid=request.GET["from"])
@@ -302,6 +307,7 @@ def _restore_initial(request, rtype) -> dict | None:
     if not archives:
         return None
     return {"bucket": str(backup.bucket.uuid), "archive_key": archives[0]["key"],
+            "series_base": series_base_key(backup),
             "title": f"Restore of {backup.title or backup.source_user}",
             "target_server": backup.source_server, "target_port": backup.source_port,
             "target_security": backup.source_security, "target_user": backup.source_user}

@@ -4,10 +4,12 @@ A restore request names its archive as users know it (DESIGN.md, "Restore rows")
 
 - a file: ``mail/2026/user1.zip`` (or ``.pst``);
 - a split archive by its first (or any) volume, ``mail/2026/user1.part001.zip``, or by its base
-  name ``mail/2026/user1``: every volume ``.part001`` .. ``.partNNN``, in order, with none missing.
+  name ``mail/2026/user1``: every volume ``.part001`` .. ``.partNNN``, in order, with none missing;
+- an incremental series by its base name ``mail/2026/user1``: every run (``user1.zip``,
+  ``user1.r0002.zip``, ...) in run order.
 
 ``resolve_archive`` turns that into the list of keys to read with one listing of the base name
-(so it is cheap enough to run when the request is submitted, and again when it runs).
+(``connectors.archives.keys``, the resolver the ZIP reader uses too).
 
 A restore writes ``PREFIX/FILE.restore-<token>.report.csv`` and ``.summary.json`` beside the
 archive (``restore_file_name``): never ``FILE.report.csv``, which is the backup's own report, so
@@ -19,14 +21,11 @@ from __future__ import annotations
 import posixpath
 import re
 
-from connectors.model import SourceError
+from connectors.archives.keys import ArchiveNotFound, base_name, resolve
 
-_VOLUME = re.compile(r"^(?P<base>.+)\.part(?P<number>\d{3,})\.(?P<ext>zip|pst)$", re.IGNORECASE)
+__all__ = ["ArchiveNotFound", "base_name", "key_problem", "resolve_archive", "restore_file_name"]
+
 _EXTENSION = re.compile(r"\.(zip|pst)$", re.IGNORECASE)
-
-
-class ArchiveNotFound(SourceError):
-    """The archive a restore names is not in the bucket (or is incomplete); the message says why."""
 
 
 def key_problem(key: str, extension: str) -> str:
@@ -43,14 +42,6 @@ def key_problem(key: str, extension: str) -> str:
     return ""
 
 
-def base_name(key: str) -> str:
-    """``mail/user1.part002.zip`` → ``mail/user1``; ``mail/user1.zip`` → ``mail/user1``."""
-    match = _VOLUME.match(key)
-    if match:
-        return match.group("base")
-    return _EXTENSION.sub("", key)
-
-
 def restore_file_name(archive_key: str, token: str) -> tuple[str, str]:
     """(prefix, file name) of a restore's report and summary: beside the archive, under its stem
     plus ``.restore-<token>`` (see the module docstring)."""
@@ -59,31 +50,7 @@ def restore_file_name(archive_key: str, token: str) -> tuple[str, str]:
 
 
 def resolve_archive(client, bucket: str, key: str, extension: str) -> list[str]:
-    """The keys of the archive's files in reading order; ArchiveNotFound when there is none, or
-    a split archive misses a volume. ``extension`` is the request type's format (zip | pst)."""
-    base = base_name(key)
-    single = f"{base}.{extension}"
-    wanted = re.compile(rf"^{re.escape(base)}\.part(\d{{3,}})\.{re.escape(extension)}$", re.IGNORECASE)
-    found_single, volumes = False, {}
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=base):
-        for obj in page.get("Contents", []):
-            name = obj["Key"]
-            if name == single:
-                found_single = True
-            elif match := wanted.match(name):
-                volumes[int(match.group(1))] = name
-    given_volume = bool(_VOLUME.match(key))
-    if found_single and not given_volume:
-        return [single]
-    if volumes:
-        numbers = sorted(volumes)
-        missing = [n for n in range(1, numbers[-1] + 1) if n not in volumes]
-        if missing:
-            raise ArchiveNotFound(f"The split archive {base} misses volume(s) "
-                                  f"{', '.join(f'part{n:03d}' for n in missing)}.")
-        return [volumes[n] for n in numbers]
-    if found_single:
-        return [single]
-    raise ArchiveNotFound(f"No archive {key} in the bucket {bucket} (looked for {single} and "
-                          f"{base}.partNNN.{extension}).")
+    """The keys of the archive's files in reading order (``connectors.archives.keys.resolve``:
+    a file, a split archive's volumes, or every run of an incremental series); ArchiveNotFound
+    when there is none, or a volume is missing. ``extension`` is the request type's format."""
+    return [volume.key for volume in resolve(client, bucket, key, extension)]

@@ -2,8 +2,8 @@
 
     with open_archive("zip", client, bucket, keys, tmp_dir=...) as reader: ...
 
-- ZIP is read where it lies (``ZipArchiveReader``: ranged GETs, the central directory first);
-  it is given the first file and finds the other volumes itself.
+- ZIP is read where it lies (``ZipArchiveReader``: ranged GETs, the central directory first),
+  over exactly the files given (every volume of every run of a series, in order).
 - PST needs random access all over the file, so each volume is staged on local disk first
   (``stage_object``: streamed, never in memory) and read there; the staged files are deleted
   when the reader is closed, whatever the ending.
@@ -51,7 +51,7 @@ class ReadAhead(ArchiveReader):
 def _zip(client, bucket: str, keys: Sequence[str], tmp_dir: str | None) -> Iterator[ArchiveReader]:
     from connectors.archives.zip.reader import ZipArchiveReader
 
-    with ZipArchiveReader(client, bucket, keys[0]) as reader:
+    with ZipArchiveReader(client, bucket, keys[0], keys=list(keys)) as reader:
         yield ReadAhead(reader)
 
 

@@ -6,9 +6,11 @@ volume's ``index.csv`` (``index``) row by row alongside each entry's bytes, in a
 stored, or deflated and inflated as they stream in. Memory holds one directory record, one
 index row and one message at a time (flat with the number of messages), never the archive.
 
-What an archive is, from the key a user gives (``resolve_volumes``): ``FILE.zip``; a split
-archive's first volume ``FILE.part001.zip`` or its base name ``FILE`` (volumes found by
-listing the prefix, all of 001..N required); any other ZIP object (a foreign one).
+What an archive is, from the key a user gives (``resolve_volumes``, i.e.
+``connectors.archives.keys.resolve``): ``FILE.zip``; a split archive's first volume
+``FILE.part001.zip`` or its base name ``FILE`` (volumes found by listing the prefix, all of
+001..N required); every run of an incremental series by its base name; any other ZIP object
+(a foreign one). A caller that resolved the key already passes the volumes' keys (``keys``).
 
 What each message is (the archive-metadata contract, ``/work`` docs): its index row when the
 volume has one (folder, source id, Message-ID, internal date, flags, labels, size, SHA-256);
@@ -31,13 +33,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from connectors import mimeinfo
 from connectors.archives import ArchivedMessage, ArchiveFailure, ArchiveReader, Selection
+from connectors.archives.keys import ArchiveNotFound, Volume, resolve  # noqa: F401 - ArchiveNotFound: re-exported
 from connectors.archives.zip import index as zindex
 from connectors.archives.zip.directory import (
     LOCAL_FIXED,
@@ -48,56 +50,16 @@ from connectors.archives.zip.directory import (
     data_offset,
     find_end,
 )
-from connectors.storage.s3.ranged import READ_AHEAD, RangedObject, list_keys
-from connectors.storage.s3.sink import S3Failure
+from connectors.storage.s3.ranged import READ_AHEAD, RangedObject
 
 STORED, DEFLATED = 0, 8
-_PART = re.compile(r"(?P<base>.+)\.part(?P<n>\d{3,})\.zip")
 ROOT_FOLDER = "INBOX"
 INDEX_CHUNK = 256 * 1024  # the index is read alongside the messages: small GETs, small inflate outputs
 
 
-class ArchiveNotFound(S3Failure):
-    """No archive under the key (or a split archive with a volume missing); says which."""
-
-
-@dataclass(frozen=True)
-class Volume:
-    key: str
-    size: int
-
-
 def resolve_volumes(client, bucket: str, key: str) -> list[Volume]:
-    """The archive's volumes, in order, from a key as a user gives it (see the module docstring)."""
-    key = key.strip().lstrip("/")
-    if not key:
-        raise ArchiveNotFound("No archive key given.")
-    named_part = _PART.fullmatch(key)
-    if named_part:
-        base = named_part["base"]
-    elif key.lower().endswith(".zip"):
-        base = key[:-4]
-    else:
-        base = key
-    listed = dict(list_keys(client, bucket, base))
-    parts = sorted((int(m["n"]), k, size) for k, size in listed.items()
-                   if (m := _PART.fullmatch(k)) and m["base"] == base)
-    single = base + ".zip"
-    if named_part or (single not in listed and parts):
-        if not parts:
-            raise ArchiveNotFound(f"No volume {base}.part001.zip... in the bucket {bucket}.")
-        numbers = [n for n, _k, _s in parts]
-        missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
-        if missing:
-            names = ", ".join(f"{base}.part{n:03d}.zip" for n in missing[:5])
-            raise ArchiveNotFound(f"The split archive {base} is incomplete: {names} missing.")
-        return [Volume(k, size) for _n, k, size in parts]
-    if single in listed:
-        return [Volume(single, listed[single])]
-    if key in listed:
-        return [Volume(key, listed[key])]
-    raise ArchiveNotFound(f"No archive {key} in the bucket {bucket} (looked for {single} and "
-                          f"{base}.partNNN.zip).")
+    """The archive's volumes, in order, from a key as a user gives it (``connectors.archives.keys``)."""
+    return resolve(client, bucket, key, "zip")
 
 
 def folder_of(name: str) -> str:
@@ -277,10 +239,12 @@ class ZipArchiveReader(ArchiveReader):
     ``client`` must be the bucket's own client (``connectors.storage.s3.client.make_client``).
     """
 
-    def __init__(self, client, bucket: str, key: str, *, read_ahead: int = READ_AHEAD) -> None:
+    def __init__(self, client, bucket: str, key: str, *, keys: list[str] | None = None,
+                 read_ahead: int = READ_AHEAD) -> None:
         self.client, self.bucket, self.key = client, bucket, key
         self.read_ahead = read_ahead
-        self._volumes: list[Volume] | None = None
+        # Volumes already resolved (restore): their sizes come from a HEAD when each is opened
+        self._volumes: list[Volume] | None = [Volume(k, None) for k in keys] if keys else None
 
     @property
     def volumes(self) -> list[Volume]:
