@@ -65,7 +65,9 @@ def test_a_running_request_shows_its_speed_and_time_left(page, operator, tenant,
         assert page.inner_text("#remaining") in ("estimating…",) or page.inner_text("#remaining").startswith("about")
         page.once("dialog", lambda dialog: dialog.accept())
         page.click("#cancel")
-        wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).state == "cancelled", timeout=60)
+        wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).cancel_requested, timeout=30)
+    # The proxy is gone: the stalled fetch fails at once and the run sees the cancellation.
+    wait_for(lambda: MigrationRequest.objects.get(pk=req.pk).state == "cancelled", timeout=120)
 
 
 def test_run_again_submits_the_same_settings_with_the_stored_password(page, operator, tenant, dovecot, dest_bucket):
