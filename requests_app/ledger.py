@@ -78,13 +78,15 @@ class DatabaseLedger:
 
     def _owned(self) -> tuple[MigrationRequest, Checkpoint]:
         row, checkpoint = lifecycle.owned_row(self.pk, self.run_token)
-        self._stored = row.checkpoint  # committed as read (this transaction's own write: ``_save``)
+        self._stored = row.checkpoint  # as read under the lock (this transaction's own write: ``_save``)
         return row, checkpoint
 
     def _save(self, checkpoint: Checkpoint, row: MigrationRequest) -> None:
+        """Store ``checkpoint`` and remember it. Remembered before the transaction commits: if
+        the commit fails, the ledger call raises and the engine stops using this ledger
+        (``skeleton.LedgerGuard``), so nothing reads the remembered value."""
         checkpoint.save(row)
-        stored = row.checkpoint
-        transaction.on_commit(lambda: setattr(self, "_stored", stored))
+        self._stored = row.checkpoint
 
     def _checkpoint(self) -> Checkpoint:
         """The checkpoint, read once: while this run owns the request only its own writes change it."""
