@@ -8,7 +8,8 @@
 What an operator runs: N mailboxes (``tests/mailgen.py``, bench profile, the first M messages,
 one seed per user) in one Dovecot; one CSV of N ``IMAP-S3-ZIP`` rows submitted through
 ``manage.py requests_submit`` (the service's ``requests_submit_many``); W ``manage.py worker
---burst`` processes (RQ's forking worker, as in production) that share nothing but Redis,
+--burst`` processes (the production worker; ``--compare-fork`` runs each run twice, interleaved:
+RQ's work horse per job, then the default in-process worker) that share nothing but Redis,
 PostgreSQL (database ``legacyflo_perf``, dropped and created afresh; ``--database`` for another
 URL) and the S3 store (``rclone serve s3``). Timed from the submission to the last worker's exit.
 Against it, in the same invocation: mbsync pulling the same N mailboxes into Maildirs, W
@@ -177,7 +178,8 @@ class TreeRss(threading.Thread):
                 self.rss, self.single = max(self.rss, sum(rss)), max(self.single, max(rss, default=0.0))
 
 
-def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int, concurrency: int = 1) -> float:
+def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int, concurrency: int = 1,
+             fork: bool | None = None) -> float:
     csv_path = work / f"run{run}.csv"
     csv_path.write_bytes(body)
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -187,8 +189,9 @@ def run_ours(work: Path, env: dict, body: bytes, workers: int, run: int, concurr
     if submit.returncode:
         sys.exit(f"FAILED: requests_submit exited {submit.returncode}: {submit.stderr[-2000:]}")
     submitted = time.perf_counter()
-    procs = [subprocess.Popen([*manage, "worker", "--burst", "--concurrency", str(concurrency)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for _ in range(workers)]
+    mode = [] if fork is None else ["--fork" if fork else "--no-fork"]
+    procs = [subprocess.Popen([*manage, "worker", "--burst", "--concurrency", str(concurrency), *mode], env=env,
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(workers)]
     sampler = TreeRss([p.pid for p in procs])
     sampler.start()
     outputs = [p.communicate()[0] for p in procs]
@@ -325,6 +328,8 @@ def main() -> int:
     parser.add_argument("--database", default=os.environ.get("PERF_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--no-mbsync", action="store_true")
     parser.add_argument("--profile", action="store_true", help="then cProfile one request's job in this process")
+    parser.add_argument("--compare-fork", action="store_true",
+                        help="each run twice, interleaved: RQ's forking worker (--fork), then the in-process one")
     args = parser.parse_args()
 
     from legacyflo.localservices import start_rclone_s3, start_redis
@@ -349,21 +354,34 @@ def main() -> int:
         os.environ.update(env)
         setup_portal(s3.url)
         ours, theirs = [], []
-        for run in range(args.repeat):
+        modes = [True, False] if args.compare_fork else [None]
+        by_mode: dict = {mode: [] for mode in modes}
+        rows_of: dict = {}
+        run = 0
+        for attempt in range(args.repeat):
             if not args.no_mbsync:
                 theirs.append(run_mbsync(work, dovecot.port, args.mailboxes, args.workers))
-                print(f"mbsync run {run + 1}: {theirs[-1]:.2f}s", flush=True)
-            ours.append(run_ours(work, env, make_csv(args.mailboxes, dovecot.port, run), args.workers, run,
-                                 args.concurrency))
-            print(f"ours run {run + 1}: {ours[-1]:.2f}s ({1000 * ours[-1] / args.mailboxes:.0f} ms per mailbox)",
-                  flush=True)
-            result = verify(work / "s3", run, args.mailboxes, args.messages)
-            print("archive check:", result, flush=True)
-            if result.startswith("FAILED"):
-                return 1
-            if run == args.repeat - 1 or ours[-1] == min(ours):
-                rows = phases(run)
-        print_phases(rows)
+                print(f"mbsync run {attempt + 1}: {theirs[-1]:.2f}s", flush=True)
+            for mode in modes:
+                label = {None: "ours", True: "ours (fork per job)", False: "ours (in process)"}[mode]
+                wall = run_ours(work, env, make_csv(args.mailboxes, dovecot.port, run), args.workers, run,
+                                args.concurrency, mode)
+                ours.append(wall)
+                by_mode[mode].append(wall)
+                print(f"{label} run {attempt + 1}: {wall:.2f}s ({1000 * wall / args.mailboxes:.0f} ms per mailbox)",
+                      flush=True)
+                result = verify(work / "s3", run, args.mailboxes, args.messages)
+                print("archive check:", result, flush=True)
+                if result.startswith("FAILED"):
+                    return 1
+                if wall == min(by_mode[mode]):
+                    rows_of[mode] = phases(run)
+                run += 1
+        for mode in modes:
+            if mode is not None:
+                print(f"{'fork per job' if mode else 'in process'}: best {min(by_mode[mode]):.2f} s; runs "
+                      + ", ".join(f"{w:.2f}" for w in by_mode[mode]))
+            print_phases(rows_of[mode])
         if args.profile:
             profile_in_process(dovecot.port)
         best = min(ours)

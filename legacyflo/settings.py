@@ -192,6 +192,10 @@ RQ_QUEUES = {
 RQ_SHOW_ADMIN_LINK = False
 # RQ workers `manage.py worker` runs (requests at once on this machine): one per core by default.
 LEGACYFLO_WORKER_CONCURRENCY = env_int("LEGACYFLO_WORKER_CONCURRENCY", os.cpu_count() or 1, minimum=1)
+# 0: each RQ worker runs its jobs in its own process (requests_app.rqworkers.InProcessWorker);
+# 1: RQ forks a work horse per job. A worker runs at most MAX_JOBS jobs, then a fresh one replaces it.
+LEGACYFLO_WORKER_FORK = env_bool("LEGACYFLO_WORKER_FORK", False)
+LEGACYFLO_WORKER_MAX_JOBS = env_int("LEGACYFLO_WORKER_MAX_JOBS", 200, minimum=1)
 # The cache holds short-lived shared state (login and password-reset throttles): Redis, so every
 # web process sees the same counters. Keys are prefixed; nothing ever clears the whole database.
 CACHES = {

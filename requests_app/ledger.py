@@ -74,12 +74,25 @@ class DatabaseLedger:
         self._no_records: bool | None = None  # the request has no ArchiveRecord
         self._last_seq: int | None = None  # the highest ArchiveRecord.seq
         self._last_part: tuple[str | None, int] | None = None  # (archive key, its highest part number)
+        self._stored: dict | None = None  # the checkpoint as this run last read or committed it
 
     def _owned(self) -> tuple[MigrationRequest, Checkpoint]:
-        return lifecycle.owned_row(self.pk, self.run_token)
+        row, checkpoint = lifecycle.owned_row(self.pk, self.run_token)
+        self._stored = row.checkpoint  # as read under the lock (this transaction's own write: ``_save``)
+        return row, checkpoint
+
+    def _save(self, checkpoint: Checkpoint, row: MigrationRequest) -> None:
+        """Store ``checkpoint`` and remember it. Remembered before the transaction commits: if
+        the commit fails, the ledger call raises and the engine stops using this ledger
+        (``skeleton.LedgerGuard``), so nothing reads the remembered value."""
+        checkpoint.save(row)
+        self._stored = row.checkpoint
 
     def _checkpoint(self) -> Checkpoint:
-        return Checkpoint.of(MigrationRequest.objects.only("checkpoint").get(pk=self.pk))
+        """The checkpoint, read once: while this run owns the request only its own writes change it."""
+        if self._stored is None:
+            self._stored = MigrationRequest.objects.only("checkpoint").get(pk=self.pk).checkpoint
+        return Checkpoint.from_json(self._stored)
 
     # -- upload ------------------------------------------------------------------------------
     def load_upload(self) -> UploadState | None:
@@ -91,8 +104,9 @@ class DatabaseLedger:
         ArchiveRecord.objects.filter(request_id=self.pk).delete()
         UploadedPart.objects.filter(request_id=self.pk).delete()
         checkpoint.upload = UploadState(key, upload_id, format)
-        checkpoint.save(row)
+        self._save(checkpoint, row)
         self._forget_rows(empty=True)
+        transaction.on_commit(lambda: setattr(self, "_last_part", (key, 0)))  # no part yet
 
     @transaction.atomic
     def commit_part(self, part: PartRecord, records: Sequence[EntryRecord]) -> None:
@@ -154,14 +168,14 @@ class DatabaseLedger:
         UploadedPart.objects.filter(request_id=self.pk).delete()
         checkpoint.upload = UploadState(key, upload_id, current.format, volume=done.number + 1,
                                         volumes=[*current.volumes, done])
-        checkpoint.save(row)
+        self._save(checkpoint, row)
         self._last_part = None
 
     @transaction.atomic
     def mark_archive_complete(self, size: int, etag: str) -> None:
         row, checkpoint = self._owned()
         checkpoint.upload = replace(checkpoint.upload, archive_complete=True, archive_size=size, archive_etag=etag)
-        checkpoint.save(row)
+        self._save(checkpoint, row)
 
     @transaction.atomic
     def reset(self) -> None:
@@ -169,7 +183,7 @@ class DatabaseLedger:
         ArchiveRecord.objects.filter(request_id=self.pk).delete()
         UploadedPart.objects.filter(request_id=self.pk).delete()
         checkpoint.upload = None
-        checkpoint.save(row)
+        self._save(checkpoint, row)
         self._forget_rows(empty=True)
 
     # -- the committed archive ----------------------------------------------------------------
@@ -180,7 +194,7 @@ class DatabaseLedger:
     def commit_archive(self, keys: Sequence[str], publication: Publication | None) -> None:
         row, checkpoint = self._owned()
         checkpoint.archives, checkpoint.publication = list(keys), publication or None
-        checkpoint.save(row)
+        self._save(checkpoint, row)
 
     def publication(self) -> Publication | None:
         return self._checkpoint().publication
@@ -189,7 +203,7 @@ class DatabaseLedger:
     def publication_done(self, remaining: Publication | None) -> None:
         row, checkpoint = self._owned()
         checkpoint.publication = remaining or None
-        checkpoint.save(row)
+        self._save(checkpoint, row)
 
     # -- records -----------------------------------------------------------------------------
     def _has_no_records(self) -> bool:
@@ -210,6 +224,8 @@ class DatabaseLedger:
                 .aggregate(n=Max("folder_seq"))["n"] or 0)
 
     def iter_records(self, volume: int | None = None) -> Iterator[EntryRecord]:
+        if self._no_records:  # known empty (a fresh request before its first commit)
+            return iter(())
         rows = ArchiveRecord.objects.filter(request_id=self.pk).order_by("seq")
         if volume is not None:
             rows = rows.filter(entry__volume=volume)

@@ -116,11 +116,18 @@ def _current_job_id() -> str:
         return ""
 
 
-@transaction.atomic
 def claim(pk: int) -> str | None:
     """Take ownership of the request (queued, or running with its worker gone → running); its
     run token, or None when there is nothing to do (ended, cancelled, destination held,
     owned elsewhere)."""
+    claimed = claim_row(pk)
+    return claimed[0] if claimed else None
+
+
+@transaction.atomic
+def claim_row(pk: int) -> tuple[str, MigrationRequest] | None:
+    """``claim``, with the claimed row as saved (its bucket and tenant loaded): the run needs
+    no second read of it."""
     row = MigrationRequest.objects.select_for_update().select_related("bucket", "tenant").filter(pk=pk).first()
     if row is None or row.state in FINAL_STATES:
         return None
@@ -168,7 +175,7 @@ def claim(pk: int) -> str | None:
     row.save(update_fields=["state", "attempts", "started_at", "heartbeat_at", "finished_at", "error", "checkpoint",
                             "folder_progress", "deferred_at"])
     _transitioned(row, before)
-    return token
+    return token, row
 
 
 class Heartbeat(threading.Thread):

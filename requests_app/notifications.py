@@ -134,15 +134,16 @@ def _on_transition(transition) -> None:
         if not _mark(transition.request_id, ("",), "started"):
             return
         req = _load(transition.request_id)
-        if req is not None:
-            send(recipients(req.tenant, req.notify), f"[LegacyFlo] Started: {req}", "run_started", run_context(req))
+        to = recipients(req.tenant, req.notify) if req is not None else []
+        if to:  # nobody to tell: the mail's report (a query over the records) is not built
+            send(to, f"[LegacyFlo] Started: {req}", "run_started", run_context(req))
     elif after in FINAL_STATES:
         if not _mark(transition.request_id, ("", "started"), "ended"):
             return
         req = _load(transition.request_id)
-        if req is not None:
-            send(recipients(req.tenant, req.notify), f"[LegacyFlo] {req.get_state_display()}: {req}", "run_ended",
-                 run_context(req))
+        to = recipients(req.tenant, req.notify) if req is not None else []
+        if to:
+            send(to, f"[LegacyFlo] {req.get_state_display()}: {req}", "run_ended", run_context(req))
 
 
 def _load(pk: int) -> MigrationRequest | None:

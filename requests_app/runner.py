@@ -99,14 +99,15 @@ def restore_spec(req: MigrationRequest, rtype: RequestType):
 
 def run_request(pk: int) -> str:
     """The job: run (or resume) request ``pk`` to its end. Returns the final state (or why not)."""
-    token = lifecycle.claim(pk)
-    if token is None:
+    claimed = lifecycle.claim_row(pk)
+    if claimed is None:
         return "skipped"
+    token, req = claimed
     with lifecycle.Heartbeat(pk, token):
-        return _run(pk, token)
+        return _run(pk, token, req)
 
 
-def _run(pk: int, token: str) -> str:
+def _run(pk: int, token: str, req: MigrationRequest) -> str:
     from buckets.services import bucket_target
     from connectors.model import ConnectionFailed
     from connectors.pipeline.run import run_backup
@@ -114,7 +115,6 @@ def _run(pk: int, token: str) -> str:
     from requests_app.kinds import source_for_request
     from requests_app.ledger import DatabaseLedger
 
-    req = MigrationRequest.objects.select_related("bucket", "tenant").get(pk=pk)
     rtype = get_type(req.request_type)
     if rtype is None:
         lifecycle.finish(pk, token, state=State.FAILED,

@@ -71,11 +71,10 @@ def destination_conflict(req: MigrationRequest, *, claiming: bool = False) -> Mi
     run of a series at a time)."""
     from requests_app.series import same_series
 
-    holders = destination_holders(req.tenant, bucket=req.bucket, s3_prefix=req.s3_prefix,
-                                  file_name=req.file_name)
-    for other in holders:
-        if other.pk == req.pk:
-            continue
+    pks = [pk for pk in destination_holders_many(req.tenant, [(req.bucket, req.s3_prefix, req.file_name)])[0]
+           if pk != req.pk]
+    found = MigrationRequest.objects.in_bulk(pks) if pks else {}  # usually none: no second query
+    for other in (found[pk] for pk in pks):
         if same_series(req, other):
             if other.state in ACTIVE_STATES and not (claiming and other.pk > req.pk):
                 return other
