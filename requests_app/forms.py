@@ -88,6 +88,17 @@ def parse_recipients(value) -> list[str]:
     return out
 
 
+def clean_imap_host(value: str | None, rtype: RequestType) -> str:
+    """An IMAP server field (a backup's source, a restore's target): the type's own server when
+    empty, else a valid host name, lower-cased."""
+    value = (value or "").strip() or rtype.server
+    if not value:
+        raise forms.ValidationError("Enter the IMAP server's host name.")
+    if not _HOST.match(value):
+        raise forms.ValidationError(f"{value!r} is not a valid host name.")
+    return value.lower()
+
+
 class RecipientsField(forms.CharField):
     """Email addresses separated by ';' (the CSV ``notify`` column, the forms' Notify field)."""
 
@@ -270,12 +281,7 @@ class RequestForm(forms.Form):
 
     # Field cleaning ---------------------------------------------------------------------------
     def clean_source_server(self):
-        value = (self.cleaned_data.get("source_server") or "").strip() or self.rtype.server
-        if not value:
-            raise forms.ValidationError("Enter the IMAP server's host name.")
-        if not _HOST.match(value):
-            raise forms.ValidationError(f"{value!r} is not a valid host name.")
-        return value.lower()
+        return clean_imap_host(self.cleaned_data.get("source_server"), self.rtype)
 
     def clean_source_port(self):
         return self.cleaned_data.get("source_port") or self.rtype.port
@@ -431,12 +437,7 @@ class RestoreForm(forms.Form):
     bound_copy = RequestForm.bound_copy
 
     def clean_target_server(self):
-        value = (self.cleaned_data.get("target_server") or "").strip() or self.rtype.server
-        if not value:
-            raise forms.ValidationError("Enter the IMAP server's host name.")
-        if not _HOST.match(value):
-            raise forms.ValidationError(f"{value!r} is not a valid host name.")
-        return value.lower()
+        return clean_imap_host(self.cleaned_data.get("target_server"), self.rtype)
 
     def clean_target_port(self):
         return self.cleaned_data.get("target_port") or self.rtype.port
